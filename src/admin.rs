@@ -1,0 +1,249 @@
+//! `foghorn admin ...`: create clusters, tenants, tokens and streams without writing SQL.
+//!
+//! Acts on the registry named by the same configuration as the server (file, env, flags), and
+//! migrates it first, so it works before the server has ever started.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::registry::{NewCluster, NewEnrollmentToken, Registry, Role};
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enrollment tokens for self-hosted edges.
+    EnrollmentToken {
+        #[command(subcommand)]
+        command: EnrollmentTokenCommand,
+    },
+    /// Streams.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Create a cluster.
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        region: String,
+        /// shared-community | shared-lb | dedicated
+        #[arg(long, default_value = "shared-community")]
+        tier: String,
+        /// FREE_UNMETERED | TIER_INHERIT | METERED | MONTHLY
+        #[arg(long, default_value = "FREE_UNMETERED")]
+        pricing: String,
+        /// public | unlisted | private
+        #[arg(long, default_value = "public")]
+        visibility: String,
+        /// Foghorn gRPC address of the cluster, e.g. foghorn.eu.example.com:18019
+        #[arg(long, default_value = "")]
+        grpc_addr: String,
+        /// Foghorn HTTP base URL of the cluster
+        #[arg(long, default_value = "")]
+        http_url: String,
+    },
+    /// List clusters.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        official_cluster: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token; prints it once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// tenant | operator | admin
+        #[arg(long, default_value = "tenant")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollmentTokenCommand {
+    /// Create an enrollment token; prints it once.
+    Create {
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 1)]
+        usage_limit: i64,
+        /// Lifetime, e.g. 30d, 12h
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Only edges connecting from this network may use it, e.g. 203.0.113.0/24
+        #[arg(long)]
+        expected_cidr: Option<ipnet::IpNet>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Create a stream; prints its stream key once and its playback id.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Runs one admin command and prints its result (JSON with `json`).
+pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::Result<()> {
+    let registry = Registry::open(
+        &config.database_url(),
+        2,
+        config.database.connect_timeout,
+    )
+    .await
+    .context("opening the registry")?;
+    let out = execute(&registry, command).await;
+    registry.close().await;
+    let (value, human) = out?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{human}");
+    }
+    Ok(())
+}
+
+/// Executes a command; returns the JSON result and its human rendering.
+pub async fn execute(registry: &Registry, command: AdminCommand) -> anyhow::Result<(Value, String)> {
+    Ok(match command {
+        AdminCommand::Cluster {
+            command:
+                ClusterCommand::Create {
+                    id,
+                    name,
+                    region,
+                    tier,
+                    pricing,
+                    visibility,
+                    grpc_addr,
+                    http_url,
+                },
+        } => {
+            let new = NewCluster {
+                region,
+                tier: tier.parse().context("--tier")?,
+                pricing_model: pricing.parse().context("--pricing")?,
+                visibility: visibility.parse().context("--visibility")?,
+                grpc_addr,
+                http_url,
+                ..NewCluster::platform(id, name)
+            };
+            let cluster = registry.create_cluster(&new).await?;
+            let human = format!("created cluster {} ({})", cluster.id, cluster.name);
+            (serde_json::to_value(cluster)?, human)
+        }
+        AdminCommand::Cluster {
+            command: ClusterCommand::List,
+        } => {
+            let clusters = registry.clusters().await?;
+            let human = clusters
+                .iter()
+                .map(|c| format!("{}\t{}\t{}\t{}", c.id, c.tier, c.visibility, c.name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (serde_json::to_value(clusters)?, human)
+        }
+        AdminCommand::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    official_cluster,
+                },
+        } => {
+            let tenant = registry.create_tenant(&name, &official_cluster).await?;
+            let human = tenant.id.clone();
+            (serde_json::to_value(tenant)?, human)
+        }
+        AdminCommand::Token {
+            command: TokenCommand::Create { tenant, role },
+        } => {
+            let role: Role = role.parse().context("--role")?;
+            let (token, plain) = registry.create_api_token(&tenant, role).await?;
+            let mut value = serde_json::to_value(&token)?;
+            value["token"] = json!(plain);
+            let human = format!("{plain}\n(shown once: store it now; role {role})");
+            (value, human)
+        }
+        AdminCommand::EnrollmentToken {
+            command:
+                EnrollmentTokenCommand::Create {
+                    cluster,
+                    tenant,
+                    usage_limit,
+                    ttl,
+                    expected_cidr,
+                },
+        } => {
+            let ttl_ms = i64::try_from(ttl.as_millis()).context("--ttl is too long")?;
+            let new = NewEnrollmentToken {
+                cluster_id: cluster,
+                tenant_id: tenant,
+                usage_limit,
+                expires_at: crate::registry::now_ms().saturating_add(ttl_ms),
+                expected_cidr,
+            };
+            let (token, plain) = registry.create_enrollment_token(&new).await?;
+            let mut value = serde_json::to_value(&token)?;
+            value["token"] = json!(plain);
+            let human = format!(
+                "{plain}\n(shown once; {} use(s), expires in {})",
+                token.usage_limit,
+                humantime::format_duration(ttl)
+            );
+            (value, human)
+        }
+        AdminCommand::Stream {
+            command: StreamCommand::Create { tenant, name },
+        } => {
+            let (stream, key) = registry.create_stream(&tenant, &name).await?;
+            let mut value = serde_json::to_value(&stream)?;
+            value["stream_key"] = json!(key);
+            let human = format!(
+                "stream key:   {key}   (shown once)\nplayback id:  {}\ninternal name: {}",
+                stream.playback_id, stream.internal_name
+            );
+            (value, human)
+        }
+    })
+}

@@ -1,0 +1,187 @@
+//! Wiring of the whole server: state, listeners, background tasks, graceful shutdown.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::RedisLink;
+use crate::config::Config;
+use crate::edge::EdgeState;
+use crate::metrics::Metrics;
+use crate::registry::{NewCluster, Registry};
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub edges: Arc<EdgeState>,
+    pub metrics: Arc<Metrics>,
+    pub redis: Option<RedisLink>,
+    /// Cancelled once, when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Per-connection tasks (edge sessions), awaited during shutdown.
+    pub tasks: TaskTracker,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Whether the listeners are up and the registry was migrated.
+    pub fn is_started(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+}
+
+/// A running Foghorn.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: AppState,
+    http: JoinHandle<std::io::Result<()>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Opens the registry, binds both listeners and starts serving. Returns once ready.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let config = Arc::new(config);
+    let db_url = config.database_url();
+    let registry = Registry::open(
+        &db_url,
+        config.database.max_connections,
+        config.database.connect_timeout,
+    )
+    .await
+    .with_context(|| format!("opening the registry at {}", redact(&db_url)))?;
+    let mut local = NewCluster::platform(&config.cluster.id, &config.cluster.name);
+    local.region = config.cluster.region.clone();
+    registry
+        .ensure_cluster(&local)
+        .await
+        .context("registering this cluster in the registry")?;
+
+    let shutdown = CancellationToken::new();
+    let redis = if config.redis.url.is_empty() {
+        None
+    } else {
+        let link = RedisLink::new(&config.redis.url).context("parsing redis.url")?;
+        tokio::spawn(link.clone().run(shutdown.child_token()));
+        Some(link)
+    };
+
+    let state = AppState {
+        edges: Arc::new(EdgeState::new(config.liveness_window())),
+        metrics: Arc::new(Metrics::new()),
+        registry,
+        redis,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+        ready: Arc::new(AtomicBool::new(false)),
+        config: config.clone(),
+    };
+
+    let http_listener = TcpListener::bind(config.server.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.server.http_addr))?;
+    let grpc_listener = TcpListener::bind(config.server.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.server.grpc_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let router = crate::http::router(state.clone());
+    let http = tokio::spawn(
+        axum::serve(
+            http_listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
+    );
+    let grpc = tokio::spawn(crate::grpc::serve(
+        state.clone(),
+        grpc_listener,
+        shutdown.clone(),
+    ));
+
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(
+        http = %http_addr,
+        grpc = %grpc_addr,
+        cluster = %config.cluster.id,
+        registry = %redact(&db_url),
+        redis = %if config.redis.url.is_empty() { "none".to_string() } else { redact(&config.redis.url) },
+        "Foghorn ready"
+    );
+    Ok(Server {
+        http_addr,
+        grpc_addr,
+        state,
+        http,
+        grpc,
+    })
+}
+
+impl Server {
+    /// Stops accepting, ends edge sessions (they are told SHUTTING_DOWN), lets in-flight requests
+    /// finish, and returns within `server.shutdown_grace`.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let grace = self.state.config.server.shutdown_grace;
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        let drain = async {
+            self.state.tasks.wait().await;
+            let http = self.http.await;
+            let grpc = self.grpc.await;
+            (http, grpc)
+        };
+        match tokio::time::timeout(grace, drain).await {
+            Ok((http, grpc)) => {
+                http.context("HTTP server task")?.context("HTTP server")?;
+                grpc.context("gRPC server task")?.context("gRPC server")?;
+            }
+            Err(_) => tracing::warn!(?grace, "shutdown grace elapsed; abandoning open connections"),
+        }
+        self.state.registry.close().await;
+        tracing::info!("Foghorn stopped");
+        Ok(())
+    }
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("sqlite://./data/f.db"), "sqlite://./data/f.db");
+        assert_eq!(super::redact("redis://h:6379/"), "redis://h:6379/");
+    }
+}

@@ -1,0 +1,566 @@
+//! Typed, validated configuration.
+//!
+//! Layers, each overriding the one before: embedded defaults, the TOML file (`--config` or
+//! `FOGHORN_CONFIG`), `FOGHORN_*` environment variables, command-line flags. Every layer is merged
+//! into one TOML tree before it is deserialized, so an error always names the key (and the variable
+//! or flag it came from) and nothing is bound before the whole configuration is valid.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything Foghorn can be told. `config/foghorn.toml` documents each key with this default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cluster: ClusterConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub edges: EdgesConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before remaining work is abandoned.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// Largest HTTP request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Stable lowercase id, also the DNS label of the cluster.
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub root_domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite://...`; empty means SQLite at `{data_dir}/foghorn.db`.
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Empty: no Redis, this Foghorn is a single-instance cluster.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgesConfig {
+    /// How often edges send NodeStats (sent to them in the ConfigSeed).
+    #[serde(with = "humantime_serde_compat")]
+    pub stats_interval: Duration,
+    /// An edge is routable while its last NodeStats is younger than this many intervals.
+    pub liveness_intervals: u32,
+    /// How long a new connection may take to send its Register frame.
+    #[serde(with = "humantime_serde_compat")]
+    pub register_timeout: Duration,
+    /// Budget for answering an IngestRequest.
+    #[serde(with = "humantime_serde_compat")]
+    pub ingest_timeout: Duration,
+    /// Largest gRPC frame accepted from an edge, in bytes.
+    pub max_message_bytes: usize,
+    /// Most streams one NodeStats may list.
+    pub max_streams_per_node: usize,
+    /// Longest string accepted in any edge frame field (URLs, names, keys).
+    pub max_string_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `foghorn=debug,info`. `RUST_LOG` wins when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 18008)),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 18019)),
+            data_dir: PathBuf::from("./data"),
+            shutdown_grace: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            id: "local".into(),
+            name: "Local cluster".into(),
+            region: "local".into(),
+            root_domain: "frameworks.localhost".into(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: String::new() }
+    }
+}
+
+impl Default for EdgesConfig {
+    fn default() -> Self {
+        Self {
+            stats_interval: Duration::from_secs(5),
+            liveness_intervals: 3,
+            register_timeout: Duration::from_secs(10),
+            ingest_timeout: Duration::from_secs(2),
+            max_message_bytes: 256 * 1024,
+            max_streams_per_node: 2_000,
+            max_string_bytes: 512,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            cluster: ClusterConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            edges: EdgesConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Environment variables and the key each one sets. `FOGHORN_CONFIG` names the file itself.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("FOGHORN_HTTP_ADDR", "server.http_addr"),
+    ("FOGHORN_GRPC_ADDR", "server.grpc_addr"),
+    ("FOGHORN_DATA_DIR", "server.data_dir"),
+    ("FOGHORN_SHUTDOWN_GRACE", "server.shutdown_grace"),
+    ("FOGHORN_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("FOGHORN_CLUSTER_ID", "cluster.id"),
+    ("FOGHORN_CLUSTER_NAME", "cluster.name"),
+    ("FOGHORN_CLUSTER_REGION", "cluster.region"),
+    ("FOGHORN_ROOT_DOMAIN", "cluster.root_domain"),
+    ("FOGHORN_DATABASE_URL", "database.url"),
+    ("FOGHORN_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    ("FOGHORN_DATABASE_CONNECT_TIMEOUT", "database.connect_timeout"),
+    ("FOGHORN_REDIS_URL", "redis.url"),
+    ("FOGHORN_STATS_INTERVAL", "edges.stats_interval"),
+    ("FOGHORN_LIVENESS_INTERVALS", "edges.liveness_intervals"),
+    ("FOGHORN_REGISTER_TIMEOUT", "edges.register_timeout"),
+    ("FOGHORN_INGEST_TIMEOUT", "edges.ingest_timeout"),
+    ("FOGHORN_MAX_MESSAGE_BYTES", "edges.max_message_bytes"),
+    ("FOGHORN_MAX_STREAMS_PER_NODE", "edges.max_streams_per_node"),
+    ("FOGHORN_MAX_STRING_BYTES", "edges.max_string_bytes"),
+    ("FOGHORN_LOG", "log.filter"),
+    ("FOGHORN_LOG_FORMAT", "log.format"),
+];
+
+/// Why a configuration was refused. The message always names the offending key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+/// One override of a key by name, e.g. from an environment variable or a flag.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// Dotted key, e.g. `server.http_addr`.
+    pub key: String,
+    pub value: String,
+    /// Where it came from, for error messages: `FOGHORN_HTTP_ADDR`, `--http-addr`.
+    pub origin: String,
+}
+
+impl Config {
+    /// Builds the configuration from all layers. `file` is the explicit `--config` path, if any.
+    pub fn load(file: Option<&Path>, flags: &[Override]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env, flags)
+    }
+
+    /// Like [`Config::load`], with the environment passed in (tests must not mutate the process env).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &[Override],
+    ) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut tree = toml::Value::try_from(Config::default())
+            .expect("the default configuration always serializes to TOML");
+        let mut origins: Vec<(String, String)> = Vec::new();
+
+        let file_path = file
+            .map(Path::to_path_buf)
+            .or_else(|| lookup("FOGHORN_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file_path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_tree: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            merge(&mut tree, file_tree);
+        }
+        let file_origin = file_path
+            .as_ref()
+            .map(|p| format!("config file {}", p.display()))
+            .unwrap_or_else(|| "defaults".to_string());
+
+        let mut overrides: Vec<Override> = ENV_KEYS
+            .iter()
+            .filter_map(|(var, key)| {
+                lookup(var).map(|value| Override {
+                    key: (*key).to_string(),
+                    value,
+                    origin: (*var).to_string(),
+                })
+            })
+            .collect();
+        overrides.extend_from_slice(flags);
+        for o in &overrides {
+            set_key(&mut tree, o)?;
+            origins.push((o.key.clone(), o.origin.clone()));
+        }
+
+        let origin_of = |key: &str| {
+            origins
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, o)| o.clone())
+                .unwrap_or_else(|| file_origin.clone())
+        };
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                origin: origin_of(&key),
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin_of(key),
+            key: key.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; returns the offending key and why.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !is_valid_label(&self.cluster.id) {
+            return Err((
+                "cluster.id",
+                format!(
+                    "{:?} is not a valid cluster id (lowercase [a-z0-9][a-z0-9-]{{0,62}})",
+                    self.cluster.id
+                ),
+            ));
+        }
+        let root = &self.cluster.root_domain;
+        if root.is_empty() || !root.split('.').all(is_valid_label) {
+            return Err((
+                "cluster.root_domain",
+                format!("{root:?} is not a valid DNS name of lowercase labels"),
+            ));
+        }
+        let url = &self.database.url;
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !url.starts_with("sqlite:")
+        {
+            return Err((
+                "database.url",
+                format!("{url:?} must start with postgres://, postgresql:// or sqlite:"),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(("database.max_connections", "must be at least 1".into()));
+        }
+        let redis = &self.redis.url;
+        if !redis.is_empty() && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+        {
+            return Err((
+                "redis.url",
+                format!("{redis:?} must start with redis:// or rediss:// (or be empty)"),
+            ));
+        }
+        if self.edges.stats_interval < Duration::from_millis(100)
+            || self.edges.stats_interval > Duration::from_secs(300)
+        {
+            return Err(("edges.stats_interval", "must be between 100ms and 5m".into()));
+        }
+        if self.edges.liveness_intervals == 0 {
+            return Err(("edges.liveness_intervals", "must be at least 1".into()));
+        }
+        if self.edges.max_message_bytes < 1024 {
+            return Err(("edges.max_message_bytes", "must be at least 1024".into()));
+        }
+        if self.edges.max_string_bytes < 64 {
+            return Err(("edges.max_string_bytes", "must be at least 64".into()));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(("server.max_body_bytes", "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL actually used: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.server.data_dir.join("foghorn.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// How long after its last NodeStats an edge stays routable.
+    pub fn liveness_window(&self) -> Duration {
+        self.edges.stats_interval * self.edges.liveness_intervals
+    }
+}
+
+/// A DNS label as Foghorn uses it for cluster and node ids: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_valid_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Recursively merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (k, v) in over {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// Sets a dotted key from a string, typed like the default already at that key.
+fn set_key(tree: &mut toml::Value, o: &Override) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: o.key.clone(),
+        origin: o.origin.clone(),
+        message,
+    };
+    let mut node = tree;
+    for part in o.key.split('.') {
+        node = node
+            .get_mut(part)
+            .ok_or_else(|| invalid("unknown configuration key".into()))?;
+    }
+    *node = match node {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            o.value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("{:?} is not an integer", o.value)))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            o.value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("{:?} is not true or false", o.value)))?,
+        ),
+        _ => toml::Value::String(o.value.clone()),
+    };
+    Ok(())
+}
+
+/// Durations are written the human way (`5s`, `30d`) in TOML, env and flags.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 5s or 2m: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn documented_file_matches_the_embedded_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/foghorn.toml");
+        let text = std::fs::read_to_string(&path).expect("config/foghorn.toml is in the repo");
+        let parsed: Config = toml::from_str(&text).expect("config/foghorn.toml parses");
+        assert_eq!(parsed, Config::default());
+        // Every key of the defaults is written out in the file, not left implicit.
+        let file_tree: toml::Value = toml::from_str(&text).expect("parses as a tree");
+        let default_tree = toml::Value::try_from(Config::default()).expect("serializes");
+        for (section, table) in default_tree.as_table().expect("table") {
+            for key in table.as_table().expect("section table").keys() {
+                assert!(
+                    file_tree.get(section).and_then(|s| s.get(key)).is_some(),
+                    "config/foghorn.toml does not document {section}.{key}"
+                );
+            }
+        }
+        // Every key is reachable from the environment.
+        for (section, table) in default_tree.as_table().expect("table") {
+            for key in table.as_table().expect("section table").keys() {
+                let dotted = format!("{section}.{key}");
+                assert!(
+                    ENV_KEYS.iter().any(|(_, k)| *k == dotted),
+                    "{dotted} has no FOGHORN_* variable"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "[cluster]\nid = \"from-file\"\nregion = \"eu\"\n").expect("write");
+        let cfg = Config::load_from(
+            Some(&file),
+            &env(&[("FOGHORN_CLUSTER_ID", "from-env"), ("FOGHORN_STATS_INTERVAL", "2s")]),
+            &[Override {
+                key: "cluster.id".into(),
+                value: "from-flag".into(),
+                origin: "--cluster-id".into(),
+            }],
+        )
+        .expect("valid");
+        assert_eq!(cfg.cluster.id, "from-flag");
+        assert_eq!(cfg.cluster.region, "eu");
+        assert_eq!(cfg.edges.stats_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_source() {
+        let err = Config::load_from(None, &env(&[("FOGHORN_HTTP_ADDR", "nonsense")]), &[])
+            .expect_err("bad address");
+        let msg = err.to_string();
+        assert!(msg.contains("server.http_addr"), "{msg}");
+        assert!(msg.contains("FOGHORN_HTTP_ADDR"), "{msg}");
+
+        let err = Config::load_from(None, &env(&[("FOGHORN_CLUSTER_ID", "Bad_Id")]), &[])
+            .expect_err("bad id");
+        assert!(err.to_string().contains("cluster.id"), "{err}");
+
+        let err = Config::load_from(None, &env(&[("FOGHORN_LIVENESS_INTERVALS", "x")]), &[])
+            .expect_err("bad int");
+        assert!(err.to_string().contains("edges.liveness_intervals"), "{err}");
+
+        let err = Config::load_from(None, &env(&[("FOGHORN_DATABASE_URL", "mysql://x")]), &[])
+            .expect_err("bad db");
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "[server]\nhttp_adr = \"0.0.0.0:1\"\n").expect("write");
+        let err = Config::load_from(Some(&file), &[], &[]).expect_err("typo");
+        assert!(err.to_string().contains("http_adr"), "{err}");
+    }
+
+    #[test]
+    fn labels() {
+        assert!(is_valid_label("local"));
+        assert!(is_valid_label("eu-west-1"));
+        assert!(!is_valid_label(""));
+        assert!(!is_valid_label("-x"));
+        assert!(!is_valid_label("UPPER"));
+        assert!(!is_valid_label(&"a".repeat(64)));
+    }
+}

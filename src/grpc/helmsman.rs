@@ -1,0 +1,515 @@
+//! `foghorn.v1.HelmsmanControl/Connect`: one task per edge control stream.
+//!
+//! Life of a session: the first frame must be a `Register` (within `edges.register_timeout`); it
+//! either enrolls the node with a token (validated and consumed in one transaction) or
+//! authenticates it with node id + credential. Then Foghorn sends a `ConfigSeed` and the edge state
+//! attaches the session, replacing any older one. Every later frame is attributed to the node the
+//! Register authenticated. A bad, oversized or out-of-order frame ends this session with an `Error`
+//! frame and a matching gRPC status; other sessions are unaffected.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::convert;
+use super::PROTOCOL_VERSION;
+use crate::app::AppState;
+use crate::edge::{EdgeInfo, Mode, SessionHandle};
+use crate::metrics::{FrameLabels, Metrics, Outcome};
+use crate::proto::{
+    self, control_message, edge_message, helmsman_control_server::HelmsmanControl, register,
+    ControlMessage, EdgeMessage, ErrorCode,
+};
+use crate::registry::{EnrollError, EnrollRequest, Node, NodeAuthError, NodeProfile};
+
+/// Ingest requests one edge may have awaiting a decision at once.
+const MAX_PENDING_INGESTS: usize = 16;
+/// Frames buffered towards one edge before the session waits for it to read.
+const OUTBOUND_BUFFER: usize = 64;
+
+/// The HelmsmanControl service.
+#[derive(Clone, Debug)]
+pub struct HelmsmanService {
+    state: AppState,
+}
+
+impl HelmsmanService {
+    pub fn new(state: AppState) -> Self {
+        HelmsmanService { state }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
+
+#[tonic::async_trait]
+impl HelmsmanControl for HelmsmanService {
+    type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<EdgeMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        if self.state.shutdown.is_cancelled() {
+            return Err(Status::unavailable("Foghorn is shutting down"));
+        }
+        let peer_ip = request.remote_addr().map(|a| a.ip());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let state = self.state.clone();
+        self.state.tasks.spawn(async move {
+            if let Err(end) = run_session(&state, inbound, &tx, peer_ip).await {
+                end.send(&tx, &state.metrics).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Why a session ends early: sent to the edge as an `Error` frame plus a gRPC status.
+#[derive(Debug)]
+struct End {
+    code: ErrorCode,
+    message: String,
+}
+
+impl End {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        End {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn violation(message: impl Into<String>) -> Self {
+        End::new(ErrorCode::ProtocolViolation, message)
+    }
+
+    fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        // Logged in full, told to the edge without internals.
+        tracing::error!(error = %err, "{context}");
+        End::new(ErrorCode::Internal, "internal error, retry later")
+    }
+
+    fn status_code(&self) -> Code {
+        match self.code {
+            ErrorCode::EnrollmentRequired | ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::EnrollmentFailed => Code::PermissionDenied,
+            ErrorCode::ProtocolVersion => Code::FailedPrecondition,
+            ErrorCode::ProtocolViolation => Code::InvalidArgument,
+            ErrorCode::LimitExceeded => Code::ResourceExhausted,
+            ErrorCode::SessionReplaced => Code::Aborted,
+            ErrorCode::ShuttingDown | ErrorCode::Internal => Code::Unavailable,
+            ErrorCode::Unspecified => Code::Unknown,
+        }
+    }
+
+    async fn send(self, tx: &Outbound, metrics: &Metrics) {
+        if matches!(
+            self.code,
+            ErrorCode::ProtocolViolation | ErrorCode::LimitExceeded
+        ) {
+            metrics.edge_protocol_errors.inc();
+        }
+        let frame = ControlMessage {
+            payload: Some(control_message::Payload::Error(proto::Error {
+                code: self.code as i32,
+                message: self.message.clone(),
+            })),
+        };
+        // The edge may already be gone; there is nobody left to tell then.
+        let _ = tx.send(Ok(frame)).await;
+        let _ = tx
+            .send(Err(Status::new(self.status_code(), self.message)))
+            .await;
+    }
+}
+
+/// Detaches the session from the edge state however the session task ends.
+struct Attached<'a> {
+    state: &'a AppState,
+    handle: SessionHandle,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.state.edges.detach(&self.handle);
+        self.state
+            .metrics
+            .edges_connected
+            .set(self.state.edges.connected_count() as i64);
+    }
+}
+
+/// Reads the next frame, ending the session on shutdown, replacement, or a transport error.
+async fn next_frame(
+    state: &AppState,
+    inbound: &mut Streaming<EdgeMessage>,
+    replaced: Option<&SessionHandle>,
+) -> Result<Option<EdgeMessage>, End> {
+    let replaced = async {
+        match replaced {
+            Some(h) => h.replaced.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = state.shutdown.cancelled() => Err(End::new(ErrorCode::ShuttingDown, "Foghorn is shutting down; reconnect")),
+        _ = replaced => Err(End::new(ErrorCode::SessionReplaced, "a newer connection of this node replaced this one")),
+        frame = inbound.message() => frame.map_err(|status| {
+            let limit = status.code() == Code::OutOfRange || status.message().contains("message length too large");
+            End::new(
+                if limit { ErrorCode::LimitExceeded } else { ErrorCode::ProtocolViolation },
+                format!("unreadable frame: {}", status.message()),
+            )
+        }),
+    }
+}
+
+async fn run_session(
+    state: &AppState,
+    mut inbound: Streaming<EdgeMessage>,
+    tx: &Outbound,
+    peer_ip: Option<IpAddr>,
+) -> Result<(), End> {
+    let limits = &state.config.edges;
+    let first = match tokio::time::timeout(
+        limits.register_timeout,
+        next_frame(state, &mut inbound, None),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(End::violation(format!(
+                "no Register frame within {:?}",
+                limits.register_timeout
+            )))
+        }
+        Ok(frame) => frame?,
+    };
+    let Some(first) = first else {
+        return Ok(()); // The edge hung up before saying anything.
+    };
+    let Some(edge_message::Payload::Register(register)) = first.payload else {
+        return Err(End::violation("the first frame must be Register"));
+    };
+    let (node, credential) = authenticate(state, register.clone(), peer_ip).await?;
+
+    let info = EdgeInfo {
+        cluster_id: node.cluster_id.clone(),
+        owner_tenant_id: node.owner_tenant_id.clone(),
+        capabilities: convert::capabilities(register.capabilities.as_ref()),
+        public_base_url: register.public_base_url.clone(),
+    };
+    let mut seed_version = 1u64;
+    send(tx, seed(state, &node, credential, Mode::Normal, seed_version)).await?;
+    let attached = Attached {
+        handle: state.edges.attach(&node.node_id, info.clone()),
+        state,
+    };
+    state.metrics.edge_sessions.inc();
+    state
+        .metrics
+        .edges_connected
+        .set(state.edges.connected_count() as i64);
+    tracing::info!(node_id = %node.node_id, peer = ?peer_ip, "edge connected");
+
+    let ingests = Arc::new(Semaphore::new(MAX_PENDING_INGESTS));
+    let mut mode = Mode::Normal;
+    let result = loop {
+        let frame = match next_frame(state, &mut inbound, Some(&attached.handle)).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(end) => break Err(end),
+        };
+        let Some(payload) = frame.payload else {
+            break Err(End::violation("empty frame"));
+        };
+        let kind = match &payload {
+            edge_message::Payload::Register(_) => "register",
+            edge_message::Payload::NodeStats(_) => "node_stats",
+            edge_message::Payload::IngestRequest(_) => "ingest_request",
+            edge_message::Payload::StreamEnded(_) => "stream_ended",
+            edge_message::Payload::ModeChange(_) => "mode_change",
+            edge_message::Payload::ConfigApplied(_) => "config_applied",
+        };
+        state
+            .metrics
+            .edge_frames
+            .get_or_create(&FrameLabels { kind })
+            .inc();
+        match payload {
+            edge_message::Payload::Register(_) => {
+                break Err(End::violation("Register may only be the first frame"));
+            }
+            edge_message::Payload::NodeStats(p) => match convert::stats(p, limits) {
+                Ok(stats) => {
+                    state.edges.apply_stats(&attached.handle, stats);
+                }
+                Err(why) => break Err(End::violation(format!("bad NodeStats: {why}"))),
+            },
+            edge_message::Payload::IngestRequest(req) => {
+                if let Err(end) = start_ingest(state, &node, &info, mode, req, tx, &ingests) {
+                    break Err(end);
+                }
+            }
+            edge_message::Payload::StreamEnded(ended) => {
+                if let Err(why) = convert::bounded("internal_name", &ended.internal_name, limits)
+                {
+                    break Err(End::violation(why));
+                }
+                // Scoped to this node: an edge can only end what is live on itself.
+                if let Err(e) = state
+                    .registry
+                    .end_stream(&ended.internal_name, &node.node_id)
+                    .await
+                {
+                    tracing::warn!(node_id = %node.node_id, error = %e, "could not record StreamEnded");
+                }
+            }
+            edge_message::Payload::ModeChange(change) => match convert::mode(change.mode) {
+                Ok(new_mode) => {
+                    mode = new_mode;
+                    state.edges.set_mode(&attached.handle, new_mode);
+                    seed_version += 1;
+                    if let Err(end) =
+                        send(tx, seed(state, &node, None, new_mode, seed_version)).await
+                    {
+                        break Err(end);
+                    }
+                }
+                Err(why) => break Err(End::violation(why)),
+            },
+            edge_message::Payload::ConfigApplied(applied) => {
+                if !applied.success {
+                    let error = convert::bounded("error", &applied.error, limits)
+                        .unwrap_or("(error message too long)");
+                    tracing::warn!(node_id = %node.node_id, seed = applied.seed_version, %error, "edge failed to apply its ConfigSeed");
+                }
+            }
+        }
+    };
+    tracing::info!(node_id = %node.node_id, "edge disconnected");
+    drop(attached);
+    result
+}
+
+async fn send(tx: &Outbound, frame: ControlMessage) -> Result<(), End> {
+    tx.send(Ok(frame))
+        .await
+        .map_err(|_| End::new(ErrorCode::Unspecified, "edge went away"))
+}
+
+/// Enrolls or authenticates the node named by a Register; returns it and, on enrollment, its new
+/// credential.
+async fn authenticate(
+    state: &AppState,
+    register: proto::Register,
+    peer_ip: Option<IpAddr>,
+) -> Result<(Node, Option<String>), End> {
+    let limits = &state.config.edges;
+    if register.protocol_version != PROTOCOL_VERSION {
+        return Err(End::new(
+            ErrorCode::ProtocolVersion,
+            format!(
+                "protocol version {} is not supported; this Foghorn speaks {PROTOCOL_VERSION}",
+                register.protocol_version
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("public_base_url", register.public_base_url.as_str()),
+        ("host_fingerprint", register.host_fingerprint.as_str()),
+        (
+            "pre_registered_node_id",
+            register.pre_registered_node_id.as_str(),
+        ),
+    ] {
+        convert::bounded(field, value, limits).map_err(End::violation)?;
+    }
+    let url = &register.public_base_url;
+    if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(End::violation(
+            "public_base_url must be an http:// or https:// URL",
+        ));
+    }
+    let hw = register.hardware.unwrap_or_default();
+    let profile = NodeProfile {
+        capabilities: convert::capabilities(register.capabilities.as_ref()).to_list(),
+        public_base_url: register.public_base_url.clone(),
+        host_fingerprint: register.host_fingerprint.clone(),
+        cpu_cores: i64::from(hw.cpu_cores),
+        ram_bytes: i64::try_from(hw.ram_bytes).unwrap_or(i64::MAX),
+        disk_bytes: i64::try_from(hw.disk_bytes).unwrap_or(i64::MAX),
+    };
+    let cluster_id = state.config.cluster.id.clone();
+    match register.auth {
+        Some(register::Auth::EnrollmentToken(token)) => {
+            convert::bounded("enrollment_token", &token, limits).map_err(End::violation)?;
+            let req = EnrollRequest {
+                token,
+                cluster_id,
+                peer_ip,
+                requested_node_id: Some(register.pre_registered_node_id)
+                    .filter(|id| !id.is_empty()),
+                profile,
+            };
+            match state.registry.enroll(&req).await {
+                Ok(enrolled) => {
+                    Metrics::outcome(&state.metrics.enrollments, Outcome::Accepted);
+                    tracing::info!(node_id = %enrolled.node.node_id, peer = ?peer_ip, "edge enrolled");
+                    Ok((enrolled.node, Some(enrolled.credential)))
+                }
+                Err(EnrollError::Registry(e)) => {
+                    Metrics::outcome(&state.metrics.enrollments, Outcome::Failed);
+                    Err(End::internal("enrollment failed in the registry", e))
+                }
+                Err(refused) => {
+                    Metrics::outcome(&state.metrics.enrollments, Outcome::Refused);
+                    tracing::warn!(peer = ?peer_ip, reason = %refused, "enrollment refused");
+                    Err(End::new(ErrorCode::EnrollmentFailed, refused.to_string()))
+                }
+            }
+        }
+        Some(register::Auth::NodeCredential(cred)) => {
+            convert::bounded("node_id", &cred.node_id, limits).map_err(End::violation)?;
+            convert::bounded("credential", &cred.credential, limits).map_err(End::violation)?;
+            match state
+                .registry
+                .authenticate_node(&cred.node_id, &cred.credential, &cluster_id, peer_ip, &profile)
+                .await
+            {
+                Ok(node) => {
+                    Metrics::outcome(&state.metrics.node_authentications, Outcome::Accepted);
+                    Ok((node, None))
+                }
+                Err(NodeAuthError::Registry(e)) => {
+                    Metrics::outcome(&state.metrics.node_authentications, Outcome::Failed);
+                    Err(End::internal("node authentication failed in the registry", e))
+                }
+                Err(refused) => {
+                    Metrics::outcome(&state.metrics.node_authentications, Outcome::Refused);
+                    tracing::warn!(node_id = %cred.node_id, peer = ?peer_ip, reason = %refused, "node authentication refused");
+                    Err(End::new(ErrorCode::Unauthenticated, refused.to_string()))
+                }
+            }
+        }
+        None => Err(End::new(
+            ErrorCode::EnrollmentRequired,
+            "Register carries neither an enrollment token nor a node credential",
+        )),
+    }
+}
+
+/// The ConfigSeed for `node`; `credential` only in the seed that answers the first enrollment.
+fn seed(
+    state: &AppState,
+    node: &Node,
+    credential: Option<String>,
+    mode: Mode,
+    seed_version: u64,
+) -> ControlMessage {
+    let cluster = &node.cluster_id;
+    let root = &state.config.cluster.root_domain;
+    ControlMessage {
+        payload: Some(control_message::Payload::ConfigSeed(proto::ConfigSeed {
+            node_id: node.node_id.clone(),
+            cluster_id: cluster.clone(),
+            tenant_id: node.owner_tenant_id.clone().unwrap_or_default(),
+            node_credential: credential.unwrap_or_default(),
+            edge_domain: format!("edge-{}.{cluster}.{root}", node.node_id),
+            pool_domain: format!("edge.{cluster}.{root}"),
+            stats_interval_ms: u32::try_from(state.config.edges.stats_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            mode: convert::mode_to_proto(mode) as i32,
+            tls: None,
+            balancer_base_url: format!("https://foghorn.{cluster}.{root}"),
+            seed_version,
+        })),
+    }
+}
+
+/// Validates an IngestRequest and answers it from a task of its own, so a slow registry never
+/// stalls the stats of this edge. Bounded per edge by `MAX_PENDING_INGESTS`.
+fn start_ingest(
+    state: &AppState,
+    node: &Node,
+    info: &EdgeInfo,
+    mode: Mode,
+    req: proto::IngestRequest,
+    tx: &Outbound,
+    pending: &Arc<Semaphore>,
+) -> Result<(), End> {
+    let limits = &state.config.edges;
+    for (field, value) in [
+        ("request_id", req.request_id.as_str()),
+        ("stream_key", req.stream_key.as_str()),
+        ("protocol", req.protocol.as_str()),
+        ("publisher_ip", req.publisher_ip.as_str()),
+    ] {
+        convert::bounded(field, value, limits).map_err(End::violation)?;
+    }
+    let Ok(permit) = pending.clone().try_acquire_owned() else {
+        return Err(End::new(
+            ErrorCode::LimitExceeded,
+            format!("more than {MAX_PENDING_INGESTS} ingest requests awaiting a decision"),
+        ));
+    };
+    let refusal = if !info.capabilities.ingest {
+        Some("this node does not have the ingest capability")
+    } else if mode != Mode::Normal {
+        Some("this node is not in normal mode")
+    } else {
+        None
+    };
+    let state = state.clone();
+    let node_id = node.node_id.clone();
+    let cluster_id = node.cluster_id.clone();
+    let tx = tx.clone();
+    state.tasks.clone().spawn(async move {
+        let _permit = permit;
+        let decision = match refusal {
+            Some(reason) => Err(reason.to_string()),
+            None => {
+                let lookup = state
+                    .registry
+                    .authorize_ingest(&req.stream_key, &cluster_id, &node_id);
+                match tokio::time::timeout(state.config.edges.ingest_timeout, lookup).await {
+                    Ok(Ok(Some(auth))) => Ok(auth.stream.internal_name),
+                    Ok(Ok(None)) => Err("unknown stream key".to_string()),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "ingest validation failed in the registry");
+                        Err("registry unavailable".to_string())
+                    }
+                    Err(_) => Err("registry did not answer in time".to_string()),
+                }
+            }
+        };
+        let outcome = if decision.is_ok() {
+            Outcome::Accepted
+        } else {
+            Outcome::Refused
+        };
+        Metrics::outcome(&state.metrics.ingest_decisions, outcome);
+        tracing::info!(%node_id, protocol = %req.protocol, accepted = decision.is_ok(), "ingest decision");
+        let (accept, internal_name, reason) = match decision {
+            Ok(name) => (true, name, String::new()),
+            Err(reason) => (false, String::new(), reason),
+        };
+        let frame = ControlMessage {
+            payload: Some(control_message::Payload::IngestDecision(
+                proto::IngestDecision {
+                    request_id: req.request_id,
+                    accept,
+                    internal_name,
+                    reason,
+                },
+            )),
+        };
+        let _ = tx.send(Ok(frame)).await;
+    });
+    Ok(())
+}

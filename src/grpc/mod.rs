@@ -1,0 +1,63 @@
+//! tonic adapters: the gRPC listener with HelmsmanControl, `grpc.health.v1` and server reflection.
+
+mod convert;
+mod helmsman;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::proto::helmsman_control_server::HelmsmanControlServer;
+
+pub use helmsman::HelmsmanService;
+
+/// The protocol version this Foghorn speaks on the control stream.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Serves gRPC on `listener` until `shutdown` fires and open streams have ended.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<HelmsmanControlServer<HelmsmanService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let max_message = state.config.edges.max_message_bytes;
+    let helmsman = HelmsmanControlServer::new(HelmsmanService::new(state.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(4 * 1024 * 1024);
+
+    let not_serving = health.clone();
+    let stop = async move {
+        shutdown.cancelled().await;
+        not_serving
+            .set_not_serving::<HelmsmanControlServer<HelmsmanService>>()
+            .await;
+    };
+    tonic::transport::Server::builder()
+        // Dead edges behind a silent network are noticed within ~20 s even between stats frames.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(helmsman)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await
+}

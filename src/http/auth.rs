@@ -1,0 +1,48 @@
+//! Bearer-token extractors for the API.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::registry::Principal;
+
+/// Longest Authorization header value looked at; anything longer is not one of our tokens.
+const MAX_AUTHORIZATION_BYTES: usize = 256;
+
+/// A request authenticated with an operator or admin token.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Principal);
+
+async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+    if header.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(ApiError::Unauthorized("invalid token".into()));
+    }
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("Authorization must be `Bearer <token>`".into()))?;
+    state
+        .registry
+        .authenticate_api_token(token)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = principal(parts, state).await?;
+        if !p.role.is_operator() {
+            return Err(ApiError::Forbidden("an operator or admin token is required".into()));
+        }
+        Ok(Operator(p))
+    }
+}

@@ -1,0 +1,63 @@
+//! `/health` (the process answers), `/ready` (it can do its job), `/metrics` (Prometheus text).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// 200 once the registry answers and the listeners are up. Redis is reported but does not make
+/// the replica unready: routing continues from in-process state, and pulling every replica out of
+/// the load balancer because their shared Redis is down would turn a degradation into an outage.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let registry_ok = matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.registry.ping()).await,
+        Ok(Ok(()))
+    );
+    let redis = match &state.redis {
+        None => "not configured",
+        Some(link) if link.ping(CHECK_TIMEOUT).await => "ok",
+        Some(_) => "down",
+    };
+    let started = state.is_started();
+    let ready = started && registry_ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "listeners": if started { "up" } else { "down" },
+            "registry": if registry_ok { "ok" } else { "down" },
+            "redis": redis,
+            "edges_connected": state.edges.connected_count(),
+        })),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

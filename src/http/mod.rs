@@ -1,0 +1,25 @@
+//! axum routers: health, readiness, metrics and the operator API under `/api/v1`.
+
+mod auth;
+mod edges;
+mod error;
+mod health;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+use crate::app::AppState;
+
+pub use auth::Operator;
+pub use error::ApiError;
+
+/// The whole HTTP surface of one Foghorn.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .nest("/api/v1", edges::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

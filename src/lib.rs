@@ -1,0 +1,36 @@
+//! Foghorn: the control plane of a live-video edge cluster.
+//!
+//! Crate map:
+//! - [`config`]: typed, layered, validated configuration.
+//! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes, streams.
+//! - [`edge`]: in-process state of connected edges: sessions, stats, liveness. No transport types.
+//! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.
+//! - [`http`]: axum routers: health, readiness, metrics, the operator API.
+//! - [`app`]: wiring, start and graceful shutdown of the whole server.
+//! - [`admin`]: `foghorn admin ...` commands acting on the registry.
+//! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
+//! - [`cli`]: the `frameworks` operator CLI.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod secret;
+pub mod sim;
+
+/// Generated protobuf and gRPC code for `proto/foghorn/v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("foghorn.v1");
+
+    /// Encoded descriptor set of every proto, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/foghorn_descriptor.bin"));
+}

@@ -1,0 +1,182 @@
+//! `foghorn`: the server (default), `foghorn admin ...` and `foghorn sim ...`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use foghorn::admin::{self, AdminCommand};
+use foghorn::config::{Config, LogFormat, Override};
+use foghorn::sim::{self, SimArgs};
+
+#[derive(Parser, Debug)]
+#[command(name = "foghorn", version, about = "Control plane of a live-video edge cluster")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Flags that override configuration keys; accepted before or after the subcommand.
+#[derive(clap::Args, Debug, Default)]
+struct GlobalArgs {
+    /// TOML configuration file (see config/foghorn.toml) [env: FOGHORN_CONFIG]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+    /// HTTP listen address (server.http_addr)
+    #[arg(long, global = true, value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// gRPC listen address (server.grpc_addr)
+    #[arg(long, global = true, value_name = "ADDR")]
+    grpc_addr: Option<String>,
+    /// Data directory (server.data_dir)
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// postgres://... or sqlite://... (database.url)
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// redis://... shared by this cluster's replicas (redis.url)
+    #[arg(long, global = true, value_name = "URL")]
+    redis_url: Option<String>,
+    /// This cluster's id (cluster.id)
+    #[arg(long, global = true, value_name = "ID")]
+    cluster_id: Option<String>,
+    /// Root DNS domain (cluster.root_domain)
+    #[arg(long, global = true, value_name = "DOMAIN")]
+    root_domain: Option<String>,
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> Vec<Override> {
+        [
+            (&self.http_addr, "server.http_addr", "--http-addr"),
+            (&self.grpc_addr, "server.grpc_addr", "--grpc-addr"),
+            (&self.data_dir, "server.data_dir", "--data-dir"),
+            (&self.database_url, "database.url", "--database-url"),
+            (&self.redis_url, "redis.url", "--redis-url"),
+            (&self.cluster_id, "cluster.id", "--cluster-id"),
+            (&self.root_domain, "cluster.root_domain", "--root-domain"),
+        ]
+        .into_iter()
+        .filter_map(|(value, key, flag)| {
+            value.as_ref().map(|v| Override {
+                key: key.into(),
+                value: v.clone(),
+                origin: flag.into(),
+            })
+        })
+        .collect()
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    /// Create clusters, tenants, tokens and streams in the registry.
+    Admin {
+        /// Print machine-readable JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Run simulated Helmsman edges against a Foghorn.
+    Sim(SimArgs),
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let load = || match Config::load(cli.global.config.as_deref(), &cli.global.overrides()) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("foghorn: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
+    let result = match cli.command {
+        // The simulator is a client: it needs no server configuration.
+        Some(Command::Sim(args)) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .try_init();
+            sim::run(args).await.map_err(|e| ("foghorn sim", e))
+        }
+        Some(Command::Admin { json, command }) => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            admin::run(&config, command, json)
+                .await
+                .map_err(|e| ("foghorn admin", e))
+        }
+        None | Some(Command::Serve) => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing(&config);
+            serve(config).await.map_err(|e| ("foghorn", e))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((who, e)) => {
+            eprintln!("{who}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = foghorn::app::start(config).await?;
+    println!(
+        "Foghorn ready: cluster {:?}\n  HTTP  http://{}  (/health /ready /metrics /api/v1)\n  gRPC  http://{}  (HelmsmanControl, grpc.health.v1, reflection)",
+        server.state.config.cluster.id, server.http_addr, server.grpc_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,234 @@
+//! Clusters: the unit of deployment, of the marketplace, and of a Foghorn's authority.
+
+use serde::Serialize;
+
+use super::{now_ms, Registry, RegistryError, Result};
+use crate::config::is_valid_label;
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// Every accepted spelling, for error messages and CLI help.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = RegistryError;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(RegistryError::Invalid(format!(
+                        "{other:?} is not one of {}", Self::ALL.join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum!(
+    /// Who runs the cluster and who shares it.
+    Tier { SharedCommunity => "shared-community", SharedLb => "shared-lb", Dedicated => "dedicated" }
+);
+text_enum!(
+    /// How usage of the cluster is billed.
+    PricingModel {
+        FreeUnmetered => "FREE_UNMETERED",
+        TierInherit => "TIER_INHERIT",
+        Metered => "METERED",
+        Monthly => "MONTHLY",
+    }
+);
+text_enum!(
+    /// Who may see the cluster in the marketplace.
+    Visibility { Public => "public", Unlisted => "unlisted", Private => "private" }
+);
+
+/// A cluster row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub tier: Tier,
+    pub pricing_model: PricingModel,
+    pub price_cents: i64,
+    pub visibility: Visibility,
+    pub requires_approval: bool,
+    pub owner_tenant_id: Option<String>,
+    pub grpc_addr: String,
+    pub http_url: String,
+    pub created_at: i64,
+}
+
+/// What it takes to create a cluster; the rest has defaults.
+#[derive(Debug, Clone)]
+pub struct NewCluster {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub tier: Tier,
+    pub pricing_model: PricingModel,
+    pub visibility: Visibility,
+    pub requires_approval: bool,
+    pub owner_tenant_id: Option<String>,
+    pub grpc_addr: String,
+    pub http_url: String,
+}
+
+impl NewCluster {
+    /// A public platform cluster with default tier and pricing.
+    pub fn platform(id: impl Into<String>, name: impl Into<String>) -> Self {
+        NewCluster {
+            id: id.into(),
+            name: name.into(),
+            region: String::new(),
+            tier: Tier::SharedCommunity,
+            pricing_model: PricingModel::FreeUnmetered,
+            visibility: Visibility::Public,
+            requires_approval: false,
+            owner_tenant_id: None,
+            grpc_addr: String::new(),
+            http_url: String::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !is_valid_label(&self.id) {
+            return Err(RegistryError::Invalid(format!(
+                "cluster id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                self.id
+            )));
+        }
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(RegistryError::Invalid(
+                "cluster name must be 1 to 200 characters".into(),
+            ));
+        }
+        if self.region.len() > 100 || self.grpc_addr.len() > 300 || self.http_url.len() > 300 {
+            return Err(RegistryError::Invalid(
+                "region, gRPC address or HTTP URL too long".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+const CLUSTER_COLUMNS: &str = "id, name, region, latitude, longitude, tier, pricing_model, \
+     price_cents, visibility, requires_approval, owner_tenant_id, grpc_addr, http_url, created_at";
+
+impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
+    fn from_row(row: &'r super::Row) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        let parse = |col: &str, e: RegistryError| sqlx::Error::ColumnDecode {
+            index: col.into(),
+            source: Box::new(e),
+        };
+        Ok(Cluster {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            region: row.try_get("region")?,
+            latitude: row.try_get("latitude")?,
+            longitude: row.try_get("longitude")?,
+            tier: row
+                .try_get::<String, _>("tier")?
+                .parse()
+                .map_err(|e| parse("tier", e))?,
+            pricing_model: row
+                .try_get::<String, _>("pricing_model")?
+                .parse()
+                .map_err(|e| parse("pricing_model", e))?,
+            price_cents: row.try_get("price_cents")?,
+            visibility: row
+                .try_get::<String, _>("visibility")?
+                .parse()
+                .map_err(|e| parse("visibility", e))?,
+            requires_approval: row.try_get::<i64, _>("requires_approval")? != 0,
+            owner_tenant_id: row.try_get("owner_tenant_id")?,
+            grpc_addr: row.try_get("grpc_addr")?,
+            http_url: row.try_get("http_url")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl Registry {
+    /// Creates a cluster; `Conflict` when the id is taken.
+    pub async fn create_cluster(&self, new: &NewCluster) -> Result<Cluster> {
+        new.validate()?;
+        self.insert_cluster(new, false).await?;
+        self.cluster(&new.id)
+            .await?
+            .ok_or(RegistryError::NotFound("cluster"))
+    }
+
+    /// Creates the cluster unless one with that id exists; returns the stored row either way.
+    pub async fn ensure_cluster(&self, new: &NewCluster) -> Result<Cluster> {
+        new.validate()?;
+        self.insert_cluster(new, true).await?;
+        self.cluster(&new.id)
+            .await?
+            .ok_or(RegistryError::NotFound("cluster"))
+    }
+
+    async fn insert_cluster(&self, new: &NewCluster, if_absent: bool) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO clusters (id, name, region, tier, pricing_model, visibility, \
+             requires_approval, owner_tenant_id, grpc_addr, http_url, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11){}",
+            if if_absent {
+                " ON CONFLICT (id) DO NOTHING"
+            } else {
+                ""
+            }
+        );
+        sqlx::query(&sql)
+            .bind(&new.id)
+            .bind(&new.name)
+            .bind(&new.region)
+            .bind(new.tier.as_str())
+            .bind(new.pricing_model.as_str())
+            .bind(new.visibility.as_str())
+            .bind(i64::from(new.requires_approval))
+            .bind(new.owner_tenant_id.clone())
+            .bind(&new.grpc_addr)
+            .bind(&new.http_url)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| RegistryError::unique(e, format!("cluster {:?} already exists", new.id)))?;
+        Ok(())
+    }
+
+    /// The cluster with this id, if any.
+    pub async fn cluster(&self, id: &str) -> Result<Option<Cluster>> {
+        let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// All clusters, by id.
+    pub async fn clusters(&self) -> Result<Vec<Cluster>> {
+        let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters ORDER BY id");
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+}

@@ -1,0 +1,457 @@
+//! Enrollment tokens and nodes: how a self-hosted edge gets an identity.
+//!
+//! A token is validated without locking, then consumed by one conditional `UPDATE ... WHERE
+//! usage_count < usage_limit` inside the same transaction that creates the node. The conditional
+//! update is the row lock: of two edges racing for the last use, exactly one sees a row affected,
+//! on PostgreSQL and SQLite alike, and the loser's transaction creates nothing.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::{new_id, now_ms, Registry, RegistryError, Result};
+use crate::config::is_valid_label;
+use crate::secret::{self, SecretKind};
+
+/// An enrollment token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnrollmentToken {
+    pub id: String,
+    pub cluster_id: String,
+    pub tenant_id: String,
+    pub lookup: String,
+    pub usage_limit: i64,
+    pub usage_count: i64,
+    pub expires_at: i64,
+    pub expected_cidr: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Parameters of a new enrollment token.
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentToken {
+    pub cluster_id: String,
+    pub tenant_id: String,
+    pub usage_limit: i64,
+    /// Absolute expiry, Unix milliseconds.
+    pub expires_at: i64,
+    pub expected_cidr: Option<IpNet>,
+}
+
+/// What a node says about itself when it registers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeProfile {
+    /// Comma-separated subset of `ingest,edge,storage,processing`.
+    pub capabilities: String,
+    pub public_base_url: String,
+    pub host_fingerprint: String,
+    pub cpu_cores: i64,
+    pub ram_bytes: i64,
+    pub disk_bytes: i64,
+}
+
+/// A first-boot enrollment.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// The cluster this Foghorn serves; a token for another cluster is refused.
+    pub cluster_id: String,
+    pub peer_ip: Option<IpAddr>,
+    /// Node id reserved by pre-registration, honoured when valid and unused.
+    pub requested_node_id: Option<String>,
+    pub profile: NodeProfile,
+}
+
+/// A node row (never the credential).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Node {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub owner_tenant_id: Option<String>,
+    pub status: String,
+    pub external_ip: Option<String>,
+    pub host_fingerprint: String,
+    pub capabilities: String,
+    pub public_base_url: String,
+    pub cpu_cores: i64,
+    pub ram_bytes: i64,
+    pub disk_bytes: i64,
+    pub enrolled_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub created_at: i64,
+}
+
+const NODE_COLUMNS: &str = "node_id, cluster_id, owner_tenant_id, status, external_ip, \
+     host_fingerprint, capabilities, public_base_url, cpu_cores, ram_bytes, disk_bytes, \
+     enrolled_at, last_seen_at, created_at";
+
+/// A successful enrollment: the node and its credential, to be sent once and forgotten.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub node: Node,
+    pub credential: String,
+}
+
+/// Why an enrollment was refused. Every variant leaves the registry unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("unknown enrollment token")]
+    Unknown,
+    #[error("enrollment token revoked")]
+    Revoked,
+    #[error("enrollment token expired")]
+    Expired,
+    #[error("enrollment token already used up")]
+    UsedUp,
+    #[error("enrollment token belongs to cluster {0:?}, not this one")]
+    WrongCluster(String),
+    #[error("address {0} is outside the token's expected network {1}")]
+    OutsideCidr(String, String),
+    #[error("node id {0:?} is invalid or already taken")]
+    NodeIdUnavailable(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<sqlx::Error> for EnrollError {
+    fn from(e: sqlx::Error) -> Self {
+        EnrollError::Registry(e.into())
+    }
+}
+
+/// Why a reconnecting node was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeAuthError {
+    #[error("unknown node or wrong credential")]
+    BadCredential,
+    #[error("node belongs to cluster {0:?}, not this one")]
+    WrongCluster(String),
+    #[error("node is {0}")]
+    NotActive(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<sqlx::Error> for NodeAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        NodeAuthError::Registry(e.into())
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, super::Row> for EnrollmentToken {
+    fn from_row(row: &'r super::Row) -> sqlx::Result<Self> {
+        Ok(EnrollmentToken {
+            id: row.try_get("id")?,
+            cluster_id: row.try_get("cluster_id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            lookup: row.try_get("lookup")?,
+            usage_limit: row.try_get("usage_limit")?,
+            usage_count: row.try_get("usage_count")?,
+            expires_at: row.try_get("expires_at")?,
+            expected_cidr: row.try_get("expected_cidr")?,
+            created_at: row.try_get("created_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        })
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, cluster_id, tenant_id, lookup, usage_limit, usage_count, \
+     expires_at, expected_cidr, created_at, revoked_at";
+
+/// A fresh node id: 6 random bytes as 12 lowercase hex characters.
+pub fn new_node_id() -> String {
+    secret::random_hex(6)
+}
+
+impl Registry {
+    /// Mints an enrollment token for `cluster_id` on behalf of `tenant_id`; the secret is returned once.
+    pub async fn create_enrollment_token(
+        &self,
+        new: &NewEnrollmentToken,
+    ) -> Result<(EnrollmentToken, String)> {
+        if new.usage_limit < 1 || new.usage_limit > 100_000 {
+            return Err(RegistryError::Invalid(
+                "usage limit must be between 1 and 100000".into(),
+            ));
+        }
+        if new.expires_at <= now_ms() {
+            return Err(RegistryError::Invalid("expiry must be in the future".into()));
+        }
+        if self.cluster(&new.cluster_id).await?.is_none() {
+            return Err(RegistryError::Invalid(format!(
+                "cluster {:?} does not exist",
+                new.cluster_id
+            )));
+        }
+        if self.tenant(&new.tenant_id).await?.is_none() {
+            return Err(RegistryError::Invalid(format!(
+                "tenant {:?} does not exist",
+                new.tenant_id
+            )));
+        }
+        let secret = secret::mint(SecretKind::EnrollmentToken);
+        let token = EnrollmentToken {
+            id: new_id(),
+            cluster_id: new.cluster_id.clone(),
+            tenant_id: new.tenant_id.clone(),
+            lookup: secret.lookup.clone(),
+            usage_limit: new.usage_limit,
+            usage_count: 0,
+            expires_at: new.expires_at,
+            expected_cidr: new.expected_cidr.map(|c| c.to_string()),
+            created_at: now_ms(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, cluster_id, tenant_id, lookup, token_hash, \
+             usage_limit, usage_count, expires_at, expected_cidr, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9)",
+        )
+        .bind(&token.id)
+        .bind(&token.cluster_id)
+        .bind(&token.tenant_id)
+        .bind(&token.lookup)
+        .bind(&secret.hash)
+        .bind(token.usage_limit)
+        .bind(token.expires_at)
+        .bind(token.expected_cidr.clone())
+        .bind(token.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok((token, secret.plain))
+    }
+
+    /// The token with this id, if any.
+    pub async fn enrollment_token(&self, id: &str) -> Result<Option<EnrollmentToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Revokes a token; later enrollments with it fail, nodes already enrolled keep working.
+    pub async fn revoke_enrollment_token(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NotFound("enrollment token"));
+        }
+        Ok(())
+    }
+
+    /// Finds the token whose hash matches `plain`, comparing hashes in constant time.
+    async fn find_enrollment_token(&self, plain: &str) -> Result<Option<EnrollmentToken>> {
+        let Some(lookup) = secret::lookup_prefix(SecretKind::EnrollmentToken, plain) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, token_hash FROM enrollment_tokens WHERE lookup = $1"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&lookup)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let hash: String = row.try_get("token_hash")?;
+            if secret::verify(plain, &hash) {
+                return Ok(Some(sqlx::FromRow::from_row(&row)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Validates and consumes an enrollment token and creates the node, all or nothing.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
+        let token = self
+            .find_enrollment_token(&req.token)
+            .await?
+            .ok_or(EnrollError::Unknown)?;
+        let now = now_ms();
+        if token.revoked_at.is_some() {
+            return Err(EnrollError::Revoked);
+        }
+        if token.expires_at <= now {
+            return Err(EnrollError::Expired);
+        }
+        if token.usage_count >= token.usage_limit {
+            return Err(EnrollError::UsedUp);
+        }
+        if token.cluster_id != req.cluster_id {
+            return Err(EnrollError::WrongCluster(token.cluster_id));
+        }
+        if let Some(cidr) = &token.expected_cidr {
+            let net: IpNet = cidr.parse().map_err(|_| {
+                RegistryError::Invalid(format!("stored CIDR {cidr:?} is malformed"))
+            })?;
+            match req.peer_ip {
+                Some(ip) if net.contains(&canonical(ip)) => {}
+                other => {
+                    return Err(EnrollError::OutsideCidr(
+                        other.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
+                        cidr.clone(),
+                    ))
+                }
+            }
+        }
+        let node_id = match &req.requested_node_id {
+            Some(id) if !id.is_empty() => {
+                if !is_valid_label(id) {
+                    return Err(EnrollError::NodeIdUnavailable(id.clone()));
+                }
+                id.clone()
+            }
+            _ => new_node_id(),
+        };
+        let credential = secret::mint(SecretKind::NodeCredential);
+
+        let mut tx = self.pool.begin().await?;
+        // Write first: on SQLite this takes the write lock before any read in the transaction,
+        // so concurrent enrollments queue instead of failing with SQLITE_BUSY.
+        let consumed = sqlx::query(
+            "UPDATE enrollment_tokens SET usage_count = usage_count + 1 \
+             WHERE id = $1 AND revoked_at IS NULL AND usage_count < usage_limit AND expires_at > $2",
+        )
+        .bind(&token.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() != 1 {
+            return Err(EnrollError::UsedUp);
+        }
+        let p = &req.profile;
+        let inserted = sqlx::query(
+            "INSERT INTO nodes (node_id, cluster_id, owner_tenant_id, status, external_ip, \
+             host_fingerprint, credential_hash, capabilities, public_base_url, cpu_cores, \
+             ram_bytes, disk_bytes, enrollment_token_id, enrolled_at, last_seen_at, created_at) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
+        )
+        .bind(&node_id)
+        .bind(&token.cluster_id)
+        .bind(&token.tenant_id)
+        .bind(req.peer_ip.map(|ip| canonical(ip).to_string()))
+        .bind(&p.host_fingerprint)
+        .bind(&credential.hash)
+        .bind(&p.capabilities)
+        .bind(&p.public_base_url)
+        .bind(p.cpu_cores)
+        .bind(p.ram_bytes)
+        .bind(p.disk_bytes)
+        .bind(&token.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(match RegistryError::unique(e, "node id") {
+                RegistryError::Conflict(_) => EnrollError::NodeIdUnavailable(node_id),
+                other => other.into(),
+            });
+        }
+        tx.commit().await?;
+        let node = self
+            .node(&node_id)
+            .await?
+            .ok_or(RegistryError::NotFound("node"))?;
+        Ok(Enrolled {
+            node,
+            credential: credential.plain,
+        })
+    }
+
+    /// Authenticates a reconnecting node of `cluster_id` and records what it now reports.
+    pub async fn authenticate_node(
+        &self,
+        node_id: &str,
+        credential: &str,
+        cluster_id: &str,
+        peer_ip: Option<IpAddr>,
+        profile: &NodeProfile,
+    ) -> Result<Node, NodeAuthError> {
+        let row = sqlx::query(
+            "SELECT credential_hash, cluster_id, status FROM nodes WHERE node_id = $1",
+        )
+        .bind(node_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        // Hash the presented credential even for an unknown node so timing does not tell them apart.
+        let stored: Option<String> = match &row {
+            Some(r) => r.try_get("credential_hash")?,
+            None => None,
+        };
+        let ok = secret::verify(credential, stored.as_deref().unwrap_or(""));
+        let Some(row) = row.filter(|_| ok) else {
+            return Err(NodeAuthError::BadCredential);
+        };
+        let node_cluster: String = row.try_get("cluster_id")?;
+        if node_cluster != cluster_id {
+            return Err(NodeAuthError::WrongCluster(node_cluster));
+        }
+        let status: String = row.try_get("status")?;
+        if status != "active" {
+            return Err(NodeAuthError::NotActive(status));
+        }
+        sqlx::query(
+            "UPDATE nodes SET external_ip = $1, host_fingerprint = $2, capabilities = $3, \
+             public_base_url = $4, cpu_cores = $5, ram_bytes = $6, disk_bytes = $7, \
+             last_seen_at = $8 WHERE node_id = $9",
+        )
+        .bind(peer_ip.map(|ip| canonical(ip).to_string()))
+        .bind(&profile.host_fingerprint)
+        .bind(&profile.capabilities)
+        .bind(&profile.public_base_url)
+        .bind(profile.cpu_cores)
+        .bind(profile.ram_bytes)
+        .bind(profile.disk_bytes)
+        .bind(now_ms())
+        .bind(node_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(self
+            .node(node_id)
+            .await?
+            .ok_or(RegistryError::NotFound("node"))?)
+    }
+
+    /// The node with this id, if any.
+    pub async fn node(&self, node_id: &str) -> Result<Option<Node>> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// All nodes of a cluster, by id.
+    pub async fn nodes_of_cluster(&self, cluster_id: &str) -> Result<Vec<Node>> {
+        let sql =
+            format!("SELECT {NODE_COLUMNS} FROM nodes WHERE cluster_id = $1 ORDER BY node_id");
+        Ok(sqlx::query_as(&sql)
+            .bind(cluster_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Counts nodes (all clusters); used by tests to prove refusals create nothing.
+    pub async fn node_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM nodes")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack listeners) compared as the IPv4 they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

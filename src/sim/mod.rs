@@ -1,0 +1,491 @@
+//! `foghorn sim`: simulated Helmsman edges speaking the real control-stream protocol.
+//!
+//! Each simulated edge enrolls with an enrollment token (or reuses credentials saved in
+//! `--state-dir`), gets a position inside a region, a capacity and a load that drifts, sends
+//! `NodeStats` at the interval Foghorn asks for, can publish a stream (`IngestRequest`, then the
+//! stream in its stats, then `StreamEnded`), and reconnects with backoff when its stream breaks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::{
+    control_message, edge_message, helmsman_control_client::HelmsmanControlClient, register,
+    Capabilities, ControlMessage, EdgeMessage, ErrorCode, Hardware, IngestRequest, NodeCredential,
+    NodeStats, Register, StreamEnded, StreamStats,
+};
+
+/// Flags of `foghorn sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Foghorn gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:18019")]
+    pub grpc: String,
+    /// Enrollment token for edges without saved credentials (needs --usage-limit ≥ --edges).
+    #[arg(long)]
+    pub enrollment_token: Option<String>,
+    /// Number of simulated edges.
+    #[arg(long, default_value_t = 1)]
+    pub edges: usize,
+    /// Where node ids and credentials are saved, so a restart reconnects instead of re-enrolling.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Centre of the region edges are placed in, as LAT,LON.
+    #[arg(long, value_parser = parse_lat_lon, default_value = "50.11,8.68")]
+    pub region_center: (f64, f64),
+    /// Radius of that region in kilometres.
+    #[arg(long, default_value_t = 300.0)]
+    pub region_radius_km: f64,
+    /// Stream key that the first edge publishes.
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// End the published stream after this long (default: keep it live).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub publish_for: Option<Duration>,
+    /// Stats interval; default is the interval Foghorn sends in the ConfigSeed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Drop and re-open each edge's control stream this often (exercises reconnects).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reconnect_every: Option<Duration>,
+    /// Seed for positions, capacities and load (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not LAT,LON"))?;
+    let lat: f64 = lat.trim().parse().map_err(|_| format!("bad latitude {lat:?}"))?;
+    let lon: f64 = lon.trim().parse().map_err(|_| format!("bad longitude {lon:?}"))?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((lat, lon))
+}
+
+/// Identity of one enrolled simulated edge, as saved in the state dir.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SavedIdentity {
+    pub node_id: String,
+    pub credential: String,
+}
+
+/// Fixed traits of one simulated edge.
+#[derive(Debug, Clone)]
+struct Profile {
+    index: usize,
+    latitude: f64,
+    longitude: f64,
+    ram_max: u64,
+    bw_limit: u64,
+    cores: u32,
+}
+
+/// Runs the simulator until killed, or until every edge has failed for good.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    if args.edges == 0 || args.edges > 100_000 {
+        bail!("--edges must be between 1 and 100000");
+    }
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating state dir {}", dir.display()))?;
+    }
+    let endpoint = Endpoint::from_shared(args.grpc.clone())
+        .with_context(|| format!("--grpc {:?} is not a URL", args.grpc))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let mut rng = match args.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_os_rng(),
+    };
+    let args = Arc::new(args);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..args.edges {
+        let profile = random_profile(index, &args, &mut rng);
+        let seed = rng.random();
+        tasks.spawn(run_edge(
+            args.clone(),
+            endpoint.clone(),
+            profile,
+            StdRng::seed_from_u64(seed),
+        ));
+    }
+    let mut failures = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            failures += 1;
+            tracing::error!("{e:#}");
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} simulated edge(s) failed for good");
+    }
+    Ok(())
+}
+
+fn random_profile(index: usize, args: &SimArgs, rng: &mut StdRng) -> Profile {
+    let (lat0, lon0) = args.region_center;
+    // Uniform over the disc: radius ∝ sqrt(u).
+    let distance = args.region_radius_km * rng.random::<f64>().sqrt();
+    let bearing = rng.random::<f64>() * std::f64::consts::TAU;
+    let dlat = distance / 111.32 * bearing.cos();
+    let dlon = distance / (111.32 * lat0.to_radians().cos().max(0.01)) * bearing.sin();
+    Profile {
+        index,
+        latitude: (lat0 + dlat).clamp(-90.0, 90.0),
+        longitude: ((lon0 + dlon + 540.0) % 360.0) - 180.0,
+        ram_max: [8u64, 16, 32, 64][rng.random_range(0..4)] << 30,
+        bw_limit: [125_000_000u64, 250_000_000, 1_250_000_000][rng.random_range(0..3)],
+        cores: [4, 8, 16, 32][rng.random_range(0..4)],
+    }
+}
+
+fn identity_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("edge-{index}.json"))
+}
+
+fn load_identity(args: &SimArgs, index: usize) -> anyhow::Result<Option<SavedIdentity>> {
+    let Some(dir) = &args.state_dir else {
+        return Ok(None);
+    };
+    let path = identity_path(dir, index);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_identity(args: &SimArgs, index: usize, id: &SavedIdentity) -> anyhow::Result<()> {
+    if let Some(dir) = &args.state_dir {
+        let path = identity_path(dir, index);
+        std::fs::write(&path, serde_json::to_vec_pretty(id)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Drifting load of one edge.
+#[derive(Debug, Default)]
+struct Load {
+    cpu_tenths: f64,
+    ram_fraction: f64,
+    viewers: u32,
+}
+
+impl Load {
+    fn step(&mut self, rng: &mut StdRng) {
+        self.cpu_tenths = (self.cpu_tenths + rng.random_range(-40.0..40.0)).clamp(20.0, 900.0);
+        self.ram_fraction = (self.ram_fraction + rng.random_range(-0.03..0.03)).clamp(0.1, 0.9);
+        let dv: i64 = rng.random_range(-5..=5);
+        self.viewers = (i64::from(self.viewers) + dv).clamp(0, 5_000) as u32;
+    }
+}
+
+/// Why a session of one edge ended.
+enum SessionEnd {
+    /// Reconnect after a pause.
+    Retry(String),
+    /// Give up on this edge (refused credentials, protocol mismatch).
+    Fatal(String),
+}
+
+async fn run_edge(
+    args: Arc<SimArgs>,
+    endpoint: Endpoint,
+    profile: Profile,
+    mut rng: StdRng,
+) -> anyhow::Result<()> {
+    let mut identity = load_identity(&args, profile.index)?;
+    let mut load = Load {
+        cpu_tenths: rng.random_range(50.0..400.0),
+        ram_fraction: rng.random_range(0.2..0.5),
+        viewers: rng.random_range(0..50),
+    };
+    let mut backoff = Duration::from_millis(200);
+    let mut published_since: Option<tokio::time::Instant> = None;
+    loop {
+        match session(
+            &args,
+            &endpoint,
+            &profile,
+            &mut identity,
+            &mut load,
+            &mut rng,
+            &mut published_since,
+        )
+        .await
+        {
+            SessionEnd::Fatal(why) => bail!("edge {}: {why}", profile.index),
+            SessionEnd::Retry(why) => {
+                tracing::warn!(edge = profile.index, "control stream ended: {why}; reconnecting");
+                let jitter = rng.random_range(0..=backoff.as_millis() as u64 / 2);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        if published_since.is_none() || args.reconnect_every.is_some() {
+            backoff = backoff.min(Duration::from_millis(200));
+        }
+    }
+}
+
+fn register_frame(
+    args: &SimArgs,
+    profile: &Profile,
+    identity: &Option<SavedIdentity>,
+) -> Result<EdgeMessage, SessionEnd> {
+    let auth = match (identity, &args.enrollment_token) {
+        (Some(id), _) => register::Auth::NodeCredential(NodeCredential {
+            node_id: id.node_id.clone(),
+            credential: id.credential.clone(),
+        }),
+        (None, Some(token)) => register::Auth::EnrollmentToken(token.clone()),
+        (None, None) => {
+            return Err(SessionEnd::Fatal(
+                "no saved credentials and no --enrollment-token".into(),
+            ))
+        }
+    };
+    Ok(EdgeMessage {
+        payload: Some(edge_message::Payload::Register(Register {
+            protocol_version: crate::grpc::PROTOCOL_VERSION,
+            auth: Some(auth),
+            capabilities: Some(Capabilities {
+                ingest: true,
+                edge: true,
+                storage: false,
+                processing: false,
+            }),
+            public_base_url: String::new(),
+            hardware: Some(Hardware {
+                cpu_cores: profile.cores,
+                ram_bytes: profile.ram_max,
+                disk_bytes: 500 << 30,
+            }),
+            host_fingerprint: format!("sim-{}", profile.index),
+            pre_registered_node_id: String::new(),
+        })),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    args: &SimArgs,
+    endpoint: &Endpoint,
+    profile: &Profile,
+    identity: &mut Option<SavedIdentity>,
+    load: &mut Load,
+    rng: &mut StdRng,
+    published_since: &mut Option<tokio::time::Instant>,
+) -> SessionEnd {
+    let register = match register_frame(args, profile, identity) {
+        Ok(r) => r,
+        Err(end) => return end,
+    };
+    let channel: Channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Retry(format!("cannot reach {}: {e}", args.grpc)),
+    };
+    let mut client = HelmsmanControlClient::new(channel);
+    let (tx, rx) = mpsc::channel::<EdgeMessage>(16);
+    if tx.send(register).await.is_err() {
+        return SessionEnd::Retry("outbound closed".into());
+    }
+    let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return SessionEnd::Retry(format!("Connect refused: {status}")),
+    };
+
+    // The first answer is a ConfigSeed or an Error.
+    let seed = match inbound.message().await {
+        Ok(Some(ControlMessage {
+            payload: Some(control_message::Payload::ConfigSeed(seed)),
+        })) => seed,
+        Ok(Some(ControlMessage {
+            payload: Some(control_message::Payload::Error(err)),
+        })) => {
+            let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Unspecified);
+            let why = format!("{}: {}", code.as_str_name(), err.message);
+            return match code {
+                ErrorCode::EnrollmentFailed
+                | ErrorCode::EnrollmentRequired
+                | ErrorCode::Unauthenticated
+                | ErrorCode::ProtocolVersion => SessionEnd::Fatal(why),
+                _ => SessionEnd::Retry(why),
+            };
+        }
+        Ok(other) => return SessionEnd::Retry(format!("unexpected first answer {other:?}")),
+        Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
+    };
+    if !seed.node_credential.is_empty() {
+        let id = SavedIdentity {
+            node_id: seed.node_id.clone(),
+            credential: seed.node_credential.clone(),
+        };
+        if let Err(e) = save_identity(args, profile.index, &id) {
+            return SessionEnd::Fatal(format!("{e:#}"));
+        }
+        *identity = Some(id);
+        tracing::info!(edge = profile.index, node_id = %seed.node_id, domain = %seed.edge_domain, "enrolled");
+    } else {
+        tracing::info!(edge = profile.index, node_id = %seed.node_id, "reconnected");
+    }
+    let interval = args
+        .interval
+        .unwrap_or(Duration::from_millis(u64::from(seed.stats_interval_ms.max(100))));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reconnect_at = args
+        .reconnect_every
+        .map(|d| tokio::time::Instant::now() + d);
+
+    let publishes = profile.index == 0 && args.publish.is_some();
+    let mut live_stream: Option<String> = None;
+    if publishes && !publish_window_over(args, *published_since) {
+        let request = EdgeMessage {
+            payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
+                request_id: format!("sim-{}", rng.random::<u32>()),
+                stream_key: args.publish.clone().unwrap_or_default(),
+                protocol: "rtmp".into(),
+                publisher_ip: "127.0.0.1".into(),
+            })),
+        };
+        if tx.send(request).await.is_err() {
+            return SessionEnd::Retry("outbound closed".into());
+        }
+    }
+
+    loop {
+        let reconnect = async {
+            match reconnect_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let (Some(name), true) = (&live_stream, publish_window_over(args, *published_since)) {
+                    let ended = EdgeMessage { payload: Some(edge_message::Payload::StreamEnded(StreamEnded {
+                        internal_name: name.clone(), reason: "publisher disconnected".into(),
+                    }))};
+                    tracing::info!(edge = profile.index, stream = %name, "stream ended");
+                    live_stream = None;
+                    if tx.send(ended).await.is_err() {
+                        return SessionEnd::Retry("outbound closed".into());
+                    }
+                }
+                load.step(rng);
+                if tx.send(stats_frame(profile, load, live_stream.as_deref())).await.is_err() {
+                    return SessionEnd::Retry("outbound closed".into());
+                }
+            }
+            msg = inbound.message() => match msg {
+                Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) => {
+                    if d.accept {
+                        tracing::info!(edge = profile.index, stream = %d.internal_name, "publishing");
+                        published_since.get_or_insert_with(tokio::time::Instant::now);
+                        live_stream = Some(d.internal_name);
+                    } else {
+                        tracing::warn!(edge = profile.index, reason = %d.reason, "ingest refused");
+                    }
+                }
+                Ok(Some(ControlMessage { payload: Some(control_message::Payload::Error(err)) })) => {
+                    return SessionEnd::Retry(format!("error {}: {}", err.code, err.message));
+                }
+                Ok(Some(other)) => tracing::debug!(edge = profile.index, ?other, "control message"),
+                Ok(None) => return SessionEnd::Retry("Foghorn closed the stream".into()),
+                Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
+            },
+            _ = reconnect => return SessionEnd::Retry("scheduled reconnect".into()),
+        }
+    }
+}
+
+fn publish_window_over(args: &SimArgs, since: Option<tokio::time::Instant>) -> bool {
+    match (args.publish_for, since) {
+        (Some(d), Some(t)) => t.elapsed() >= d,
+        _ => false,
+    }
+}
+
+fn stats_frame(profile: &Profile, load: &Load, live_stream: Option<&str>) -> EdgeMessage {
+    // ~2.5 Mbit/s per viewer, capped by the node's limit.
+    let per_viewer = 312_500u64;
+    let up = (u64::from(load.viewers) * per_viewer).min(profile.bw_limit);
+    let streams = live_stream
+        .map(|name| {
+            vec![StreamStats {
+                internal_name: name.to_string(),
+                viewers: load.viewers,
+                inputs: 1,
+                up_bytes_per_sec: up,
+                down_bytes_per_sec: per_viewer,
+                replicated: false,
+            }]
+        })
+        .unwrap_or_default();
+    EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths: load.cpu_tenths as u32,
+            ram_max_bytes: profile.ram_max,
+            ram_used_bytes: (profile.ram_max as f64 * load.ram_fraction) as u64,
+            up_bytes_per_sec: up,
+            down_bytes_per_sec: per_viewer * streams.len() as u64,
+            bw_limit_bytes_per_sec: profile.bw_limit,
+            latitude: Some(profile.latitude),
+            longitude: Some(profile.longitude),
+            location_name: format!("sim-{}", profile.index),
+            connections: load.viewers,
+            streams,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_stay_inside_the_region() {
+        let args = SimArgs {
+            grpc: String::new(),
+            enrollment_token: None,
+            edges: 1,
+            state_dir: None,
+            region_center: (48.85, 2.35),
+            region_radius_km: 100.0,
+            publish: None,
+            publish_for: None,
+            interval: None,
+            reconnect_every: None,
+            seed: Some(7),
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        for i in 0..500 {
+            let p = random_profile(i, &args, &mut rng);
+            let dlat = (p.latitude - 48.85) * 111.32;
+            let dlon = (p.longitude - 2.35) * 111.32 * 48.85f64.to_radians().cos();
+            assert!((dlat * dlat + dlon * dlon).sqrt() <= 100.5, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn lat_lon_parsing() {
+        assert_eq!(parse_lat_lon("48.85, 2.35"), Ok((48.85, 2.35)));
+        assert!(parse_lat_lon("91,0").is_err());
+        assert!(parse_lat_lon("x").is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! Shared test support: throw-away databases on the private PostgreSQL that `./scripts/test`
+//! starts, SQLite files in temp dirs, whole Foghorn servers on port 0, and raw edge connections.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use foghorn::app::{self, Server};
+use foghorn::config::Config;
+use foghorn::proto::{
+    edge_message, helmsman_control_client::HelmsmanControlClient, register, Capabilities,
+    ControlMessage, EdgeMessage, NodeCredential, NodeStats, Register,
+};
+use foghorn::registry::{NewEnrollmentToken, Registry, Role};
+use sqlx::Connection;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Which SQL backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that lives as long as this value (SQLite: its temp dir; PostgreSQL: a fresh
+/// database on the throw-away test server, dropped with the server).
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("FOGHORN_TEST_DATABASE_URL").expect(
+        "FOGHORN_TEST_DATABASE_URL is not set: run the suite with ./scripts/test, which starts \
+         a private PostgreSQL and Redis",
+    )
+}
+
+pub fn redis_url() -> String {
+    std::env::var("FOGHORN_TEST_REDIS_URL").expect(
+        "FOGHORN_TEST_REDIS_URL is not set: run the suite with ./scripts/test, which starts \
+         a private PostgreSQL and Redis",
+    )
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> TestDb {
+        match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Db::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("fh_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .expect("database URL has a path");
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    pub async fn registry(&self) -> Registry {
+        Registry::open(&self.url, 8, Duration::from_secs(10))
+            .await
+            .expect("open registry")
+    }
+}
+
+/// A Foghorn running in this process on loopback port 0.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub db: TestDb,
+    pub data: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> TestServer {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: Db, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let db = TestDb::new(db).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.server.http_addr = "127.0.0.1:0".parse().expect("addr");
+        config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+        config.server.data_dir = data.path().to_path_buf();
+        config.server.shutdown_grace = Duration::from_secs(5);
+        config.database.url = db.url.clone();
+        config.database.max_connections = 8;
+        config.cluster.id = "test".into();
+        config.cluster.root_domain = "example.net".into();
+        tweak(&mut config);
+        let server = app::start(config).await.expect("server starts");
+        TestServer {
+            server: Some(server),
+            db,
+            data,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.server().state.registry
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.server().http_addr, path)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.server().grpc_addr)
+    }
+
+    /// A tenant on this cluster with an operator token; returns (tenant id, token).
+    pub async fn operator(&self) -> (String, String) {
+        let tenant = self
+            .registry()
+            .create_tenant("Operator Org", "test")
+            .await
+            .expect("tenant");
+        let (_, token) = self
+            .registry()
+            .create_api_token(&tenant.id, Role::Operator)
+            .await
+            .expect("token");
+        (tenant.id, token)
+    }
+
+    /// An enrollment token for this cluster with `uses` uses, valid for an hour.
+    pub async fn enrollment_token(&self, tenant: &str, uses: i64) -> String {
+        self.registry()
+            .create_enrollment_token(&NewEnrollmentToken {
+                cluster_id: "test".into(),
+                tenant_id: tenant.into(),
+                usage_limit: uses,
+                expires_at: foghorn::registry::now_ms() + 3_600_000,
+                expected_cidr: None,
+            })
+            .await
+            .expect("enrollment token")
+            .1
+    }
+
+    /// `GET /api/v1/edges` with `token`, as JSON.
+    pub async fn edges(&self, token: &str) -> serde_json::Value {
+        let res = reqwest::Client::new()
+            .get(self.http("/api/v1/edges"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /api/v1/edges");
+        assert_eq!(res.status(), 200);
+        res.json().await.expect("json")
+    }
+
+    /// Whether `node_id` is listed as routable.
+    pub async fn routable(&self, token: &str, node_id: &str) -> bool {
+        self.edges(token).await["edges"]
+            .as_array()
+            .expect("edges array")
+            .iter()
+            .any(|e| e["node_id"] == node_id && e["routable"] == true)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// One raw control stream, driven frame by frame.
+pub struct EdgeConn {
+    pub tx: mpsc::Sender<EdgeMessage>,
+    pub rx: Streaming<ControlMessage>,
+}
+
+pub fn register_with_token(token: &str) -> EdgeMessage {
+    register_frame(Some(register::Auth::EnrollmentToken(token.to_string())))
+}
+
+pub fn register_with_credential(node_id: &str, credential: &str) -> EdgeMessage {
+    register_frame(Some(register::Auth::NodeCredential(NodeCredential {
+        node_id: node_id.into(),
+        credential: credential.into(),
+    })))
+}
+
+pub fn register_frame(auth: Option<register::Auth>) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::Register(Register {
+            protocol_version: foghorn::grpc::PROTOCOL_VERSION,
+            auth,
+            capabilities: Some(Capabilities {
+                ingest: true,
+                edge: true,
+                ..Default::default()
+            }),
+            public_base_url: "https://edge.example.net".into(),
+            hardware: None,
+            host_fingerprint: "fp".into(),
+            pre_registered_node_id: String::new(),
+        })),
+    }
+}
+
+pub fn stats_frame(streams: Vec<foghorn::proto::StreamStats>) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths: 250,
+            ram_max_bytes: 16 << 30,
+            ram_used_bytes: 4 << 30,
+            up_bytes_per_sec: 1_000_000,
+            down_bytes_per_sec: 0,
+            bw_limit_bytes_per_sec: 125_000_000,
+            latitude: Some(48.85),
+            longitude: Some(2.35),
+            location_name: "Paris".into(),
+            connections: 3,
+            streams,
+        })),
+    }
+}
+
+impl EdgeConn {
+    /// Opens a control stream and sends `first` as its first frame.
+    pub async fn open(grpc_url: &str, first: EdgeMessage) -> EdgeConn {
+        let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_string())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect gRPC");
+        let mut client = HelmsmanControlClient::new(channel);
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.expect("queue first frame");
+        let rx = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .expect("Connect accepted")
+            .into_inner();
+        EdgeConn { tx, rx }
+    }
+
+    pub async fn send(&self, frame: EdgeMessage) {
+        self.tx.send(frame).await.expect("stream open");
+    }
+
+    /// The next control frame (None when the stream ended), bounded so a bug fails instead of hangs.
+    pub async fn recv(&mut self) -> Result<Option<ControlMessage>, tonic::Status> {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("a control frame within 10 s")
+    }
+
+    /// Expects a ConfigSeed next and returns it.
+    pub async fn seed(&mut self) -> foghorn::proto::ConfigSeed {
+        match self.recv().await {
+            Ok(Some(ControlMessage {
+                payload: Some(foghorn::proto::control_message::Payload::ConfigSeed(seed)),
+            })) => seed,
+            other => panic!("expected a ConfigSeed, got {other:?}"),
+        }
+    }
+
+    /// Expects an Error frame followed by the end of the stream; returns the error code.
+    pub async fn error(&mut self) -> foghorn::proto::ErrorCode {
+        let code = match self.recv().await {
+            Ok(Some(ControlMessage {
+                payload: Some(foghorn::proto::control_message::Payload::Error(e)),
+            })) => foghorn::proto::ErrorCode::try_from(e.code).expect("known code"),
+            other => panic!("expected an Error frame, got {other:?}"),
+        };
+        match self.recv().await {
+            Err(_) | Ok(None) => {}
+            Ok(Some(more)) => panic!("stream should end after an Error, got {more:?}"),
+        }
+        code
+    }
+}
+
+/// Enrolls one edge with a fresh token; returns its connection, node id and credential.
+pub async fn enroll(server: &TestServer, tenant: &str) -> (EdgeConn, String, String) {
+    let token = server.enrollment_token(tenant, 1).await;
+    let mut conn = EdgeConn::open(&server.grpc_url(), register_with_token(&token)).await;
+    let seed = conn.seed().await;
+    (conn, seed.node_id, seed.node_credential)
+}

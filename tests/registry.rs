@@ -1,0 +1,416 @@
+//! One storage test suite, run against PostgreSQL and SQLite alike.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::{Db, TestDb};
+use foghorn::registry::{
+    now_ms, EnrollError, EnrollRequest, NewCluster, NewEnrollmentToken, NodeAuthError,
+    NodeProfile, Registry, RegistryError, Role, Tier,
+};
+
+/// Instantiates each async suite function once per backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Sqlite).await })*
+        }
+    };
+}
+
+on_both!(
+    clusters_round_trip_and_conflict,
+    tenants_need_an_existing_official_cluster,
+    api_tokens_authenticate_and_revoke,
+    enrollment_refusals_leave_nothing_behind,
+    enrollment_consumes_and_credentials_authenticate,
+    racing_edges_single_use_token_exactly_one_wins,
+    expected_cidr_is_enforced,
+    streams_keys_and_live_location,
+    migrations_are_idempotent,
+);
+
+async fn setup(db: Db) -> (TestDb, Registry, String) {
+    let test_db = TestDb::new(db).await;
+    let registry = test_db.registry().await;
+    registry
+        .create_cluster(&NewCluster::platform("alpha", "Alpha"))
+        .await
+        .expect("cluster");
+    let tenant = registry.create_tenant("Acme", "alpha").await.expect("tenant");
+    (test_db, registry, tenant.id)
+}
+
+fn token_for(cluster: &str, tenant: &str, uses: i64) -> NewEnrollmentToken {
+    NewEnrollmentToken {
+        cluster_id: cluster.into(),
+        tenant_id: tenant.into(),
+        usage_limit: uses,
+        expires_at: now_ms() + 60_000,
+        expected_cidr: None,
+    }
+}
+
+fn enroll_req(token: &str, cluster: &str) -> EnrollRequest {
+    EnrollRequest {
+        token: token.into(),
+        cluster_id: cluster.into(),
+        peer_ip: Some("127.0.0.1".parse().expect("ip")),
+        requested_node_id: None,
+        profile: NodeProfile {
+            capabilities: "edge".into(),
+            ..NodeProfile::default()
+        },
+    }
+}
+
+async fn clusters_round_trip_and_conflict(db: Db) {
+    let (_db, registry, _) = setup(db).await;
+    let mut new = NewCluster::platform("beta-1", "Beta");
+    new.tier = Tier::Dedicated;
+    new.requires_approval = true;
+    let created = registry.create_cluster(&new).await.expect("create");
+    assert_eq!(created.tier, Tier::Dedicated);
+    assert!(created.requires_approval);
+    assert_eq!(registry.cluster("beta-1").await.expect("get"), Some(created));
+    assert!(matches!(
+        registry.create_cluster(&new).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    // ensure_cluster is a no-op on an existing id and keeps the stored row.
+    let again = registry
+        .ensure_cluster(&NewCluster::platform("beta-1", "Renamed"))
+        .await
+        .expect("ensure");
+    assert_eq!(again.name, "Beta");
+    assert!(matches!(
+        registry
+            .create_cluster(&NewCluster::platform("Bad_Id", "x"))
+            .await,
+        Err(RegistryError::Invalid(_))
+    ));
+    let ids: Vec<String> = registry
+        .clusters()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, vec!["alpha".to_string(), "beta-1".to_string()]);
+}
+
+async fn tenants_need_an_existing_official_cluster(db: Db) {
+    let (_db, registry, tenant_id) = setup(db).await;
+    let tenant = registry.tenant(&tenant_id).await.expect("get").expect("exists");
+    assert_eq!(tenant.official_cluster_id, "alpha");
+    assert_eq!(tenant.preferred_cluster_id, None);
+    assert!(matches!(
+        registry.create_tenant("X", "nope").await,
+        Err(RegistryError::Invalid(_))
+    ));
+    assert!(matches!(
+        registry.create_tenant("  ", "alpha").await,
+        Err(RegistryError::Invalid(_))
+    ));
+}
+
+async fn api_tokens_authenticate_and_revoke(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let (token, plain) = registry
+        .create_api_token(&tenant, Role::Operator)
+        .await
+        .expect("token");
+    assert!(plain.starts_with("fhk_"));
+    let principal = registry
+        .authenticate_api_token(&plain)
+        .await
+        .expect("auth")
+        .expect("valid");
+    assert_eq!(principal.tenant_id, tenant);
+    assert_eq!(principal.role, Role::Operator);
+    // Same lookup prefix, wrong secret: refused.
+    let mut forged = plain.clone();
+    let last = forged.pop().expect("non-empty");
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(registry.authenticate_api_token(&forged).await.expect("auth"), None);
+    assert_eq!(registry.authenticate_api_token("garbage").await.expect("auth"), None);
+    // Another tenant cannot revoke it.
+    let other = registry.create_tenant("Other", "alpha").await.expect("tenant");
+    assert!(matches!(
+        registry.revoke_api_token(&other.id, &token.id).await,
+        Err(RegistryError::NotFound(_))
+    ));
+    registry.revoke_api_token(&tenant, &token.id).await.expect("revoke");
+    assert_eq!(registry.authenticate_api_token(&plain).await.expect("auth"), None);
+}
+
+async fn enrollment_refusals_leave_nothing_behind(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    registry
+        .create_cluster(&NewCluster::platform("other", "Other"))
+        .await
+        .expect("cluster");
+
+    // Unknown and malformed tokens.
+    let fake = format!("enroll_{}", "ab".repeat(24));
+    assert!(matches!(
+        registry.enroll(&enroll_req(&fake, "alpha")).await,
+        Err(EnrollError::Unknown)
+    ));
+    assert!(matches!(
+        registry.enroll(&enroll_req("not-a-token", "alpha")).await,
+        Err(EnrollError::Unknown)
+    ));
+
+    // Wrong cluster.
+    let (_, other_token) = registry
+        .create_enrollment_token(&token_for("other", &tenant, 1))
+        .await
+        .expect("token");
+    assert!(matches!(
+        registry.enroll(&enroll_req(&other_token, "alpha")).await,
+        Err(EnrollError::WrongCluster(c)) if c == "other"
+    ));
+
+    // Revoked.
+    let (revoked, revoked_plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 1))
+        .await
+        .expect("token");
+    registry.revoke_enrollment_token(&revoked.id).await.expect("revoke");
+    assert!(matches!(
+        registry.enroll(&enroll_req(&revoked_plain, "alpha")).await,
+        Err(EnrollError::Revoked)
+    ));
+
+    // Expired: tokens cannot be created in the past, so age one in the database.
+    let (expiring, expiring_plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 1))
+        .await
+        .expect("token");
+    assert!(registry
+        .create_enrollment_token(&NewEnrollmentToken {
+            expires_at: now_ms() - 1,
+            ..token_for("alpha", &tenant, 1)
+        })
+        .await
+        .is_err());
+    let pool = sqlx::AnyPool::connect(&_db.url).await.expect("pool");
+    sqlx::query("UPDATE enrollment_tokens SET expires_at = $1 WHERE id = $2")
+        .bind(now_ms() - 1)
+        .bind(&expiring.id)
+        .execute(&pool)
+        .await
+        .expect("age token");
+    pool.close().await;
+    assert!(matches!(
+        registry.enroll(&enroll_req(&expiring_plain, "alpha")).await,
+        Err(EnrollError::Expired)
+    ));
+
+    // Used up.
+    let (used, used_plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 1))
+        .await
+        .expect("token");
+    registry.enroll(&enroll_req(&used_plain, "alpha")).await.expect("first use");
+    assert!(matches!(
+        registry.enroll(&enroll_req(&used_plain, "alpha")).await,
+        Err(EnrollError::UsedUp)
+    ));
+    let used = registry.enrollment_token(&used.id).await.expect("get").expect("exists");
+    assert_eq!(used.usage_count, 1);
+
+    // Only the one successful enrollment created a node; every refusal consumed nothing.
+    assert_eq!(registry.node_count().await.expect("count"), 1);
+    for id in [&revoked.id, &expiring.id] {
+        let t = registry.enrollment_token(id).await.expect("get").expect("exists");
+        assert_eq!(t.usage_count, 0);
+    }
+}
+
+async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let (token, plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 2))
+        .await
+        .expect("token");
+    assert!(plain.starts_with("enroll_"));
+    let a = registry.enroll(&enroll_req(&plain, "alpha")).await.expect("a");
+    let b = registry.enroll(&enroll_req(&plain, "alpha")).await.expect("b");
+    assert_ne!(a.node.node_id, b.node.node_id);
+    assert_eq!(a.node.node_id.len(), 12);
+    assert!(a.node.node_id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert_eq!(a.node.status, "active");
+    assert_eq!(a.node.owner_tenant_id.as_deref(), Some(tenant.as_str()));
+    assert_eq!(a.node.external_ip.as_deref(), Some("127.0.0.1"));
+    let t = registry.enrollment_token(&token.id).await.expect("get").expect("exists");
+    assert_eq!(t.usage_count, 2);
+
+    let profile = NodeProfile {
+        public_base_url: "https://e.example".into(),
+        ..NodeProfile::default()
+    };
+    let ip: Option<IpAddr> = Some("::ffff:10.0.0.9".parse().expect("ip"));
+    let node = registry
+        .authenticate_node(&a.node.node_id, &a.credential, "alpha", ip, &profile)
+        .await
+        .expect("credential works");
+    assert_eq!(node.public_base_url, "https://e.example");
+    assert_eq!(node.external_ip.as_deref(), Some("10.0.0.9"));
+    assert!(matches!(
+        registry
+            .authenticate_node(&a.node.node_id, &b.credential, "alpha", None, &profile)
+            .await,
+        Err(NodeAuthError::BadCredential)
+    ));
+    assert!(matches!(
+        registry
+            .authenticate_node("ffffffffffff", &a.credential, "alpha", None, &profile)
+            .await,
+        Err(NodeAuthError::BadCredential)
+    ));
+    assert!(matches!(
+        registry
+            .authenticate_node(&a.node.node_id, &a.credential, "other", None, &profile)
+            .await,
+        Err(NodeAuthError::WrongCluster(_))
+    ));
+
+    // A pre-registered id is honoured once; reusing it is refused and consumes nothing.
+    let (_, plain2) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 2))
+        .await
+        .expect("token");
+    let mut req = enroll_req(&plain2, "alpha");
+    req.requested_node_id = Some("0123456789ab".into());
+    let c = registry.enroll(&req).await.expect("pre-registered id");
+    assert_eq!(c.node.node_id, "0123456789ab");
+    assert!(matches!(
+        registry.enroll(&req).await,
+        Err(EnrollError::NodeIdUnavailable(_))
+    ));
+    assert_eq!(registry.node_count().await.expect("count"), 3);
+}
+
+async fn racing_edges_single_use_token_exactly_one_wins(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    for round in 0..5 {
+        let (token, plain) = registry
+            .create_enrollment_token(&token_for("alpha", &tenant, 1))
+            .await
+            .expect("token");
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let registry = registry.clone();
+                let req = enroll_req(&plain, "alpha");
+                tokio::spawn(async move { registry.enroll(&req).await })
+            })
+            .collect();
+        let mut wins = 0;
+        for attempt in attempts {
+            match attempt.await.expect("task") {
+                Ok(_) => wins += 1,
+                Err(EnrollError::UsedUp) => {}
+                Err(other) => panic!("round {round}: unexpected refusal {other}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+        let t = registry.enrollment_token(&token.id).await.expect("get").expect("exists");
+        assert_eq!(t.usage_count, 1);
+    }
+    assert_eq!(registry.node_count().await.expect("count"), 5);
+}
+
+async fn expected_cidr_is_enforced(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let (_, plain) = registry
+        .create_enrollment_token(&NewEnrollmentToken {
+            expected_cidr: Some("203.0.113.0/24".parse().expect("cidr")),
+            ..token_for("alpha", &tenant, 1)
+        })
+        .await
+        .expect("token");
+    let mut req = enroll_req(&plain, "alpha");
+    assert!(matches!(
+        registry.enroll(&req).await,
+        Err(EnrollError::OutsideCidr(..))
+    ));
+    req.peer_ip = None;
+    assert!(matches!(
+        registry.enroll(&req).await,
+        Err(EnrollError::OutsideCidr(..))
+    ));
+    assert_eq!(registry.node_count().await.expect("count"), 0);
+    req.peer_ip = Some("::ffff:203.0.113.77".parse().expect("ip"));
+    registry.enroll(&req).await.expect("inside the network");
+}
+
+async fn streams_keys_and_live_location(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let (stream, key) = registry.create_stream(&tenant, "main").await.expect("stream");
+    assert!(key.starts_with("sk_"));
+    assert!(stream.playback_id.len() >= 16);
+    assert!(stream
+        .playback_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(stream.internal_name.starts_with("live+"));
+    assert!(matches!(
+        registry.create_stream(&tenant, "main").await,
+        Err(RegistryError::Conflict(_))
+    ));
+    assert!(matches!(
+        registry.create_stream(&tenant, "bad/name").await,
+        Err(RegistryError::Invalid(_))
+    ));
+
+    let (_, token) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 2))
+        .await
+        .expect("token");
+    let node = registry.enroll(&enroll_req(&token, "alpha")).await.expect("node");
+    let other = registry.enroll(&enroll_req(&token, "alpha")).await.expect("node");
+    let node_id = node.node.node_id;
+
+    assert_eq!(
+        registry.authorize_ingest("sk_wrong", "alpha", &node_id).await.expect("ok"),
+        None
+    );
+    let auth = registry
+        .authorize_ingest(&key, "alpha", &node_id)
+        .await
+        .expect("ok")
+        .expect("valid key");
+    assert_eq!(auth.stream.id, stream.id);
+    assert_eq!(auth.stream.live_node_id.as_deref(), Some(node_id.as_str()));
+    assert_eq!(auth.stream.live_cluster_id.as_deref(), Some("alpha"));
+
+    // Another node cannot end it; its own node can.
+    assert!(!registry
+        .end_stream(&stream.internal_name, &other.node.node_id)
+        .await
+        .expect("ok"));
+    assert!(registry.end_stream(&stream.internal_name, &node_id).await.expect("ok"));
+    let ended = registry
+        .stream_by_playback_id(&stream.playback_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(ended.live_node_id, None);
+    assert_eq!(ended.live_since, None);
+    assert_eq!(registry.streams_of_tenant(&tenant).await.expect("list").len(), 1);
+}
+
+async fn migrations_are_idempotent(db: Db) {
+    let (test_db, registry, _) = setup(db).await;
+    registry.migrate().await.expect("second migrate is a no-op");
+    let again = test_db.registry().await;
+    assert_eq!(again.clusters().await.expect("list").len(), 1);
+}

@@ -126,13 +126,9 @@ pub enum StreamCommand {
 
 /// Runs one admin command and prints its result (JSON with `json`).
 pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::Result<()> {
-    let registry = Registry::open(
-        &config.database_url(),
-        2,
-        config.database.connect_timeout,
-    )
-    .await
-    .context("opening the registry")?;
+    let registry = Registry::open(&config.database_url(), 2, config.database.connect_timeout)
+        .await
+        .context("opening the registry")?;
     let out = execute(&registry, command).await;
     registry.close().await;
     let (value, human) = out?;
@@ -145,7 +141,10 @@ pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::
 }
 
 /// Executes a command; returns the JSON result and its human rendering.
-pub async fn execute(registry: &Registry, command: AdminCommand) -> anyhow::Result<(Value, String)> {
+pub async fn execute(
+    registry: &Registry,
+    command: AdminCommand,
+) -> anyhow::Result<(Value, String)> {
     Ok(match command {
         AdminCommand::Cluster {
             command:

@@ -146,7 +146,10 @@ impl Server {
                 http.context("HTTP server task")?.context("HTTP server")?;
                 grpc.context("gRPC server task")?.context("gRPC server")?;
             }
-            Err(_) => tracing::warn!(?grace, "shutdown grace elapsed; abandoning open connections"),
+            Err(_) => tracing::warn!(
+                ?grace,
+                "shutdown grace elapsed; abandoning open connections"
+            ),
         }
         self.state.registry.close().await;
         tracing::info!("Foghorn stopped");
@@ -181,7 +184,10 @@ mod tests {
             super::redact("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
-        assert_eq!(super::redact("sqlite://./data/f.db"), "sqlite://./data/f.db");
+        assert_eq!(
+            super::redact("sqlite://./data/f.db"),
+            "sqlite://./data/f.db"
+        );
         assert_eq!(super::redact("redis://h:6379/"), "redis://h:6379/");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Everything Foghorn can be told. `config/foghorn.toml` documents each key with this default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -56,7 +56,7 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Empty: no Redis, this Foghorn is a single-instance cluster.
@@ -133,12 +133,6 @@ impl Default for DatabaseConfig {
     }
 }
 
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self { url: String::new() }
-    }
-}
-
 impl Default for EdgesConfig {
     fn default() -> Self {
         Self {
@@ -162,19 +156,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            cluster: ClusterConfig::default(),
-            database: DatabaseConfig::default(),
-            redis: RedisConfig::default(),
-            edges: EdgesConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// Environment variables and the key each one sets. `FOGHORN_CONFIG` names the file itself.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_HTTP_ADDR", "server.http_addr"),
@@ -187,8 +168,14 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_CLUSTER_REGION", "cluster.region"),
     ("FOGHORN_ROOT_DOMAIN", "cluster.root_domain"),
     ("FOGHORN_DATABASE_URL", "database.url"),
-    ("FOGHORN_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
-    ("FOGHORN_DATABASE_CONNECT_TIMEOUT", "database.connect_timeout"),
+    (
+        "FOGHORN_DATABASE_MAX_CONNECTIONS",
+        "database.max_connections",
+    ),
+    (
+        "FOGHORN_DATABASE_CONNECT_TIMEOUT",
+        "database.connect_timeout",
+    ),
     ("FOGHORN_REDIS_URL", "redis.url"),
     ("FOGHORN_STATS_INTERVAL", "edges.stats_interval"),
     ("FOGHORN_LIVENESS_INTERVALS", "edges.liveness_intervals"),
@@ -242,11 +229,7 @@ impl Config {
         env: &[(String, String)],
         flags: &[Override],
     ) -> Result<Config, ConfigError> {
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut tree = toml::Value::try_from(Config::default())
             .expect("the default configuration always serializes to TOML");
         let mut origins: Vec<(String, String)> = Vec::new();
@@ -259,11 +242,10 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
-            let file_tree: toml::Value =
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+            let file_tree: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             merge(&mut tree, file_tree);
         }
         let file_origin = file_path
@@ -303,11 +285,13 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        config.validate().map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin_of(key),
-            key: key.to_string(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin_of(key),
+                key: key.to_string(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -330,9 +314,8 @@ impl Config {
             ));
         }
         let url = &self.database.url;
-        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"))
-            && !url.starts_with("sqlite:")
-        {
+        let known = ["postgres://", "postgresql://", "sqlite:"];
+        if !(url.is_empty() || known.iter().any(|k| url.starts_with(k))) {
             return Err((
                 "database.url",
                 format!("{url:?} must start with postgres://, postgresql:// or sqlite:"),
@@ -342,8 +325,7 @@ impl Config {
             return Err(("database.max_connections", "must be at least 1".into()));
         }
         let redis = &self.redis.url;
-        if !redis.is_empty() && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
-        {
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err((
                 "redis.url",
                 format!("{redis:?} must start with redis:// or rediss:// (or be empty)"),
@@ -352,7 +334,10 @@ impl Config {
         if self.edges.stats_interval < Duration::from_millis(100)
             || self.edges.stats_interval > Duration::from_secs(300)
         {
-            return Err(("edges.stats_interval", "must be between 100ms and 5m".into()));
+            return Err((
+                "edges.stats_interval",
+                "must be between 100ms and 5m".into(),
+            ));
         }
         if self.edges.liveness_intervals == 0 {
             return Err(("edges.liveness_intervals", "must be at least 1".into()));
@@ -511,7 +496,10 @@ mod tests {
         std::fs::write(&file, "[cluster]\nid = \"from-file\"\nregion = \"eu\"\n").expect("write");
         let cfg = Config::load_from(
             Some(&file),
-            &env(&[("FOGHORN_CLUSTER_ID", "from-env"), ("FOGHORN_STATS_INTERVAL", "2s")]),
+            &env(&[
+                ("FOGHORN_CLUSTER_ID", "from-env"),
+                ("FOGHORN_STATS_INTERVAL", "2s"),
+            ]),
             &[Override {
                 key: "cluster.id".into(),
                 value: "from-flag".into(),
@@ -538,7 +526,10 @@ mod tests {
 
         let err = Config::load_from(None, &env(&[("FOGHORN_LIVENESS_INTERVALS", "x")]), &[])
             .expect_err("bad int");
-        assert!(err.to_string().contains("edges.liveness_intervals"), "{err}");
+        assert!(
+            err.to_string().contains("edges.liveness_intervals"),
+            "{err}"
+        );
 
         let err = Config::load_from(None, &env(&[("FOGHORN_DATABASE_URL", "mysql://x")]), &[])
             .expect_err("bad db");

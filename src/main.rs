@@ -8,7 +8,11 @@ use foghorn::config::{Config, LogFormat, Override};
 use foghorn::sim::{self, SimArgs};
 
 #[derive(Parser, Debug)]
-#[command(name = "foghorn", version, about = "Control plane of a live-video edge cluster")]
+#[command(
+    name = "foghorn",
+    version,
+    about = "Control plane of a live-video edge cluster"
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -16,32 +20,32 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Flags that override configuration keys; accepted before or after the subcommand.
+/// Flags that override configuration keys; given before the subcommand (`foghorn --data-dir D admin ...`).
 #[derive(clap::Args, Debug, Default)]
 struct GlobalArgs {
     /// TOML configuration file (see config/foghorn.toml) [env: FOGHORN_CONFIG]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     config: Option<std::path::PathBuf>,
     /// HTTP listen address (server.http_addr)
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     http_addr: Option<String>,
     /// gRPC listen address (server.grpc_addr)
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     grpc_addr: Option<String>,
     /// Data directory (server.data_dir)
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
     /// postgres://... or sqlite://... (database.url)
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// redis://... shared by this cluster's replicas (redis.url)
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// This cluster's id (cluster.id)
-    #[arg(long, global = true, value_name = "ID")]
+    #[arg(long, value_name = "ID")]
     cluster_id: Option<String>,
     /// Root DNS domain (cluster.root_domain)
-    #[arg(long, global = true, value_name = "DOMAIN")]
+    #[arg(long, value_name = "DOMAIN")]
     root_domain: Option<String>,
 }
 
@@ -113,6 +117,7 @@ async fn main() -> ExitCode {
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
+                .with_writer(std::io::stderr)
                 .try_init();
             sim::run(args).await.map_err(|e| ("foghorn sim", e))
         }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use common::{Db, TestDb};
 use foghorn::registry::{
-    now_ms, EnrollError, EnrollRequest, NewCluster, NewEnrollmentToken, NodeAuthError,
-    NodeProfile, Registry, RegistryError, Role, Tier,
+    now_ms, EnrollError, EnrollRequest, NewCluster, NewEnrollmentToken, NodeAuthError, NodeProfile,
+    Registry, RegistryError, Role, Tier,
 };
 
 /// Instantiates each async suite function once per backend.
@@ -43,7 +43,10 @@ async fn setup(db: Db) -> (TestDb, Registry, String) {
         .create_cluster(&NewCluster::platform("alpha", "Alpha"))
         .await
         .expect("cluster");
-    let tenant = registry.create_tenant("Acme", "alpha").await.expect("tenant");
+    let tenant = registry
+        .create_tenant("Acme", "alpha")
+        .await
+        .expect("tenant");
     (test_db, registry, tenant.id)
 }
 
@@ -78,7 +81,10 @@ async fn clusters_round_trip_and_conflict(db: Db) {
     let created = registry.create_cluster(&new).await.expect("create");
     assert_eq!(created.tier, Tier::Dedicated);
     assert!(created.requires_approval);
-    assert_eq!(registry.cluster("beta-1").await.expect("get"), Some(created));
+    assert_eq!(
+        registry.cluster("beta-1").await.expect("get"),
+        Some(created)
+    );
     assert!(matches!(
         registry.create_cluster(&new).await,
         Err(RegistryError::Conflict(_))
@@ -107,7 +113,11 @@ async fn clusters_round_trip_and_conflict(db: Db) {
 
 async fn tenants_need_an_existing_official_cluster(db: Db) {
     let (_db, registry, tenant_id) = setup(db).await;
-    let tenant = registry.tenant(&tenant_id).await.expect("get").expect("exists");
+    let tenant = registry
+        .tenant(&tenant_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(tenant.official_cluster_id, "alpha");
     assert_eq!(tenant.preferred_cluster_id, None);
     assert!(matches!(
@@ -138,16 +148,37 @@ async fn api_tokens_authenticate_and_revoke(db: Db) {
     let mut forged = plain.clone();
     let last = forged.pop().expect("non-empty");
     forged.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(registry.authenticate_api_token(&forged).await.expect("auth"), None);
-    assert_eq!(registry.authenticate_api_token("garbage").await.expect("auth"), None);
+    assert_eq!(
+        registry
+            .authenticate_api_token(&forged)
+            .await
+            .expect("auth"),
+        None
+    );
+    assert_eq!(
+        registry
+            .authenticate_api_token("garbage")
+            .await
+            .expect("auth"),
+        None
+    );
     // Another tenant cannot revoke it.
-    let other = registry.create_tenant("Other", "alpha").await.expect("tenant");
+    let other = registry
+        .create_tenant("Other", "alpha")
+        .await
+        .expect("tenant");
     assert!(matches!(
         registry.revoke_api_token(&other.id, &token.id).await,
         Err(RegistryError::NotFound(_))
     ));
-    registry.revoke_api_token(&tenant, &token.id).await.expect("revoke");
-    assert_eq!(registry.authenticate_api_token(&plain).await.expect("auth"), None);
+    registry
+        .revoke_api_token(&tenant, &token.id)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        registry.authenticate_api_token(&plain).await.expect("auth"),
+        None
+    );
 }
 
 async fn enrollment_refusals_leave_nothing_behind(db: Db) {
@@ -183,7 +214,10 @@ async fn enrollment_refusals_leave_nothing_behind(db: Db) {
         .create_enrollment_token(&token_for("alpha", &tenant, 1))
         .await
         .expect("token");
-    registry.revoke_enrollment_token(&revoked.id).await.expect("revoke");
+    registry
+        .revoke_enrollment_token(&revoked.id)
+        .await
+        .expect("revoke");
     assert!(matches!(
         registry.enroll(&enroll_req(&revoked_plain, "alpha")).await,
         Err(EnrollError::Revoked)
@@ -219,18 +253,29 @@ async fn enrollment_refusals_leave_nothing_behind(db: Db) {
         .create_enrollment_token(&token_for("alpha", &tenant, 1))
         .await
         .expect("token");
-    registry.enroll(&enroll_req(&used_plain, "alpha")).await.expect("first use");
+    registry
+        .enroll(&enroll_req(&used_plain, "alpha"))
+        .await
+        .expect("first use");
     assert!(matches!(
         registry.enroll(&enroll_req(&used_plain, "alpha")).await,
         Err(EnrollError::UsedUp)
     ));
-    let used = registry.enrollment_token(&used.id).await.expect("get").expect("exists");
+    let used = registry
+        .enrollment_token(&used.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(used.usage_count, 1);
 
     // Only the one successful enrollment created a node; every refusal consumed nothing.
     assert_eq!(registry.node_count().await.expect("count"), 1);
     for id in [&revoked.id, &expiring.id] {
-        let t = registry.enrollment_token(id).await.expect("get").expect("exists");
+        let t = registry
+            .enrollment_token(id)
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(t.usage_count, 0);
     }
 }
@@ -242,15 +287,29 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
         .await
         .expect("token");
     assert!(plain.starts_with("enroll_"));
-    let a = registry.enroll(&enroll_req(&plain, "alpha")).await.expect("a");
-    let b = registry.enroll(&enroll_req(&plain, "alpha")).await.expect("b");
+    let a = registry
+        .enroll(&enroll_req(&plain, "alpha"))
+        .await
+        .expect("a");
+    let b = registry
+        .enroll(&enroll_req(&plain, "alpha"))
+        .await
+        .expect("b");
     assert_ne!(a.node.node_id, b.node.node_id);
     assert_eq!(a.node.node_id.len(), 12);
-    assert!(a.node.node_id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(a
+        .node
+        .node_id
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     assert_eq!(a.node.status, "active");
     assert_eq!(a.node.owner_tenant_id.as_deref(), Some(tenant.as_str()));
     assert_eq!(a.node.external_ip.as_deref(), Some("127.0.0.1"));
-    let t = registry.enrollment_token(&token.id).await.expect("get").expect("exists");
+    let t = registry
+        .enrollment_token(&token.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(t.usage_count, 2);
 
     let profile = NodeProfile {
@@ -322,7 +381,11 @@ async fn racing_edges_single_use_token_exactly_one_wins(db: Db) {
             }
         }
         assert_eq!(wins, 1, "round {round}");
-        let t = registry.enrollment_token(&token.id).await.expect("get").expect("exists");
+        let t = registry
+            .enrollment_token(&token.id)
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(t.usage_count, 1);
     }
     assert_eq!(registry.node_count().await.expect("count"), 5);
@@ -354,7 +417,10 @@ async fn expected_cidr_is_enforced(db: Db) {
 
 async fn streams_keys_and_live_location(db: Db) {
     let (_db, registry, tenant) = setup(db).await;
-    let (stream, key) = registry.create_stream(&tenant, "main").await.expect("stream");
+    let (stream, key) = registry
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
     assert!(key.starts_with("sk_"));
     assert!(stream.playback_id.len() >= 16);
     assert!(stream
@@ -375,12 +441,21 @@ async fn streams_keys_and_live_location(db: Db) {
         .create_enrollment_token(&token_for("alpha", &tenant, 2))
         .await
         .expect("token");
-    let node = registry.enroll(&enroll_req(&token, "alpha")).await.expect("node");
-    let other = registry.enroll(&enroll_req(&token, "alpha")).await.expect("node");
+    let node = registry
+        .enroll(&enroll_req(&token, "alpha"))
+        .await
+        .expect("node");
+    let other = registry
+        .enroll(&enroll_req(&token, "alpha"))
+        .await
+        .expect("node");
     let node_id = node.node.node_id;
 
     assert_eq!(
-        registry.authorize_ingest("sk_wrong", "alpha", &node_id).await.expect("ok"),
+        registry
+            .authorize_ingest("sk_wrong", "alpha", &node_id)
+            .await
+            .expect("ok"),
         None
     );
     let auth = registry
@@ -397,7 +472,10 @@ async fn streams_keys_and_live_location(db: Db) {
         .end_stream(&stream.internal_name, &other.node.node_id)
         .await
         .expect("ok"));
-    assert!(registry.end_stream(&stream.internal_name, &node_id).await.expect("ok"));
+    assert!(registry
+        .end_stream(&stream.internal_name, &node_id)
+        .await
+        .expect("ok"));
     let ended = registry
         .stream_by_playback_id(&stream.playback_id)
         .await
@@ -405,7 +483,14 @@ async fn streams_keys_and_live_location(db: Db) {
         .expect("exists");
     assert_eq!(ended.live_node_id, None);
     assert_eq!(ended.live_since, None);
-    assert_eq!(registry.streams_of_tenant(&tenant).await.expect("list").len(), 1);
+    assert_eq!(
+        registry
+            .streams_of_tenant(&tenant)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 async fn migrations_are_idempotent(db: Db) {

@@ -311,14 +311,23 @@ mod tests {
         assert!(state.is_routable("aaaaaaaaaaaa"));
 
         tokio::time::advance(Duration::from_millis(14_999)).await;
-        assert!(state.is_routable("aaaaaaaaaaaa"), "still inside 3 intervals");
+        assert!(
+            state.is_routable("aaaaaaaaaaaa"),
+            "still inside 3 intervals"
+        );
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(!state.is_routable("aaaaaaaaaaaa"), "stale after 3 intervals");
+        assert!(
+            !state.is_routable("aaaaaaaaaaaa"),
+            "stale after 3 intervals"
+        );
 
         assert!(state.apply_stats(&h, stats()));
         assert!(state.is_routable("aaaaaaaaaaaa"), "fresh stats revive it");
         assert!(state.detach(&h));
-        assert!(!state.is_routable("aaaaaaaaaaaa"), "closed stream: unroutable at once");
+        assert!(
+            !state.is_routable("aaaaaaaaaaaa"),
+            "closed stream: unroutable at once"
+        );
         let view = state.get("aaaaaaaaaaaa").expect("still listed");
         assert!(!view.connected);
         assert!(view.stats.is_some(), "last stats kept for operators");
@@ -332,9 +341,15 @@ mod tests {
         let new = state.attach("bbbbbbbbbbbb", EdgeInfo::default());
         assert!(old.replaced.is_cancelled());
         assert!(!new.replaced.is_cancelled());
-        assert!(!state.is_routable("bbbbbbbbbbbb"), "new session needs its own stats");
+        assert!(
+            !state.is_routable("bbbbbbbbbbbb"),
+            "new session needs its own stats"
+        );
         assert!(!state.apply_stats(&old, stats()), "stale session ignored");
-        assert!(!state.detach(&old), "stale session cannot close the new one");
+        assert!(
+            !state.detach(&old),
+            "stale session cannot close the new one"
+        );
         assert!(state.apply_stats(&new, stats()));
         assert!(state.is_routable("bbbbbbbbbbbb"));
         assert_eq!(state.connected_count(), 1);

@@ -205,7 +205,11 @@ async fn run_session(
         public_base_url: register.public_base_url.clone(),
     };
     let mut seed_version = 1u64;
-    send(tx, seed(state, &node, credential, Mode::Normal, seed_version)).await?;
+    send(
+        tx,
+        seed(state, &node, credential, Mode::Normal, seed_version),
+    )
+    .await?;
     let attached = Attached {
         handle: state.edges.attach(&node.node_id, info.clone()),
         state,
@@ -257,8 +261,7 @@ async fn run_session(
                 }
             }
             edge_message::Payload::StreamEnded(ended) => {
-                if let Err(why) = convert::bounded("internal_name", &ended.internal_name, limits)
-                {
+                if let Err(why) = convert::bounded("internal_name", &ended.internal_name, limits) {
                     break Err(End::violation(why));
                 }
                 // Scoped to this node: an edge can only end what is live on itself.
@@ -331,7 +334,7 @@ async fn authenticate(
         convert::bounded(field, value, limits).map_err(End::violation)?;
     }
     let url = &register.public_base_url;
-    if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+    if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
         return Err(End::violation(
             "public_base_url must be an http:// or https:// URL",
         ));
@@ -379,7 +382,13 @@ async fn authenticate(
             convert::bounded("credential", &cred.credential, limits).map_err(End::violation)?;
             match state
                 .registry
-                .authenticate_node(&cred.node_id, &cred.credential, &cluster_id, peer_ip, &profile)
+                .authenticate_node(
+                    &cred.node_id,
+                    &cred.credential,
+                    &cluster_id,
+                    peer_ip,
+                    &profile,
+                )
                 .await
             {
                 Ok(node) => {
@@ -388,7 +397,10 @@ async fn authenticate(
                 }
                 Err(NodeAuthError::Registry(e)) => {
                     Metrics::outcome(&state.metrics.node_authentications, Outcome::Failed);
-                    Err(End::internal("node authentication failed in the registry", e))
+                    Err(End::internal(
+                        "node authentication failed in the registry",
+                        e,
+                    ))
                 }
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.node_authentications, Outcome::Refused);

@@ -41,7 +41,9 @@ impl FromRequestParts<AppState> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let p = principal(parts, state).await?;
         if !p.role.is_operator() {
-            return Err(ApiError::Forbidden("an operator or admin token is required".into()));
+            return Err(ApiError::Forbidden(
+                "an operator or admin token is required".into(),
+            ));
         }
         Ok(Operator(p))
     }

@@ -213,7 +213,9 @@ impl Registry {
             .bind(now_ms())
             .execute(&self.pool)
             .await
-            .map_err(|e| RegistryError::unique(e, format!("cluster {:?} already exists", new.id)))?;
+            .map_err(|e| {
+                RegistryError::unique(e, format!("cluster {:?} already exists", new.id))
+            })?;
         Ok(())
     }
 

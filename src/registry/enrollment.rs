@@ -178,7 +178,9 @@ impl Registry {
             ));
         }
         if new.expires_at <= now_ms() {
-            return Err(RegistryError::Invalid("expiry must be in the future".into()));
+            return Err(RegistryError::Invalid(
+                "expiry must be in the future".into(),
+            ));
         }
         if self.cluster(&new.cluster_id).await?.is_none() {
             return Err(RegistryError::Invalid(format!(
@@ -253,9 +255,8 @@ impl Registry {
         let Some(lookup) = secret::lookup_prefix(SecretKind::EnrollmentToken, plain) else {
             return Ok(None);
         };
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, token_hash FROM enrollment_tokens WHERE lookup = $1"
-        );
+        let sql =
+            format!("SELECT {TOKEN_COLUMNS}, token_hash FROM enrollment_tokens WHERE lookup = $1");
         let rows = sqlx::query(&sql)
             .bind(&lookup)
             .fetch_all(&self.pool)
@@ -375,12 +376,11 @@ impl Registry {
         peer_ip: Option<IpAddr>,
         profile: &NodeProfile,
     ) -> Result<Node, NodeAuthError> {
-        let row = sqlx::query(
-            "SELECT credential_hash, cluster_id, status FROM nodes WHERE node_id = $1",
-        )
-        .bind(node_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT credential_hash, cluster_id, status FROM nodes WHERE node_id = $1")
+                .bind(node_id)
+                .fetch_optional(&self.pool)
+                .await?;
         // Hash the presented credential even for an unknown node so timing does not tell them apart.
         let stored: Option<String> = match &row {
             Some(r) => r.try_get("credential_hash")?,

@@ -106,7 +106,11 @@ impl Registry {
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
         }
         Ok(())

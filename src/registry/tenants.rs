@@ -90,7 +90,11 @@ impl Registry {
     }
 
     /// Mints an API token; the plain secret is returned once and never stored.
-    pub async fn create_api_token(&self, tenant_id: &str, role: Role) -> Result<(ApiToken, String)> {
+    pub async fn create_api_token(
+        &self,
+        tenant_id: &str,
+        role: Role,
+    ) -> Result<(ApiToken, String)> {
         if self.tenant(tenant_id).await?.is_none() {
             return Err(RegistryError::Invalid(format!(
                 "tenant {tenant_id:?} does not exist"

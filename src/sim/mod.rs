@@ -65,8 +65,14 @@ fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
     let (lat, lon) = s
         .split_once(',')
         .ok_or_else(|| format!("{s:?} is not LAT,LON"))?;
-    let lat: f64 = lat.trim().parse().map_err(|_| format!("bad latitude {lat:?}"))?;
-    let lon: f64 = lon.trim().parse().map_err(|_| format!("bad longitude {lon:?}"))?;
+    let lat: f64 = lat
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad latitude {lat:?}"))?;
+    let lon: f64 = lon
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad longitude {lon:?}"))?;
     if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
         return Err(format!("{s:?} is out of range"));
     }
@@ -120,15 +126,18 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             StdRng::seed_from_u64(seed),
         ));
     }
-    let mut failures = 0;
+    let mut failures = Vec::new();
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
-            failures += 1;
             tracing::error!("{e:#}");
+            failures.push(e);
         }
     }
-    if failures > 0 {
-        bail!("{failures} simulated edge(s) failed for good");
+    if let Some(first) = failures.first() {
+        bail!(
+            "{} simulated edge(s) failed for good; first: {first:#}",
+            failures.len()
+        );
     }
     Ok(())
 }
@@ -230,7 +239,10 @@ async fn run_edge(
         {
             SessionEnd::Fatal(why) => bail!("edge {}: {why}", profile.index),
             SessionEnd::Retry(why) => {
-                tracing::warn!(edge = profile.index, "control stream ended: {why}; reconnecting");
+                tracing::warn!(
+                    edge = profile.index,
+                    "control stream ended: {why}; reconnecting"
+                );
                 let jitter = rng.random_range(0..=backoff.as_millis() as u64 / 2);
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -343,9 +355,9 @@ async fn session(
     } else {
         tracing::info!(edge = profile.index, node_id = %seed.node_id, "reconnected");
     }
-    let interval = args
-        .interval
-        .unwrap_or(Duration::from_millis(u64::from(seed.stats_interval_ms.max(100))));
+    let interval = args.interval.unwrap_or(Duration::from_millis(u64::from(
+        seed.stats_interval_ms.max(100),
+    )));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reconnect_at = args

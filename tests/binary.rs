@@ -1,0 +1,289 @@
+//! Tests of the real binaries: configuration errors, the admin commands, and the "done when" path
+//! of the foundation: admin creates a tenant, token and enrollment token; `foghorn sim` enrolls
+//! edges; they are routable; killing the simulator makes them unroutable at once.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const FOGHORN: &str = env!("CARGO_BIN_EXE_foghorn");
+
+fn foghorn(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(FOGHORN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FOGHORN_DATA_DIR", data)
+        .env("FOGHORN_HTTP_ADDR", "127.0.0.1:0")
+        .env("FOGHORN_GRPC_ADDR", "127.0.0.1:0")
+        .env("FOGHORN_LOG", "warn");
+    cmd
+}
+
+fn admin_json(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = foghorn(data)
+        .args(["admin", "--json"])
+        .args(args)
+        .output()
+        .expect("run foghorn admin");
+    assert!(
+        out.status.success(),
+        "foghorn admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("admin prints JSON")
+}
+
+/// Kills the child when dropped, so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bad_configuration_exits_before_binding_and_names_the_key() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = foghorn(data.path())
+        .env("FOGHORN_GRPC_ADDR", "not-an-address")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.grpc_addr"), "{stderr}");
+    assert!(stderr.contains("FOGHORN_GRPC_ADDR"), "{stderr}");
+    assert!(
+        !data.path().join("foghorn.db").exists(),
+        "nothing was created"
+    );
+
+    let out = foghorn(data.path())
+        .args(["--cluster-id", "NOT valid"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cluster.id") && stderr.contains("--cluster-id"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_then_sim_then_kill() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path();
+    // The server's default cluster `local` must exist for the tenant; admin works before the server
+    // ever ran, so create a second cluster with admin and use the server's own for the tenant.
+    let cluster = admin_json(
+        dir,
+        &[
+            "cluster",
+            "create",
+            "--id",
+            "eu-1",
+            "--name",
+            "EU 1",
+            "--tier",
+            "dedicated",
+            "--pricing",
+            "MONTHLY",
+        ],
+    );
+    assert_eq!(cluster["tier"], "dedicated");
+
+    let mut server = Running(
+        foghorn(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start foghorn"),
+    );
+    let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
+    let mut http = None;
+    let mut grpc = None;
+    while http.is_none() || grpc.is_none() {
+        let line = lines
+            .next()
+            .expect("server prints its addresses")
+            .expect("utf8");
+        let addr = line.split_whitespace().nth(1).map(str::to_string);
+        if line.trim_start().starts_with("HTTP") {
+            http = addr;
+        } else if line.trim_start().starts_with("gRPC") {
+            grpc = addr;
+        }
+    }
+    let (http, grpc) = (http.expect("http"), grpc.expect("grpc"));
+
+    let tenant = admin_json(
+        dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--official-cluster",
+            "local",
+        ],
+    );
+    let tenant_id = tenant["id"].as_str().expect("id").to_string();
+    let op = admin_json(
+        dir,
+        &[
+            "token", "create", "--tenant", &tenant_id, "--role", "operator",
+        ],
+    );
+    let op = op["token"].as_str().expect("token").to_string();
+    let enroll = admin_json(
+        dir,
+        &[
+            "enrollment-token",
+            "create",
+            "--cluster",
+            "local",
+            "--tenant",
+            &tenant_id,
+            "--usage-limit",
+            "3",
+            "--ttl",
+            "1h",
+        ],
+    );
+    let enroll = enroll["token"].as_str().expect("token").to_string();
+    let stream = admin_json(
+        dir,
+        &["stream", "create", "--tenant", &tenant_id, "--name", "main"],
+    );
+    assert!(stream["stream_key"]
+        .as_str()
+        .expect("key")
+        .starts_with("sk_"));
+
+    // A wrong token: refused, and the simulator gives up with an error.
+    let refused = foghorn(dir)
+        .args([
+            "sim",
+            "--grpc",
+            &grpc,
+            "--edges",
+            "1",
+            "--enrollment-token",
+            "enroll_wrong",
+        ])
+        .output()
+        .expect("run sim");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ENROLLMENT_FAILED"));
+
+    let state = dir.join("sim-state");
+    let sim = Running(
+        foghorn(dir)
+            .args([
+                "sim",
+                "--grpc",
+                &grpc,
+                "--edges",
+                "3",
+                "--interval",
+                "200ms",
+                "--seed",
+                "1",
+            ])
+            .args(["--enrollment-token", &enroll, "--state-dir"])
+            .arg(&state)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sim"),
+    );
+    let client = reqwest::Client::new();
+    let edges = || async {
+        let body: serde_json::Value = client
+            .get(format!("{http}/api/v1/edges"))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .expect("edges")
+            .json()
+            .await
+            .expect("json");
+        body["edges"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while edges()
+        .await
+        .iter()
+        .filter(|e| e["routable"] == true)
+        .count()
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "3 simulated edges never became routable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..3 {
+        assert!(
+            state.join(format!("edge-{i}.json")).exists(),
+            "credentials saved"
+        );
+    }
+
+    drop(sim); // SIGKILL: the kernel closes the streams.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while edges().await.iter().any(|e| e["routable"] == true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edges stayed routable after the simulator died"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Restarted with the same state dir, the edges reconnect with their credentials: no new nodes.
+    let sim = Running(
+        foghorn(dir)
+            .args([
+                "sim",
+                "--grpc",
+                &grpc,
+                "--edges",
+                "3",
+                "--interval",
+                "200ms",
+                "--state-dir",
+            ])
+            .arg(&state)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("restart sim"),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = edges().await;
+        if list.len() == 3 && list.iter().all(|e| e["routable"] == true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edges did not come back: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sim);
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = server.0.wait().expect("wait");
+    assert!(status.success(), "graceful exit, got {status:?}");
+}

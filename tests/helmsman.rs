@@ -1,0 +1,482 @@
+//! Whole-server tests of the Helmsman control stream: real Foghorn on loopback, real tonic clients,
+//! real registry (SQLite and PostgreSQL).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    enroll, register_frame, register_with_credential, register_with_token, stats_frame, Db,
+    EdgeConn, TestServer,
+};
+use foghorn::proto::{
+    control_message, edge_message, ControlMessage, EdgeMessage, ErrorCode, IngestRequest,
+    ModeChange, NodeMode, StreamEnded, StreamStats,
+};
+use foghorn::registry::{now_ms, NewCluster, NewEnrollmentToken};
+
+/// Polls `check` until it holds (the server applies frames asynchronously and sends no ack);
+/// fails after 5 s instead of hanging.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Sqlite).await })*
+        }
+    };
+}
+
+on_both!(
+    enrolled_edge_is_routable_with_stats_and_unroutable_once_closed,
+    racing_edges_for_a_single_use_token_exactly_one_enrolls,
+    ingest_is_validated_and_live_location_recorded,
+);
+
+async fn enrolled_edge_is_routable_with_stats_and_unroutable_once_closed(db: Db) {
+    let server = TestServer::start(db).await;
+    let (tenant, op) = server.operator().await;
+    let token = server.enrollment_token(&tenant, 1).await;
+    let mut conn = EdgeConn::open(&server.grpc_url(), register_with_token(&token)).await;
+    let seed = conn.seed().await;
+    let node = seed.node_id.clone();
+    assert_eq!(node.len(), 12);
+    assert!(node
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(seed.node_credential.starts_with("nc_"));
+    assert_eq!(seed.cluster_id, "test");
+    assert_eq!(seed.tenant_id, tenant);
+    assert_eq!(seed.edge_domain, format!("edge-{node}.test.example.net"));
+    assert_eq!(seed.pool_domain, "edge.test.example.net");
+    assert_eq!(seed.balancer_base_url, "https://foghorn.test.example.net");
+    assert_eq!(seed.stats_interval_ms, 5_000);
+    assert_eq!(seed.mode, NodeMode::Normal as i32);
+
+    // Connected but no stats yet: listed, not routable.
+    eventually("the edge is listed", || async {
+        server.edges(&op).await["edges"][0]["node_id"] == node.as_str()
+    })
+    .await;
+    assert!(!server.routable(&op, &node).await);
+
+    conn.send(stats_frame(vec![StreamStats {
+        internal_name: "live+abc".into(),
+        viewers: 7,
+        inputs: 1,
+        ..Default::default()
+    }]))
+    .await;
+    eventually("stats make it routable", || server.routable(&op, &node)).await;
+    let listed = server.edges(&op).await;
+    let edge = &listed["edges"][0];
+    assert_eq!(listed["cluster_id"], "test");
+    assert_eq!(edge["stats"]["cpu_tenths"], 250);
+    assert_eq!(edge["stats"]["streams"][0]["internal_name"], "live+abc");
+    assert_eq!(edge["stats"]["streams"][0]["viewers"], 7);
+    assert_eq!(edge["connected"], true);
+
+    drop(conn);
+    eventually("closing the stream makes it unroutable", || async {
+        !server.routable(&op, &node).await
+    })
+    .await;
+    assert_eq!(server.edges(&op).await["edges"][0]["connected"], false);
+    server.stop().await;
+}
+
+async fn racing_edges_for_a_single_use_token_exactly_one_enrolls(db: Db) {
+    let server = TestServer::start(db).await;
+    let (tenant, _) = server.operator().await;
+    let token = server.enrollment_token(&tenant, 1).await;
+    let url = server.grpc_url();
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut conn = EdgeConn::open(&url, register_with_token(&token)).await;
+                match conn.recv().await {
+                    Ok(Some(ControlMessage {
+                        payload: Some(control_message::Payload::ConfigSeed(_)),
+                    })) => Ok(conn),
+                    Ok(Some(ControlMessage {
+                        payload: Some(control_message::Payload::Error(e)),
+                    })) => Err(e.code),
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        match racer.await.expect("task") {
+            Ok(conn) => winners.push(conn),
+            Err(code) => assert_eq!(code, ErrorCode::EnrollmentFailed as i32),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    assert_eq!(server.registry().node_count().await.expect("count"), 1);
+    server.stop().await;
+}
+
+async fn ingest_is_validated_and_live_location_recorded(db: Db) {
+    let server = TestServer::start(db).await;
+    let (tenant, _) = server.operator().await;
+    let (stream, key) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let (mut conn, node, _) = enroll(&server, &tenant).await;
+
+    let ingest = |id: &str, key: &str| EdgeMessage {
+        payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
+            request_id: id.into(),
+            stream_key: key.into(),
+            protocol: "rtmp".into(),
+            publisher_ip: "192.0.2.1".into(),
+        })),
+    };
+    let decision = |msg: Result<Option<ControlMessage>, tonic::Status>| match msg {
+        Ok(Some(ControlMessage {
+            payload: Some(control_message::Payload::IngestDecision(d)),
+        })) => d,
+        other => panic!("expected an IngestDecision, got {other:?}"),
+    };
+
+    conn.send(ingest("r1", &format!("sk_{}", "0".repeat(48))))
+        .await;
+    let refused = decision(conn.recv().await);
+    assert_eq!(refused.request_id, "r1");
+    assert!(!refused.accept);
+    assert_eq!(refused.reason, "unknown stream key");
+
+    conn.send(ingest("r2", &key)).await;
+    let accepted = decision(conn.recv().await);
+    assert_eq!(accepted.request_id, "r2");
+    assert!(accepted.accept, "{accepted:?}");
+    assert_eq!(accepted.internal_name, stream.internal_name);
+    let live = server
+        .registry()
+        .stream(&stream.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(live.live_node_id.as_deref(), Some(node.as_str()));
+    assert_eq!(live.live_cluster_id.as_deref(), Some("test"));
+
+    conn.send(EdgeMessage {
+        payload: Some(edge_message::Payload::StreamEnded(StreamEnded {
+            internal_name: stream.internal_name.clone(),
+            reason: "publisher left".into(),
+        })),
+    })
+    .await;
+    let registry = server.registry().clone();
+    let id = stream.id.clone();
+    eventually("StreamEnded clears the live location", || {
+        let registry = registry.clone();
+        let id = id.clone();
+        async move {
+            registry
+                .stream(&id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .live_node_id
+                .is_none()
+        }
+    })
+    .await;
+
+    // Draining: a fresh ConfigSeed with the new mode, and new ingests are refused.
+    conn.send(EdgeMessage {
+        payload: Some(edge_message::Payload::ModeChange(ModeChange {
+            mode: NodeMode::Draining as i32,
+        })),
+    })
+    .await;
+    let seed = conn.seed().await;
+    assert_eq!(seed.mode, NodeMode::Draining as i32);
+    assert_eq!(seed.seed_version, 2);
+    assert!(
+        seed.node_credential.is_empty(),
+        "credential is sent only once"
+    );
+    conn.send(ingest("r3", &key)).await;
+    let refused = decision(conn.recv().await);
+    assert!(!refused.accept);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_with_credential_replaces_the_old_session() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, op) = server.operator().await;
+    let (mut first, node, credential) = enroll(&server, &tenant).await;
+    first.send(stats_frame(vec![])).await;
+    eventually("first session routable", || server.routable(&op, &node)).await;
+
+    let mut second = EdgeConn::open(
+        &server.grpc_url(),
+        register_with_credential(&node, &credential),
+    )
+    .await;
+    let seed = second.seed().await;
+    assert_eq!(seed.node_id, node);
+    assert!(
+        seed.node_credential.is_empty(),
+        "a reconnect never gets the credential again"
+    );
+    assert_eq!(first.error().await, ErrorCode::SessionReplaced);
+    // The replacement needs stats of its own before it is routable again.
+    assert!(!server.routable(&op, &node).await);
+    second.send(stats_frame(vec![])).await;
+    eventually("second session routable", || server.routable(&op, &node)).await;
+    assert_eq!(
+        server.edges(&op).await["edges"].as_array().map(Vec::len),
+        Some(1)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_and_tokens_are_refused_and_register_nothing() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, op) = server.operator().await;
+    let url = server.grpc_url();
+    let registry = server.registry();
+    let nodes_before = registry.node_count().await.expect("count");
+
+    let mut c = EdgeConn::open(&url, register_with_credential("0123456789ab", "nc_nope")).await;
+    assert_eq!(c.error().await, ErrorCode::Unauthenticated);
+
+    let mut c = EdgeConn::open(&url, register_with_token("enroll_bogus")).await;
+    assert_eq!(c.error().await, ErrorCode::EnrollmentFailed);
+
+    // A used-up token.
+    let token = server.enrollment_token(&tenant, 1).await;
+    let (_ok, node, _) = {
+        let mut conn = EdgeConn::open(&url, register_with_token(&token)).await;
+        let seed = conn.seed().await;
+        (conn, seed.node_id, seed.node_credential)
+    };
+    let mut c = EdgeConn::open(&url, register_with_token(&token)).await;
+    assert_eq!(c.error().await, ErrorCode::EnrollmentFailed);
+
+    // A token of another cluster.
+    registry
+        .create_cluster(&NewCluster::platform("elsewhere", "Elsewhere"))
+        .await
+        .expect("cluster");
+    let (_, foreign) = registry
+        .create_enrollment_token(&NewEnrollmentToken {
+            cluster_id: "elsewhere".into(),
+            tenant_id: tenant.clone(),
+            usage_limit: 5,
+            expires_at: now_ms() + 60_000,
+            expected_cidr: None,
+        })
+        .await
+        .expect("token");
+    let mut c = EdgeConn::open(&url, register_with_token(&foreign)).await;
+    assert_eq!(c.error().await, ErrorCode::EnrollmentFailed);
+
+    // A token bound to a network the edge is not in (the test connects from 127.0.0.1).
+    let (_, bound) = registry
+        .create_enrollment_token(&NewEnrollmentToken {
+            cluster_id: "test".into(),
+            tenant_id: tenant.clone(),
+            usage_limit: 5,
+            expires_at: now_ms() + 60_000,
+            expected_cidr: Some("203.0.113.0/24".parse().expect("cidr")),
+        })
+        .await
+        .expect("token");
+    let mut c = EdgeConn::open(&url, register_with_token(&bound)).await;
+    assert_eq!(c.error().await, ErrorCode::EnrollmentFailed);
+
+    // No auth at all; wrong protocol version.
+    let mut c = EdgeConn::open(&url, register_frame(None)).await;
+    assert_eq!(c.error().await, ErrorCode::EnrollmentRequired);
+    let mut old = register_with_token(&token);
+    if let Some(edge_message::Payload::Register(r)) = &mut old.payload {
+        r.protocol_version = 99;
+    }
+    let mut c = EdgeConn::open(&url, old).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolVersion);
+
+    // Only the one legitimate enrollment exists, in the registry and in the edge list.
+    assert_eq!(
+        registry.node_count().await.expect("count"),
+        nodes_before + 1
+    );
+    let listed = server.edges(&op).await;
+    let ids: Vec<&str> = listed["edges"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![node.as_str()]);
+    server.stop().await;
+}
+
+/// A frame whose field 2 (`node_stats`, a message) arrives as a varint: undecodable as EdgeMessage.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Garbage {
+    #[prost(uint64, tag = "2")]
+    not_a_message: u64,
+}
+
+async fn send_garbage(url: &str) -> ErrorCode {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<Garbage, ControlMessage>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/foghorn.v1.HelmsmanControl/Connect");
+    let frames = tokio_stream::iter(vec![Garbage { not_a_message: 42 }]);
+    let mut inbound = grpc
+        .streaming(tonic::Request::new(frames), path, codec)
+        .await
+        .expect("call accepted")
+        .into_inner();
+    match tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("answer in time")
+    {
+        Ok(Some(ControlMessage {
+            payload: Some(control_message::Payload::Error(e)),
+        })) => ErrorCode::try_from(e.code).expect("known code"),
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_end_only_the_offending_stream() {
+    let server =
+        TestServer::start_with(Db::Sqlite, |c| c.edges.max_message_bytes = 16 * 1024).await;
+    let (tenant, op) = server.operator().await;
+    let url = server.grpc_url();
+    let (healthy, node, _) = enroll(&server, &tenant).await;
+    healthy.send(stats_frame(vec![])).await;
+    eventually("healthy edge routable", || server.routable(&op, &node)).await;
+
+    // Out of order: stats before Register.
+    let mut c = EdgeConn::open(&url, stats_frame(vec![])).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolViolation);
+
+    // Register twice.
+    let (mut c, _, _) = enroll(&server, &tenant).await;
+    c.send(register_with_token("enroll_again")).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolViolation);
+
+    // Values out of range.
+    let (mut c, _, _) = enroll(&server, &tenant).await;
+    let mut bad = stats_frame(vec![]);
+    if let Some(edge_message::Payload::NodeStats(s)) = &mut bad.payload {
+        s.cpu_tenths = 5_000;
+    }
+    c.send(bad).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolViolation);
+
+    // An over-long string field.
+    let (mut c, _, _) = enroll(&server, &tenant).await;
+    let mut long = stats_frame(vec![]);
+    if let Some(edge_message::Payload::NodeStats(s)) = &mut long.payload {
+        s.location_name = "x".repeat(1_000);
+    }
+    c.send(long).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolViolation);
+
+    // An oversized frame (above edges.max_message_bytes).
+    let (mut c, _, _) = enroll(&server, &tenant).await;
+    let many: Vec<StreamStats> = (0..2_000)
+        .map(|i| StreamStats {
+            internal_name: format!("live+{i:08}"),
+            ..Default::default()
+        })
+        .collect();
+    c.send(stats_frame(many)).await;
+    assert_eq!(c.error().await, ErrorCode::LimitExceeded);
+
+    // Undecodable bytes.
+    assert_eq!(send_garbage(&url).await, ErrorCode::ProtocolViolation);
+
+    // An empty frame.
+    let (mut c, _, _) = enroll(&server, &tenant).await;
+    c.send(EdgeMessage { payload: None }).await;
+    assert_eq!(c.error().await, ErrorCode::ProtocolViolation);
+
+    // The healthy edge never noticed.
+    healthy.send(stats_frame(vec![])).await;
+    assert!(server.routable(&op, &node).await);
+    let metrics = reqwest::get(server.http("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("foghorn_edge_protocol_errors_total 7"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_stats_make_an_edge_unroutable() {
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.edges.stats_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (tenant, op) = server.operator().await;
+    let (conn, node, _) = enroll(&server, &tenant).await;
+    conn.send(stats_frame(vec![])).await;
+    eventually("routable", || server.routable(&op, &node)).await;
+    // The stream stays open but the edge falls silent: after 3 intervals it is not routable.
+    eventually("stale after 3 intervals", || async {
+        !server.routable(&op, &node).await
+    })
+    .await;
+    let view = server.edges(&op).await;
+    assert_eq!(view["edges"][0]["connected"], true);
+    assert!(view["edges"][0]["last_stats_age_ms"].as_u64().expect("age") >= 300);
+    conn.send(stats_frame(vec![])).await;
+    eventually("fresh stats revive it", || server.routable(&op, &node)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_connected_edges() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, _) = server.operator().await;
+    let (mut conn, _, _) = enroll(&server, &tenant).await;
+    let stopping = tokio::spawn(async move { server.stop().await });
+    assert_eq!(conn.error().await, ErrorCode::ShuttingDown);
+    stopping.await.expect("shutdown completes");
+}

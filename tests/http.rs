@@ -1,0 +1,169 @@
+//! Whole-server tests of the HTTP surface and the gRPC health/reflection services.
+
+mod common;
+
+use common::{Db, TestServer};
+use foghorn::registry::Role;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_metrics_and_json_errors() {
+    let server = TestServer::start(Db::Postgres).await;
+    let health = reqwest::get(server.http("/health")).await.expect("health");
+    assert_eq!(health.status(), 200);
+
+    let ready = reqwest::get(server.http("/ready")).await.expect("ready");
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["registry"], "ok");
+    assert_eq!(body["redis"], "not configured");
+
+    let metrics = reqwest::get(server.http("/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("foghorn_edges_connected 0"), "{text}");
+    assert!(text.contains("foghorn_edge_sessions_total 0"), "{text}");
+
+    let missing = reqwest::get(server.http("/no/such/thing"))
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_endpoint_needs_an_operator_token() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, operator) = server.operator().await;
+    let (_, tenant_token) = server
+        .registry()
+        .create_api_token(&tenant, Role::Tenant)
+        .await
+        .expect("token");
+    let client = reqwest::Client::new();
+    let url = server.http("/api/v1/edges");
+
+    let none = client.get(&url).send().await.expect("send");
+    assert_eq!(none.status(), 401);
+    let body: serde_json::Value = none.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    for bad in ["fhk_nope", "Basic abc", &"x".repeat(10_000)] {
+        let res = client
+            .get(&url)
+            .header("authorization", format!("Bearer {bad}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 401, "{bad:.20}");
+    }
+    let res = client
+        .get(&url)
+        .bearer_auth(&tenant_token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 403);
+    let res = client
+        .get(&url)
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["cluster_id"], "test");
+    assert_eq!(body["edges"], serde_json::json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_state_is_reported_by_ready_without_making_it_unready() {
+    let server = TestServer::start_with(Db::Sqlite, |c| c.redis.url = common::redis_url()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let body: serde_json::Value = reqwest::get(server.http("/ready"))
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json");
+        if body["redis"] == "ok" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis never ok: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+
+    // Nothing listens on port 1 of loopback: Redis is down, the replica still serves.
+    let server =
+        TestServer::start_with(Db::Sqlite, |c| c.redis.url = "redis://127.0.0.1:1/".into()).await;
+    let res = reqwest::get(server.http("/ready")).await.expect("ready");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["redis"], "down");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+
+    let server = TestServer::start(Db::Sqlite).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "foghorn.v1.HelmsmanControl".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list, got {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"foghorn.v1.HelmsmanControl".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+    server.stop().await;
+}

@@ -133,6 +133,7 @@ impl Server {
     /// finish, and returns within `server.shutdown_grace`.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let grace = self.state.config.server.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         self.state.shutdown.cancel();
         self.state.tasks.close();
         let drain = async {
@@ -141,7 +142,7 @@ impl Server {
             let grpc = self.grpc.await;
             (http, grpc)
         };
-        match tokio::time::timeout(grace, drain).await {
+        match tokio::time::timeout_at(deadline, drain).await {
             Ok((http, grpc)) => {
                 http.context("HTTP server task")?.context("HTTP server")?;
                 grpc.context("gRPC server task")?.context("gRPC server")?;
@@ -151,7 +152,14 @@ impl Server {
                 "shutdown grace elapsed; abandoning open connections"
             ),
         }
-        self.state.registry.close().await;
+        // Closing the pool waits for checked-out connections; a query stuck on a partitioned
+        // database must not keep the process alive past the grace period.
+        if tokio::time::timeout_at(deadline, self.state.registry.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("registry connections still busy at the end of the grace period");
+        }
         tracing::info!("Foghorn stopped");
         Ok(())
     }

@@ -348,6 +348,12 @@ impl Config {
         if self.edges.max_string_bytes < 64 {
             return Err(("edges.max_string_bytes", "must be at least 64".into()));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err((
+                "log.filter",
+                format!("{:?} is not a valid filter: {e}", self.log.filter),
+            ));
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));
         }
@@ -530,6 +536,10 @@ mod tests {
             err.to_string().contains("edges.liveness_intervals"),
             "{err}"
         );
+
+        let err = Config::load_from(None, &env(&[("FOGHORN_LOG", "foghorn=loud")]), &[])
+            .expect_err("bad filter");
+        assert!(err.to_string().contains("log.filter"), "{err}");
 
         let err = Config::load_from(None, &env(&[("FOGHORN_DATABASE_URL", "mysql://x")]), &[])
             .expect_err("bad db");

@@ -46,6 +46,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    live_streams_follow_the_edge_session,
     enrolled_edge_is_routable_with_stats_and_unroutable_once_closed,
     racing_edges_for_a_single_use_token_exactly_one_enrolls,
     ingest_is_validated_and_live_location_recorded,
@@ -313,7 +314,24 @@ async fn wrong_credentials_and_tokens_are_refused_and_register_nothing() {
         .await
         .expect("token");
     let mut c = EdgeConn::open(&url, register_with_token(&bound)).await;
-    assert_eq!(c.error().await, ErrorCode::EnrollmentFailed);
+    let (code, message) = c.error_frame().await;
+    assert_eq!(code, ErrorCode::EnrollmentFailed);
+    assert!(
+        !message.contains("203.0.113"),
+        "the expected network is not revealed: {message}"
+    );
+
+    // An edge cannot choose its own node id (only pre-registration may reserve one).
+    let fresh = server.enrollment_token(&tenant, 1).await;
+    let mut chosen = register_with_token(&fresh);
+    if let Some(edge_message::Payload::Register(r)) = &mut chosen.payload {
+        r.pre_registered_node_id = "foghorn".into();
+    }
+    let mut c = EdgeConn::open(&url, chosen).await;
+    let picked = c.seed().await.node_id;
+    assert_ne!(picked, "foghorn");
+    assert_eq!(picked.len(), 12);
+    drop(c);
 
     // No auth at all; wrong protocol version.
     let mut c = EdgeConn::open(&url, register_frame(None)).await;
@@ -325,19 +343,22 @@ async fn wrong_credentials_and_tokens_are_refused_and_register_nothing() {
     let mut c = EdgeConn::open(&url, old).await;
     assert_eq!(c.error().await, ErrorCode::ProtocolVersion);
 
-    // Only the one legitimate enrollment exists, in the registry and in the edge list.
+    // Only the two legitimate enrollments exist, in the registry and in the edge list.
     assert_eq!(
         registry.node_count().await.expect("count"),
-        nodes_before + 1
+        nodes_before + 2
     );
     let listed = server.edges(&op).await;
-    let ids: Vec<&str> = listed["edges"]
+    let mut ids: Vec<&str> = listed["edges"]
         .as_array()
         .expect("array")
         .iter()
         .filter_map(|e| e["node_id"].as_str())
         .collect();
-    assert_eq!(ids, vec![node.as_str()]);
+    let mut expected = vec![node.as_str(), picked.as_str()];
+    ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
     server.stop().await;
 }
 
@@ -479,4 +500,98 @@ async fn shutdown_tells_connected_edges() {
     let stopping = tokio::spawn(async move { server.stop().await });
     assert_eq!(conn.error().await, ErrorCode::ShuttingDown);
     stopping.await.expect("shutdown completes");
+}
+
+async fn live_streams_follow_the_edge_session(db: Db) {
+    let server = TestServer::start(db).await;
+    let (tenant, op) = server.operator().await;
+    let (stream, key) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let (mut conn, node, credential) = enroll(&server, &tenant).await;
+    conn.send(EdgeMessage {
+        payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
+            request_id: "r".into(),
+            stream_key: key,
+            protocol: "srt".into(),
+            publisher_ip: String::new(),
+        })),
+    })
+    .await;
+    assert!(matches!(
+        conn.recv().await,
+        Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) if d.accept
+    ));
+    let live_on = |registry: foghorn::registry::Registry, id: String| async move {
+        registry
+            .stream(&id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .live_node_id
+    };
+    assert_eq!(
+        live_on(server.registry().clone(), stream.id.clone()).await,
+        Some(node.clone())
+    );
+
+    // The edge disappears without StreamEnded: the stream is no longer live anywhere.
+    drop(conn);
+    eventually("a dead edge's streams are not live", || {
+        let (r, id) = (server.registry().clone(), stream.id.clone());
+        async move { live_on(r, id).await.is_none() }
+    })
+    .await;
+
+    // It comes back still carrying the stream as an origin: its stats put the stream back.
+    let mut conn = EdgeConn::open(
+        &server.grpc_url(),
+        register_with_credential(&node, &credential),
+    )
+    .await;
+    conn.seed().await;
+    let origin = StreamStats {
+        internal_name: stream.internal_name.clone(),
+        viewers: 1,
+        inputs: 1,
+        ..Default::default()
+    };
+    conn.send(stats_frame(vec![origin])).await;
+    eventually("stats reclaim the stream", || {
+        let (r, id, n) = (server.registry().clone(), stream.id.clone(), node.clone());
+        async move { live_on(r, id).await == Some(n) }
+    })
+    .await;
+    assert!(server.routable(&op, &node).await);
+
+    // A burst of ingests beyond the per-edge limit is answered (some perhaps "busy"), never
+    // disconnected.
+    for i in 0..40 {
+        conn.send(EdgeMessage {
+            payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
+                request_id: format!("b{i}"),
+                stream_key: format!("sk_{}", "1".repeat(48)),
+                protocol: "rtmp".into(),
+                publisher_ip: String::new(),
+            })),
+        })
+        .await;
+    }
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < 40 {
+        match conn.recv().await {
+            Ok(Some(ControlMessage {
+                payload: Some(control_message::Payload::IngestDecision(d)),
+            })) => {
+                assert!(!d.accept);
+                answered.insert(d.request_id);
+            }
+            other => panic!("expected only decisions, got {other:?}"),
+        }
+    }
+    conn.send(stats_frame(vec![])).await;
+    assert!(server.routable(&op, &node).await);
+    server.stop().await;
 }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use common::{Db, TestDb};
 use foghorn::registry::{
-    now_ms, EnrollError, EnrollRequest, NewCluster, NewEnrollmentToken, NodeAuthError, NodeProfile,
-    Registry, RegistryError, Role, Tier,
+    now_ms, EnrollError, EnrollRequest, IngestVerdict, NewCluster, NewEnrollmentToken,
+    NodeAuthError, NodeProfile, Registry, RegistryError, Role, Tier,
 };
 
 /// Instantiates each async suite function once per backend.
@@ -31,6 +31,8 @@ on_both!(
     enrollment_refusals_leave_nothing_behind,
     enrollment_consumes_and_credentials_authenticate,
     racing_edges_single_use_token_exactly_one_wins,
+    racing_edges_multi_use_token_exactly_the_limit_wins,
+    private_clusters_take_only_their_owners_streams,
     expected_cidr_is_enforced,
     streams_keys_and_live_location,
     migrations_are_idempotent,
@@ -453,19 +455,34 @@ async fn streams_keys_and_live_location(db: Db) {
 
     assert_eq!(
         registry
-            .authorize_ingest("sk_wrong", "alpha", &node_id)
+            .check_ingest("sk_wrong", "alpha")
             .await
             .expect("ok"),
-        None
+        IngestVerdict::UnknownKey
     );
-    let auth = registry
-        .authorize_ingest(&key, "alpha", &node_id)
+    let IngestVerdict::Accept(accepted) = registry.check_ingest(&key, "alpha").await.expect("ok")
+    else {
+        panic!("a valid key on a platform cluster is accepted");
+    };
+    assert_eq!(accepted.id, stream.id);
+    assert_eq!(accepted.live_node_id, None, "checking writes nothing");
+    registry
+        .mark_live(&stream.id, "alpha", &node_id)
         .await
-        .expect("ok")
-        .expect("valid key");
-    assert_eq!(auth.stream.id, stream.id);
-    assert_eq!(auth.stream.live_node_id.as_deref(), Some(node_id.as_str()));
-    assert_eq!(auth.stream.live_cluster_id.as_deref(), Some("alpha"));
+        .expect("mark");
+    let live = registry
+        .stream(&stream.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(live.live_node_id.as_deref(), Some(node_id.as_str()));
+    assert_eq!(live.live_cluster_id.as_deref(), Some("alpha"));
+
+    // A stream live on one node cannot be claimed by another from its stats.
+    assert!(!registry
+        .claim_live(&stream.internal_name, "alpha", &other.node.node_id, None)
+        .await
+        .expect("claim"));
 
     // Another node cannot end it; its own node can.
     assert!(!registry
@@ -483,6 +500,29 @@ async fn streams_keys_and_live_location(db: Db) {
         .expect("exists");
     assert_eq!(ended.live_node_id, None);
     assert_eq!(ended.live_since, None);
+
+    // Once not live anywhere, the node reporting it as an origin claims it; a disconnect clears it.
+    assert!(registry
+        .claim_live(&stream.internal_name, "alpha", &other.node.node_id, None)
+        .await
+        .expect("claim"));
+    assert!(!registry
+        .claim_live("live+unknown", "alpha", &other.node.node_id, None)
+        .await
+        .expect("claim"));
+    assert_eq!(
+        registry
+            .end_streams_of_node(&other.node.node_id)
+            .await
+            .expect("end"),
+        1
+    );
+    let cleared = registry
+        .stream(&stream.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(cleared.live_node_id, None);
     assert_eq!(
         registry
             .streams_of_tenant(&tenant)
@@ -498,4 +538,107 @@ async fn migrations_are_idempotent(db: Db) {
     registry.migrate().await.expect("second migrate is a no-op");
     let again = test_db.registry().await;
     assert_eq!(again.clusters().await.expect("list").len(), 1);
+}
+
+async fn racing_edges_multi_use_token_exactly_the_limit_wins(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let (token, plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 3))
+        .await
+        .expect("token");
+    // Every racer passes the read-only validation (usage 0 < 3) before most of them commit, so
+    // this exercises the conditional UPDATE rather than the pre-check.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let attempts: Vec<_> = (0..12)
+        .map(|_| {
+            let registry = registry.clone();
+            let req = enroll_req(&plain, "alpha");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                registry.enroll(&req).await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(_) => wins += 1,
+            Err(EnrollError::UsedUp) => {}
+            Err(other) => panic!("unexpected refusal {other}"),
+        }
+    }
+    assert_eq!(wins, 3);
+    let t = registry
+        .enrollment_token(&token.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(t.usage_count, 3);
+    assert_eq!(registry.node_count().await.expect("count"), 3);
+}
+
+async fn private_clusters_take_only_their_owners_streams(db: Db) {
+    let (_db, registry, owner) = setup(db).await;
+    let outsider = registry
+        .create_tenant("Outsider", "alpha")
+        .await
+        .expect("tenant");
+    let mut private = NewCluster::platform("acme-private", "Acme private");
+    private.owner_tenant_id = Some(owner.clone());
+    private.visibility = foghorn::registry::Visibility::Private;
+    registry.create_cluster(&private).await.expect("cluster");
+    let (own, own_key) = registry.create_stream(&owner, "own").await.expect("stream");
+    let (theirs, their_key) = registry
+        .create_stream(&outsider.id, "theirs")
+        .await
+        .expect("stream");
+
+    assert!(matches!(
+        registry.check_ingest(&own_key, "acme-private").await.expect("ok"),
+        IngestVerdict::Accept(s) if s.id == own.id
+    ));
+    assert_eq!(
+        registry
+            .check_ingest(&their_key, "acme-private")
+            .await
+            .expect("ok"),
+        IngestVerdict::NotPermitted
+    );
+    // Platform clusters take everyone's.
+    assert!(matches!(
+        registry
+            .check_ingest(&their_key, "alpha")
+            .await
+            .expect("ok"),
+        IngestVerdict::Accept(_)
+    ));
+
+    let (_, token) = registry
+        .create_enrollment_token(&token_for("acme-private", &owner, 1))
+        .await
+        .expect("token");
+    let node = registry
+        .enroll(&enroll_req(&token, "acme-private"))
+        .await
+        .expect("node");
+    // Nor can its edge claim the outsider's stream by reporting it in stats.
+    assert!(!registry
+        .claim_live(
+            &theirs.internal_name,
+            "acme-private",
+            &node.node.node_id,
+            Some(&owner)
+        )
+        .await
+        .expect("claim"));
+    assert!(registry
+        .claim_live(
+            &own.internal_name,
+            "acme-private",
+            &node.node.node_id,
+            Some(&owner)
+        )
+        .await
+        .expect("claim"));
 }

@@ -114,6 +114,9 @@ pub struct SessionHandle {
     pub session_id: u64,
     /// Cancelled when a newer session replaces this one.
     pub replaced: CancellationToken,
+    /// The edge's mode when this session attached; kept across reconnects, so a draining edge
+    /// that reconnects is still draining.
+    pub mode: Mode,
 }
 
 /// A point-in-time view of one edge, for APIs and routing.
@@ -165,15 +168,15 @@ impl EdgeState {
             connected_at: Instant::now(),
         };
         let mut edges = self.lock();
-        match edges.get_mut(node_id) {
+        let mode = match edges.get_mut(node_id) {
             Some(edge) => {
                 if let Some(old) = edge.session.replace(session) {
                     old.cancel.cancel();
                 }
                 edge.info = info;
-                edge.mode = Mode::Normal;
                 edge.last_stats_at = None;
                 edge.disconnected_at = None;
+                edge.mode
             }
             None => {
                 edges.insert(
@@ -187,12 +190,14 @@ impl EdgeState {
                         disconnected_at: None,
                     },
                 );
+                Mode::Normal
             }
-        }
+        };
         SessionHandle {
             node_id: node_id.to_string(),
             session_id,
             replaced,
+            mode,
         }
     }
 
@@ -353,5 +358,11 @@ mod tests {
         assert!(state.apply_stats(&new, stats()));
         assert!(state.is_routable("bbbbbbbbbbbb"));
         assert_eq!(state.connected_count(), 1);
+
+        // A draining edge that reconnects is still draining.
+        assert!(state.set_mode(&new, Mode::Draining));
+        assert!(state.detach(&new));
+        let again = state.attach("bbbbbbbbbbbb", EdgeInfo::default());
+        assert_eq!(again.mode, Mode::Draining);
     }
 }

@@ -7,8 +7,10 @@
 //! Register authenticated. A bad, oversized or out-of-order frame ends this session with an `Error`
 //! frame and a matching gRPC status; other sessions are unaffected.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,12 +25,16 @@ use crate::proto::{
     self, control_message, edge_message, helmsman_control_server::HelmsmanControl, register,
     ControlMessage, EdgeMessage, ErrorCode,
 };
-use crate::registry::{EnrollError, EnrollRequest, Node, NodeAuthError, NodeProfile};
+use crate::registry::{
+    EnrollError, EnrollRequest, IngestVerdict, Node, NodeAuthError, NodeProfile,
+};
 
 /// Ingest requests one edge may have awaiting a decision at once.
 const MAX_PENDING_INGESTS: usize = 16;
 /// Frames buffered towards one edge before the session waits for it to read.
 const OUTBOUND_BUFFER: usize = 64;
+/// How long a full outbound buffer may stay full before the edge is considered stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The HelmsmanControl service.
 #[derive(Clone, Debug)]
@@ -61,7 +67,7 @@ impl HelmsmanControl for HelmsmanService {
         let state = self.state.clone();
         self.state.tasks.spawn(async move {
             if let Err(end) = run_session(&state, inbound, &tx, peer_ip).await {
-                end.send(&tx, &state.metrics).await;
+                end.send(&tx, &state.metrics);
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -106,7 +112,7 @@ impl End {
         }
     }
 
-    async fn send(self, tx: &Outbound, metrics: &Metrics) {
+    fn send(self, tx: &Outbound, metrics: &Metrics) {
         if matches!(
             self.code,
             ErrorCode::ProtocolViolation | ErrorCode::LimitExceeded
@@ -119,11 +125,10 @@ impl End {
                 message: self.message.clone(),
             })),
         };
-        // The edge may already be gone; there is nobody left to tell then.
-        let _ = tx.send(Ok(frame)).await;
-        let _ = tx
-            .send(Err(Status::new(self.status_code(), self.message)))
-            .await;
+        // Best effort and never blocking: the edge may be gone or not reading, and a session that
+        // is ending must not wait on it.
+        let _ = tx.try_send(Ok(frame));
+        let _ = tx.try_send(Err(Status::new(self.status_code(), self.message)));
     }
 }
 
@@ -159,14 +164,29 @@ async fn next_frame(
         biased;
         _ = state.shutdown.cancelled() => Err(End::new(ErrorCode::ShuttingDown, "Foghorn is shutting down; reconnect")),
         _ = replaced => Err(End::new(ErrorCode::SessionReplaced, "a newer connection of this node replaced this one")),
-        frame = inbound.message() => frame.map_err(|status| {
-            let limit = status.code() == Code::OutOfRange || status.message().contains("message length too large");
-            End::new(
-                if limit { ErrorCode::LimitExceeded } else { ErrorCode::ProtocolViolation },
-                format!("unreadable frame: {}", status.message()),
-            )
-        }),
+        frame = inbound.message() => match frame {
+            Ok(frame) => Ok(frame),
+            // The edge went away (reset, killed process): an ordinary end, not a protocol error.
+            Err(status) if is_disconnect(&status) => Ok(None),
+            Err(status) => {
+                let limit = status.code() == Code::OutOfRange
+                    || status.message().contains("message length too large");
+                Err(End::new(
+                    if limit { ErrorCode::LimitExceeded } else { ErrorCode::ProtocolViolation },
+                    format!("unreadable frame: {}", status.message()),
+                ))
+            }
+        },
     }
+}
+
+/// Whether a read error means the peer disconnected rather than sent something bad.
+fn is_disconnect(status: &Status) -> bool {
+    status.code() == Code::Cancelled
+        || status
+            .message()
+            .contains("error reading a body from connection")
+        || status.message().contains("connection reset")
 }
 
 async fn run_session(
@@ -204,16 +224,18 @@ async fn run_session(
         capabilities: convert::capabilities(register.capabilities.as_ref()),
         public_base_url: register.public_base_url.clone(),
     };
-    let mut seed_version = 1u64;
-    send(
-        tx,
-        seed(state, &node, credential, Mode::Normal, seed_version),
-    )
-    .await?;
+    // Which tenant's streams this cluster may carry (None: a platform cluster, every tenant).
+    let cluster_owner = match state.registry.cluster(&node.cluster_id).await {
+        Ok(cluster) => cluster.and_then(|c| c.owner_tenant_id),
+        Err(e) => return Err(End::internal("reading the node's cluster", e)),
+    };
     let attached = Attached {
         handle: state.edges.attach(&node.node_id, info.clone()),
         state,
     };
+    let mut mode = attached.handle.mode;
+    let mut seed_version = 1u64;
+    send(tx, seed(state, &node, credential, mode, seed_version)).await?;
     state.metrics.edge_sessions.inc();
     state
         .metrics
@@ -222,7 +244,8 @@ async fn run_session(
     tracing::info!(node_id = %node.node_id, peer = ?peer_ip, "edge connected");
 
     let ingests = Arc::new(Semaphore::new(MAX_PENDING_INGESTS));
-    let mut mode = Mode::Normal;
+    // Origin streams this session reported and that were reconciled with the registry.
+    let mut origins: HashSet<String> = HashSet::new();
     let result = loop {
         let frame = match next_frame(state, &mut inbound, Some(&attached.handle)).await {
             Ok(Some(frame)) => frame,
@@ -251,7 +274,16 @@ async fn run_session(
             }
             edge_message::Payload::NodeStats(p) => match convert::stats(p, limits) {
                 Ok(stats) => {
+                    let reported: HashSet<String> = stats
+                        .streams
+                        .iter()
+                        .filter(|s| s.inputs > 0 && !s.replicated)
+                        .map(|s| s.internal_name.clone())
+                        .collect();
                     state.edges.apply_stats(&attached.handle, stats);
+                    reconcile_origins(state, &node, cluster_owner.as_deref(), &origins, &reported)
+                        .await;
+                    origins = reported;
                 }
                 Err(why) => break Err(End::violation(format!("bad NodeStats: {why}"))),
             },
@@ -264,6 +296,7 @@ async fn run_session(
                 if let Err(why) = convert::bounded("internal_name", &ended.internal_name, limits) {
                     break Err(End::violation(why));
                 }
+                origins.remove(&ended.internal_name);
                 // Scoped to this node: an edge can only end what is live on itself.
                 if let Err(e) = state
                     .registry
@@ -296,14 +329,57 @@ async fn run_session(
         }
     };
     tracing::info!(node_id = %node.node_id, "edge disconnected");
+    // Only when this was still the node's current session: a replaced session leaves the streams
+    // to its successor.
+    if state.edges.detach(&attached.handle) {
+        match state.registry.end_streams_of_node(&node.node_id).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(node_id = %node.node_id, streams = n, "streams of a disconnected edge no longer live")
+            }
+            Err(e) => {
+                tracing::warn!(node_id = %node.node_id, error = %e, "could not clear the streams of a disconnected edge")
+            }
+        }
+    }
     drop(attached);
     result
 }
 
+/// Records as live here the origin streams an edge reports for the first time in this session and
+/// that the registry does not know live anywhere (after a reconnect, or if recording an ingest
+/// failed). One registry write per newly reported stream, none for streams already reconciled.
+async fn reconcile_origins(
+    state: &AppState,
+    node: &Node,
+    cluster_owner: Option<&str>,
+    known: &HashSet<String>,
+    reported: &HashSet<String>,
+) {
+    for name in reported.difference(known) {
+        if let Err(e) = state
+            .registry
+            .claim_live(name, &node.cluster_id, &node.node_id, cluster_owner)
+            .await
+        {
+            tracing::warn!(node_id = %node.node_id, stream = %name, error = %e, "could not reconcile a live stream");
+        }
+    }
+}
+
+/// Queues a frame for the edge; an edge that leaves its buffer full for `SEND_TIMEOUT` is stuck.
 async fn send(tx: &Outbound, frame: ControlMessage) -> Result<(), End> {
-    tx.send(Ok(frame))
+    tx.send_timeout(Ok(frame), SEND_TIMEOUT)
         .await
-        .map_err(|_| End::new(ErrorCode::Unspecified, "edge went away"))
+        .map_err(|e| match e {
+            mpsc::error::SendTimeoutError::Timeout(_) => End::new(
+                ErrorCode::LimitExceeded,
+                "the edge is not reading its control stream",
+            ),
+            mpsc::error::SendTimeoutError::Closed(_) => {
+                End::new(ErrorCode::Unspecified, "edge went away")
+            }
+        })
 }
 
 /// Enrolls or authenticates the node named by a Register; returns it and, on enrollment, its new
@@ -356,8 +432,9 @@ async fn authenticate(
                 token,
                 cluster_id,
                 peer_ip,
-                requested_node_id: Some(register.pre_registered_node_id)
-                    .filter(|id| !id.is_empty()),
+                // Honoured only once PreRegisterEdge reserves ids for a token; until then an edge
+                // must not pick its own identity.
+                requested_node_id: None,
                 profile,
             };
             match state.registry.enroll(&req).await {
@@ -373,7 +450,10 @@ async fn authenticate(
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.enrollments, Outcome::Refused);
                     tracing::warn!(peer = ?peer_ip, reason = %refused, "enrollment refused");
-                    Err(End::new(ErrorCode::EnrollmentFailed, refused.to_string()))
+                    Err(End::new(
+                        ErrorCode::EnrollmentFailed,
+                        refused.public_message(),
+                    ))
                 }
             }
         }
@@ -445,7 +525,8 @@ fn seed(
 }
 
 /// Validates an IngestRequest and answers it from a task of its own, so a slow registry never
-/// stalls the stats of this edge. Bounded per edge by `MAX_PENDING_INGESTS`.
+/// stalls the stats of this edge. At most `MAX_PENDING_INGESTS` per edge await a decision; more are
+/// refused as busy (the publisher retries) without ending the control stream.
 fn start_ingest(
     state: &AppState,
     node: &Node,
@@ -464,13 +545,10 @@ fn start_ingest(
     ] {
         convert::bounded(field, value, limits).map_err(End::violation)?;
     }
-    let Ok(permit) = pending.clone().try_acquire_owned() else {
-        return Err(End::new(
-            ErrorCode::LimitExceeded,
-            format!("more than {MAX_PENDING_INGESTS} ingest requests awaiting a decision"),
-        ));
-    };
-    let refusal = if !info.capabilities.ingest {
+    let permit = pending.clone().try_acquire_owned().ok();
+    let refusal = if permit.is_none() {
+        Some("busy: too many ingest requests awaiting a decision, retry")
+    } else if !info.capabilities.ingest {
         Some("this node does not have the ingest capability")
     } else if mode != Mode::Normal {
         Some("this node is not in normal mode")
@@ -483,23 +561,41 @@ fn start_ingest(
     let tx = tx.clone();
     state.tasks.clone().spawn(async move {
         let _permit = permit;
+        let budget = state.config.edges.ingest_timeout;
+        let started = tokio::time::Instant::now();
         let decision = match refusal {
             Some(reason) => Err(reason.to_string()),
-            None => {
-                let lookup = state
-                    .registry
-                    .authorize_ingest(&req.stream_key, &cluster_id, &node_id);
-                match tokio::time::timeout(state.config.edges.ingest_timeout, lookup).await {
-                    Ok(Ok(Some(auth))) => Ok(auth.stream.internal_name),
-                    Ok(Ok(None)) => Err("unknown stream key".to_string()),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "ingest validation failed in the registry");
-                        Err("registry unavailable".to_string())
-                    }
-                    Err(_) => Err("registry did not answer in time".to_string()),
+            // Only the read-only check runs under the budget: a timed-out check writes nothing,
+            // so a refused publisher never leaves a stream marked live.
+            None => match tokio::time::timeout(
+                budget,
+                state.registry.check_ingest(&req.stream_key, &cluster_id),
+            )
+            .await
+            {
+                Ok(Ok(IngestVerdict::Accept(stream))) => Ok(stream),
+                Ok(Ok(IngestVerdict::UnknownKey)) => Err("unknown stream key".to_string()),
+                Ok(Ok(IngestVerdict::NotPermitted)) => {
+                    Err("this stream may not be published on this cluster".to_string())
                 }
-            }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "ingest validation failed in the registry");
+                    Err("registry unavailable".to_string())
+                }
+                Err(_) => Err("registry did not answer in time".to_string()),
+            },
         };
+        if let Ok(stream) = &decision {
+            // Accepted: record where it is live within what is left of the budget. Should that
+            // fail, the edge's stats reconcile it (it reports the stream with an input).
+            let left = budget.saturating_sub(started.elapsed());
+            let record = state.registry.mark_live(&stream.id, &cluster_id, &node_id);
+            match tokio::time::timeout(left, record).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not record a live stream"),
+                Err(_) => tracing::warn!("recording a live stream took longer than the budget"),
+            }
+        }
         let outcome = if decision.is_ok() {
             Outcome::Accepted
         } else {
@@ -508,7 +604,7 @@ fn start_ingest(
         Metrics::outcome(&state.metrics.ingest_decisions, outcome);
         tracing::info!(%node_id, protocol = %req.protocol, accepted = decision.is_ok(), "ingest decision");
         let (accept, internal_name, reason) = match decision {
-            Ok(name) => (true, name, String::new()),
+            Ok(stream) => (true, stream.internal_name, String::new()),
             Err(reason) => (false, String::new(), reason),
         };
         let frame = ControlMessage {
@@ -521,7 +617,7 @@ fn start_ingest(
                 },
             )),
         };
-        let _ = tx.send(Ok(frame)).await;
+        let _ = send(&tx, frame).await;
     });
     Ok(())
 }

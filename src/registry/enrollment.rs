@@ -116,6 +116,19 @@ pub enum EnrollError {
     Registry(#[from] RegistryError),
 }
 
+impl EnrollError {
+    /// What the edge is told. The expected network of a token is not revealed: it would tell the
+    /// holder of a stolen token where to connect from.
+    pub fn public_message(&self) -> String {
+        match self {
+            EnrollError::OutsideCidr(..) => {
+                "this enrollment token is not valid from the connecting address".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for EnrollError {
     fn from(e: sqlx::Error) -> Self {
         EnrollError::Registry(e.into())
@@ -357,10 +370,24 @@ impl Registry {
             });
         }
         tx.commit().await?;
-        let node = self
-            .node(&node_id)
-            .await?
-            .ok_or(RegistryError::NotFound("node"))?;
+        // Built from what was just written rather than read back: once the commit has consumed
+        // the token, a failed re-read must not cost the edge its one-time credential.
+        let node = Node {
+            node_id,
+            cluster_id: token.cluster_id,
+            owner_tenant_id: Some(token.tenant_id),
+            status: "active".into(),
+            external_ip: req.peer_ip.map(|ip| canonical(ip).to_string()),
+            host_fingerprint: p.host_fingerprint.clone(),
+            capabilities: p.capabilities.clone(),
+            public_base_url: p.public_base_url.clone(),
+            cpu_cores: p.cpu_cores,
+            ram_bytes: p.ram_bytes,
+            disk_bytes: p.disk_bytes,
+            enrolled_at: Some(now),
+            last_seen_at: Some(now),
+            created_at: now,
+        };
         Ok(Enrolled {
             node,
             credential: credential.plain,

@@ -21,7 +21,7 @@ pub use enrollment::{
     EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken, Node, NodeAuthError,
     NodeProfile,
 };
-pub use streams::{IngestAuthorization, Stream};
+pub use streams::{IngestVerdict, Stream};
 pub use tenants::{ApiToken, Principal, Role, Tenant};
 
 /// Which SQL engine the registry talks to.
@@ -79,8 +79,14 @@ impl Registry {
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(timeout);
+        let mut url = url.to_string();
         if backend == Backend::Sqlite {
-            create_sqlite_parent(url)?;
+            create_sqlite_parent(&url)?;
+            // The embedded registry is created on first start, whatever URL spelled it.
+            if !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
             // WAL lets readers run beside the single writer; foreign keys are off by default in
             // SQLite and the schema relies on them.
             options = options.after_connect(|conn, _| {
@@ -92,7 +98,7 @@ impl Registry {
                 })
             });
         }
-        let pool = options.connect(url).await?;
+        let pool = options.connect(&url).await?;
         Ok(Registry { pool, backend })
     }
 

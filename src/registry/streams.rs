@@ -27,10 +27,15 @@ pub struct Stream {
 const STREAM_COLUMNS: &str = "id, tenant_id, name, key_lookup, playback_id, internal_name, \
      live_cluster_id, live_node_id, live_since, created_at";
 
-/// An accepted publish: which stream it is and under which internal name the edge must run it.
+/// The answer to a publish attempt.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IngestAuthorization {
-    pub stream: Stream,
+pub enum IngestVerdict {
+    /// Known key, allowed here: the edge runs it under `stream.internal_name`.
+    Accept(Stream),
+    /// Unknown or malformed stream key.
+    UnknownKey,
+    /// The key is valid but its tenant may not publish on this (private) cluster.
+    NotPermitted,
 }
 
 impl Registry {
@@ -99,18 +104,13 @@ impl Registry {
             .await?)
     }
 
-    /// Validates a stream key and records that the stream is live on `(cluster_id, node_id)`.
+    /// Checks a stream key for an ingest on `cluster_id`, without writing anything.
     ///
-    /// `None` when the key is unknown or malformed. The latest publisher wins: a stream that was
-    /// live elsewhere moves to the new node (a publisher that reconnected through another edge).
-    pub async fn authorize_ingest(
-        &self,
-        stream_key: &str,
-        cluster_id: &str,
-        node_id: &str,
-    ) -> Result<Option<IngestAuthorization>> {
+    /// A cluster with an owner (a tenant's private cluster) only takes that tenant's streams; a
+    /// platform cluster takes every tenant's.
+    pub async fn check_ingest(&self, stream_key: &str, cluster_id: &str) -> Result<IngestVerdict> {
         let Some(lookup) = secret::lookup_prefix(SecretKind::StreamKey, stream_key) else {
-            return Ok(None);
+            return Ok(IngestVerdict::UnknownKey);
         };
         let rows = sqlx::query("SELECT id, key_hash FROM streams WHERE key_lookup = $1")
             .bind(&lookup)
@@ -124,8 +124,25 @@ impl Registry {
             }
         }
         let Some(id) = found else {
-            return Ok(None);
+            return Ok(IngestVerdict::UnknownKey);
         };
+        let stream = self
+            .stream(&id)
+            .await?
+            .ok_or(RegistryError::NotFound("stream"))?;
+        let cluster = self
+            .cluster(cluster_id)
+            .await?
+            .ok_or(RegistryError::NotFound("cluster"))?;
+        match cluster.owner_tenant_id {
+            Some(owner) if owner != stream.tenant_id => Ok(IngestVerdict::NotPermitted),
+            _ => Ok(IngestVerdict::Accept(stream)),
+        }
+    }
+
+    /// Records that an accepted stream is live on `(cluster_id, node_id)`. The latest publisher
+    /// wins: a stream live elsewhere moves here (a publisher that reconnected through another edge).
+    pub async fn mark_live(&self, stream_id: &str, cluster_id: &str, node_id: &str) -> Result<()> {
         sqlx::query(
             "UPDATE streams SET live_cluster_id = $1, live_node_id = $2, live_since = $3 \
              WHERE id = $4",
@@ -133,14 +150,54 @@ impl Registry {
         .bind(cluster_id)
         .bind(node_id)
         .bind(now_ms())
-        .bind(&id)
+        .bind(stream_id)
         .execute(&self.pool)
         .await?;
-        let stream = self
-            .stream(&id)
-            .await?
-            .ok_or(RegistryError::NotFound("stream"))?;
-        Ok(Some(IngestAuthorization { stream }))
+        Ok(())
+    }
+
+    /// Records `internal_name` as live on this node when an edge reports it as an origin in its
+    /// stats but the registry does not know it live anywhere (after a reconnect, or when recording
+    /// the ingest failed). Never takes a stream that is live on another node, and on a cluster with
+    /// an owner only that owner's streams. Returns whether a row was claimed.
+    pub async fn claim_live(
+        &self,
+        internal_name: &str,
+        cluster_id: &str,
+        node_id: &str,
+        cluster_owner: Option<&str>,
+    ) -> Result<bool> {
+        let scope = if cluster_owner.is_some() {
+            " AND tenant_id = $5"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE streams SET live_cluster_id = $1, live_node_id = $2, live_since = $3 \
+             WHERE internal_name = $4 AND live_node_id IS NULL{scope}"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(cluster_id)
+            .bind(node_id)
+            .bind(now_ms())
+            .bind(internal_name);
+        if let Some(owner) = cluster_owner {
+            query = query.bind(owner);
+        }
+        let done = query.execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Clears every stream recorded live on `node_id` (its control stream closed); returns how many.
+    pub async fn end_streams_of_node(&self, node_id: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE streams SET live_cluster_id = NULL, live_node_id = NULL, live_since = NULL \
+             WHERE live_node_id = $1",
+        )
+        .bind(node_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Clears the live location of `internal_name` if it is live on `node_id`; returns whether it was.

@@ -102,6 +102,9 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.edges == 0 || args.edges > 100_000 {
         bail!("--edges must be between 1 and 100000");
     }
+    if args.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+        bail!("--interval must be at least 10ms");
+    }
     if let Some(dir) = &args.state_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating state dir {}", dir.display()))?;
@@ -223,10 +226,13 @@ async fn run_edge(
         ram_fraction: rng.random_range(0.2..0.5),
         viewers: rng.random_range(0..50),
     };
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     let mut published_since: Option<tokio::time::Instant> = None;
     loop {
+        let mut seeded = false;
         match session(
+            &mut seeded,
             &args,
             &endpoint,
             &profile,
@@ -239,6 +245,10 @@ async fn run_edge(
         {
             SessionEnd::Fatal(why) => bail!("edge {}: {why}", profile.index),
             SessionEnd::Retry(why) => {
+                // A session that got as far as its ConfigSeed worked: back off afresh.
+                if seeded {
+                    backoff = FIRST_BACKOFF;
+                }
                 tracing::warn!(
                     edge = profile.index,
                     "control stream ended: {why}; reconnecting"
@@ -247,9 +257,6 @@ async fn run_edge(
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-        }
-        if published_since.is_none() || args.reconnect_every.is_some() {
-            backoff = backoff.min(Duration::from_millis(200));
         }
     }
 }
@@ -295,6 +302,7 @@ fn register_frame(
 
 #[allow(clippy::too_many_arguments)]
 async fn session(
+    seeded: &mut bool,
     args: &SimArgs,
     endpoint: &Endpoint,
     profile: &Profile,
@@ -342,6 +350,7 @@ async fn session(
         Ok(other) => return SessionEnd::Retry(format!("unexpected first answer {other:?}")),
         Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
     };
+    *seeded = true;
     if !seed.node_credential.is_empty() {
         let id = SavedIdentity {
             node_id: seed.node_id.clone(),

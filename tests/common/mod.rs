@@ -287,10 +287,18 @@ impl EdgeConn {
 
     /// Expects an Error frame followed by the end of the stream; returns the error code.
     pub async fn error(&mut self) -> foghorn::proto::ErrorCode {
+        self.error_frame().await.0
+    }
+
+    /// Like [`EdgeConn::error`], with the message.
+    pub async fn error_frame(&mut self) -> (foghorn::proto::ErrorCode, String) {
         let code = match self.recv().await {
             Ok(Some(ControlMessage {
                 payload: Some(foghorn::proto::control_message::Payload::Error(e)),
-            })) => foghorn::proto::ErrorCode::try_from(e.code).expect("known code"),
+            })) => (
+                foghorn::proto::ErrorCode::try_from(e.code).expect("known code"),
+                e.message,
+            ),
             other => panic!("expected an Error frame, got {other:?}"),
         };
         match self.recv().await {

@@ -31,7 +31,7 @@ const STREAM_COLUMNS: &str = "id, tenant_id, name, key_lookup, playback_id, inte
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestVerdict {
     /// Known key, allowed here: the edge runs it under `stream.internal_name`.
-    Accept(Stream),
+    Accept(Box<Stream>),
     /// Unknown or malformed stream key.
     UnknownKey,
     /// The key is valid but its tenant may not publish on this (private) cluster.
@@ -136,7 +136,7 @@ impl Registry {
             .ok_or(RegistryError::NotFound("cluster"))?;
         match cluster.owner_tenant_id {
             Some(owner) if owner != stream.tenant_id => Ok(IngestVerdict::NotPermitted),
-            _ => Ok(IngestVerdict::Accept(stream)),
+            _ => Ok(IngestVerdict::Accept(Box::new(stream))),
         }
     }
 

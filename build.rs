@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The RPC is named `Connect` (DESIGN.md §4); the generated client constructor of the same name
         // would clash with it, so clients are built with `::new(channel)` instead.
         .build_transport(false)
+        .codec_path("crate::grpc::CompactCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
@@ -48,11 +49,15 @@ impl HelmsmanService {
     }
 }
 
-type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
+/// One frame towards the edge. Boxed so a channel slot is two pointers: tokio allocates a
+/// channel's slots 32 at a time, and unboxed frames would cost ~8 KiB per connected edge.
+type Frame = Result<Box<ControlMessage>, Box<Status>>;
+type Outbound = mpsc::Sender<Frame>;
 
 #[tonic::async_trait]
 impl HelmsmanControl for HelmsmanService {
-    type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
+    type ConnectStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send + 'static>>;
 
     async fn connect(
         &self,
@@ -65,12 +70,14 @@ impl HelmsmanControl for HelmsmanService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let state = self.state.clone();
-        self.state.tasks.spawn(async move {
+        let fut = async move {
             if let Err(end) = run_session(&state, inbound, &tx, peer_ip).await {
                 end.send(&tx, &state.metrics);
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        };
+        self.state.tasks.spawn(fut);
+        let frames = ReceiverStream::new(rx).map(|frame| frame.map(|m| *m).map_err(|s| *s));
+        Ok(Response::new(Box::pin(frames)))
     }
 }
 
@@ -127,8 +134,8 @@ impl End {
         };
         // Best effort and never blocking: the edge may be gone or not reading, and a session that
         // is ending must not wait on it.
-        let _ = tx.try_send(Ok(frame));
-        let _ = tx.try_send(Err(Status::new(self.status_code(), self.message)));
+        let _ = tx.try_send(Ok(Box::new(frame)));
+        let _ = tx.try_send(Err(Box::new(Status::new(self.status_code(), self.message))));
     }
 }
 
@@ -216,7 +223,9 @@ async fn run_session(
     let Some(edge_message::Payload::Register(register)) = first.payload else {
         return Err(End::violation("the first frame must be Register"));
     };
-    let (node, credential) = authenticate(state, register.clone(), peer_ip).await?;
+    // Registry calls are boxed throughout: their futures are large and short-lived, and inline they
+    // would size this session's state machine, which lives as long as the edge stays connected.
+    let (node, credential) = Box::pin(authenticate(state, register.clone(), peer_ip)).await?;
 
     let info = EdgeInfo {
         cluster_id: node.cluster_id.clone(),
@@ -225,7 +234,7 @@ async fn run_session(
         public_base_url: register.public_base_url.clone(),
     };
     // Which tenant's streams this cluster may carry (None: a platform cluster, every tenant).
-    let cluster_owner = match state.registry.cluster(&node.cluster_id).await {
+    let cluster_owner = match Box::pin(state.registry.cluster(&node.cluster_id)).await {
         Ok(cluster) => cluster.and_then(|c| c.owner_tenant_id),
         Err(e) => return Err(End::internal("reading the node's cluster", e)),
     };
@@ -281,8 +290,14 @@ async fn run_session(
                         .map(|s| s.internal_name.clone())
                         .collect();
                     state.edges.apply_stats(&attached.handle, stats);
-                    reconcile_origins(state, &node, cluster_owner.as_deref(), &origins, &reported)
-                        .await;
+                    Box::pin(reconcile_origins(
+                        state,
+                        &node,
+                        cluster_owner.as_deref(),
+                        &origins,
+                        &reported,
+                    ))
+                    .await;
                     origins = reported;
                 }
                 Err(why) => break Err(End::violation(format!("bad NodeStats: {why}"))),
@@ -298,11 +313,10 @@ async fn run_session(
                 }
                 origins.remove(&ended.internal_name);
                 // Scoped to this node: an edge can only end what is live on itself.
-                if let Err(e) = state
+                let end = state
                     .registry
-                    .end_stream(&ended.internal_name, &node.node_id)
-                    .await
-                {
+                    .end_stream(&ended.internal_name, &node.node_id);
+                if let Err(e) = Box::pin(end).await {
                     tracing::warn!(node_id = %node.node_id, error = %e, "could not record StreamEnded");
                 }
             }
@@ -332,7 +346,7 @@ async fn run_session(
     // Only when this was still the node's current session: a replaced session leaves the streams
     // to its successor.
     if state.edges.detach(&attached.handle) {
-        match state.registry.end_streams_of_node(&node.node_id).await {
+        match Box::pin(state.registry.end_streams_of_node(&node.node_id)).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(node_id = %node.node_id, streams = n, "streams of a disconnected edge no longer live")
@@ -369,7 +383,7 @@ async fn reconcile_origins(
 
 /// Queues a frame for the edge; an edge that leaves its buffer full for `SEND_TIMEOUT` is stuck.
 async fn send(tx: &Outbound, frame: ControlMessage) -> Result<(), End> {
-    tx.send_timeout(Ok(frame), SEND_TIMEOUT)
+    tx.send_timeout(Ok(Box::new(frame)), SEND_TIMEOUT)
         .await
         .map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(_) => End::new(
@@ -620,4 +634,14 @@ fn start_ingest(
         let _ = send(&tx, frame).await;
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// What one buffered outbound frame costs: tokio's channel allocates 32 slots at a time.
+    #[test]
+    fn outbound_slot_stays_small() {
+        let slot = std::mem::size_of::<super::Frame>();
+        assert!(slot <= 16, "outbound slot is {slot} bytes");
+    }
 }

@@ -1,5 +1,6 @@
 //! tonic adapters: the gRPC listener with HelmsmanControl, `grpc.health.v1` and server reflection.
 
+mod codec;
 mod convert;
 mod helmsman;
 
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::proto::helmsman_control_server::HelmsmanControlServer;
 
+pub use codec::CompactCodec;
 pub use helmsman::HelmsmanService;
 
 /// The protocol version this Foghorn speaks on the control stream.

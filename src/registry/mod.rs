@@ -87,11 +87,14 @@ impl Registry {
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str("mode=rwc");
             }
-            // WAL lets readers run beside the single writer; foreign keys are off by default in
-            // SQLite and the schema relies on them.
+            // WAL lets readers run beside the single writer. With WAL, synchronous=NORMAL keeps
+            // the database consistent across crashes and syncs at checkpoints rather than on every
+            // commit (a power cut may lose the last commits, never corrupt). Foreign keys are off
+            // by default in SQLite and the schema relies on them.
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
                     Ok(())

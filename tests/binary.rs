@@ -180,26 +180,29 @@ async fn admin_then_sim_then_kill() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("ENROLLMENT_FAILED"));
 
     let state = dir.join("sim-state");
-    let sim = Running(
-        foghorn(dir)
-            .args([
-                "sim",
-                "--grpc",
-                &grpc,
-                "--edges",
-                "3",
-                "--interval",
-                "200ms",
-                "--seed",
-                "1",
-            ])
-            .args(["--enrollment-token", &enroll, "--state-dir"])
-            .arg(&state)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sim"),
-    );
+    // Three edges with saved identities in `state`; `extra` adds flags.
+    let spawn_sim = |extra: &[&str]| {
+        Running(
+            foghorn(dir)
+                .args([
+                    "sim",
+                    "--grpc",
+                    &grpc,
+                    "--edges",
+                    "3",
+                    "--interval",
+                    "200ms",
+                ])
+                .args(extra)
+                .arg("--state-dir")
+                .arg(&state)
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start sim"),
+        )
+    };
+    let sim = spawn_sim(&["--seed", "1", "--enrollment-token", &enroll]);
     let client = reqwest::Client::new();
     let edges = || async {
         let body: serde_json::Value = client
@@ -245,24 +248,7 @@ async fn admin_then_sim_then_kill() {
     }
 
     // Restarted with the same state dir, the edges reconnect with their credentials: no new nodes.
-    let sim = Running(
-        foghorn(dir)
-            .args([
-                "sim",
-                "--grpc",
-                &grpc,
-                "--edges",
-                "3",
-                "--interval",
-                "200ms",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("restart sim"),
-    );
+    let sim = spawn_sim(&[]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = edges().await;

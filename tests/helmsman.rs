@@ -1,17 +1,18 @@
 //! Whole-server tests of the Helmsman control stream: real Foghorn on loopback, real tonic clients,
 //! real registry (SQLite and PostgreSQL).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    enroll, register_frame, register_with_credential, register_with_token, stats_frame, Db,
-    EdgeConn, TestServer,
+    enroll, ingest_frame, register_frame, register_with_credential, register_with_token,
+    stats_frame, Db, EdgeConn, TestServer,
 };
 use foghorn::proto::{
-    control_message, edge_message, ControlMessage, EdgeMessage, ErrorCode, IngestRequest,
-    ModeChange, NodeMode, StreamEnded, StreamStats,
+    control_message, edge_message, ControlMessage, EdgeMessage, ErrorCode, ModeChange, NodeMode,
+    StreamEnded, StreamStats,
 };
 use foghorn::registry::{now_ms, NewCluster, NewEnrollmentToken};
 
@@ -30,19 +31,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Db::Postgres).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Db::Sqlite).await })*
-        }
-    };
 }
 
 on_both!(
@@ -149,14 +137,6 @@ async fn ingest_is_validated_and_live_location_recorded(db: Db) {
         .expect("stream");
     let (mut conn, node, _) = enroll(&server, &tenant).await;
 
-    let ingest = |id: &str, key: &str| EdgeMessage {
-        payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
-            request_id: id.into(),
-            stream_key: key.into(),
-            protocol: "rtmp".into(),
-            publisher_ip: "192.0.2.1".into(),
-        })),
-    };
     let decision = |msg: Result<Option<ControlMessage>, tonic::Status>| match msg {
         Ok(Some(ControlMessage {
             payload: Some(control_message::Payload::IngestDecision(d)),
@@ -164,14 +144,14 @@ async fn ingest_is_validated_and_live_location_recorded(db: Db) {
         other => panic!("expected an IngestDecision, got {other:?}"),
     };
 
-    conn.send(ingest("r1", &format!("sk_{}", "0".repeat(48))))
+    conn.send(ingest_frame("r1", &format!("sk_{}", "0".repeat(48))))
         .await;
     let refused = decision(conn.recv().await);
     assert_eq!(refused.request_id, "r1");
     assert!(!refused.accept);
     assert_eq!(refused.reason, "unknown stream key");
 
-    conn.send(ingest("r2", &key)).await;
+    conn.send(ingest_frame("r2", &key)).await;
     let accepted = decision(conn.recv().await);
     assert_eq!(accepted.request_id, "r2");
     assert!(accepted.accept, "{accepted:?}");
@@ -223,7 +203,7 @@ async fn ingest_is_validated_and_live_location_recorded(db: Db) {
         seed.node_credential.is_empty(),
         "credential is sent only once"
     );
-    conn.send(ingest("r3", &key)).await;
+    conn.send(ingest_frame("r3", &key)).await;
     let refused = decision(conn.recv().await);
     assert!(!refused.accept);
     server.stop().await;
@@ -511,15 +491,7 @@ async fn live_streams_follow_the_edge_session(db: Db) {
         .await
         .expect("stream");
     let (mut conn, node, credential) = enroll(&server, &tenant).await;
-    conn.send(EdgeMessage {
-        payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
-            request_id: "r".into(),
-            stream_key: key,
-            protocol: "srt".into(),
-            publisher_ip: String::new(),
-        })),
-    })
-    .await;
+    conn.send(ingest_frame("r", &key)).await;
     assert!(matches!(
         conn.recv().await,
         Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) if d.accept
@@ -569,14 +541,10 @@ async fn live_streams_follow_the_edge_session(db: Db) {
     // A burst of ingests beyond the per-edge limit is answered (some perhaps "busy"), never
     // disconnected.
     for i in 0..40 {
-        conn.send(EdgeMessage {
-            payload: Some(edge_message::Payload::IngestRequest(IngestRequest {
-                request_id: format!("b{i}"),
-                stream_key: format!("sk_{}", "1".repeat(48)),
-                protocol: "rtmp".into(),
-                publisher_ip: String::new(),
-            })),
-        })
+        conn.send(ingest_frame(
+            &format!("b{i}"),
+            &format!("sk_{}", "1".repeat(48)),
+        ))
         .await;
     }
     let mut answered = std::collections::HashSet::new();

@@ -1,5 +1,6 @@
 //! One storage test suite, run against PostgreSQL and SQLite alike.
 
+#[macro_use]
 mod common;
 
 use std::net::IpAddr;
@@ -9,20 +10,6 @@ use foghorn::registry::{
     now_ms, EnrollError, EnrollRequest, IngestVerdict, NewCluster, NewEnrollmentToken,
     NodeAuthError, NodeProfile, Registry, RegistryError, Role, Tier,
 };
-
-/// Instantiates each async suite function once per backend.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Db::Postgres).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::common::Db::Sqlite).await })*
-        }
-    };
-}
 
 on_both!(
     clusters_round_trip_and_conflict,
@@ -360,37 +347,55 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
     assert_eq!(registry.node_count().await.expect("count"), 3);
 }
 
+/// Starts `racers` enrollments with one token at the same instant (a barrier lets every racer pass
+/// the read-only validation before any commits, so the conditional UPDATE decides); returns how
+/// many won and checks the token's usage count matches.
+async fn race(registry: &Registry, tenant: &str, uses: i64, racers: usize) -> usize {
+    let (token, plain) = registry
+        .create_enrollment_token(&token_for("alpha", tenant, uses))
+        .await
+        .expect("token");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers));
+    let attempts: Vec<_> = (0..racers)
+        .map(|_| {
+            let registry = registry.clone();
+            let req = enroll_req(&plain, "alpha");
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                registry.enroll(&req).await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(_) => wins += 1,
+            Err(EnrollError::UsedUp) => {}
+            Err(other) => panic!("unexpected refusal {other}"),
+        }
+    }
+    let t = registry
+        .enrollment_token(&token.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(t.usage_count as usize, wins);
+    wins
+}
+
 async fn racing_edges_single_use_token_exactly_one_wins(db: Db) {
     let (_db, registry, tenant) = setup(db).await;
     for round in 0..5 {
-        let (token, plain) = registry
-            .create_enrollment_token(&token_for("alpha", &tenant, 1))
-            .await
-            .expect("token");
-        let attempts: Vec<_> = (0..8)
-            .map(|_| {
-                let registry = registry.clone();
-                let req = enroll_req(&plain, "alpha");
-                tokio::spawn(async move { registry.enroll(&req).await })
-            })
-            .collect();
-        let mut wins = 0;
-        for attempt in attempts {
-            match attempt.await.expect("task") {
-                Ok(_) => wins += 1,
-                Err(EnrollError::UsedUp) => {}
-                Err(other) => panic!("round {round}: unexpected refusal {other}"),
-            }
-        }
-        assert_eq!(wins, 1, "round {round}");
-        let t = registry
-            .enrollment_token(&token.id)
-            .await
-            .expect("get")
-            .expect("exists");
-        assert_eq!(t.usage_count, 1);
+        assert_eq!(race(&registry, &tenant, 1, 8).await, 1, "round {round}");
     }
     assert_eq!(registry.node_count().await.expect("count"), 5);
+}
+
+async fn racing_edges_multi_use_token_exactly_the_limit_wins(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    assert_eq!(race(&registry, &tenant, 3, 12).await, 3);
+    assert_eq!(registry.node_count().await.expect("count"), 3);
 }
 
 async fn expected_cidr_is_enforced(db: Db) {
@@ -538,44 +543,6 @@ async fn migrations_are_idempotent(db: Db) {
     registry.migrate().await.expect("second migrate is a no-op");
     let again = test_db.registry().await;
     assert_eq!(again.clusters().await.expect("list").len(), 1);
-}
-
-async fn racing_edges_multi_use_token_exactly_the_limit_wins(db: Db) {
-    let (_db, registry, tenant) = setup(db).await;
-    let (token, plain) = registry
-        .create_enrollment_token(&token_for("alpha", &tenant, 3))
-        .await
-        .expect("token");
-    // Every racer passes the read-only validation (usage 0 < 3) before most of them commit, so
-    // this exercises the conditional UPDATE rather than the pre-check.
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(12));
-    let attempts: Vec<_> = (0..12)
-        .map(|_| {
-            let registry = registry.clone();
-            let req = enroll_req(&plain, "alpha");
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                registry.enroll(&req).await
-            })
-        })
-        .collect();
-    let mut wins = 0;
-    for attempt in attempts {
-        match attempt.await.expect("task") {
-            Ok(_) => wins += 1,
-            Err(EnrollError::UsedUp) => {}
-            Err(other) => panic!("unexpected refusal {other}"),
-        }
-    }
-    assert_eq!(wins, 3);
-    let t = registry
-        .enrollment_token(&token.id)
-        .await
-        .expect("get")
-        .expect("exists");
-    assert_eq!(t.usage_count, 3);
-    assert_eq!(registry.node_count().await.expect("count"), 3);
 }
 
 async fn private_clusters_take_only_their_owners_streams(db: Db) {

@@ -2,6 +2,22 @@
 //! starts, SQLite files in temp dirs, whole Foghorn servers on port 0, and raw edge connections.
 #![allow(dead_code)]
 
+/// Instantiates each `async fn name(db: Db)` of the including test file once per backend, as
+/// `postgres::name` and `sqlite::name`.
+#[allow(unused_macros)]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::common::Db::Sqlite).await })*
+        }
+    };
+}
+
 use std::time::Duration;
 
 use foghorn::app::{self, Server};
@@ -315,4 +331,18 @@ pub async fn enroll(server: &TestServer, tenant: &str) -> (EdgeConn, String, Str
     let mut conn = EdgeConn::open(&server.grpc_url(), register_with_token(&token)).await;
     let seed = conn.seed().await;
     (conn, seed.node_id, seed.node_credential)
+}
+
+/// An IngestRequest frame.
+pub fn ingest_frame(request_id: &str, stream_key: &str) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::IngestRequest(
+            foghorn::proto::IngestRequest {
+                request_id: request_id.into(),
+                stream_key: stream_key.into(),
+                protocol: "rtmp".into(),
+                publisher_ip: "192.0.2.1".into(),
+            },
+        )),
+    }
 }

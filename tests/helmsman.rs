@@ -473,13 +473,31 @@ async fn stale_stats_make_an_edge_unroutable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_tells_connected_edges() {
+async fn shutdown_tells_connected_edges_and_keeps_their_streams_live() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, _) = server.operator().await;
-    let (mut conn, _, _) = enroll(&server, &tenant).await;
+    let (stream, key) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let (mut conn, node, _) = enroll(&server, &tenant).await;
+    conn.send(ingest_frame("r", &key)).await;
+    assert!(matches!(
+        conn.recv().await,
+        Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) if d.accept
+    ));
+    let registry = server.db.registry().await;
     let stopping = tokio::spawn(async move { server.stop().await });
     assert_eq!(conn.error().await, ErrorCode::ShuttingDown);
     stopping.await.expect("shutdown completes");
+    // The edge did not die, Foghorn did: the stream is still recorded live on it.
+    let live = registry
+        .stream(&stream.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(live.live_node_id, Some(node));
 }
 
 async fn live_streams_follow_the_edge_session(db: Db) {

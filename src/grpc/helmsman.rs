@@ -343,9 +343,10 @@ async fn run_session(
         }
     };
     tracing::info!(node_id = %node.node_id, "edge disconnected");
-    // Only when this was still the node's current session: a replaced session leaves the streams
-    // to its successor.
-    if state.edges.detach(&attached.handle) {
+    // Only when this was still the node's current session (a replaced session leaves the streams
+    // to its successor), and only when the edge went away: when this Foghorn is the one shutting
+    // down, the edges keep streaming and reconnect elsewhere, so their streams stay live.
+    if state.edges.detach(&attached.handle) && !state.shutdown.is_cancelled() {
         match Box::pin(state.registry.end_streams_of_node(&node.node_id)).await {
             Ok(0) => {}
             Ok(n) => {

@@ -4,6 +4,7 @@
 //! - [`config`]: typed, layered, validated configuration.
 //! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes, streams.
 //! - [`edge`]: in-process state of connected edges: sessions, stats, liveness. No transport types.
+//! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot.
 //! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.
 //! - [`http`]: axum routers: health, readiness, metrics, the operator API.
 //! - [`app`]: wiring, start and graceful shutdown of the whole server.
@@ -22,6 +23,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod routing;
 pub mod secret;
 pub mod sim;
 

@@ -1,0 +1,242 @@
+//! The MistServer-compatible score of one edge for one request, in exact integers.
+//!
+//! ```text
+//! cpu   = Wcpu − cpu_tenths·Wcpu/1000                    (0 when cpu_tenths ≥ 1000)
+//! ram   = Wram − ram_used·Wram/ram_max                   (0 when ram_used ≥ ram_max)
+//! bw    = Wbw  − (up + pending)·Wbw/bw_limit             (0 when up + pending ≥ bw_limit)
+//! geo   = Wgeo − ⌊Wgeo·d⌋, d = great-circle angle / π ∈ [0,1]  (0 when a position is unknown)
+//! bonus = Wbonus when the edge carries the stream
+//! score = cpu + ram + bw + geo + bonus; a remote edge loses CrossClusterPenalty and is dropped ≤ 0
+//! ```
+//!
+//! Products are taken in `u128`, so no input can overflow or wrap; every part saturates at 0.
+
+use serde::{Deserialize, Serialize};
+
+/// Weights of the score parts. Shared by all replicas; changed only through the operator API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub cpu: u64,
+    pub ram: u64,
+    pub bw: u64,
+    pub geo: u64,
+    pub bonus: u64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            cpu: 500,
+            ram: 500,
+            bw: 1000,
+            geo: 1000,
+            bonus: 50,
+        }
+    }
+}
+
+/// Subtracted from a remote (peered cluster) edge's score.
+pub const CROSS_CLUSTER_PENALTY: u64 = 200;
+
+/// `w − used·w/max`, 0 once `used ≥ max` (and for `max == 0`).
+pub fn headroom(w: u64, used: u64, max: u64) -> u64 {
+    if max == 0 || used >= max {
+        return 0;
+    }
+    w - (u128::from(used) * u128::from(w) / u128::from(max)) as u64
+}
+
+pub fn cpu_part(w: u64, cpu_tenths: u64) -> u64 {
+    headroom(w, cpu_tenths, 1000)
+}
+
+pub fn ram_part(w: u64, used: u64, max: u64) -> u64 {
+    headroom(w, used, max)
+}
+
+pub fn bw_part(w: u64, up: u64, pending: u64, limit: u64) -> u64 {
+    headroom(w, up.saturating_add(pending), limit)
+}
+
+/// A position prepared for the great-circle formula: sin and cos of the latitude, longitude in
+/// radians. Prepared once per edge (at snapshot build) and once per viewer, so every evaluation of
+/// the same pair computes bit-identical floats whoever evaluates it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    pub sin_lat: f64,
+    pub cos_lat: f64,
+    pub lon: f64,
+}
+
+impl Position {
+    /// `None` for out-of-range or non-finite coordinates.
+    pub fn from_degrees(lat: f64, lon: f64) -> Option<Position> {
+        if !lat.is_finite()
+            || !lon.is_finite()
+            || !(-90.0..=90.0).contains(&lat)
+            || !(-180.0..=180.0).contains(&lon)
+        {
+            return None;
+        }
+        let phi = lat.to_radians();
+        Some(Position {
+            sin_lat: phi.sin(),
+            cos_lat: phi.cos(),
+            lon: lon.to_radians(),
+        })
+    }
+
+    /// Cosine of the central angle to `other`, clamped to [-1, 1].
+    pub fn cos_angle(&self, other: &Position) -> f64 {
+        (self.sin_lat * other.sin_lat + self.cos_lat * other.cos_lat * (self.lon - other.lon).cos())
+            .clamp(-1.0, 1.0)
+    }
+}
+
+/// `Wgeo − ⌊Wgeo·d⌋` with `d` the central angle divided by π; 0 when either position is unknown.
+pub fn geo_part(w: u64, viewer: Option<&Position>, edge: Option<&Position>) -> u64 {
+    match (viewer, edge) {
+        (Some(v), Some(e)) => geo_from_cos(w, v.cos_angle(e)),
+        _ => 0,
+    }
+}
+
+/// The geo part for a known cosine of the central angle.
+pub fn geo_from_cos(w: u64, cos_angle: f64) -> u64 {
+    geo_from_angle(w, cos_angle.acos())
+}
+
+/// The geo part for a central angle in radians; non-increasing in `angle`.
+pub fn geo_from_angle(w: u64, angle: f64) -> u64 {
+    let d = (angle / std::f64::consts::PI).clamp(0.0, 1.0);
+    let lost = (w as f64 * d).floor();
+    // d ∈ [0, 1], so `lost` ∈ [0, w]; the min only guards float rounding at d = 1.
+    w - (lost as u64).min(w)
+}
+
+/// The parts of one edge's score, for `?explain=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Parts {
+    pub cpu: u64,
+    pub ram: u64,
+    pub bw: u64,
+    pub geo: u64,
+    pub bonus: u64,
+    pub penalty: u64,
+    pub total: u64,
+}
+
+impl Parts {
+    /// Sums the parts; `None` when a remote edge's penalty leaves nothing (dropped).
+    pub fn new(cpu: u64, ram: u64, bw: u64, geo: u64, bonus: u64, remote: bool) -> Option<Parts> {
+        let sum = cpu
+            .saturating_add(ram)
+            .saturating_add(bw)
+            .saturating_add(geo)
+            .saturating_add(bonus);
+        let penalty = if remote { CROSS_CLUSTER_PENALTY } else { 0 };
+        if remote && sum <= penalty {
+            return None;
+        }
+        Some(Parts {
+            cpu,
+            ram,
+            bw,
+            geo,
+            bonus,
+            penalty,
+            total: sum - penalty,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(lat: f64, lon: f64) -> Position {
+        Position::from_degrees(lat, lon).expect("valid")
+    }
+
+    /// The worked example of the routing issue: Paris viewer, London and New York edges.
+    #[test]
+    fn worked_example_paris_london_new_york() {
+        let w = Weights::default();
+        let viewer = pos(48.85, 2.35);
+        let gib = 1u64 << 30;
+        let a = Parts::new(
+            cpu_part(w.cpu, 250),
+            ram_part(w.ram, 4 * gib, 16 * gib),
+            bw_part(w.bw, 50_000_000, 131_072, 125_000_000),
+            geo_part(w.geo, Some(&viewer), Some(&pos(51.5, -0.12))),
+            w.bonus,
+            false,
+        )
+        .expect("scored");
+        let b = Parts::new(
+            cpu_part(w.cpu, 50),
+            ram_part(w.ram, 2 * gib, 16 * gib),
+            bw_part(w.bw, 10_000_000, 0, 125_000_000),
+            geo_part(w.geo, Some(&viewer), Some(&pos(40.7, -74.0))),
+            w.bonus,
+            false,
+        )
+        .expect("scored");
+        assert_eq!(
+            (a.cpu, a.ram, a.bw, a.geo, a.total),
+            (375, 375, 599, 983, 2382)
+        );
+        assert_eq!(
+            (b.cpu, b.ram, b.bw, b.geo, b.total),
+            (475, 438, 920, 709, 2592)
+        );
+    }
+
+    #[test]
+    fn parts_saturate_instead_of_wrapping() {
+        assert_eq!(ram_part(500, 20 << 30, 16 << 30), 0);
+        assert_eq!(ram_part(500, u64::MAX, 1), 0);
+        assert_eq!(ram_part(500, 1, 0), 0);
+        assert_eq!(cpu_part(500, 1000), 0);
+        assert_eq!(cpu_part(500, 5000), 0);
+        assert_eq!(bw_part(1000, u64::MAX, u64::MAX, 10), 0);
+        assert_eq!(bw_part(1000, u64::MAX - 1, 0, u64::MAX), 1);
+        assert_eq!(headroom(u64::MAX, 1, 2), u64::MAX - u64::MAX / 2);
+        assert_eq!(
+            Parts::new(u64::MAX, u64::MAX, 0, 0, 0, false).map(|p| p.total),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn geo_extremes_and_unknown_positions() {
+        let p = pos(10.0, 20.0);
+        assert_eq!(geo_part(1000, Some(&p), Some(&p)), 1000);
+        assert_eq!(
+            geo_part(1000, Some(&pos(0.0, 0.0)), Some(&pos(0.0, 180.0))),
+            0
+        );
+        assert_eq!(
+            geo_part(1000, Some(&pos(90.0, 0.0)), Some(&pos(-90.0, 0.0))),
+            0
+        );
+        assert_eq!(geo_part(1000, None, Some(&p)), 0);
+        assert_eq!(geo_part(1000, Some(&p), None), 0);
+        assert!(Position::from_degrees(91.0, 0.0).is_none());
+        assert!(Position::from_degrees(f64::NAN, 0.0).is_none());
+    }
+
+    #[test]
+    fn remote_edges_pay_the_penalty_and_drop_at_zero() {
+        assert_eq!(Parts::new(100, 100, 0, 0, 0, true).map(|p| p.total), None);
+        assert_eq!(
+            Parts::new(100, 100, 1, 0, 0, true).map(|p| p.total),
+            Some(1)
+        );
+        assert_eq!(
+            Parts::new(100, 100, 0, 0, 0, false).map(|p| p.total),
+            Some(200)
+        );
+        assert_eq!(Parts::new(0, 0, 0, 0, 0, false).map(|p| p.total), Some(0));
+    }
+}

@@ -1,0 +1,522 @@
+//! Choosing edges: an immutable snapshot of candidates, an exhaustive scan (the oracle), and a
+//! pruned best-first search that returns exactly what the exhaustive scan returns.
+//!
+//! Why the fast search is exact: every candidate has an upper bound that no evaluation can exceed:
+//! its load parts computed with no pending bandwidth (pending only lowers the bandwidth part), plus
+//! the stream bonus, minus its cross-cluster penalty, plus the largest geo part any member of its
+//! geo group can get for this viewer (from a spherical cap around the group's members, widened by a
+//! margin far above float error). Groups and their members are visited in descending bound order,
+//! and a candidate is skipped only when its bound is strictly below the k-th best score found so
+//! far, so no skipped candidate could have entered the top k, even by a tie on node id.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::score::{
+    bw_part, cpu_part, geo_from_angle, geo_from_cos, ram_part, Parts, Position, Weights,
+};
+
+/// What a request needs from an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Serve viewers (`edge` capability).
+    Viewers,
+    /// Take a publisher (`ingest` capability).
+    Ingest,
+}
+
+/// Everything the selector knows about one edge, frozen at snapshot build time except `pending`.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub node_id: Arc<str>,
+    pub cluster_id: Arc<str>,
+    /// An edge of a peered cluster (pays the cross-cluster penalty).
+    pub remote: bool,
+    pub base_url: Arc<str>,
+    pub serves_viewers: bool,
+    pub takes_ingest: bool,
+    pub cpu_tenths: u64,
+    pub ram_used: u64,
+    pub ram_max: u64,
+    pub up: u64,
+    pub bw_limit: u64,
+    pub position: Option<Position>,
+    /// Routable until then (last stats + liveness window).
+    pub fresh_until: Instant,
+    /// Bandwidth of redirects not yet visible in stats, bytes/s; shared with the pending ledger.
+    pub pending: Arc<AtomicU64>,
+    /// Internal names of the streams the edge carries, sorted.
+    pub streams: Arc<[Arc<str>]>,
+}
+
+impl Candidate {
+    fn carries(&self, stream: &str) -> bool {
+        self.streams
+            .binary_search_by(|s| s.as_ref().cmp(stream))
+            .is_ok()
+    }
+}
+
+/// One request to score against the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub viewer: Option<Position>,
+    pub stream: Option<&'a str>,
+    pub need: Need,
+    pub now: Instant,
+}
+
+/// A scored candidate: its index in the snapshot and its score parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub index: u32,
+    pub parts: Parts,
+}
+
+/// A geo group: members near each other, bounded by a spherical cap.
+#[derive(Debug, Clone)]
+struct Group {
+    /// Unit vector of the cap's centre; `None` for the group of edges with unknown position.
+    centre: Option<[f64; 3]>,
+    /// Angular radius of the cap (radians), margin included (it also covers the viewer side).
+    radius: f64,
+    /// Members sorted by descending `static_bound`.
+    members: Vec<u32>,
+    /// Largest `static_bound` of the members.
+    max_static: i64,
+}
+
+/// Margin added to cap radii. `acos` near 1 turns a 1-ulp error of its argument into ~1.5e-8 rad,
+/// so bounds keep a margin far above that; 1e-6 rad is ~6 m on Earth and ~0.0003 score points.
+const CAP_MARGIN: f64 = 1e-6;
+/// Geo groups are built from a grid of this many degrees.
+const GROUP_DEGREES: f64 = 30.0;
+
+/// An immutable view of the routable pool, rebuilt when edges change.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    weights: Weights,
+    candidates: Vec<Candidate>,
+    /// Per candidate: load parts with no pending + bonus − penalty (may be negative for remote).
+    static_bound: Vec<i64>,
+    groups: Vec<Group>,
+    by_stream: HashMap<Arc<str>, Vec<u32>>,
+}
+
+fn unit_vector(p: &Position) -> [f64; 3] {
+    [p.cos_lat * p.lon.cos(), p.cos_lat * p.lon.sin(), p.sin_lat]
+}
+
+fn angle_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    (a[0] * b[0] + a[1] * b[1] + a[2] * b[2])
+        .clamp(-1.0, 1.0)
+        .acos()
+}
+
+impl Snapshot {
+    /// Builds the snapshot and its index. Candidates that can never be chosen (no RAM or bandwidth
+    /// limit reported) are left out.
+    pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Snapshot {
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| c.ram_max > 0 && c.bw_limit > 0 && (c.serves_viewers || c.takes_ingest))
+            .collect();
+        let static_bound: Vec<i64> = candidates
+            .iter()
+            .map(|c| {
+                let load = cpu_part(weights.cpu, c.cpu_tenths)
+                    + ram_part(weights.ram, c.ram_used, c.ram_max)
+                    + bw_part(weights.bw, c.up, 0, c.bw_limit);
+                let penalty = if c.remote {
+                    super::score::CROSS_CLUSTER_PENALTY
+                } else {
+                    0
+                };
+                (load.saturating_add(weights.bonus)) as i64 - penalty as i64
+            })
+            .collect();
+
+        let mut cells: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
+        let mut unknown = Vec::new();
+        let mut by_stream: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
+        for (i, c) in candidates.iter().enumerate() {
+            let i = i as u32;
+            for s in c.streams.iter() {
+                by_stream.entry(s.clone()).or_default().push(i);
+            }
+            match &c.position {
+                Some(p) => {
+                    let lat = p.sin_lat.asin().to_degrees();
+                    let lon = p.lon.to_degrees();
+                    let key = (
+                        ((lat + 90.0) / GROUP_DEGREES).floor() as i32,
+                        ((lon + 180.0) / GROUP_DEGREES).floor() as i32,
+                    );
+                    cells.entry(key).or_default().push(i);
+                }
+                None => unknown.push(i),
+            }
+        }
+        let sort_members = |members: &mut Vec<u32>| {
+            members
+                .sort_unstable_by(|a, b| static_bound[*b as usize].cmp(&static_bound[*a as usize]));
+        };
+        let mut groups = Vec::with_capacity(cells.len() + 1);
+        for (_, mut members) in cells {
+            let mut sum = [0.0f64; 3];
+            for &i in &members {
+                let v = unit_vector(
+                    candidates[i as usize]
+                        .position
+                        .as_ref()
+                        .expect("grouped by position"),
+                );
+                for k in 0..3 {
+                    sum[k] += v[k];
+                }
+            }
+            let norm = (sum[0] * sum[0] + sum[1] * sum[1] + sum[2] * sum[2]).sqrt();
+            // Members of one 30° cell never cancel out, so the sum is far from zero.
+            let centre = [sum[0] / norm, sum[1] / norm, sum[2] / norm];
+            let radius = members
+                .iter()
+                .map(|&i| {
+                    let p = candidates[i as usize].position.as_ref().expect("grouped");
+                    angle_between(&centre, &unit_vector(p))
+                })
+                .fold(0.0f64, f64::max)
+                + 2.0 * CAP_MARGIN;
+            sort_members(&mut members);
+            let max_static = static_bound[members[0] as usize];
+            groups.push(Group {
+                centre: Some(centre),
+                radius,
+                members,
+                max_static,
+            });
+        }
+        if !unknown.is_empty() {
+            sort_members(&mut unknown);
+            let max_static = static_bound[unknown[0] as usize];
+            groups.push(Group {
+                centre: None,
+                radius: 0.0,
+                members: unknown,
+                max_static,
+            });
+        }
+        Snapshot {
+            weights,
+            candidates,
+            static_bound,
+            groups,
+            by_stream,
+        }
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    pub fn candidate(&self, pick: &Pick) -> &Candidate {
+        &self.candidates[pick.index as usize]
+    }
+
+    /// The exact score of one candidate for `req`, or `None` when it is not eligible.
+    pub fn score(&self, index: u32, req: &Request<'_>) -> Option<Parts> {
+        let c = &self.candidates[index as usize];
+        let capable = match req.need {
+            Need::Viewers => c.serves_viewers,
+            Need::Ingest => c.takes_ingest,
+        };
+        if !capable || req.now >= c.fresh_until {
+            return None;
+        }
+        let pending = c.pending.load(AtomicOrdering::Relaxed);
+        if c.up.saturating_add(pending) >= c.bw_limit {
+            return None; // bandwidth exhausted
+        }
+        let w = &self.weights;
+        let geo = match (&req.viewer, &c.position) {
+            (Some(v), Some(e)) => geo_from_cos(w.geo, v.cos_angle(e)),
+            _ => 0,
+        };
+        let bonus = match req.stream {
+            Some(s) if c.carries(s) => w.bonus,
+            _ => 0,
+        };
+        Parts::new(
+            cpu_part(w.cpu, c.cpu_tenths),
+            ram_part(w.ram, c.ram_used, c.ram_max),
+            bw_part(w.bw, c.up, pending, c.bw_limit),
+            geo,
+            bonus,
+            c.remote,
+        )
+    }
+
+    /// Whether `a` ranks before `b`: higher total, then lower node id.
+    fn better(&self, a: &Pick, b: &Pick) -> bool {
+        match a.parts.total.cmp(&b.parts.total) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => {
+                self.candidates[a.index as usize].node_id
+                    < self.candidates[b.index as usize].node_id
+            }
+        }
+    }
+
+    /// Inserts into the ranked `top` (at most `k` long), ignoring duplicates.
+    fn offer(&self, top: &mut Vec<Pick>, k: usize, pick: Pick) {
+        if top.iter().any(|p| p.index == pick.index) {
+            return;
+        }
+        let pos = top
+            .iter()
+            .position(|p| self.better(&pick, p))
+            .unwrap_or(top.len());
+        if pos < k {
+            top.insert(pos, pick);
+            top.truncate(k);
+        }
+    }
+
+    /// The oracle: scores every candidate and returns the best `k`, best first.
+    pub fn rank_exhaustive(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
+        let mut top = Vec::with_capacity(k + 1);
+        for index in 0..self.candidates.len() as u32 {
+            if let Some(parts) = self.score(index, req) {
+                self.offer(&mut top, k, Pick { index, parts });
+            }
+        }
+        top
+    }
+
+    /// The best `k` eligible candidates, best first: exactly [`Snapshot::rank_exhaustive`].
+    pub fn rank(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
+        let mut top: Vec<Pick> = Vec::with_capacity(k + 1);
+        if k == 0 {
+            return top;
+        }
+        // Carriers of the stream first: their bonus makes them strong early bounds.
+        if let Some(carriers) = req.stream.and_then(|s| self.by_stream.get(s)) {
+            for &index in carriers {
+                if let Some(parts) = self.score(index, req) {
+                    self.offer(&mut top, k, Pick { index, parts });
+                }
+            }
+        }
+        // Group bounds for this viewer, visited best first.
+        let viewer = req.viewer.as_ref().map(unit_vector);
+        let w_geo = self.weights.geo;
+        let mut order: Vec<(i64, u32)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, group)| {
+                let geo = match (&viewer, &group.centre) {
+                    (Some(v), Some(c)) => {
+                        let nearest = (angle_between(v, c) - group.radius).max(0.0);
+                        geo_from_angle(w_geo, nearest) as i64
+                    }
+                    _ => 0,
+                };
+                (geo, g as u32)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            let ga = a.0 + self.groups[a.1 as usize].max_static;
+            let gb = b.0 + self.groups[b.1 as usize].max_static;
+            gb.cmp(&ga)
+        });
+        let threshold = |top: &Vec<Pick>| -> Option<i64> {
+            (top.len() == k).then(|| top[k - 1].parts.total as i64)
+        };
+        for (geo_bound, g) in order {
+            let group = &self.groups[g as usize];
+            if let Some(t) = threshold(&top) {
+                if geo_bound + group.max_static < t {
+                    break; // groups are in descending bound order
+                }
+            }
+            for &index in &group.members {
+                if let Some(t) = threshold(&top) {
+                    if geo_bound + self.static_bound[index as usize] < t {
+                        break; // members are in descending bound order
+                    }
+                }
+                if let Some(parts) = self.score(index, req) {
+                    self.offer(&mut top, k, Pick { index, parts });
+                }
+            }
+        }
+        top
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn candidate(
+        i: usize,
+        lat: Option<f64>,
+        lon: f64,
+        load: (u64, u64, u64, u64),
+        remote: bool,
+        streams: &[&str],
+    ) -> Candidate {
+        let (cpu, ram_used, up, pending) = load;
+        let mut streams: Vec<Arc<str>> = streams.iter().map(|s| Arc::from(*s)).collect();
+        streams.sort();
+        Candidate {
+            node_id: Arc::from(format!("{i:012x}").as_str()),
+            cluster_id: Arc::from(if remote { "remote" } else { "local" }),
+            remote,
+            base_url: Arc::from(""),
+            serves_viewers: true,
+            takes_ingest: i % 3 == 0,
+            cpu_tenths: cpu,
+            ram_used,
+            ram_max: 16 << 30,
+            up,
+            bw_limit: 125_000_000,
+            position: lat.and_then(|lat| Position::from_degrees(lat, lon)),
+            fresh_until: Instant::now() + Duration::from_secs(3600),
+            pending: Arc::new(AtomicU64::new(pending)),
+            streams: streams.into(),
+        }
+    }
+
+    fn arb_pool() -> impl Strategy<Value = Vec<Candidate>> {
+        proptest::collection::vec(
+            (
+                proptest::option::weighted(0.9, -90.0f64..=90.0),
+                -180.0f64..=180.0,
+                0u64..=1100,
+                0u64..=(20u64 << 30),
+                0u64..=130_000_000,
+                prop_oneof![Just(0u64), 0u64..=2_000_000],
+                any::<bool>(),
+                proptest::collection::vec(
+                    prop_oneof![Just("live+a"), Just("live+b"), Just("live+c")],
+                    0..3,
+                ),
+            ),
+            0..120,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (lat, lon, cpu, ram, up, pending, remote, streams))| {
+                    candidate(i, lat, lon, (cpu, ram, up, pending), remote, &streams)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// The pruned search returns exactly the exhaustive ranking, for any pool, viewer,
+        /// stream and k.
+        #[test]
+        fn fast_rank_equals_exhaustive(
+            pool in arb_pool(),
+            viewer in proptest::option::weighted(0.85, (-90.0f64..=90.0, -180.0f64..=180.0)),
+            stream in proptest::option::of(prop_oneof![Just("live+a"), Just("live+b"), Just("live+zzz")]),
+            ingest in any::<bool>(),
+            k in 1usize..=5,
+        ) {
+            let snapshot = Snapshot::build(Weights::default(), pool);
+            let req = Request {
+                viewer: viewer.and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+                stream,
+                need: if ingest { Need::Ingest } else { Need::Viewers },
+                now: Instant::now(),
+            };
+            prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Edges packed metres apart around a few sites, viewers on top of them: the geo bounds'
+        /// float margins are where an inexact search would slip.
+        #[test]
+        fn fast_rank_equals_exhaustive_in_dense_clusters(
+            sites in proptest::collection::vec((-89.0f64..=89.0, -179.0f64..=179.0), 1..4),
+            edges in proptest::collection::vec((0usize..4, -1e-4f64..1e-4, -1e-4f64..1e-4, 0u64..=1000, 0u64..=130_000_000), 1..80),
+            viewer_site in 0usize..4,
+            viewer_jitter in -1e-4f64..1e-4,
+            k in 1usize..=5,
+        ) {
+            let pool: Vec<Candidate> = edges
+                .iter()
+                .enumerate()
+                .map(|(i, (site, dlat, dlon, cpu, up))| {
+                    let (lat, lon) = sites[site % sites.len()];
+                    candidate(i, Some(lat + dlat), lon + dlon, (*cpu, 4 << 30, *up, 0), i % 2 == 0, &["live+a"])
+                })
+                .collect();
+            let (lat, lon) = sites[viewer_site % sites.len()];
+            let snapshot = Snapshot::build(Weights::default(), pool);
+            let req = Request {
+                viewer: Position::from_degrees(lat + viewer_jitter, lon),
+                stream: Some("live+a"),
+                need: Need::Viewers,
+                now: Instant::now(),
+            };
+            prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_node_id_and_stale_edges_are_skipped() {
+        let mut a = candidate(2, Some(10.0), 10.0, (100, 1 << 30, 0, 0), false, &[]);
+        let b = candidate(1, Some(10.0), 10.0, (100, 1 << 30, 0, 0), false, &[]);
+        let snapshot = Snapshot::build(Weights::default(), vec![a.clone(), b]);
+        let req = Request {
+            viewer: Position::from_degrees(10.0, 10.0),
+            stream: None,
+            need: Need::Viewers,
+            now: Instant::now(),
+        };
+        let top = snapshot.rank(&req, 2);
+        assert_eq!(&*snapshot.candidate(&top[0]).node_id, "000000000001");
+        assert_eq!(top[0].parts.total, top[1].parts.total);
+
+        a.fresh_until = req.now; // stale from that instant on
+        let snapshot = Snapshot::build(Weights::default(), vec![a]);
+        assert!(snapshot.rank(&req, 1).is_empty());
+    }
+
+    #[test]
+    fn exhausted_bandwidth_and_missing_capability_are_not_eligible() {
+        let full = candidate(1, None, 0.0, (0, 0, 124_000_000, 1_000_000), false, &[]);
+        let mut no_edge = candidate(2, None, 0.0, (0, 0, 0, 0), false, &[]);
+        no_edge.serves_viewers = false;
+        no_edge.takes_ingest = false;
+        let snapshot = Snapshot::build(Weights::default(), vec![full, no_edge]);
+        let req = Request {
+            viewer: None,
+            stream: None,
+            need: Need::Viewers,
+            now: Instant::now(),
+        };
+        assert!(snapshot.rank(&req, 5).is_empty());
+        assert!(snapshot.rank_exhaustive(&req, 5).is_empty());
+    }
+}

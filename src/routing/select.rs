@@ -95,6 +95,9 @@ struct Group {
 const CAP_MARGIN: f64 = 1e-6;
 /// Geo groups are built from a grid of this many degrees.
 const GROUP_DEGREES: f64 = 30.0;
+/// Most groups a snapshot can have: grid rows (latitude 90° included) × columns (180° included),
+/// plus the group of edges with unknown position.
+const MAX_GROUPS: usize = (180 / 30 + 1) * (360 / 30 + 1) + 1;
 
 /// An immutable view of the routable pool, rebuilt when edges change.
 #[derive(Debug, Clone)]
@@ -104,7 +107,6 @@ pub struct Snapshot {
     /// Per candidate: load parts with no pending + bonus − penalty (may be negative for remote).
     static_bound: Vec<i64>,
     groups: Vec<Group>,
-    by_stream: HashMap<Arc<str>, Vec<u32>>,
 }
 
 fn unit_vector(p: &Position) -> [f64; 3] {
@@ -142,12 +144,8 @@ impl Snapshot {
 
         let mut cells: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
         let mut unknown = Vec::new();
-        let mut by_stream: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
         for (i, c) in candidates.iter().enumerate() {
             let i = i as u32;
-            for s in c.streams.iter() {
-                by_stream.entry(s.clone()).or_default().push(i);
-            }
             match &c.position {
                 Some(p) => {
                     let lat = p.sin_lat.asin().to_degrees();
@@ -214,7 +212,6 @@ impl Snapshot {
             candidates,
             static_bound,
             groups,
-            by_stream,
         }
     }
 
@@ -307,44 +304,30 @@ impl Snapshot {
         if k == 0 {
             return top;
         }
-        // Carriers of the stream first: their bonus makes them strong early bounds.
-        if let Some(carriers) = req.stream.and_then(|s| self.by_stream.get(s)) {
-            for &index in carriers {
-                if let Some(parts) = self.score(index, req) {
-                    self.offer(&mut top, k, Pick { index, parts });
-                }
-            }
-        }
         // Group bounds for this viewer, visited best first.
         let viewer = req.viewer.as_ref().map(unit_vector);
         let w_geo = self.weights.geo;
-        let mut order: Vec<(i64, u32)> = self
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(g, group)| {
-                let geo = match (&viewer, &group.centre) {
-                    (Some(v), Some(c)) => {
-                        let nearest = (angle_between(v, c) - group.radius).max(0.0);
-                        geo_from_angle(w_geo, nearest) as i64
-                    }
-                    _ => 0,
-                };
-                (geo, g as u32)
-            })
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            let ga = a.0 + self.groups[a.1 as usize].max_static;
-            let gb = b.0 + self.groups[b.1 as usize].max_static;
-            gb.cmp(&ga)
-        });
+        // (bound of the best member, geo bound, group), on the stack: no allocation per request.
+        let mut order = [(0i64, 0i64, 0u32); MAX_GROUPS];
+        for (g, group) in self.groups.iter().enumerate() {
+            let geo = match (&viewer, &group.centre) {
+                (Some(v), Some(c)) => {
+                    let nearest = (angle_between(v, c) - group.radius).max(0.0);
+                    geo_from_angle(w_geo, nearest) as i64
+                }
+                _ => 0,
+            };
+            order[g] = (geo + group.max_static, geo, g as u32);
+        }
+        let order = &mut order[..self.groups.len()];
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         let threshold = |top: &Vec<Pick>| -> Option<i64> {
             (top.len() == k).then(|| top[k - 1].parts.total as i64)
         };
-        for (geo_bound, g) in order {
+        for &mut (group_bound, geo_bound, g) in order {
             let group = &self.groups[g as usize];
             if let Some(t) = threshold(&top) {
-                if geo_bound + group.max_static < t {
+                if group_bound < t {
                     break; // groups are in descending bound order
                 }
             }

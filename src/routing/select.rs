@@ -320,7 +320,7 @@ impl Snapshot {
             order[g] = (geo + group.max_static, geo, g as u32);
         }
         let order = &mut order[..self.groups.len()];
-        order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
         let threshold = |top: &Vec<Pick>| -> Option<i64> {
             (top.len() == k).then(|| top[k - 1].parts.total as i64)
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use foghorn::routing::{Candidate, Need, Position, Request, Snapshot, Weights};
+use foghorn::routing::{Candidate, Need, Position, Request, Snapshot, StreamRef, Weights};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -38,8 +38,8 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
             } else {
                 (50.11, 8.68)
             };
-            let streams: Vec<Arc<str>> = if i % 50 == 0 {
-                vec![Arc::from("live+popular")]
+            let streams: Vec<StreamRef> = if i % 50 == 0 {
+                vec![StreamRef::named("live+popular")]
             } else {
                 vec![]
             };
@@ -62,6 +62,7 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
                 fresh_until: fresh,
                 pending: Arc::new(AtomicU64::new(0)),
                 streams: streams.into(),
+                connections: 0,
             }
         })
         .collect()

@@ -15,7 +15,8 @@ use crate::cache::RedisLink;
 use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::metrics::Metrics;
-use crate::registry::{NewCluster, Registry};
+use crate::registry::{NewCluster, PlaybackCache, Registry};
+use crate::routing::Router;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone, Debug)]
@@ -23,6 +24,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Registry,
     pub edges: Arc<EdgeState>,
+    pub router: Arc<Router>,
+    pub playback: Arc<PlaybackCache>,
+    /// `viewers.trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     pub metrics: Arc<Metrics>,
     pub redis: Option<RedisLink>,
     /// Cancelled once, when the server starts shutting down.
@@ -75,8 +80,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(link)
     };
 
+    let edges = Arc::new(EdgeState::new(config.liveness_window()));
+    let router = Router::new(
+        edges.clone(),
+        &config.cluster.id,
+        &config.cluster.root_domain,
+    );
+    tokio::spawn(router.clone().run(shutdown.child_token()));
     let state = AppState {
-        edges: Arc::new(EdgeState::new(config.liveness_window())),
+        edges,
+        router,
+        playback: Arc::new(PlaybackCache::new(registry.clone())),
+        trusted_proxies: Arc::new(config.trusted_proxies()),
         metrics: Arc::new(Metrics::new()),
         registry,
         redis,

@@ -20,7 +20,15 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub edges: EdgesConfig,
+    pub viewers: ViewersConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewersConfig {
+    /// CIDRs of proxies whose `X-Forwarded-For`, `X-Latitude` and `X-Longitude` are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +192,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_MAX_MESSAGE_BYTES", "edges.max_message_bytes"),
     ("FOGHORN_MAX_STREAMS_PER_NODE", "edges.max_streams_per_node"),
     ("FOGHORN_MAX_STRING_BYTES", "edges.max_string_bytes"),
+    ("FOGHORN_TRUSTED_PROXIES", "viewers.trusted_proxies"),
     ("FOGHORN_LOG", "log.filter"),
     ("FOGHORN_LOG_FORMAT", "log.format"),
 ];
@@ -354,6 +363,14 @@ impl Config {
                 format!("{:?} is not a valid filter: {e}", self.log.filter),
             ));
         }
+        for cidr in &self.viewers.trusted_proxies {
+            if cidr.parse::<ipnet::IpNet>().is_err() && cidr.parse::<std::net::IpAddr>().is_err() {
+                return Err((
+                    "viewers.trusted_proxies",
+                    format!("{cidr:?} is not an IP address or CIDR"),
+                ));
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));
         }
@@ -370,6 +387,19 @@ impl Config {
         } else {
             self.database.url.clone()
         }
+    }
+
+    /// The trusted proxy networks, parsed (validated at load, so nothing is dropped here).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.viewers
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| c.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
     }
 
     /// How long after its last NodeStats an edge stays routable.
@@ -425,6 +455,15 @@ fn set_key(tree: &mut toml::Value, o: &Override) -> Result<(), ConfigError> {
                 .trim()
                 .parse()
                 .map_err(|_| invalid(format!("{:?} is not an integer", o.value)))?,
+        ),
+        // Lists come from the environment and flags comma-separated.
+        toml::Value::Array(_) => toml::Value::Array(
+            o.value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_string()))
+                .collect(),
         ),
         toml::Value::Boolean(_) => toml::Value::Boolean(
             o.value

@@ -6,14 +6,19 @@
 //! one, and frames of a replaced session are ignored. Time is `tokio::time::Instant`, so tests pause
 //! and advance it instead of sleeping.
 
+mod pending;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use pending::{per_viewer_estimate, Pending, PENDING_TTL};
 
 /// What an edge can do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -105,6 +110,18 @@ struct Edge {
     /// When the current session last sent stats; `None` until it has.
     last_stats_at: Option<Instant>,
     disconnected_at: Option<Instant>,
+    pending: Pending,
+}
+
+/// What routing needs of one routable-looking edge (open session, stats, normal mode); freshness
+/// is left to the caller through `fresh_until`.
+#[derive(Debug)]
+pub struct RoutingInput<'a> {
+    pub node_id: &'a str,
+    pub info: &'a EdgeInfo,
+    pub stats: &'a Stats,
+    pub fresh_until: Instant,
+    pub pending: &'a std::sync::Arc<AtomicU64>,
 }
 
 /// A handle held by the transport for one open control stream.
@@ -140,6 +157,7 @@ pub struct EdgeState {
     edges: Mutex<HashMap<String, Edge>>,
     next_session: AtomicU64,
     liveness: Duration,
+    changed: Notify,
 }
 
 impl EdgeState {
@@ -149,6 +167,7 @@ impl EdgeState {
             edges: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             liveness,
+            changed: Notify::new(),
         }
     }
 
@@ -188,11 +207,14 @@ impl EdgeState {
                         stats: None,
                         last_stats_at: None,
                         disconnected_at: None,
+                        pending: Pending::default(),
                     },
                 );
                 Mode::Normal
             }
         };
+        drop(edges);
+        self.changed.notify_one();
         SessionHandle {
             node_id: node_id.to_string(),
             session_id,
@@ -204,12 +226,54 @@ impl EdgeState {
     /// Runs `f` on the edge if `handle` is still its current session; false when it was replaced.
     fn with_current(&self, handle: &SessionHandle, f: impl FnOnce(&mut Edge)) -> bool {
         let mut edges = self.lock();
-        match edges.get_mut(&handle.node_id) {
+        let current = match edges.get_mut(&handle.node_id) {
             Some(edge) if edge.session.as_ref().map(|s| s.id) == Some(handle.session_id) => {
                 f(edge);
                 true
             }
             _ => false,
+        };
+        drop(edges);
+        if current {
+            self.changed.notify_one();
+        }
+        current
+    }
+
+    /// Resolves when an edge changed since the last call (attach, stats, mode, detach). One waiter:
+    /// the routing snapshot builder.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Adds one redirect's expected bandwidth to an edge's pending ledger.
+    pub fn add_pending(&self, node_id: &str, bytes_per_sec: u64) -> bool {
+        let now = Instant::now();
+        match self.lock().get(node_id) {
+            Some(edge) => {
+                edge.pending.add(bytes_per_sec, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Calls `f` for every edge with an open session, stats and normal mode.
+    pub fn for_each_routing_input(&self, mut f: impl FnMut(RoutingInput<'_>)) {
+        let edges = self.lock();
+        for (node_id, edge) in edges.iter() {
+            let (Some(_), Some(stats), Some(at), Mode::Normal) =
+                (&edge.session, &edge.stats, edge.last_stats_at, edge.mode)
+            else {
+                continue;
+            };
+            f(RoutingInput {
+                node_id,
+                info: &edge.info,
+                stats,
+                fresh_until: at + self.liveness,
+                pending: edge.pending.total(),
+            });
         }
     }
 
@@ -217,6 +281,7 @@ impl EdgeState {
     pub fn apply_stats(&self, handle: &SessionHandle, stats: Stats) -> bool {
         let now = Instant::now();
         self.with_current(handle, |edge| {
+            edge.pending.reconcile(edge.last_stats_at, now);
             edge.stats = Some(stats);
             edge.last_stats_at = Some(now);
         })
@@ -234,6 +299,7 @@ impl EdgeState {
             edge.session = None;
             edge.last_stats_at = None;
             edge.disconnected_at = Some(now);
+            edge.pending.clear();
         })
     }
 

@@ -15,8 +15,15 @@ const MAX_AUTHORIZATION_BYTES: usize = 256;
 pub struct Operator(pub Principal);
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let header = parts
-        .headers
+    principal_from_headers(&parts.headers, state).await
+}
+
+/// Authenticates the bearer token of a request; 401 when missing or invalid.
+pub async fn principal_from_headers(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
     if header.len() > MAX_AUTHORIZATION_BYTES {

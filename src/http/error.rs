@@ -22,6 +22,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No edge is eligible for this request right now (503, retry soon).
+    #[error("{0}")]
+    NoEdge(String),
 }
 
 impl ApiError {
@@ -33,6 +36,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NoEdge(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_eligible_edge"),
         }
     }
 }
@@ -66,9 +70,11 @@ impl IntoResponse for ApiError {
             );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Edges report every few seconds; the registry usually recovers slower.
+            let after = if code == "no_eligible_edge" { "2" } else { "5" };
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
+                axum::http::HeaderValue::from_static(after),
             );
         }
         response

@@ -4,6 +4,8 @@ mod auth;
 mod edges;
 mod error;
 mod health;
+mod play;
+mod viewer;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -18,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(play::router())
         .nest("/api/v1", edges::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))

@@ -7,6 +7,7 @@
 
 mod clusters;
 mod enrollment;
+mod playback;
 mod streams;
 mod tenants;
 
@@ -21,6 +22,7 @@ pub use enrollment::{
     EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken, Node, NodeAuthError,
     NodeProfile,
 };
+pub use playback::{PlaybackCache, Resolved};
 pub use streams::{IngestVerdict, Stream};
 pub use tenants::{ApiToken, Principal, Role, Tenant};
 

@@ -49,15 +49,46 @@ pub struct Candidate {
     pub fresh_until: Instant,
     /// Bandwidth of redirects not yet visible in stats, bytes/s; shared with the pending ledger.
     pub pending: Arc<AtomicU64>,
-    /// Internal names of the streams the edge carries, sorted.
-    pub streams: Arc<[Arc<str>]>,
+    /// Streams the edge carries, sorted by name.
+    pub streams: Arc<[StreamRef]>,
+    /// Viewer connections on the edge (for the per-viewer bandwidth estimate).
+    pub connections: u32,
+}
+
+/// One stream on one edge, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRef {
+    pub name: Arc<str>,
+    pub up: u64,
+    pub viewers: u32,
+    pub inputs: u32,
+    pub replicated: bool,
+}
+
+impl StreamRef {
+    /// A stream with no load figures (tests, remote summaries that list names only).
+    pub fn named(name: &str) -> StreamRef {
+        StreamRef {
+            name: Arc::from(name),
+            up: 0,
+            viewers: 0,
+            inputs: 0,
+            replicated: false,
+        }
+    }
 }
 
 impl Candidate {
-    fn carries(&self, stream: &str) -> bool {
+    /// The stream on this edge, if it carries it.
+    pub fn stream(&self, name: &str) -> Option<&StreamRef> {
         self.streams
-            .binary_search_by(|s| s.as_ref().cmp(stream))
-            .is_ok()
+            .binary_search_by(|s| s.name.as_ref().cmp(name))
+            .ok()
+            .map(|i| &self.streams[i])
+    }
+
+    fn carries(&self, stream: &str) -> bool {
+        self.stream(stream).is_some()
     }
 }
 
@@ -361,8 +392,9 @@ mod tests {
         streams: &[&str],
     ) -> Candidate {
         let (cpu, ram_used, up, pending) = load;
-        let mut streams: Vec<Arc<str>> = streams.iter().map(|s| Arc::from(*s)).collect();
-        streams.sort();
+        let mut streams: Vec<StreamRef> = streams.iter().map(|s| StreamRef::named(s)).collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        streams.dedup();
         Candidate {
             node_id: Arc::from(format!("{i:012x}").as_str()),
             cluster_id: Arc::from(if remote { "remote" } else { "local" }),
@@ -379,6 +411,7 @@ mod tests {
             fresh_until: Instant::now() + Duration::from_secs(3600),
             pending: Arc::new(AtomicU64::new(pending)),
             streams: streams.into(),
+            connections: 0,
         }
     }
 

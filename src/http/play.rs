@@ -1,0 +1,416 @@
+//! Viewer and publisher entry points: `/play/{playback_id}` (JSON), `/play/{playback_id}/{proto}/...`
+//! (307 to the chosen edge), `/ingest/{stream_key}` (JSON, or 307 to WHIP for POST).
+//!
+//! The playback path reads the in-process playback cache and the routing snapshot: no SQL and no
+//! Redis per request once an id is cached.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::principal_from_headers;
+use super::viewer::Viewer;
+use super::ApiError;
+use crate::app::AppState;
+use crate::edge::per_viewer_estimate;
+use crate::registry::{IngestVerdict, Resolved};
+use crate::routing::{Candidate, Need, Parts, Pick, Request, Snapshot};
+
+/// Primary plus up to four fallbacks.
+const CHOICES: usize = 5;
+/// Candidates listed by `?explain=1`.
+const EXPLAIN: usize = 50;
+/// Query parameter carrying the viewer session through the redirect.
+const SESSION_PARAM: &str = "fh_sid";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/play/{playback_id}", get(play_json))
+        .route(
+            "/play/{playback_id}/{proto}",
+            get(play_redirect_root).post(play_redirect_root),
+        )
+        .route(
+            "/play/{playback_id}/{proto}/{*rest}",
+            get(play_redirect).post(play_redirect),
+        )
+        .route("/ingest/{stream_key}", get(ingest).post(ingest))
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+}
+
+/// Playback ids and stream keys are short url-safe tokens.
+fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The edge URL of a protocol for a stream, MistServer's paths.
+fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
+    let rest = rest.trim_start_matches('/');
+    Some(match proto {
+        "hls" => format!(
+            "{base}/hls/{stream}/{}",
+            if rest.is_empty() { "index.m3u8" } else { rest }
+        ),
+        "dash" | "cmaf" => format!(
+            "{base}/cmaf/{stream}/{}",
+            if rest.is_empty() { "index.mpd" } else { rest }
+        ),
+        "webrtc" | "whep" => format!("{base}/webrtc/{stream}"),
+        "mp4" | "webm" | "ts" | "flv" | "html" => format!("{base}/{stream}.{proto}"),
+        _ => return None,
+    })
+}
+
+const PROTOCOLS: &[&str] = &["hls", "dash", "whep", "mp4", "webm", "html"];
+
+#[derive(Serialize)]
+struct EdgeChoice {
+    node_id: String,
+    cluster_id: String,
+    remote: bool,
+    base_url: String,
+    score: u64,
+    urls: serde_json::Map<String, serde_json::Value>,
+}
+
+fn choice(c: &Candidate, parts: &Parts, stream: &str, session: &str) -> EdgeChoice {
+    let mut urls = serde_json::Map::new();
+    for proto in PROTOCOLS {
+        if let Some(url) = protocol_url(&c.base_url, proto, stream, "") {
+            urls.insert(
+                (*proto).to_string(),
+                json!(format!("{url}?{SESSION_PARAM}={session}")),
+            );
+        }
+    }
+    EdgeChoice {
+        node_id: c.node_id.to_string(),
+        cluster_id: c.cluster_id.to_string(),
+        remote: c.remote,
+        base_url: c.base_url.to_string(),
+        score: parts.total,
+        urls,
+    }
+}
+
+/// Resolves the id, or answers 400/404.
+async fn resolve(
+    state: &AppState,
+    playback_id: &str,
+) -> Result<std::sync::Arc<Resolved>, ApiError> {
+    if !valid_token(playback_id) {
+        return Err(ApiError::BadRequest("malformed playback id".into()));
+    }
+    state
+        .playback
+        .resolve(playback_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("unknown playback id".into()))
+}
+
+fn no_edge() -> ApiError {
+    ApiError::NoEdge("no eligible edge right now, retry shortly".into())
+}
+
+/// Charges the chosen edge one viewer's bandwidth, once per viewer session.
+fn debit(state: &AppState, c: &Candidate, stream: &str, session: Option<&str>) -> String {
+    if let Some(existing) = session.filter(|s| valid_token(s) && s.len() <= 64) {
+        return existing.to_string(); // already counted when this session was redirected
+    }
+    if !c.remote {
+        let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
+        let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
+        state.edges.add_pending(&c.node_id, bytes);
+    }
+    crate::secret::random_hex(8)
+}
+
+fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize) -> Vec<Pick> {
+    snapshot.rank(
+        &Request {
+            viewer: viewer.position,
+            stream: Some(stream),
+            need: Need::Viewers,
+            now: tokio::time::Instant::now(),
+        },
+        k,
+    )
+}
+
+async fn play_json(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(playback_id): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let resolved = resolve(&state, &playback_id).await?;
+    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let explain = q.get("explain").is_some_and(|v| v == "1");
+    if explain {
+        let p = principal_from_headers(&headers, &state).await?;
+        if !p.role.is_operator() {
+            return Err(ApiError::Forbidden(
+                "explain needs an operator token".into(),
+            ));
+        }
+    }
+    let snapshot = state.router.snapshot();
+    let stream = resolved.internal_name.as_str();
+    let picks = rank(
+        &snapshot,
+        &viewer,
+        stream,
+        if explain { EXPLAIN } else { CHOICES },
+    );
+    let Some(first) = picks.first() else {
+        return Err(no_edge());
+    };
+    let primary = snapshot.candidate(first);
+    let session = debit(
+        &state,
+        primary,
+        stream,
+        q.get(SESSION_PARAM).map(String::as_str),
+    );
+    let choices: Vec<EdgeChoice> = picks
+        .iter()
+        .take(CHOICES)
+        .map(|p| choice(snapshot.candidate(p), &p.parts, stream, &session))
+        .collect();
+    let mut body = json!({
+        "playback_id": resolved.playback_id,
+        "stream": {
+            "internal_name": resolved.internal_name,
+            "status": if resolved.live_node_id.is_some() { "live" } else { "offline" },
+            "live_cluster_id": resolved.live_cluster_id,
+        },
+        "session_id": session,
+        "primary": choices.first(),
+        "fallbacks": &choices[1..],
+    });
+    if explain {
+        body["explain"] = json!({
+            "viewer": { "ip": viewer.ip.to_string(), "position_known": viewer.position.is_some() },
+            "weights": snapshot.weights(),
+            "candidates": picks.iter().map(|p| {
+                let c = snapshot.candidate(p);
+                json!({ "node_id": &*c.node_id, "cluster_id": &*c.cluster_id, "remote": c.remote, "parts": p.parts })
+            }).collect::<Vec<_>>(),
+        });
+    }
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+async fn play_redirect_root(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path((playback_id, proto)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    redirect(state, peer, playback_id, proto, String::new(), headers, q).await
+}
+
+async fn play_redirect(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path((playback_id, proto, rest)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    redirect(state, peer, playback_id, proto, rest, headers, q).await
+}
+
+/// The part after the protocol: a relative path of url-safe segments, never `..`.
+fn valid_rest(rest: &str) -> bool {
+    rest.len() <= 256
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && !rest.split('/').any(|seg| seg == "..")
+}
+
+async fn redirect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    playback_id: String,
+    proto: String,
+    rest: String,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    if !valid_rest(&rest) {
+        return Err(ApiError::BadRequest("malformed path".into()));
+    }
+    if protocol_url("", &proto, "", "").is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown protocol {:?}; one of hls, dash, cmaf, webrtc, whep, mp4, webm, ts, flv, html",
+            proto.chars().take(32).collect::<String>()
+        )));
+    }
+    let resolved = resolve(&state, &playback_id).await?;
+    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let snapshot = state.router.snapshot();
+    let stream = resolved.internal_name.as_str();
+    let picks = rank(&snapshot, &viewer, stream, 1);
+    let Some(first) = picks.first() else {
+        return Err(no_edge());
+    };
+    let edge = snapshot.candidate(first);
+    let session = debit(
+        &state,
+        edge,
+        stream,
+        q.get(SESSION_PARAM).map(String::as_str),
+    );
+    let url =
+        protocol_url(&edge.base_url, &proto, stream, &rest).expect("protocol validated above");
+    let location = format!("{url}?{SESSION_PARAM}={session}");
+    temporary_redirect(&location)
+}
+
+/// 307 keeps the method and body: a WHEP/WHIP POST stays a POST at the edge.
+fn temporary_redirect(location: &str) -> Result<Response, ApiError> {
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| ApiError::BadRequest("cannot build a redirect for this request".into()))?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [
+            (header::LOCATION, value),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    Path(stream_key): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    if !valid_token(&stream_key) {
+        return Err(ApiError::BadRequest("malformed stream key".into()));
+    }
+    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let stream = match state
+        .registry
+        .check_ingest(&stream_key, &state.config.cluster.id)
+        .await?
+    {
+        IngestVerdict::Accept(stream) => stream,
+        IngestVerdict::UnknownKey => return Err(ApiError::NotFound("unknown stream key".into())),
+        IngestVerdict::NotPermitted => {
+            return Err(ApiError::Forbidden(
+                "this stream may not be published on this cluster".into(),
+            ))
+        }
+    };
+    let snapshot = state.router.snapshot();
+    let picks = snapshot.rank(
+        &Request {
+            viewer: viewer.position,
+            stream: None,
+            need: Need::Ingest,
+            now: tokio::time::Instant::now(),
+        },
+        1,
+    );
+    let Some(first) = picks.first() else {
+        return Err(no_edge());
+    };
+    let edge = snapshot.candidate(first);
+    let host = edge
+        .base_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&edge.base_url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let whip = format!("{}/webrtc/{stream_key}", edge.base_url);
+    if method == Method::POST {
+        return temporary_redirect(&whip);
+    }
+    Ok(Json(json!({
+        "stream": { "name": stream.name, "internal_name": stream.internal_name },
+        "edge": { "node_id": &*edge.node_id, "cluster_id": &*edge.cluster_id, "base_url": &*edge.base_url },
+        "urls": {
+            "whip": whip,
+            "rtmp": format!("rtmp://{host}/live/{stream_key}"),
+            "srt": format!("srt://{host}:8889?streamid={stream_key}"),
+        },
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_urls_follow_mistserver_paths() {
+        let b = "https://e.example";
+        assert_eq!(
+            protocol_url(b, "hls", "live+x", "").as_deref(),
+            Some("https://e.example/hls/live+x/index.m3u8")
+        );
+        assert_eq!(
+            protocol_url(b, "hls", "live+x", "720p/index.m3u8").as_deref(),
+            Some("https://e.example/hls/live+x/720p/index.m3u8")
+        );
+        assert_eq!(
+            protocol_url(b, "dash", "live+x", "").as_deref(),
+            Some("https://e.example/cmaf/live+x/index.mpd")
+        );
+        assert_eq!(
+            protocol_url(b, "whep", "live+x", "").as_deref(),
+            Some("https://e.example/webrtc/live+x")
+        );
+        assert_eq!(
+            protocol_url(b, "mp4", "live+x", "").as_deref(),
+            Some("https://e.example/live+x.mp4")
+        );
+        assert_eq!(protocol_url(b, "gopher", "live+x", ""), None);
+    }
+
+    #[test]
+    fn paths_and_tokens_are_bounded() {
+        assert!(valid_rest("720p/index.m3u8"));
+        assert!(!valid_rest("../etc/passwd"));
+        assert!(!valid_rest("a/../b"));
+        assert!(!valid_rest("a b"));
+        assert!(!valid_rest(&"a".repeat(300)));
+        assert!(valid_token("abc_DEF-123"));
+        assert!(!valid_token(""));
+        assert!(!valid_token("a/b"));
+        assert!(!valid_token(&"a".repeat(200)));
+    }
+}

@@ -1,0 +1,152 @@
+//! In-process cache of playback-id resolution, so the viewer hot path needs no SQL round trip.
+//!
+//! Fresh for `FRESH` after a lookup; then served stale while one background refresh runs, for up
+//! to `STALE`; past that, looked up again before answering. Unknown ids are cached briefly too
+//! (`NEGATIVE`), so a flood of garbage ids cannot become a flood of queries. When the registry is
+//! down, any entry younger than `OUTAGE` keeps being served.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Registry, RegistryError, Stream};
+
+const FRESH: Duration = Duration::from_secs(5);
+const STALE: Duration = Duration::from_secs(300);
+const NEGATIVE: Duration = Duration::from_secs(2);
+const OUTAGE: Duration = Duration::from_secs(3600);
+/// Entries kept at most; past that the cache starts over (cheap, and bounded under id floods).
+const MAX_ENTRIES: usize = 200_000;
+
+/// What a playback id resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub stream_id: String,
+    pub tenant_id: String,
+    pub playback_id: String,
+    pub internal_name: String,
+    pub live_cluster_id: Option<String>,
+    pub live_node_id: Option<String>,
+}
+
+impl From<Stream> for Resolved {
+    fn from(s: Stream) -> Self {
+        Resolved {
+            stream_id: s.id,
+            tenant_id: s.tenant_id,
+            playback_id: s.playback_id,
+            internal_name: s.internal_name,
+            live_cluster_id: s.live_cluster_id,
+            live_node_id: s.live_node_id,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Option<Arc<Resolved>>,
+    fetched: Instant,
+    refreshing: AtomicBool,
+}
+
+/// The cache; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct PlaybackCache {
+    registry: Registry,
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+}
+
+impl PlaybackCache {
+    pub fn new(registry: Registry) -> Self {
+        PlaybackCache {
+            registry,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn put(&self, id: &str, value: Option<Arc<Resolved>>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            id.to_string(),
+            Arc::new(Entry {
+                value,
+                fetched: Instant::now(),
+                refreshing: AtomicBool::new(false),
+            }),
+        );
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        let value = self
+            .registry
+            .stream_by_playback_id(id)
+            .await?
+            .map(|s| Arc::new(Resolved::from(s)));
+        self.put(id, value.clone());
+        Ok(value)
+    }
+
+    /// Resolves a playback id; `Ok(None)` when no stream has it.
+    pub async fn resolve(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        let Some(entry) = self.get(id) else {
+            return self.fetch(id).await;
+        };
+        let age = entry.fetched.elapsed();
+        let fresh_for = if entry.value.is_some() {
+            FRESH
+        } else {
+            NEGATIVE
+        };
+        if age < fresh_for {
+            return Ok(entry.value.clone());
+        }
+        if entry.value.is_some() && age < STALE {
+            // Stale but usable: answer now, refresh once in the background.
+            if !entry.refreshing.swap(true, Ordering::AcqRel) {
+                let cache = self.clone();
+                let id = id.to_string();
+                let entry = entry.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cache.fetch(&id).await {
+                        tracing::warn!(error = %e, "playback id refresh failed; serving stale");
+                        entry.refreshing.store(false, Ordering::Release);
+                    }
+                });
+            }
+            return Ok(entry.value.clone());
+        }
+        match self.fetch(id).await {
+            Ok(v) => Ok(v),
+            Err(e) if entry.value.is_some() && age < OUTAGE => {
+                tracing::warn!(error = %e, "registry unavailable; serving a cached playback id");
+                Ok(entry.value.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets one id (after a change that must be visible at once).
+    pub fn invalidate(&self, id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}

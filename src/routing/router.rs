@@ -1,0 +1,215 @@
+//! The live router: keeps the routing snapshot in step with the edge state and the remote edges,
+//! and hands the hot path an immutable snapshot through an `ArcSwap` (no lock per decision).
+//!
+//! Rebuilds are event-driven and rate-limited: an edge change (attach, stats, mode, detach) wakes
+//! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL`, so a burst
+//! of stats costs one rebuild and a change is visible within that interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::score::{Position, Weights};
+use super::select::{Candidate, Snapshot, StreamRef};
+use crate::edge::{EdgeState, RoutingInput};
+
+/// Shortest time between two rebuilds.
+pub const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
+
+/// An edge of a peered cluster, as its summary described it.
+#[derive(Debug, Clone)]
+pub struct RemoteEdge {
+    pub node_id: String,
+    pub base_url: String,
+    pub serves_viewers: bool,
+    pub takes_ingest: bool,
+    pub cpu_tenths: u64,
+    pub ram_used: u64,
+    pub ram_max: u64,
+    pub up: u64,
+    pub bw_limit: u64,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub streams: Vec<String>,
+    /// Scored until then (summary TTL).
+    pub expires_at: Instant,
+}
+
+/// Owns the current snapshot and rebuilds it.
+#[derive(Debug)]
+pub struct Router {
+    edges: Arc<EdgeState>,
+    cluster_id: Arc<str>,
+    root_domain: String,
+    weights: Mutex<Weights>,
+    remote: Mutex<HashMap<String, Vec<Candidate>>>,
+    snapshot: ArcSwap<Snapshot>,
+    /// Bumped after every rebuild, so tests and callers can await a fresh snapshot.
+    generation: watch::Sender<u64>,
+}
+
+impl Router {
+    pub fn new(edges: Arc<EdgeState>, cluster_id: &str, root_domain: &str) -> Arc<Router> {
+        let weights = Weights::default();
+        Arc::new(Router {
+            edges,
+            cluster_id: Arc::from(cluster_id),
+            root_domain: root_domain.to_string(),
+            weights: Mutex::new(weights),
+            remote: Mutex::new(HashMap::new()),
+            snapshot: ArcSwap::from_pointee(Snapshot::build(weights, Vec::new())),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    /// The current snapshot; cheap, lock-free.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    pub fn weights(&self) -> Weights {
+        *self.weights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the weights and rebuilds at once.
+    pub fn set_weights(&self, weights: Weights) {
+        *self.weights.lock().unwrap_or_else(|e| e.into_inner()) = weights;
+        self.rebuild();
+    }
+
+    /// Replaces the remote edges of one peered cluster and rebuilds at once.
+    pub fn set_remote_edges(&self, cluster_id: &str, edges: Vec<RemoteEdge>) {
+        let cluster: Arc<str> = Arc::from(cluster_id);
+        let candidates = edges
+            .into_iter()
+            .map(|e| {
+                let mut streams: Vec<StreamRef> =
+                    e.streams.iter().map(|s| StreamRef::named(s)).collect();
+                streams.sort_by(|a, b| a.name.cmp(&b.name));
+                streams.dedup_by(|a, b| a.name == b.name);
+                Candidate {
+                    node_id: Arc::from(e.node_id.as_str()),
+                    cluster_id: cluster.clone(),
+                    remote: true,
+                    base_url: Arc::from(e.base_url.as_str()),
+                    serves_viewers: e.serves_viewers,
+                    takes_ingest: e.takes_ingest,
+                    cpu_tenths: e.cpu_tenths,
+                    ram_used: e.ram_used,
+                    ram_max: e.ram_max,
+                    up: e.up,
+                    bw_limit: e.bw_limit,
+                    position: e
+                        .latitude
+                        .zip(e.longitude)
+                        .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+                    fresh_until: e.expires_at,
+                    pending: Arc::default(),
+                    streams: streams.into(),
+                    connections: 0,
+                }
+            })
+            .collect();
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cluster_id.to_string(), candidates);
+        self.rebuild();
+    }
+
+    /// The base URL viewers are sent to for a local edge without one of its own.
+    fn local_base_url(&self, node_id: &str) -> String {
+        format!(
+            "https://edge-{node_id}.{}.{}",
+            self.cluster_id, self.root_domain
+        )
+    }
+
+    fn local_candidate(&self, input: RoutingInput<'_>) -> Candidate {
+        let stats = input.stats;
+        let mut streams: Vec<StreamRef> = stats
+            .streams
+            .iter()
+            .map(|s| StreamRef {
+                name: Arc::from(s.internal_name.as_str()),
+                up: s.up_bytes_per_sec,
+                viewers: s.viewers,
+                inputs: s.inputs,
+                replicated: s.replicated,
+            })
+            .collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        streams.dedup_by(|a, b| a.name == b.name);
+        let base_url = if input.info.public_base_url.is_empty() {
+            self.local_base_url(input.node_id)
+        } else {
+            input.info.public_base_url.trim_end_matches('/').to_string()
+        };
+        Candidate {
+            node_id: Arc::from(input.node_id),
+            cluster_id: self.cluster_id.clone(),
+            remote: false,
+            base_url: Arc::from(base_url.as_str()),
+            serves_viewers: input.info.capabilities.edge,
+            takes_ingest: input.info.capabilities.ingest,
+            cpu_tenths: u64::from(stats.cpu_tenths),
+            ram_used: stats.ram_used_bytes,
+            ram_max: stats.ram_max_bytes,
+            up: stats.up_bytes_per_sec,
+            bw_limit: stats.bw_limit_bytes_per_sec,
+            position: stats
+                .latitude
+                .zip(stats.longitude)
+                .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+            fresh_until: input.fresh_until,
+            pending: input.pending.clone(),
+            streams: streams.into(),
+            connections: stats.connections,
+        }
+    }
+
+    /// Rebuilds the snapshot from the edge state and the remote edges now.
+    pub fn rebuild(&self) {
+        let mut candidates = Vec::new();
+        self.edges
+            .for_each_routing_input(|input| candidates.push(self.local_candidate(input)));
+        let now = Instant::now();
+        {
+            let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            for edges in remote.values_mut() {
+                edges.retain(|c| c.fresh_until > now);
+                candidates.extend(edges.iter().cloned());
+            }
+        }
+        self.snapshot
+            .store(Arc::new(Snapshot::build(self.weights(), candidates)));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Resolves after the next rebuild that starts after this call.
+    pub async fn next_rebuild(&self) {
+        let mut rx = self.generation.subscribe();
+        rx.mark_unchanged();
+        let _ = rx.changed().await;
+    }
+
+    /// Rebuilds on every edge change, at most every `MIN_REBUILD_INTERVAL`, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.edges.changed() => {}
+                _ = stop.cancelled() => return,
+            }
+            self.rebuild();
+            tokio::select! {
+                _ = tokio::time::sleep(MIN_REBUILD_INTERVAL) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}

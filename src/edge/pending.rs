@@ -104,6 +104,7 @@ mod tests {
         assert_eq!(p.total().load(Ordering::Relaxed), 300_000);
 
         // First report of the session: nothing is known to be reflected yet.
+        tokio::time::advance(Duration::from_secs(1)).await;
         let first = Instant::now();
         p.reconcile(None, first);
         assert_eq!(p.total().load(Ordering::Relaxed), 300_000);

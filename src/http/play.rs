@@ -184,12 +184,17 @@ async fn play_json(
         return Err(no_edge());
     };
     let primary = snapshot.candidate(first);
-    let session = debit(
-        &state,
-        primary,
-        stream,
-        q.get(SESSION_PARAM).map(String::as_str),
-    );
+    // An operator's diagnostic must not change what it observes: explain charges nothing.
+    let session = if explain {
+        crate::secret::random_hex(8)
+    } else {
+        debit(
+            &state,
+            primary,
+            stream,
+            q.get(SESSION_PARAM).map(String::as_str),
+        )
+    };
     let choices: Vec<EdgeChoice> = picks
         .iter()
         .take(CHOICES)

@@ -1,0 +1,394 @@
+//! Whole-server tests of viewer and publisher routing: edges connected over real gRPC with exact
+//! stats, decisions read over real HTTP, expected winners and scores computed by hand.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{enroll, register_with_token, Db, EdgeConn, TestServer};
+use foghorn::proto::{edge_message, EdgeMessage, ModeChange, NodeMode, NodeStats, StreamStats};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+const GIB: u64 = 1 << 30;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stats(
+    lat: f64,
+    lon: f64,
+    cpu_tenths: u32,
+    ram_used: u64,
+    ram_max: u64,
+    up: u64,
+    limit: u64,
+    streams: Vec<StreamStats>,
+) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths,
+            ram_max_bytes: ram_max,
+            ram_used_bytes: ram_used,
+            up_bytes_per_sec: up,
+            bw_limit_bytes_per_sec: limit,
+            latitude: Some(lat),
+            longitude: Some(lon),
+            connections: 10,
+            streams,
+            ..Default::default()
+        })),
+    }
+}
+
+fn carrying(name: &str, up: u64, viewers: u32) -> Vec<StreamStats> {
+    vec![StreamStats {
+        internal_name: name.into(),
+        up_bytes_per_sec: up,
+        viewers,
+        inputs: 0,
+        replicated: true,
+        ..Default::default()
+    }]
+}
+
+/// `GET /play/{id}?explain=1&lat&lon` as an operator, once it lists `count` candidates.
+async fn explain(
+    server: &TestServer,
+    op: &str,
+    playback: &str,
+    lat: f64,
+    lon: f64,
+    count: usize,
+) -> Value {
+    let url = server.http(&format!("/play/{playback}?explain=1&lat={lat}&lon={lon}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let res = client()
+            .get(&url)
+            .bearer_auth(op)
+            .send()
+            .await
+            .expect("play");
+        if res.status() == 200 {
+            let body: Value = res.json().await.expect("json");
+            if body["explain"]["candidates"].as_array().map(Vec::len) == Some(count) {
+                return body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {count} candidates"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn parts_of<'a>(body: &'a Value, node: &str) -> &'a Value {
+    body["explain"]["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .find(|c| c["node_id"] == node)
+        .map(|c| &c["parts"])
+        .unwrap_or_else(|| panic!("{node} not among the candidates: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worked_example_paris_viewer_london_and_new_york_edges() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, op) = server.operator().await;
+    let (stream, _) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let name = stream.internal_name.as_str();
+
+    // Edge A in London: 25 % CPU, 4 of 16 GiB, 50,000,000 B/s up, carrying the stream at
+    // 131,072 B/s per viewer.
+    let (a, node_a, _) = enroll(&server, &tenant).await;
+    a.send(stats(
+        51.5,
+        -0.12,
+        250,
+        4 * GIB,
+        16 * GIB,
+        50_000_000,
+        125_000_000,
+        carrying(name, 1_310_720, 10),
+    ))
+    .await;
+    explain(&server, &op, &stream.playback_id, 51.5, -0.12, 1).await;
+    // One redirect while A is alone: A is charged that viewer, 131,072 B/s of pending bandwidth.
+    let res = client()
+        .get(server.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id)))
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(res.status(), 307);
+    let location = res.headers()["location"].to_str().expect("ascii");
+    assert!(
+        location.starts_with(&format!(
+            "https://edge.example.net/hls/{name}/index.m3u8?fh_sid="
+        )),
+        "{location}"
+    );
+
+    // Edge B in New York: 5 % CPU, 2 of 16 GiB, 10,000,000 B/s up, carrying the stream too.
+    let (b, node_b, _) = enroll(&server, &tenant).await;
+    b.send(stats(
+        40.7,
+        -74.0,
+        50,
+        2 * GIB,
+        16 * GIB,
+        10_000_000,
+        125_000_000,
+        carrying(name, 0, 0),
+    ))
+    .await;
+
+    let body = explain(&server, &op, &stream.playback_id, 48.85, 2.35, 2).await;
+    let pa = parts_of(&body, &node_a);
+    let pb = parts_of(&body, &node_b);
+    assert_eq!(
+        (
+            &pa["cpu"],
+            &pa["ram"],
+            &pa["bw"],
+            &pa["geo"],
+            &pa["bonus"],
+            &pa["total"]
+        ),
+        (
+            &Value::from(375),
+            &Value::from(375),
+            &Value::from(599),
+            &Value::from(983),
+            &Value::from(50),
+            &Value::from(2382)
+        ),
+        "{pa}"
+    );
+    assert_eq!(pb["total"], 2592, "{pb}");
+    assert_eq!(body["primary"]["node_id"], node_b.as_str());
+    assert_eq!(body["primary"]["score"], 2592);
+    assert_eq!(body["fallbacks"][0]["node_id"], node_a.as_str());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eligibility_rules_and_errors() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, op) = server.operator().await;
+    let (stream, key) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let play = |suffix: &str| server.http(&format!("/play/{}{suffix}", stream.playback_id));
+
+    // No edges at all: 503 with Retry-After.
+    let res = client().get(play("")).send().await.expect("play");
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "2");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "no_eligible_edge");
+
+    // The best-loaded edge drains: it is skipped.
+    let (drainer, drain_node, _) = enroll(&server, &tenant).await;
+    drainer
+        .send(stats(48.0, 2.0, 0, 0, 16 * GIB, 0, 125_000_000, vec![]))
+        .await;
+    // An edge with no RAM figure, and one whose bandwidth is used up: never eligible.
+    let (no_ram, _, _) = enroll(&server, &tenant).await;
+    no_ram
+        .send(stats(48.0, 2.0, 0, 0, 0, 0, 125_000_000, vec![]))
+        .await;
+    let (full, _, _) = enroll(&server, &tenant).await;
+    full.send(stats(
+        48.0,
+        2.0,
+        0,
+        0,
+        16 * GIB,
+        125_000_000,
+        125_000_000,
+        vec![],
+    ))
+    .await;
+    // The one that should win once the drainer is out.
+    let (ok, ok_node, _) = enroll(&server, &tenant).await;
+    ok.send(stats(
+        48.0,
+        2.0,
+        900,
+        15 * GIB,
+        16 * GIB,
+        100_000_000,
+        125_000_000,
+        vec![],
+    ))
+    .await;
+    let body = explain(&server, &op, &stream.playback_id, 48.0, 2.0, 2).await;
+    assert_eq!(body["primary"]["node_id"], drain_node.as_str());
+    drainer
+        .send(EdgeMessage {
+            payload: Some(edge_message::Payload::ModeChange(ModeChange {
+                mode: NodeMode::Draining as i32,
+            })),
+        })
+        .await;
+    let body = explain(&server, &op, &stream.playback_id, 48.0, 2.0, 1).await;
+    assert_eq!(body["primary"]["node_id"], ok_node.as_str());
+    // cpu 50 + ram 32 (500 − ⌊15·500/16⌋) + bw 200 + geo 1000, no bonus.
+    assert_eq!(parts_of(&body, &ok_node)["total"], 50 + 32 + 200 + 1000);
+
+    // Ties go to the lower node id: a twin of `ok` with identical stats.
+    let (twin, twin_node, _) = enroll(&server, &tenant).await;
+    twin.send(stats(
+        48.0,
+        2.0,
+        900,
+        15 * GIB,
+        16 * GIB,
+        100_000_000,
+        125_000_000,
+        vec![],
+    ))
+    .await;
+    let body = explain(&server, &op, &stream.playback_id, 48.0, 2.0, 2).await;
+    let lower = std::cmp::min(ok_node.clone(), twin_node.clone());
+    assert_eq!(body["primary"]["node_id"], lower.as_str());
+
+    // Unknown viewer position: geo is 0 for everyone.
+    let res = client()
+        .get(play("?explain=1"))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .expect("play");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(parts_of(&body, &ok_node)["geo"], 0);
+
+    // Errors.
+    for (url, status) in [
+        (server.http("/play/nope_nope"), 404),
+        (server.http("/play/bad%24id"), 400),
+        (play("?lat=91&lon=0"), 400),
+        (play("?lat=1"), 400),
+        (play("/gopher/x"), 400),
+        (play("/hls/..%2Fsecret"), 400),
+        (server.http("/ingest/sk_unknown"), 404),
+    ] {
+        let res = client().get(&url).send().await.expect("request");
+        assert_eq!(res.status(), status, "{url}");
+        let body: Value = res.json().await.expect("json error");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    // explain needs an operator token.
+    let res = client().get(play("?explain=1")).send().await.expect("play");
+    assert_eq!(res.status(), 401);
+    let (_, tenant_token) = server
+        .registry()
+        .create_api_token(&tenant, foghorn::registry::Role::Tenant)
+        .await
+        .expect("token");
+    let res = client()
+        .get(play("?explain=1"))
+        .bearer_auth(&tenant_token)
+        .send()
+        .await
+        .expect("play");
+    assert_eq!(res.status(), 403);
+
+    // Ingest: JSON with URLs on an ingest edge, POST is a 307 to WHIP.
+    let res = client()
+        .get(server.http(&format!("/ingest/{key}")))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert!(body["urls"]["whip"]
+        .as_str()
+        .expect("whip")
+        .ends_with(&format!("/webrtc/{key}")));
+    let res = client()
+        .post(server.http(&format!("/ingest/{key}")))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(res.status(), 307);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_charged_once_and_closed_edges_leave_at_once() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, op) = server.operator().await;
+    let (stream, _) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    let token = server.enrollment_token(&tenant, 1).await;
+    let conn = EdgeConn::open(&server.grpc_url(), register_with_token(&token)).await;
+    let mut conn = conn;
+    let node = conn.seed().await.node_id;
+    conn.send(stats(48.0, 2.0, 0, 0, 16 * GIB, 0, 1_000_000, vec![]))
+        .await;
+    let bw = |body: &Value| parts_of(body, &node)["bw"].as_u64().expect("bw");
+    let before = bw(&explain(&server, &op, &stream.playback_id, 48.0, 2.0, 1).await);
+    assert_eq!(before, 1000);
+
+    let url = server.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id));
+    let res = client().get(&url).send().await.expect("redirect");
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let sid = location
+        .split("fh_sid=")
+        .nth(1)
+        .expect("session id")
+        .to_string();
+    // The node average (0 B/s over 10 connections) is below the floor: 64 KiB/s is charged.
+    let after_one = bw(&explain(&server, &op, &stream.playback_id, 48.0, 2.0, 1).await);
+    assert_eq!(after_one, 1000 - 65_536 * 1000 / 1_000_000);
+    // The same viewer coming back with its session is not charged again.
+    for _ in 0..5 {
+        let res = client()
+            .get(format!("{url}?fh_sid={sid}"))
+            .send()
+            .await
+            .expect("redirect");
+        assert_eq!(res.status(), 307);
+    }
+    assert_eq!(
+        bw(&explain(&server, &op, &stream.playback_id, 48.0, 2.0, 1).await),
+        after_one
+    );
+
+    // The edge goes away: no longer offered.
+    drop(conn);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let res = client().get(&url).send().await.expect("play");
+        if res.status() == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "closed edge still offered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop().await;
+}

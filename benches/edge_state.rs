@@ -21,6 +21,7 @@ fn info() -> EdgeInfo {
             ..Capabilities::default()
         },
         public_base_url: "https://edge.example.net".into(),
+        peer_ip: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
                 pending: Arc::new(AtomicU64::new(0)),
                 streams: streams.into(),
                 connections: 0,
+                ip: None,
             }
         })
         .collect()

@@ -92,6 +92,8 @@ pub struct EdgeInfo {
     pub owner_tenant_id: Option<String>,
     pub capabilities: Capabilities,
     pub public_base_url: String,
+    /// Address the control stream comes from (IPv4-mapped addresses unwrapped).
+    pub peer_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug)]

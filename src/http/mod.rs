@@ -4,6 +4,7 @@ mod auth;
 mod edges;
 mod error;
 mod health;
+mod mist;
 mod play;
 mod viewer;
 
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(play::router())
+        .merge(mist::router())
         .nest("/api/v1", edges::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))

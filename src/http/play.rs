@@ -60,7 +60,7 @@ fn valid_token(s: &str) -> bool {
 }
 
 /// The edge URL of a protocol for a stream, MistServer's paths.
-fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
+pub(super) fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
     let rest = rest.trim_start_matches('/');
     Some(match proto {
         "hls" => format!(
@@ -298,7 +298,7 @@ async fn redirect(
 }
 
 /// 307 keeps the method and body: a WHEP/WHIP POST stays a POST at the edge.
-fn temporary_redirect(location: &str) -> Result<Response, ApiError> {
+pub(super) fn temporary_redirect(location: &str) -> Result<Response, ApiError> {
     let value = HeaderValue::from_str(location)
         .map_err(|_| ApiError::BadRequest("cannot build a redirect for this request".into()))?;
     Ok((

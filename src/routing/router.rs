@@ -27,7 +27,6 @@ pub struct RemoteEdge {
     pub node_id: String,
     pub base_url: String,
     pub serves_viewers: bool,
-    pub takes_ingest: bool,
     pub cpu_tenths: u64,
     pub ram_used: u64,
     pub ram_max: u64,
@@ -98,7 +97,8 @@ impl Router {
                     remote: true,
                     base_url: Arc::from(e.base_url.as_str()),
                     serves_viewers: e.serves_viewers,
-                    takes_ingest: e.takes_ingest,
+                    // Publishers of this cluster ingest here; a peer's ingest edges are theirs.
+                    takes_ingest: false,
                     cpu_tenths: e.cpu_tenths,
                     ram_used: e.ram_used,
                     ram_max: e.ram_max,
@@ -112,6 +112,7 @@ impl Router {
                     pending: Arc::default(),
                     streams: streams.into(),
                     connections: 0,
+                    ip: None,
                 }
             })
             .collect();
@@ -170,6 +171,7 @@ impl Router {
             pending: input.pending.clone(),
             streams: streams.into(),
             connections: stats.connections,
+            ip: input.info.peer_ip,
         }
     }
 

@@ -27,6 +27,8 @@ pub enum Need {
     Viewers,
     /// Take a publisher (`ingest` capability).
     Ingest,
+    /// Be the origin of a stream another edge pulls (any capability; the caller checks inputs).
+    Source,
 }
 
 /// Everything the selector knows about one edge, frozen at snapshot build time except `pending`.
@@ -53,6 +55,8 @@ pub struct Candidate {
     pub streams: Arc<[StreamRef]>,
     /// Viewer connections on the edge (for the per-viewer bandwidth estimate).
     pub connections: u32,
+    /// The edge's address, when known (MistServer's `?source=` never answers the asking host).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// One stream on one edge, as last reported.
@@ -264,6 +268,7 @@ impl Snapshot {
         let capable = match req.need {
             Need::Viewers => c.serves_viewers,
             Need::Ingest => c.takes_ingest,
+            Need::Source => true,
         };
         if !capable || req.now >= c.fresh_until {
             return None;
@@ -412,6 +417,7 @@ mod tests {
             pending: Arc::new(AtomicU64::new(pending)),
             streams: streams.into(),
             connections: 0,
+            ip: None,
         }
     }
 

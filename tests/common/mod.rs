@@ -264,8 +264,19 @@ pub fn stats_frame(streams: Vec<foghorn::proto::StreamStats>) -> EdgeMessage {
 impl EdgeConn {
     /// Opens a control stream and sends `first` as its first frame.
     pub async fn open(grpc_url: &str, first: EdgeMessage) -> EdgeConn {
+        Self::open_from(grpc_url, first, None).await
+    }
+
+    /// Like [`EdgeConn::open`], from a given local address (e.g. 127.0.0.2: Linux answers the
+    /// whole loopback /8), so tests can tell edges apart by address.
+    pub async fn open_from(
+        grpc_url: &str,
+        first: EdgeMessage,
+        local: Option<std::net::IpAddr>,
+    ) -> EdgeConn {
         let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_string())
             .expect("url")
+            .local_address(local)
             .connect()
             .await
             .expect("connect gRPC");

@@ -1,0 +1,314 @@
+//! The MistServer load-balancer API (MistUtilLoad), so MistServer and its tools can ask Foghorn:
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /{stream}` | best edge's host name, plain text |
+//! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P |
+//! | `GET /?source={stream}` | `dtsc://host:4200/{stream}` of the best origin (has an input, not a replica, not the asking host), else `fallback` or `push://` |
+//! | `GET /?ingest=...` | best ingest edge's host name |
+//! | `GET /?lstserver` | every edge and its load, JSON |
+//! | `GET /?streamstats={stream}` | per edge: viewers, inputs, bandwidth of that stream, JSON |
+//! | `GET /?viewers` | viewers per stream, JSON |
+//! | `GET /?host={host}` | one edge, JSON |
+//! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::principal_from_headers;
+use super::play::{protocol_url, temporary_redirect};
+use super::viewer::Viewer;
+use super::ApiError;
+use crate::app::AppState;
+use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
+
+/// MistServer's DTSC port.
+const DTSC_PORT: u16 = 4200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/{stream}", get(best_host))
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+/// MistServer stream names: letters, digits and `_+.-`, at most 100 characters.
+fn valid_stream(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
+}
+
+/// The host name in an edge's base URL.
+fn host_of(base_url: &str) -> &str {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    rest.split(['/', ':']).next().unwrap_or(rest)
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn no_edge() -> ApiError {
+    ApiError::NoEdge("no eligible edge right now, retry shortly".into())
+}
+
+fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<'a> {
+    Request {
+        viewer: viewer.position,
+        stream,
+        need,
+        now: tokio::time::Instant::now(),
+    }
+}
+
+/// A playback id is accepted where a stream name is expected, and means its stream.
+async fn internal_name(state: &AppState, stream: &str) -> Result<String, ApiError> {
+    // In a query string `live+abc` decodes to `live abc`; names never contain spaces, so a space
+    // is the `+` of a MistServer wildcard stream that the client did not percent-encode.
+    let stream = &stream.replace(' ', "+");
+    if !valid_stream(stream) {
+        return Err(ApiError::BadRequest("malformed stream name".into()));
+    }
+    if stream
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        if let Some(resolved) = state.playback.resolve(stream).await? {
+            return Ok(resolved.internal_name.clone());
+        }
+    }
+    Ok(stream.to_string())
+}
+
+async fn best_host(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
+    let stream = internal_name(&state, &stream).await?;
+    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let snapshot = state.router.snapshot();
+    let picks = snapshot.rank(&request(&viewer, Some(&stream), Need::Viewers), 1);
+    let edge = snapshot.candidate(picks.first().ok_or_else(no_edge)?);
+    match q.get("proto") {
+        Some(proto) => {
+            let url = protocol_url(&edge.base_url, proto, &stream, "").ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown protocol {:?}",
+                    proto.chars().take(32).collect::<String>()
+                ))
+            })?;
+            temporary_redirect(&url)
+        }
+        None => Ok(text(host_of(&edge.base_url).to_string())),
+    }
+}
+
+async fn root(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
+    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let snapshot = state.router.snapshot();
+    if let Some(stream) = q.get("source") {
+        let stream = internal_name(&state, stream).await?;
+        let fallback = q.get("fallback").map_or("push://", String::as_str);
+        return Ok(text(
+            best_source(&snapshot, &stream, &viewer)
+                .map(|c| format!("dtsc://{}:{DTSC_PORT}/{stream}", host_of(&c.base_url)))
+                .unwrap_or_else(|| fallback.to_string()),
+        ));
+    }
+    if q.contains_key("ingest") {
+        let picks = snapshot.rank(&request(&viewer, None, Need::Ingest), 1);
+        let edge = snapshot.candidate(picks.first().ok_or_else(no_edge)?);
+        return Ok(text(host_of(&edge.base_url).to_string()));
+    }
+    if q.contains_key("lstserver") {
+        let list: BTreeMap<&str, Value> = snapshot
+            .candidates()
+            .iter()
+            .map(|c| (host_of(&c.base_url), describe(c)))
+            .collect();
+        return Ok(Json(list).into_response());
+    }
+    if let Some(stream) = q.get("streamstats") {
+        let stream = internal_name(&state, stream).await?;
+        let stats: BTreeMap<&str, Value> = snapshot
+            .candidates()
+            .iter()
+            .filter_map(|c| {
+                c.stream(&stream).map(|s| {
+                    (
+                        host_of(&c.base_url),
+                        json!({ "viewers": s.viewers, "inputs": s.inputs, "bandwidth": s.up, "replicated": s.replicated }),
+                    )
+                })
+            })
+            .collect();
+        return Ok(Json(stats).into_response());
+    }
+    if q.contains_key("viewers") {
+        let mut viewers: BTreeMap<&str, u64> = BTreeMap::new();
+        for c in snapshot.candidates() {
+            for s in c.streams.iter() {
+                *viewers.entry(&s.name).or_default() += u64::from(s.viewers);
+            }
+        }
+        return Ok(Json(viewers).into_response());
+    }
+    if let Some(host) = q.get("host") {
+        let c = snapshot
+            .candidates()
+            .iter()
+            .find(|c| host_of(&c.base_url) == host || &*c.node_id == host)
+            .ok_or_else(|| ApiError::NotFound("unknown host".into()))?;
+        return Ok(Json(describe(c)).into_response());
+    }
+    if let Some(new) = q.get("weights") {
+        let p = principal_from_headers(&headers, &state).await?;
+        if !p.role.is_operator() {
+            return Err(ApiError::Forbidden("weights need an operator token".into()));
+        }
+        if !new.is_empty() {
+            let weights = merge_weights(state.router.weights(), new)?;
+            state.router.set_weights(weights);
+            tracing::info!(?weights, by = %p.token_id, "weights changed");
+        }
+        return Ok(Json(state.router.weights()).into_response());
+    }
+    Ok(Json(json!({
+        "service": "foghorn",
+        "cluster_id": &state.config.cluster.id,
+        "load_balancer": ["/{stream}", "?proto=", "?source=", "?ingest=", "?lstserver", "?streamstats=", "?viewers", "?host=", "?weights="],
+    }))
+    .into_response())
+}
+
+/// Applies `{"cpu":..,"ram":..,"bw":..,"geo":..,"bonus":..}` (any subset) to `current`.
+fn merge_weights(current: Weights, json: &str) -> Result<Weights, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(format!("weights: {m}"));
+    let value: Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object".into()))?;
+    let mut w = current;
+    for (k, v) in obj {
+        let v = v
+            .as_u64()
+            .filter(|v| *v <= 1_000_000)
+            .ok_or_else(|| bad(format!("{k} must be an integer from 0 to 1000000")))?;
+        match k.as_str() {
+            "cpu" => w.cpu = v,
+            "ram" => w.ram = v,
+            "bw" => w.bw = v,
+            "geo" => w.geo = v,
+            "bonus" => w.bonus = v,
+            other => return Err(bad(format!("unknown weight {other:?}"))),
+        }
+    }
+    Ok(w)
+}
+
+fn describe(c: &Candidate) -> Value {
+    json!({
+        "node_id": &*c.node_id,
+        "cluster_id": &*c.cluster_id,
+        "remote": c.remote,
+        "base_url": &*c.base_url,
+        "cpu_tenths": c.cpu_tenths,
+        "ram_used": c.ram_used,
+        "ram_max": c.ram_max,
+        "up": c.up,
+        "bw_limit": c.bw_limit,
+        "pending": c.pending.load(std::sync::atomic::Ordering::Relaxed),
+        "streams": c.streams.len(),
+        "viewers": c.streams.iter().map(|s| u64::from(s.viewers)).sum::<u64>(),
+        "position_known": c.position.is_some(),
+    })
+}
+
+/// The best origin of `stream`: carries it with an input, is not a replica, is not the asking
+/// host. Scored from the asking edge's position when it is one of ours, else the request's.
+fn best_source<'s>(snapshot: &'s Snapshot, stream: &str, viewer: &Viewer) -> Option<&'s Candidate> {
+    let asker: Option<IpAddr> = Some(viewer.ip);
+    let position = snapshot
+        .candidates()
+        .iter()
+        .find(|c| c.ip.is_some() && c.ip == asker)
+        .and_then(|c| c.position)
+        .or(viewer.position);
+    let req = Request {
+        viewer: position,
+        stream: Some(stream),
+        need: Need::Source,
+        now: tokio::time::Instant::now(),
+    };
+    let mut best: Option<(u64, &Candidate)> = None;
+    for (i, c) in snapshot.candidates().iter().enumerate() {
+        let Some(s) = c.stream(stream) else { continue };
+        if s.inputs == 0 || s.replicated || (c.ip.is_some() && c.ip == asker) {
+            continue;
+        }
+        let Some(parts) = snapshot.score(i as u32, &req) else {
+            continue;
+        };
+        let better = match best {
+            None => true,
+            Some((total, b)) => {
+                parts.total > total || (parts.total == total && c.node_id < b.node_id)
+            }
+        };
+        if better {
+            best = Some((parts.total, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_names() {
+        assert_eq!(
+            host_of("https://edge-1.c.example.net"),
+            "edge-1.c.example.net"
+        );
+        assert_eq!(
+            host_of("https://edge-1.c.example.net:8443/x"),
+            "edge-1.c.example.net"
+        );
+        assert_eq!(host_of("edge"), "edge");
+        assert!(valid_stream("live+abc_1.2-3"));
+        assert!(!valid_stream("a/b"));
+        assert!(!valid_stream(""));
+    }
+
+    #[test]
+    fn weights_merge_and_validate() {
+        let w = merge_weights(Weights::default(), r#"{"cpu":100,"bonus":0}"#).expect("ok");
+        assert_eq!((w.cpu, w.ram, w.bonus), (100, 500, 0));
+        assert!(merge_weights(Weights::default(), r#"{"cpu":-1}"#).is_err());
+        assert!(merge_weights(Weights::default(), r#"{"gpu":1}"#).is_err());
+        assert!(merge_weights(Weights::default(), "nope").is_err());
+        assert!(merge_weights(Weights::default(), r#"{"geo":1e20}"#).is_err());
+    }
+}

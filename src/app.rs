@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::RedisLink;
 use crate::config::Config;
 use crate::edge::EdgeState;
+use crate::geoip::GeoIp;
 use crate::metrics::Metrics;
 use crate::registry::{NewCluster, PlaybackCache, Registry};
 use crate::routing::Router;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub playback: Arc<PlaybackCache>,
     /// `viewers.trusted_proxies`, parsed once.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// `geoip.mmdb_path`, opened once.
+    pub geoip: Option<Arc<GeoIp>>,
     pub metrics: Arc<Metrics>,
     pub redis: Option<RedisLink>,
     /// Cancelled once, when the server starts shutting down.
@@ -56,6 +59,13 @@ pub struct Server {
 /// Opens the registry, binds both listeners and starts serving. Returns once ready.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let config = Arc::new(config);
+    // Files named by the configuration first: a bad one stops us before anything is created.
+    let geoip = match config.geoip.mmdb_path.as_str() {
+        "" => None,
+        path => Some(Arc::new(
+            GeoIp::open(std::path::Path::new(path)).context("geoip.mmdb_path")?,
+        )),
+    };
     let db_url = config.database_url();
     let registry = Registry::open(
         &db_url,
@@ -92,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone())),
         trusted_proxies: Arc::new(config.trusted_proxies()),
+        geoip,
         metrics: Arc::new(Metrics::new()),
         registry,
         redis,

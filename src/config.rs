@@ -21,7 +21,15 @@ pub struct Config {
     pub redis: RedisConfig,
     pub edges: EdgesConfig,
     pub viewers: ViewersConfig,
+    pub geoip: GeoIpConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// MaxMind GeoIP2/GeoLite2 City database; empty: positions only from query or proxy headers.
+    pub mmdb_path: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -193,6 +201,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_MAX_STREAMS_PER_NODE", "edges.max_streams_per_node"),
     ("FOGHORN_MAX_STRING_BYTES", "edges.max_string_bytes"),
     ("FOGHORN_TRUSTED_PROXIES", "viewers.trusted_proxies"),
+    ("FOGHORN_GEOIP_MMDB_PATH", "geoip.mmdb_path"),
     ("FOGHORN_LOG", "log.filter"),
     ("FOGHORN_LOG_FORMAT", "log.format"),
 ];

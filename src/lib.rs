@@ -19,6 +19,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod geoip;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -62,6 +62,18 @@ fn bad_configuration_exits_before_binding_and_names_the_key() {
     );
 
     let out = foghorn(data.path())
+        .env("FOGHORN_GEOIP_MMDB_PATH", "/nonexistent/city.mmdb")
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("geoip.mmdb_path"), "{stderr}");
+    assert!(
+        !data.path().join("foghorn.db").exists(),
+        "nothing was created"
+    );
+
+    let out = foghorn(data.path())
         .args(["--cluster-id", "NOT valid"])
         .output()
         .expect("run");

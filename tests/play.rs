@@ -392,3 +392,80 @@ async fn a_session_is_charged_once_and_closed_edges_leave_at_once() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_position_from_geoip_and_trusted_proxies() {
+    let mmdb =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geoip-test.mmdb");
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.geoip.mmdb_path = mmdb.display().to_string();
+        c.viewers.trusted_proxies = vec!["127.0.0.7".into()];
+    })
+    .await;
+    let (tenant, op) = server.operator().await;
+    let (stream, _) = server
+        .registry()
+        .create_stream(&tenant, "main")
+        .await
+        .expect("stream");
+    // Identical edges but for place: Paris and New York.
+    let (paris, paris_node, _) = enroll(&server, &tenant).await;
+    paris
+        .send(stats(
+            48.85,
+            2.35,
+            100,
+            GIB,
+            16 * GIB,
+            0,
+            125_000_000,
+            vec![],
+        ))
+        .await;
+    let (ny, ny_node, _) = enroll(&server, &tenant).await;
+    ny.send(stats(
+        40.7,
+        -74.0,
+        100,
+        GIB,
+        16 * GIB,
+        0,
+        125_000_000,
+        vec![],
+    ))
+    .await;
+    explain(&server, &op, &stream.playback_id, 0.0, 0.0, 2).await;
+
+    let primary_from = |local: &'static str, xff: Option<&'static str>| {
+        let url = server.http(&format!("/play/{}", stream.playback_id));
+        async move {
+            let client = reqwest::Client::builder()
+                .local_address(local.parse::<std::net::IpAddr>().expect("ip"))
+                .build()
+                .expect("client");
+            let mut req = client.get(url);
+            if let Some(xff) = xff {
+                req = req.header("x-forwarded-for", xff);
+            }
+            let body: Value = req.send().await.expect("play").json().await.expect("json");
+            body["primary"]["node_id"]
+                .as_str()
+                .expect("primary")
+                .to_string()
+        }
+    };
+    // The database places 127.0.0.5 in Paris and 127.0.0.6 in New York.
+    assert_eq!(primary_from("127.0.0.5", None).await, paris_node);
+    assert_eq!(primary_from("127.0.0.6", None).await, ny_node);
+    // A trusted proxy's X-Forwarded-For is believed (203.0.113.9 is in New York)...
+    assert_eq!(
+        primary_from("127.0.0.7", Some("203.0.113.9")).await,
+        ny_node
+    );
+    // ...anyone else's is not: 127.0.0.5 stays in Paris.
+    assert_eq!(
+        primary_from("127.0.0.5", Some("203.0.113.9")).await,
+        paris_node
+    );
+    server.stop().await;
+}

@@ -99,7 +99,7 @@ async fn best_host(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
     let stream = internal_name(&state, &stream).await?;
-    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let snapshot = state.router.snapshot();
     let picks = snapshot.rank(&request(&viewer, Some(&stream), Need::Viewers), 1);
     let edge = snapshot.candidate(picks.first().ok_or_else(no_edge)?);
@@ -124,7 +124,7 @@ async fn root(
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
-    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let snapshot = state.router.snapshot();
     if let Some(stream) = q.get("source") {
         let stream = internal_name(&state, stream).await?;

@@ -162,7 +162,7 @@ async fn play_json(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let resolved = resolve(&state, &playback_id).await?;
-    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let explain = q.get("explain").is_some_and(|v| v == "1");
     if explain {
         let p = principal_from_headers(&headers, &state).await?;
@@ -277,7 +277,7 @@ async fn redirect(
         )));
     }
     let resolved = resolve(&state, &playback_id).await?;
-    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let picks = rank(&snapshot, &viewer, stream, 1);
@@ -323,7 +323,7 @@ async fn ingest(
     if !valid_token(&stream_key) {
         return Err(ApiError::BadRequest("malformed stream key".into()));
     }
-    let viewer = Viewer::from_request(peer, &headers, &q, &state.trusted_proxies)?;
+    let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let stream = match state
         .registry
         .check_ingest(&stream_key, &state.config.cluster.id)

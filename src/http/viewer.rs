@@ -1,8 +1,8 @@
 //! Who is asking and from where: client address and position of a viewer or publisher request.
 //!
 //! Position, first match wins: `lat`/`lon` query parameters; `X-Latitude`/`X-Longitude` headers,
-//! only from a trusted proxy; otherwise unknown (the geo part then scores 0 for every edge, as in
-//! MistServer). The client address is the socket peer, or the first untrusted hop of
+//! only from a trusted proxy; the GeoIP database (`geoip.mmdb_path`) for the client address;
+//! otherwise unknown (the geo part then scores 0 for every edge, as in MistServer). The client address is the socket peer, or the first untrusted hop of
 //! `X-Forwarded-For` when the peer is a trusted proxy.
 
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 use super::ApiError;
+use crate::app::AppState;
+use crate::geoip::GeoIp;
 use crate::routing::Position;
 
 /// Longest query-string value looked at.
@@ -47,12 +49,29 @@ fn coordinates(lat: &str, lon: &str) -> Result<Position, String> {
 }
 
 impl Viewer {
+    /// [`Viewer::from_request`] with the server's trusted proxies and GeoIP database.
+    pub fn of(
+        state: &AppState,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<Viewer, ApiError> {
+        Self::from_request(
+            peer,
+            headers,
+            query,
+            &state.trusted_proxies,
+            state.geoip.as_deref(),
+        )
+    }
+
     /// Works out the viewer from the socket peer, headers and query parameters.
     pub fn from_request(
         peer: SocketAddr,
         headers: &HeaderMap,
         query: &HashMap<String, String>,
         trusted: &[IpNet],
+        geoip: Option<&GeoIp>,
     ) -> Result<Viewer, ApiError> {
         if query.values().any(|v| v.len() > MAX_PARAM_BYTES) {
             return Err(ApiError::BadRequest("query parameter too long".into()));
@@ -84,7 +103,7 @@ impl Viewer {
             (Some(lat), Some(lon)) => Some(coordinates(lat, lon).map_err(ApiError::BadRequest)?),
             (None, None) => match (from_proxy, header("x-latitude"), header("x-longitude")) {
                 (true, Some(lat), Some(lon)) => coordinates(lat, lon).ok(),
-                _ => None,
+                _ => geoip.and_then(|g| g.position(ip)),
             },
             _ => {
                 return Err(ApiError::BadRequest(
@@ -124,12 +143,12 @@ mod tests {
             ("x-longitude", "2.35"),
         ]);
         let proxy: SocketAddr = "10.0.0.2:5000".parse().expect("addr");
-        let v = Viewer::from_request(proxy, &h, &q(&[]), &trusted).expect("ok");
+        let v = Viewer::from_request(proxy, &h, &q(&[]), &trusted, None).expect("ok");
         assert_eq!(v.ip, "198.51.100.7".parse::<IpAddr>().expect("ip"));
         assert_eq!(v.position, Position::from_degrees(48.85, 2.35));
 
         let stranger: SocketAddr = "203.0.113.9:5000".parse().expect("addr");
-        let v = Viewer::from_request(stranger, &h, &q(&[]), &trusted).expect("ok");
+        let v = Viewer::from_request(stranger, &h, &q(&[]), &trusted, None).expect("ok");
         assert_eq!(v.ip, stranger.ip());
         assert_eq!(v.position, None);
     }
@@ -142,6 +161,7 @@ mod tests {
             &HeaderMap::new(),
             &q(&[("lat", "1"), ("lon", "2")]),
             &[],
+            None,
         )
         .expect("ok");
         assert_eq!(v.position, Position::from_degrees(1.0, 2.0));
@@ -151,7 +171,7 @@ mod tests {
             q(&[("lat", "1")]),
             q(&[("lat", "NaN"), ("lon", "0")]),
         ] {
-            assert!(Viewer::from_request(peer, &HeaderMap::new(), &bad, &[]).is_err());
+            assert!(Viewer::from_request(peer, &HeaderMap::new(), &bad, &[], None).is_err());
         }
     }
 }

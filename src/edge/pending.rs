@@ -1,9 +1,10 @@
 //! Pending bandwidth: what redirects have promised an edge that its stats do not show yet.
 //!
-//! Each redirect adds the expected bandwidth of one viewer. An entry is forgotten once a stats
-//! report has had a whole interval to include that viewer (it was added before the previous report),
-//! and in any case 30 s after it was added. The running total is an atomic shared with the routing
-//! snapshot, so the hot path reads it without a lock.
+//! Each redirect adds the expected bandwidth of one viewer, summed into 250 ms slots. A slot is
+//! forgotten once a stats report has had a whole interval to include its viewers (it ended before
+//! the previous report), and in any case 30 s after it began. The running total is kept in step
+//! with every change (never recomputed) in an atomic shared with the routing snapshot, so the hot
+//! path reads it without a lock and a redirect costs O(1) whatever the request rate.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +15,16 @@ use tokio::time::Instant;
 
 /// How long a redirect's bandwidth is counted at most.
 pub const PENDING_TTL: Duration = Duration::from_secs(30);
+/// Redirects are summed per slot of this length, so the ledger holds at most
+/// `PENDING_TTL / SLOT + 1` entries whatever the request rate.
+const SLOT: Duration = Duration::from_millis(250);
 
 /// The pending ledger of one edge.
 #[derive(Debug, Default)]
 pub struct Pending {
     total: Arc<AtomicU64>,
-    entries: Mutex<VecDeque<(Instant, u64)>>,
+    /// (slot start, bytes/s added in that slot), oldest first.
+    slots: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl Pending {
@@ -28,50 +33,61 @@ impl Pending {
         &self.total
     }
 
-    fn update(&self, f: impl FnOnce(&mut VecDeque<(Instant, u64)>)) {
-        // Every update recomputes the total from the entries, so a poisoned lock holds no
-        // half-applied state.
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut entries);
-        let sum = entries
-            .iter()
-            .fold(0u64, |acc, (_, b)| acc.saturating_add(*b));
-        self.total.store(sum, Ordering::Relaxed);
+    /// Runs `f` on the slots and the running total, under the lock.
+    fn update(&self, f: impl FnOnce(&mut VecDeque<(Instant, u64)>, &mut u64)) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = self.total.load(Ordering::Relaxed);
+        f(&mut slots, &mut total);
+        self.total.store(total, Ordering::Relaxed);
     }
 
-    fn expire(entries: &mut VecDeque<(Instant, u64)>, now: Instant) {
-        while entries
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= PENDING_TTL)
-        {
-            entries.pop_front();
+    fn pop_while(
+        slots: &mut VecDeque<(Instant, u64)>,
+        total: &mut u64,
+        mut done: impl FnMut(Instant) -> bool,
+    ) {
+        while let Some(&(start, bytes)) = slots.front() {
+            if !done(start) {
+                break;
+            }
+            slots.pop_front();
+            *total = total.saturating_sub(bytes);
         }
     }
 
     /// Adds one redirect's bandwidth.
     pub fn add(&self, bytes_per_sec: u64, now: Instant) {
-        self.update(|entries| {
-            Self::expire(entries, now);
-            entries.push_back((now, bytes_per_sec));
+        self.update(|slots, total| {
+            Self::pop_while(slots, total, |start| {
+                now.saturating_duration_since(start) >= PENDING_TTL
+            });
+            match slots.back_mut() {
+                Some((start, bytes)) if now.saturating_duration_since(*start) < SLOT => {
+                    *bytes = bytes.saturating_add(bytes_per_sec);
+                }
+                _ => slots.push_back((now, bytes_per_sec)),
+            }
+            *total = total.saturating_add(bytes_per_sec);
         });
     }
 
-    /// A stats report arrived at `now`; `previous` is when the report before it arrived. Entries
-    /// added before `previous` are now reflected in the measured load and are forgotten.
+    /// A stats report arrived at `now`; `previous` is when the report before it arrived. Slots
+    /// that ended before `previous` are now reflected in the measured load and are forgotten.
     pub fn reconcile(&self, previous: Option<Instant>, now: Instant) {
-        self.update(|entries| {
-            Self::expire(entries, now);
-            if let Some(previous) = previous {
-                while entries.front().is_some_and(|(t, _)| *t < previous) {
-                    entries.pop_front();
-                }
-            }
+        self.update(|slots, total| {
+            Self::pop_while(slots, total, |start| {
+                now.saturating_duration_since(start) >= PENDING_TTL
+                    || previous.is_some_and(|p| start + SLOT <= p)
+            });
         });
     }
 
     /// Forgets everything (the edge's session ended).
     pub fn clear(&self) {
-        self.update(VecDeque::clear);
+        self.update(|slots, total| {
+            slots.clear();
+            *total = 0;
+        });
     }
 }
 
@@ -105,6 +121,11 @@ mod tests {
 
         // First report of the session: nothing is known to be reflected yet.
         tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            p.slots.lock().expect("lock").len(),
+            2,
+            "one slot per 250 ms"
+        );
         let first = Instant::now();
         p.reconcile(None, first);
         assert_eq!(p.total().load(Ordering::Relaxed), 300_000);
@@ -121,6 +142,20 @@ mod tests {
         assert_eq!(p.total().load(Ordering::Relaxed), 1);
         p.clear();
         assert_eq!(p.total().load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_redirects_stays_in_a_bounded_ledger() {
+        let p = Pending::default();
+        for _ in 0..100_000 {
+            p.add(10, Instant::now());
+            tokio::time::advance(Duration::from_micros(500)).await;
+        }
+        // 50 s of redirects: only the last 30 s count, in at most 121 slots.
+        let slots = p.slots.lock().expect("lock").len();
+        assert!(slots <= 121, "{slots} slots");
+        let total = p.total().load(Ordering::Relaxed);
+        assert!((599_000..=601_000).contains(&total), "{total}");
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub fn headroom(w: u64, used: u64, max: u64) -> u64 {
     if max == 0 || used >= max {
         return 0;
     }
-    w - (u128::from(used) * u128::from(w) / u128::from(max)) as u64
+    // The u64 product covers every realistic figure and divides several times faster than u128.
+    match used.checked_mul(w) {
+        Some(product) => w - product / max,
+        None => w - (u128::from(used) * u128::from(w) / u128::from(max)) as u64,
+    }
 }
 
 pub fn cpu_part(w: u64, cpu_tenths: u64) -> u64 {

@@ -141,6 +141,10 @@ pub struct Snapshot {
     candidates: Vec<Candidate>,
     /// Per candidate: load parts with no pending + bonus − penalty (may be negative for remote).
     static_bound: Vec<i64>,
+    /// Per candidate: cpu and ram parts, which do not change between rebuilds.
+    cpu_ram: Vec<(u64, u64)>,
+    /// Per candidate: the bandwidth part with no pending bandwidth (what `static_bound` assumed).
+    bw_free: Vec<u64>,
     groups: Vec<Group>,
 }
 
@@ -161,6 +165,19 @@ impl Snapshot {
         let candidates: Vec<Candidate> = candidates
             .into_iter()
             .filter(|c| c.ram_max > 0 && c.bw_limit > 0 && (c.serves_viewers || c.takes_ingest))
+            .collect();
+        let cpu_ram: Vec<(u64, u64)> = candidates
+            .iter()
+            .map(|c| {
+                (
+                    cpu_part(weights.cpu, c.cpu_tenths),
+                    ram_part(weights.ram, c.ram_used, c.ram_max),
+                )
+            })
+            .collect();
+        let bw_free: Vec<u64> = candidates
+            .iter()
+            .map(|c| bw_part(weights.bw, c.up, 0, c.bw_limit))
             .collect();
         let static_bound: Vec<i64> = candidates
             .iter()
@@ -246,6 +263,8 @@ impl Snapshot {
             weights,
             candidates,
             static_bound,
+            cpu_ram,
+            bw_free,
             groups,
         }
     }
@@ -286,9 +305,10 @@ impl Snapshot {
             Some(s) if c.carries(s) => w.bonus,
             _ => 0,
         };
+        let (cpu, ram) = self.cpu_ram[index as usize];
         Parts::new(
-            cpu_part(w.cpu, c.cpu_tenths),
-            ram_part(w.ram, c.ram_used, c.ram_max),
+            cpu,
+            ram,
             bw_part(w.bw, c.up, pending, c.bw_limit),
             geo,
             bonus,
@@ -369,8 +389,21 @@ impl Snapshot {
             }
             for &index in &group.members {
                 if let Some(t) = threshold(&top) {
-                    if geo_bound + self.static_bound[index as usize] < t {
+                    let bound = geo_bound + self.static_bound[index as usize];
+                    if bound < t {
                         break; // members are in descending bound order
+                    }
+                    // The same bound with the pending bandwidth of this instant: redirects pile
+                    // pending onto the best edges, and without this every such edge would be
+                    // scored in full on every request. Still an upper bound, so still exact.
+                    let c = &self.candidates[index as usize];
+                    let pending = c.pending.load(AtomicOrdering::Relaxed);
+                    if pending > 0 {
+                        let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
+                        let lost = (self.bw_free[index as usize] - bw_now) as i64;
+                        if bound - lost < t {
+                            continue;
+                        }
                     }
                 }
                 if let Some(parts) = self.score(index, req) {

@@ -12,10 +12,10 @@
 //! | `GET /?host={host}` | one edge, JSON |
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::principal_from_headers;
-use super::play::{protocol_url, temporary_redirect};
+use super::play::{protocol_url, query, temporary_redirect, QueryMap};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
@@ -37,8 +37,6 @@ pub fn router() -> Router<AppState> {
         .route("/", get(root))
         .route("/{stream}", get(best_host))
 }
-
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
 /// MistServer stream names: letters, digits and `_+.-`, at most 100 characters.
 fn valid_stream(s: &str) -> bool {
@@ -97,7 +95,7 @@ async fn best_host(
     headers: HeaderMap,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
+    let q = query(q)?;
     let stream = internal_name(&state, &stream).await?;
     let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let snapshot = state.router.snapshot();
@@ -123,7 +121,7 @@ async fn root(
     headers: HeaderMap,
     q: QueryMap,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("malformed query: {e}")))?;
+    let q = query(q)?;
     let viewer = Viewer::of(&state, peer, &headers, &q)?;
     let snapshot = state.router.snapshot();
     if let Some(stream) = q.get("source") {

@@ -44,9 +44,11 @@ pub fn router() -> Router<AppState> {
         .route("/ingest/{stream_key}", get(ingest).post(ingest))
 }
 
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+/// The query string as a map, or why it could not be parsed (turned into a JSON 400 by [`query`]).
+pub(super) type QueryMap =
+    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
 }

@@ -260,9 +260,14 @@ impl EdgeState {
         }
     }
 
-    /// Calls `f` for every edge with an open session, stats and normal mode.
+    /// Calls `f` for every edge with an open session, stats and normal mode, after settling its
+    /// pending ledger (so the snapshot being built starts from the settled figure; see
+    /// [`Pending::settle`]). For the routing snapshot builder only.
     pub fn for_each_routing_input(&self, mut f: impl FnMut(RoutingInput<'_>)) {
         let edges = self.lock();
+        for edge in edges.values() {
+            edge.pending.settle();
+        }
         for (node_id, edge) in edges.iter() {
             let (Some(_), Some(stats), Some(at), Mode::Normal) =
                 (&edge.session, &edge.stats, edge.last_stats_at, edge.mode)

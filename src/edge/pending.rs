@@ -2,9 +2,14 @@
 //!
 //! Each redirect adds the expected bandwidth of one viewer, summed into 250 ms slots. A slot is
 //! forgotten once a stats report has had a whole interval to include its viewers (it ended before
-//! the previous report), and in any case 30 s after it began. The running total is kept in step
-//! with every change (never recomputed) in an atomic shared with the routing snapshot, so the hot
-//! path reads it without a lock and a redirect costs O(1) whatever the request rate.
+//! the previous report), and in any case 30 s after it began. The running total lives in an atomic
+//! shared with the routing snapshot, so the hot path reads it without a lock and a redirect costs
+//! O(1) whatever the request rate.
+//!
+//! Increases show in the total at once; decreases wait in `released` until [`Pending::settle`],
+//! which the routing snapshot builder calls. So between two snapshots an edge's pending only grows,
+//! and bounds computed from the pending at build time stay upper bounds: that is what keeps the
+//! pruned search exact. A decrease marks the edge changed, so the next build is ≤ 20 ms away.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +28,16 @@ const SLOT: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 pub struct Pending {
     total: Arc<AtomicU64>,
-    /// (slot start, bytes/s added in that slot), oldest first.
-    slots: Mutex<VecDeque<(Instant, u64)>>,
+    /// Forgotten bandwidth not yet taken off `total` (see [`Pending::settle`]).
+    released: AtomicU64,
+    slots: Mutex<Slots>,
+}
+
+/// (slot start, bytes/s added in that slot), oldest first, and their sum.
+#[derive(Debug, Default)]
+struct Slots {
+    slots: VecDeque<(Instant, u64)>,
+    sum: u64,
 }
 
 impl Pending {
@@ -35,10 +48,27 @@ impl Pending {
 
     /// Runs `f` on the slots and the running total, under the lock.
     fn update(&self, f: impl FnOnce(&mut VecDeque<(Instant, u64)>, &mut u64)) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total = self.total.load(Ordering::Relaxed);
-        f(&mut slots, &mut total);
+        let mut ledger = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let Slots { slots, sum } = &mut *ledger;
+        let before = *sum;
+        f(slots, sum);
+        let after = *sum;
+        // Both moves happen under the slots lock, so `released` never exceeds what `total` holds.
+        if after > before {
+            self.total.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.released.fetch_add(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies the decreases recorded since the last call and returns the settled total. Called
+    /// by the routing snapshot builder only.
+    pub fn settle(&self) -> u64 {
+        let _slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let released = self.released.swap(0, Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed).saturating_sub(released);
         self.total.store(total, Ordering::Relaxed);
+        total
     }
 
     fn pop_while(
@@ -113,48 +143,56 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pending_is_added_reconciled_and_expires() {
         let p = Pending::default();
+        let total = |p: &Pending| p.total().load(Ordering::Relaxed);
         let t0 = Instant::now();
         p.add(100_000, t0);
         tokio::time::advance(Duration::from_secs(2)).await;
         p.add(200_000, Instant::now());
-        assert_eq!(p.total().load(Ordering::Relaxed), 300_000);
+        assert_eq!(total(&p), 300_000, "increases show at once");
 
         // First report of the session: nothing is known to be reflected yet.
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            p.slots.lock().expect("lock").len(),
+            p.slots.lock().expect("lock").slots.len(),
             2,
             "one slot per 250 ms"
         );
         let first = Instant::now();
         p.reconcile(None, first);
-        assert_eq!(p.total().load(Ordering::Relaxed), 300_000);
+        assert_eq!(p.settle(), 300_000);
 
-        // Next report: entries added before the previous report are now in the stats.
+        // Next report: slots that ended before the previous report are now in the stats. The
+        // decrease waits for the snapshot builder's settle.
         tokio::time::advance(Duration::from_secs(5)).await;
         p.add(50_000, Instant::now());
         p.reconcile(Some(first), Instant::now());
-        assert_eq!(p.total().load(Ordering::Relaxed), 50_000);
+        assert_eq!(total(&p), 350_000, "decreases wait for settle");
+        assert_eq!(p.settle(), 50_000);
+        assert_eq!(total(&p), 50_000);
 
-        // Without reports, an entry is forgotten after 30 s.
+        // Without reports, a slot is forgotten after 30 s.
         tokio::time::advance(PENDING_TTL).await;
         p.add(1, Instant::now());
-        assert_eq!(p.total().load(Ordering::Relaxed), 1);
+        assert_eq!(p.settle(), 1);
         p.clear();
-        assert_eq!(p.total().load(Ordering::Relaxed), 0);
+        assert_eq!(total(&p), 1);
+        assert_eq!(p.settle(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_flood_of_redirects_stays_in_a_bounded_ledger() {
         let p = Pending::default();
-        for _ in 0..100_000 {
+        for i in 0..100_000 {
             p.add(10, Instant::now());
             tokio::time::advance(Duration::from_micros(500)).await;
+            if i % 40 == 0 {
+                p.settle(); // the snapshot builder runs every 20 ms
+            }
         }
         // 50 s of redirects: only the last 30 s count, in at most 121 slots.
-        let slots = p.slots.lock().expect("lock").len();
+        let slots = p.slots.lock().expect("lock").slots.len();
         assert!(slots <= 121, "{slots} slots");
-        let total = p.total().load(Ordering::Relaxed);
+        let total = p.settle();
         assert!((599_000..=601_000).contains(&total), "{total}");
     }
 

@@ -2,7 +2,8 @@
 //! pruned best-first search that returns exactly what the exhaustive scan returns.
 //!
 //! Why the fast search is exact: every candidate has an upper bound that no evaluation can exceed:
-//! its load parts computed with no pending bandwidth (pending only lowers the bandwidth part), plus
+//! its load parts computed with the pending bandwidth of build time (pending only grows until the
+//! next build, and more pending only lowers the bandwidth part), plus
 //! the stream bonus, minus its cross-cluster penalty, plus the largest geo part any member of its
 //! geo group can get for this viewer (from a spherical cap around the group's members, widened by a
 //! margin far above float error). Groups and their members are visited in descending bound order,
@@ -143,8 +144,9 @@ pub struct Snapshot {
     static_bound: Vec<i64>,
     /// Per candidate: cpu and ram parts, which do not change between rebuilds.
     cpu_ram: Vec<(u64, u64)>,
-    /// Per candidate: the bandwidth part with no pending bandwidth (what `static_bound` assumed).
-    bw_free: Vec<u64>,
+    /// Per candidate: the bandwidth part with the pending of build time (what `static_bound`
+    /// assumed; pending only grows until the next build, so this part only shrinks).
+    bw_built: Vec<u64>,
     groups: Vec<Group>,
 }
 
@@ -159,12 +161,22 @@ fn angle_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
 }
 
 impl Snapshot {
-    /// Builds the snapshot and its index. Candidates that can never be chosen (no RAM or bandwidth
-    /// limit reported) are left out.
+    /// Builds the snapshot and its index.
+    ///
+    /// Relies on the pending-ledger contract (`edge::Pending::settle`): until the next build, a
+    /// candidate's pending only grows. Bounds therefore use the pending read now, and candidates
+    /// that cannot be chosen before the next build are left out: no RAM or bandwidth limit, no
+    /// capability, or bandwidth already used up.
     pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Snapshot {
         let candidates: Vec<Candidate> = candidates
             .into_iter()
-            .filter(|c| c.ram_max > 0 && c.bw_limit > 0 && (c.serves_viewers || c.takes_ingest))
+            .filter(|c| {
+                let pending = c.pending.load(AtomicOrdering::Relaxed);
+                c.ram_max > 0
+                    && c.bw_limit > 0
+                    && (c.serves_viewers || c.takes_ingest)
+                    && c.up.saturating_add(pending) < c.bw_limit
+            })
             .collect();
         let cpu_ram: Vec<(u64, u64)> = candidates
             .iter()
@@ -175,16 +187,20 @@ impl Snapshot {
                 )
             })
             .collect();
-        let bw_free: Vec<u64> = candidates
+        let bw_built: Vec<u64> = candidates
             .iter()
-            .map(|c| bw_part(weights.bw, c.up, 0, c.bw_limit))
+            .map(|c| {
+                let pending = c.pending.load(AtomicOrdering::Relaxed);
+                bw_part(weights.bw, c.up, pending, c.bw_limit)
+            })
             .collect();
         let static_bound: Vec<i64> = candidates
             .iter()
-            .map(|c| {
+            .zip(&bw_built)
+            .map(|(c, bw)| {
                 let load = cpu_part(weights.cpu, c.cpu_tenths)
                     + ram_part(weights.ram, c.ram_used, c.ram_max)
-                    + bw_part(weights.bw, c.up, 0, c.bw_limit);
+                    + bw;
                 let penalty = if c.remote {
                     super::score::CROSS_CLUSTER_PENALTY
                 } else {
@@ -264,7 +280,7 @@ impl Snapshot {
             candidates,
             static_bound,
             cpu_ram,
-            bw_free,
+            bw_built,
             groups,
         }
     }
@@ -393,17 +409,14 @@ impl Snapshot {
                     if bound < t {
                         break; // members are in descending bound order
                     }
-                    // The same bound with the pending bandwidth of this instant: redirects pile
-                    // pending onto the best edges, and without this every such edge would be
-                    // scored in full on every request. Still an upper bound, so still exact.
+                    // The same bound with the pending of this instant: redirects since the build
+                    // pile pending onto the best edges. Still an upper bound, so still exact.
                     let c = &self.candidates[index as usize];
                     let pending = c.pending.load(AtomicOrdering::Relaxed);
-                    if pending > 0 {
-                        let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
-                        let lost = (self.bw_free[index as usize] - bw_now) as i64;
-                        if bound - lost < t {
-                            continue;
-                        }
+                    let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
+                    let lost = self.bw_built[index as usize].saturating_sub(bw_now) as i64;
+                    if bound - lost < t {
+                        continue;
                     }
                 }
                 if let Some(parts) = self.score(index, req) {
@@ -493,8 +506,15 @@ mod tests {
             stream in proptest::option::of(prop_oneof![Just("live+a"), Just("live+b"), Just("live+zzz")]),
             ingest in any::<bool>(),
             k in 1usize..=5,
+            growth in proptest::collection::vec((0usize..120, 0u64..=60_000_000), 0..20),
         ) {
             let snapshot = Snapshot::build(Weights::default(), pool);
+            // Redirects after the build: pending only grows until the next build.
+            for (i, more) in growth {
+                if let Some(c) = snapshot.candidates().get(i) {
+                    c.pending.fetch_add(more, AtomicOrdering::Relaxed);
+                }
+            }
             let req = Request {
                 viewer: viewer.and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
                 stream,

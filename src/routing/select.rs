@@ -1,14 +1,16 @@
 //! Choosing edges: an immutable snapshot of candidates, an exhaustive scan (the oracle), and a
 //! pruned best-first search that returns exactly what the exhaustive scan returns.
 //!
-//! Why the fast search is exact: every candidate has an upper bound that no evaluation can exceed:
-//! its load parts computed with the pending bandwidth of build time (pending only grows until the
-//! next build, and more pending only lowers the bandwidth part), plus
-//! the stream bonus, minus its cross-cluster penalty, plus the largest geo part any member of its
+//! Why the fast search is exact: the carriers of the requested stream (the only candidates that can
+//! get the bonus) are all scored. Every other candidate has an upper bound that no evaluation can
+//! exceed: its load parts computed with the pending bandwidth of build time (pending only grows
+//! until the next build, and more pending only lowers the bandwidth part), minus its
+//! cross-cluster penalty, plus the largest geo part any member of its
 //! geo group can get for this viewer (from a spherical cap around the group's members, widened by a
 //! margin far above float error). Groups and their members are visited in descending bound order,
-//! and a candidate is skipped only when its bound is strictly below the k-th best score found so
-//! far, so no skipped candidate could have entered the top k, even by a tie on node id.
+//! (members by bound, then node id), and a candidate is skipped only when its bound is below the
+//! k-th best score found so far, or equal to it with a higher node id (ties go to the lower id),
+//! so no skipped candidate could have entered the top k.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -140,8 +142,15 @@ const MAX_GROUPS: usize = (180 / 30 + 1) * (360 / 30 + 1) + 1;
 pub struct Snapshot {
     weights: Weights,
     candidates: Vec<Candidate>,
-    /// Per candidate: load parts with no pending + bonus − penalty (may be negative for remote).
+    /// Per candidate: load parts with the pending of build time − penalty (may be negative for
+    /// remote edges). The stream bonus is not in it: carriers of the requested stream are scored
+    /// in a pass of their own (`by_stream`), so under a flood the bonus's slack does not keep
+    /// hundreds of level edges from being pruned.
     static_bound: Vec<i64>,
+    /// Stream name → candidates carrying it, by descending `static_bound`.
+    by_stream: HashMap<Arc<str>, Vec<u32>>,
+    /// Per candidate: its geo group.
+    group_of: Vec<u32>,
     /// Per candidate: cpu and ram parts, which do not change between rebuilds.
     cpu_ram: Vec<(u64, u64)>,
     /// Per candidate: the bandwidth part with the pending of build time (what `static_bound`
@@ -206,14 +215,18 @@ impl Snapshot {
                 } else {
                     0
                 };
-                (load.saturating_add(weights.bonus)) as i64 - penalty as i64
+                load as i64 - penalty as i64
             })
             .collect();
 
         let mut cells: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
         let mut unknown = Vec::new();
+        let mut by_stream: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
         for (i, c) in candidates.iter().enumerate() {
             let i = i as u32;
+            for s in c.streams.iter() {
+                by_stream.entry(s.name.clone()).or_default().push(i);
+            }
             match &c.position {
                 Some(p) => {
                     let lat = p.sin_lat.asin().to_degrees();
@@ -227,9 +240,18 @@ impl Snapshot {
                 None => unknown.push(i),
             }
         }
+        // Descending bound, then ascending node id: the order ties are broken in, so a member
+        // whose bound only equals the k-th best and comes after it cannot win (see `rank`).
         let sort_members = |members: &mut Vec<u32>| {
-            members
-                .sort_unstable_by(|a, b| static_bound[*b as usize].cmp(&static_bound[*a as usize]));
+            members.sort_unstable_by(|a, b| {
+                static_bound[*b as usize]
+                    .cmp(&static_bound[*a as usize])
+                    .then_with(|| {
+                        candidates[*a as usize]
+                            .node_id
+                            .cmp(&candidates[*b as usize].node_id)
+                    })
+            });
         };
         let mut groups = Vec::with_capacity(cells.len() + 1);
         for (_, mut members) in cells {
@@ -275,6 +297,15 @@ impl Snapshot {
                 max_static,
             });
         }
+        let mut group_of = vec![0u32; candidates.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for &i in &group.members {
+                group_of[i as usize] = g as u32;
+            }
+        }
+        for carriers in by_stream.values_mut() {
+            carriers.sort_unstable_by_key(|&i| std::cmp::Reverse(static_bound[i as usize]));
+        }
         Snapshot {
             weights,
             candidates,
@@ -282,6 +313,8 @@ impl Snapshot {
             cpu_ram,
             bw_built,
             groups,
+            by_stream,
+            group_of,
         }
     }
 
@@ -393,34 +426,76 @@ impl Snapshot {
         }
         let order = &mut order[..self.groups.len()];
         order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
-        let threshold = |top: &Vec<Pick>| -> Option<i64> {
-            (top.len() == k).then(|| top[k - 1].parts.total as i64)
+        // The k-th best so far: its total and node id. A candidate whose bound is below that
+        // total, or equal to it with a higher node id, cannot enter the top k (ties go to the
+        // lower id). Under a flood, redirects level many edges to the same score, so the tie rule
+        // is what keeps the scan short.
+        let threshold = |top: &Vec<Pick>| -> Option<(i64, Arc<str>)> {
+            (top.len() == k).then(|| {
+                let kth = &top[k - 1];
+                (
+                    kth.parts.total as i64,
+                    self.candidates[kth.index as usize].node_id.clone(),
+                )
+            })
         };
+        // Carriers of the stream first: they alone can get the bonus, so their bound is their own
+        // (static + bonus + their group's geo bound). The scan below then bounds everyone without
+        // the bonus, and skips the carriers it meets again.
+        let mut geo_of_group = [0i64; MAX_GROUPS];
+        for &(_, geo, g) in order.iter() {
+            geo_of_group[g as usize] = geo;
+        }
+        let carriers: &[u32] = req
+            .stream
+            .and_then(|s| self.by_stream.get(s))
+            .map_or(&[], Vec::as_slice);
+        let bonus = self.weights.bonus as i64;
+        let mut bar = threshold(&top);
+        for &index in carriers {
+            if let Some((t, kth_id)) = &bar {
+                let geo = geo_of_group[self.group_of[index as usize] as usize];
+                let bound = self.static_bound[index as usize] + bonus + geo;
+                let id = &self.candidates[index as usize].node_id;
+                if bound < *t || (bound == *t && id > kth_id) {
+                    continue;
+                }
+            }
+            if let Some(parts) = self.score(index, req) {
+                self.offer(&mut top, k, Pick { index, parts });
+                bar = threshold(&top);
+            }
+        }
         for &mut (group_bound, geo_bound, g) in order {
             let group = &self.groups[g as usize];
-            if let Some(t) = threshold(&top) {
-                if group_bound < t {
+            if let Some((t, _)) = &bar {
+                if group_bound < *t {
                     break; // groups are in descending bound order
                 }
             }
             for &index in &group.members {
-                if let Some(t) = threshold(&top) {
+                let c = &self.candidates[index as usize];
+                if let Some((t, kth_id)) = &bar {
                     let bound = geo_bound + self.static_bound[index as usize];
-                    if bound < t {
-                        break; // members are in descending bound order
+                    if bound < *t || (bound == *t && c.node_id > *kth_id) {
+                        break; // members come in (bound desc, node id asc) order
                     }
                     // The same bound with the pending of this instant: redirects since the build
                     // pile pending onto the best edges. Still an upper bound, so still exact.
-                    let c = &self.candidates[index as usize];
                     let pending = c.pending.load(AtomicOrdering::Relaxed);
                     let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
                     let lost = self.bw_built[index as usize].saturating_sub(bw_now) as i64;
-                    if bound - lost < t {
+                    let tight = bound - lost;
+                    if tight < *t || (tight == *t && c.node_id > *kth_id) {
                         continue;
                     }
                 }
+                if !carriers.is_empty() && req.stream.is_some_and(|s| c.carries(s)) {
+                    continue; // scored in the carriers' pass
+                }
                 if let Some(parts) = self.score(index, req) {
                     self.offer(&mut top, k, Pick { index, parts });
+                    bar = threshold(&top);
                 }
             }
         }
@@ -551,6 +626,41 @@ mod tests {
             let req = Request {
                 viewer: Position::from_degrees(lat + viewer_jitter, lon),
                 stream: Some("live+a"),
+                need: Need::Viewers,
+                now: Instant::now(),
+            };
+            prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Many edges at exactly the same score (a flood levels them): the tie rule prunes, and
+        /// the answer is still the exhaustive one.
+        #[test]
+        fn fast_rank_equals_exhaustive_with_many_ties(
+            n in 1usize..150,
+            levels in proptest::collection::vec(0u64..3, 150),
+            growth in proptest::collection::vec((0usize..150, prop_oneof![Just(131_072u64), Just(262_144)]), 0..40),
+            viewer_known in any::<bool>(),
+            k in 1usize..=5,
+        ) {
+            let pool: Vec<Candidate> = (0..n)
+                .map(|i| {
+                    // Three pending levels: many edges share each score exactly.
+                    candidate(i, Some(50.0), 8.0, (300, 4 << 30, 10_000_000, levels[i] * 131_072), false, &[])
+                })
+                .collect();
+            let snapshot = Snapshot::build(Weights::default(), pool);
+            for (i, more) in growth {
+                if let Some(c) = snapshot.candidates().get(i) {
+                    c.pending.fetch_add(more, AtomicOrdering::Relaxed);
+                }
+            }
+            let req = Request {
+                viewer: if viewer_known { Position::from_degrees(50.0, 8.0) } else { None },
+                stream: None,
                 need: Need::Viewers,
                 now: Instant::now(),
             };

@@ -373,7 +373,7 @@ impl Config {
             ));
         }
         for cidr in &self.viewers.trusted_proxies {
-            if cidr.parse::<ipnet::IpNet>().is_err() && cidr.parse::<std::net::IpAddr>().is_err() {
+            if parse_proxy(cidr).is_none() {
                 return Err((
                     "viewers.trusted_proxies",
                     format!("{cidr:?} is not an IP address or CIDR"),
@@ -403,11 +403,7 @@ impl Config {
         self.viewers
             .trusted_proxies
             .iter()
-            .filter_map(|c| {
-                c.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| c.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
-            })
+            .filter_map(|c| parse_proxy(c))
             .collect()
     }
 
@@ -426,6 +422,16 @@ pub fn is_valid_label(s: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// A trusted proxy entry: a CIDR, or a single address (as its /32 or /128).
+fn parse_proxy(entry: &str) -> Option<ipnet::IpNet> {
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 /// Recursively merges `over` into `base`: tables merge key by key, anything else replaces.

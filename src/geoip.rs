@@ -42,11 +42,12 @@ impl GeoIp {
 
     /// The position of `ip`, when the database knows it.
     pub fn position(&self, ip: IpAddr) -> Option<Position> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let found: CityLocation = self.reader.lookup(ip).ok()?.decode().ok()??;
+        let found: CityLocation = self
+            .reader
+            .lookup(crate::net::canonical_ip(ip))
+            .ok()?
+            .decode()
+            .ok()??;
         let loc = found.location?;
         Position::from_degrees(loc.latitude?, loc.longitude?)
     }

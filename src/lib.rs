@@ -23,6 +23,7 @@ pub mod geoip;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod routing;
 pub mod secret;

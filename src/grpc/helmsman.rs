@@ -232,10 +232,7 @@ async fn run_session(
         owner_tenant_id: node.owner_tenant_id.clone(),
         capabilities: convert::capabilities(register.capabilities.as_ref()),
         public_base_url: register.public_base_url.clone(),
-        peer_ip: peer_ip.map(|ip| match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        }),
+        peer_ip: peer_ip.map(crate::net::canonical_ip),
     };
     // Which tenant's streams this cluster may carry (None: a platform cluster, every tenant).
     let cluster_owner = match Box::pin(state.registry.cluster(&node.cluster_id)).await {

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::principal_from_headers;
-use super::play::{protocol_url, query, temporary_redirect, QueryMap};
+use super::play::{host_of, protocol_url, query, temporary_redirect, QueryMap};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
@@ -44,12 +44,6 @@ fn valid_stream(s: &str) -> bool {
         && s.len() <= 100
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
-}
-
-/// The host name in an edge's base URL.
-fn host_of(base_url: &str) -> &str {
-    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
-    rest.split(['/', ':']).next().unwrap_or(rest)
 }
 
 fn text(body: String) -> Response {

@@ -61,6 +61,12 @@ fn valid_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The host name in an edge's base URL.
+pub(super) fn host_of(base_url: &str) -> &str {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    rest.split(['/', ':']).next().unwrap_or(rest)
+}
+
 /// The edge URL of a protocol for a stream, MistServer's paths.
 pub(super) fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
     let rest = rest.trim_start_matches('/');
@@ -358,15 +364,7 @@ async fn ingest(
         return Err(no_edge());
     };
     let edge = snapshot.candidate(first);
-    let host = edge
-        .base_url
-        .split("://")
-        .nth(1)
-        .unwrap_or(&edge.base_url)
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let host = host_of(&edge.base_url);
     let whip = format!("{}/webrtc/{stream_key}", edge.base_url);
     if method == Method::POST {
         return temporary_redirect(&whip);

@@ -27,10 +27,7 @@ pub struct Viewer {
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = crate::net::canonical_ip(ip);
     trusted.iter().any(|net| net.contains(&ip))
 }
 

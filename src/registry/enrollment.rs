@@ -13,6 +13,7 @@ use sqlx::Row as _;
 
 use super::{new_id, now_ms, Registry, RegistryError, Result};
 use crate::config::is_valid_label;
+use crate::net::canonical_ip;
 use crate::secret::{self, SecretKind};
 
 /// An enrollment token as listed (never the secret).
@@ -307,7 +308,7 @@ impl Registry {
                 RegistryError::Invalid(format!("stored CIDR {cidr:?} is malformed"))
             })?;
             match req.peer_ip {
-                Some(ip) if net.contains(&canonical(ip)) => {}
+                Some(ip) if net.contains(&canonical_ip(ip)) => {}
                 other => {
                     return Err(EnrollError::OutsideCidr(
                         other.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
@@ -351,7 +352,7 @@ impl Registry {
         .bind(&node_id)
         .bind(&token.cluster_id)
         .bind(&token.tenant_id)
-        .bind(req.peer_ip.map(|ip| canonical(ip).to_string()))
+        .bind(req.peer_ip.map(|ip| canonical_ip(ip).to_string()))
         .bind(&p.host_fingerprint)
         .bind(&credential.hash)
         .bind(&p.capabilities)
@@ -377,7 +378,7 @@ impl Registry {
             cluster_id: token.cluster_id,
             owner_tenant_id: Some(token.tenant_id),
             status: "active".into(),
-            external_ip: req.peer_ip.map(|ip| canonical(ip).to_string()),
+            external_ip: req.peer_ip.map(|ip| canonical_ip(ip).to_string()),
             host_fingerprint: p.host_fingerprint.clone(),
             capabilities: p.capabilities.clone(),
             public_base_url: p.public_base_url.clone(),
@@ -430,7 +431,7 @@ impl Registry {
              public_base_url = $4, cpu_cores = $5, ram_bytes = $6, disk_bytes = $7, \
              last_seen_at = $8 WHERE node_id = $9",
         )
-        .bind(peer_ip.map(|ip| canonical(ip).to_string()))
+        .bind(peer_ip.map(|ip| canonical_ip(ip).to_string()))
         .bind(&profile.host_fingerprint)
         .bind(&profile.capabilities)
         .bind(&profile.public_base_url)
@@ -472,13 +473,5 @@ impl Registry {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (from dual-stack listeners) compared as the IPv4 they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

@@ -39,6 +39,15 @@ pub struct RemoteEdge {
     pub expires_at: Instant,
 }
 
+/// Streams sorted by name with one entry per name, as `Candidate::streams` requires (the
+/// selector binary-searches them).
+fn sorted_streams(streams: impl Iterator<Item = StreamRef>) -> Arc<[StreamRef]> {
+    let mut streams: Vec<StreamRef> = streams.collect();
+    streams.sort_by(|a, b| a.name.cmp(&b.name));
+    streams.dedup_by(|a, b| a.name == b.name);
+    streams.into()
+}
+
 /// Owns the current snapshot and rebuilds it.
 #[derive(Debug)]
 pub struct Router {
@@ -87,10 +96,7 @@ impl Router {
         let candidates = edges
             .into_iter()
             .map(|e| {
-                let mut streams: Vec<StreamRef> =
-                    e.streams.iter().map(|s| StreamRef::named(s)).collect();
-                streams.sort_by(|a, b| a.name.cmp(&b.name));
-                streams.dedup_by(|a, b| a.name == b.name);
+                let streams = sorted_streams(e.streams.iter().map(|s| StreamRef::named(s)));
                 Candidate {
                     node_id: Arc::from(e.node_id.as_str()),
                     cluster_id: cluster.clone(),
@@ -110,7 +116,7 @@ impl Router {
                         .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
                     fresh_until: e.expires_at,
                     pending: Arc::default(),
-                    streams: streams.into(),
+                    streams,
                     connections: 0,
                     ip: None,
                 }
@@ -133,19 +139,13 @@ impl Router {
 
     fn local_candidate(&self, input: RoutingInput<'_>) -> Candidate {
         let stats = input.stats;
-        let mut streams: Vec<StreamRef> = stats
-            .streams
-            .iter()
-            .map(|s| StreamRef {
-                name: Arc::from(s.internal_name.as_str()),
-                up: s.up_bytes_per_sec,
-                viewers: s.viewers,
-                inputs: s.inputs,
-                replicated: s.replicated,
-            })
-            .collect();
-        streams.sort_by(|a, b| a.name.cmp(&b.name));
-        streams.dedup_by(|a, b| a.name == b.name);
+        let streams = sorted_streams(stats.streams.iter().map(|s| StreamRef {
+            name: Arc::from(s.internal_name.as_str()),
+            up: s.up_bytes_per_sec,
+            viewers: s.viewers,
+            inputs: s.inputs,
+            replicated: s.replicated,
+        }));
         let base_url = if input.info.public_base_url.is_empty() {
             self.local_base_url(input.node_id)
         } else {
@@ -169,7 +169,7 @@ impl Router {
                 .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
             fresh_until: input.fresh_until,
             pending: input.pending.clone(),
-            streams: streams.into(),
+            streams,
             connections: stats.connections,
             ip: input.info.peer_ip,
         }

@@ -205,11 +205,9 @@ impl Snapshot {
             .collect();
         let static_bound: Vec<i64> = candidates
             .iter()
-            .zip(&bw_built)
-            .map(|(c, bw)| {
-                let load = cpu_part(weights.cpu, c.cpu_tenths)
-                    + ram_part(weights.ram, c.ram_used, c.ram_max)
-                    + bw;
+            .zip(cpu_ram.iter().zip(&bw_built))
+            .map(|(c, ((cpu, ram), bw))| {
+                let load = cpu + ram + bw;
                 let penalty = if c.remote {
                     super::score::CROSS_CLUSTER_PENALTY
                 } else {

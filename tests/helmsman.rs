@@ -130,29 +130,18 @@ async fn racing_edges_for_a_single_use_token_exactly_one_enrolls(db: Db) {
 async fn ingest_is_validated_and_live_location_recorded(db: Db) {
     let server = TestServer::start(db).await;
     let (tenant, _) = server.operator().await;
-    let (stream, key) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, key) = server.stream(&tenant).await;
     let (mut conn, node, _) = enroll(&server, &tenant).await;
-
-    let decision = |msg: Result<Option<ControlMessage>, tonic::Status>| match msg {
-        Ok(Some(ControlMessage {
-            payload: Some(control_message::Payload::IngestDecision(d)),
-        })) => d,
-        other => panic!("expected an IngestDecision, got {other:?}"),
-    };
 
     conn.send(ingest_frame("r1", &format!("sk_{}", "0".repeat(48))))
         .await;
-    let refused = decision(conn.recv().await);
+    let refused = conn.decision().await;
     assert_eq!(refused.request_id, "r1");
     assert!(!refused.accept);
     assert_eq!(refused.reason, "unknown stream key");
 
     conn.send(ingest_frame("r2", &key)).await;
-    let accepted = decision(conn.recv().await);
+    let accepted = conn.decision().await;
     assert_eq!(accepted.request_id, "r2");
     assert!(accepted.accept, "{accepted:?}");
     assert_eq!(accepted.internal_name, stream.internal_name);
@@ -204,7 +193,7 @@ async fn ingest_is_validated_and_live_location_recorded(db: Db) {
         "credential is sent only once"
     );
     conn.send(ingest_frame("r3", &key)).await;
-    let refused = decision(conn.recv().await);
+    let refused = conn.decision().await;
     assert!(!refused.accept);
     server.stop().await;
 }
@@ -476,17 +465,10 @@ async fn stale_stats_make_an_edge_unroutable() {
 async fn shutdown_tells_connected_edges_and_keeps_their_streams_live() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, _) = server.operator().await;
-    let (stream, key) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, key) = server.stream(&tenant).await;
     let (mut conn, node, _) = enroll(&server, &tenant).await;
     conn.send(ingest_frame("r", &key)).await;
-    assert!(matches!(
-        conn.recv().await,
-        Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) if d.accept
-    ));
+    assert!(conn.decision().await.accept);
     let registry = server.db.registry().await;
     let stopping = tokio::spawn(async move { server.stop().await });
     assert_eq!(conn.error().await, ErrorCode::ShuttingDown);
@@ -503,17 +485,10 @@ async fn shutdown_tells_connected_edges_and_keeps_their_streams_live() {
 async fn live_streams_follow_the_edge_session(db: Db) {
     let server = TestServer::start(db).await;
     let (tenant, op) = server.operator().await;
-    let (stream, key) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, key) = server.stream(&tenant).await;
     let (mut conn, node, credential) = enroll(&server, &tenant).await;
     conn.send(ingest_frame("r", &key)).await;
-    assert!(matches!(
-        conn.recv().await,
-        Ok(Some(ControlMessage { payload: Some(control_message::Payload::IngestDecision(d)) })) if d.accept
-    ));
+    assert!(conn.decision().await.accept);
     let live_on = |registry: foghorn::registry::Registry, id: String| async move {
         registry
             .stream(&id)
@@ -567,15 +542,9 @@ async fn live_streams_follow_the_edge_session(db: Db) {
     }
     let mut answered = std::collections::HashSet::new();
     while answered.len() < 40 {
-        match conn.recv().await {
-            Ok(Some(ControlMessage {
-                payload: Some(control_message::Payload::IngestDecision(d)),
-            })) => {
-                assert!(!d.accept);
-                answered.insert(d.request_id);
-            }
-            other => panic!("expected only decisions, got {other:?}"),
-        }
+        let d = conn.decision().await;
+        assert!(!d.accept);
+        answered.insert(d.request_id);
     }
     conn.send(stats_frame(vec![])).await;
     assert!(server.routable(&op, &node).await);

@@ -51,11 +51,7 @@ fn client_from(local: &str) -> reqwest::Client {
 async fn mistserver_load_balancer_api() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, op) = server.operator().await;
-    let (s, _) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (s, _) = server.stream(&tenant).await;
     let name = s.internal_name.clone();
     let token = server.enrollment_token(&tenant, 3).await;
 

@@ -103,11 +103,7 @@ fn parts_of<'a>(body: &'a Value, node: &str) -> &'a Value {
 async fn worked_example_paris_viewer_london_and_new_york_edges() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, op) = server.operator().await;
-    let (stream, _) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, _) = server.stream(&tenant).await;
     let name = stream.internal_name.as_str();
 
     // Edge A in London: 25 % CPU, 4 of 16 GiB, 50,000,000 B/s up, carrying the stream at
@@ -187,11 +183,7 @@ async fn worked_example_paris_viewer_london_and_new_york_edges() {
 async fn eligibility_rules_and_errors() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, op) = server.operator().await;
-    let (stream, key) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, key) = server.stream(&tenant).await;
     let play = |suffix: &str| server.http(&format!("/play/{}{suffix}", stream.playback_id));
 
     // No edges at all: 503 with Retry-After.
@@ -333,11 +325,7 @@ async fn eligibility_rules_and_errors() {
 async fn a_session_is_charged_once_and_closed_edges_leave_at_once() {
     let server = TestServer::start(Db::Sqlite).await;
     let (tenant, op) = server.operator().await;
-    let (stream, _) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, _) = server.stream(&tenant).await;
     let token = server.enrollment_token(&tenant, 1).await;
     let conn = EdgeConn::open(&server.grpc_url(), register_with_token(&token)).await;
     let mut conn = conn;
@@ -403,11 +391,7 @@ async fn viewer_position_from_geoip_and_trusted_proxies() {
     })
     .await;
     let (tenant, op) = server.operator().await;
-    let (stream, _) = server
-        .registry()
-        .create_stream(&tenant, "main")
-        .await
-        .expect("stream");
+    let (stream, _) = server.stream(&tenant).await;
     // Identical edges but for place: Paris and New York.
     let (paris, paris_node, _) = enroll(&server, &tenant).await;
     paris

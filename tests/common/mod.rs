@@ -180,6 +180,14 @@ impl TestServer {
             .1
     }
 
+    /// A stream named "main" of `tenant`: the stream and its key.
+    pub async fn stream(&self, tenant: &str) -> (foghorn::registry::Stream, String) {
+        self.registry()
+            .create_stream(tenant, "main")
+            .await
+            .expect("stream")
+    }
+
     /// `GET /api/v1/edges` with `token`, as JSON.
     pub async fn edges(&self, token: &str) -> serde_json::Value {
         let res = reqwest::Client::new()
@@ -309,6 +317,16 @@ impl EdgeConn {
                 payload: Some(foghorn::proto::control_message::Payload::ConfigSeed(seed)),
             })) => seed,
             other => panic!("expected a ConfigSeed, got {other:?}"),
+        }
+    }
+
+    /// Expects an IngestDecision next and returns it.
+    pub async fn decision(&mut self) -> foghorn::proto::IngestDecision {
+        match self.recv().await {
+            Ok(Some(ControlMessage {
+                payload: Some(foghorn::proto::control_message::Payload::IngestDecision(d)),
+            })) => d,
+            other => panic!("expected an IngestDecision, got {other:?}"),
         }
     }
 

@@ -265,10 +265,8 @@ impl EdgeState {
     /// [`Pending::settle`]). For the routing snapshot builder only.
     pub fn for_each_routing_input(&self, mut f: impl FnMut(RoutingInput<'_>)) {
         let edges = self.lock();
-        for edge in edges.values() {
-            edge.pending.settle();
-        }
         for (node_id, edge) in edges.iter() {
+            edge.pending.settle();
             let (Some(_), Some(stats), Some(at), Mode::Normal) =
                 (&edge.session, &edge.stats, edge.last_stats_at, edge.mode)
             else {

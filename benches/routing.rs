@@ -4,12 +4,12 @@
 //! `cargo bench --bench routing`
 
 use std::hint::black_box;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use foghorn::routing::{Candidate, Need, Position, Request, Snapshot, StreamRef, Weights};
+use foghorn::edge::Pending;
+use foghorn::routing::{Candidate, Need, Pool, Position, Request, Snapshot, StreamRef, Weights};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -60,7 +60,7 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
                     lon + rng.random_range(-2.0..2.0),
                 ),
                 fresh_until: fresh,
-                pending: Arc::new(AtomicU64::new(0)),
+                pending: Arc::new(Pending::default()),
                 streams: streams.into(),
                 connections: 0,
                 ip: None,
@@ -140,13 +140,25 @@ fn decisions(c: &mut Criterion) {
     group.finish();
 
     // A flood: one stream, viewers of unknown position, every decision charged to its winner
-    // (128 KiB/s), the snapshot rebuilt every 400 decisions (20 ms at 20,000 req/s). This is what
+    // when it is local (as `/play` does), the local pool rebuilt every 400 decisions (20 ms at
+    // 20,000 req/s) and paired with the remote pool built once, as the router does. This is what
     // `scripts/bench-http` does to the router.
     let mut group = c.benchmark_group("routing/flood");
     group.throughput(Throughput::Elements(1));
     for (local, remote) in [(1_000, 0), (1_000, 10_000)] {
-        let candidates = pool(local, remote, &mut rng);
-        let mut snapshot = Snapshot::build(Weights::default(), candidates.clone());
+        let (remote_edges, local_edges): (Vec<Candidate>, Vec<Candidate>) =
+            pool(local, remote, &mut rng)
+                .into_iter()
+                .partition(|c| c.remote);
+        let w = Weights::default();
+        let remote_pool = Arc::new(Pool::build(w, remote_edges));
+        let build = || {
+            Snapshot::from_pools(
+                Arc::new(Pool::build(w, local_edges.clone())),
+                remote_pool.clone(),
+            )
+        };
+        let mut snapshot = build();
         let mut n = 0u64;
         group.bench_function(
             BenchmarkId::new("charged_top1", format!("{local}_local_{remote}_remote")),
@@ -154,7 +166,7 @@ fn decisions(c: &mut Criterion) {
                 b.iter(|| {
                     n += 1;
                     if n % 400 == 0 {
-                        snapshot = Snapshot::build(Weights::default(), candidates.clone());
+                        snapshot = build();
                     }
                     let req = Request {
                         viewer: None,
@@ -163,11 +175,10 @@ fn decisions(c: &mut Criterion) {
                         now: Instant::now(),
                     };
                     let top = snapshot.rank(&req, 1);
-                    if let Some(p) = top.first() {
-                        snapshot
-                            .candidate(p)
-                            .pending
-                            .fetch_add(128 * 1024, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(c) = top.first().map(|p| snapshot.candidate(p)) {
+                        if !c.remote {
+                            c.pending.add(128 * 1024, req.now);
+                        }
                     }
                     black_box(top)
                 })
@@ -184,6 +195,20 @@ fn decisions(c: &mut Criterion) {
             |b| b.iter(|| black_box(Snapshot::build(Weights::default(), candidates.clone()))),
         );
     }
+    // What an edge change costs the router: the local pool only, paired with the remote pool.
+    let (remote_edges, local_edges): (Vec<Candidate>, Vec<Candidate>) =
+        pool(1_000, 10_000, &mut rng)
+            .into_iter()
+            .partition(|c| c.remote);
+    let remote_pool = Arc::new(Pool::build(Weights::default(), remote_edges));
+    group.bench_function("local_pool_1000_with_10000_remote", |b| {
+        b.iter(|| {
+            black_box(Snapshot::from_pools(
+                Arc::new(Pool::build(Weights::default(), local_edges.clone())),
+                remote_pool.clone(),
+            ))
+        })
+    });
     group.finish();
 }
 

@@ -11,6 +11,10 @@ use foghorn::routing::RemoteEdge;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The allocator of the `foghorn` binary, so the benchmark measures what operators run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn remote_edges(n: usize) -> Vec<RemoteEdge> {
     let sites = [
         (40.7, -74.0),

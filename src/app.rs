@@ -19,9 +19,22 @@ use crate::metrics::Metrics;
 use crate::registry::{NewCluster, PlaybackCache, Registry};
 use crate::routing::Router;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
+/// reference-count increment, not one per field.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub registry: Registry,
     pub edges: Arc<EdgeState>,
@@ -37,7 +50,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Per-connection tasks (edge sessions), awaited during shutdown.
     pub tasks: TaskTracker,
-    ready: Arc<AtomicBool>,
+    ready: AtomicBool,
 }
 
 impl AppState {
@@ -91,26 +104,28 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
 
     let edges = Arc::new(EdgeState::new(config.liveness_window()));
+    let metrics = Arc::new(Metrics::new());
     let router = Router::new(
         edges.clone(),
         &config.cluster.id,
         &config.cluster.root_domain,
+        metrics.clone(),
     );
     tokio::spawn(router.clone().run(shutdown.child_token()));
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         edges,
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone())),
         trusted_proxies: Arc::new(config.trusted_proxies()),
         geoip,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         registry,
         redis,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
-        ready: Arc::new(AtomicBool::new(false)),
+        ready: AtomicBool::new(false),
         config: config.clone(),
-    };
+    }));
 
     let http_listener = TcpListener::bind(config.server.http_addr)
         .await

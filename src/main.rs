@@ -7,6 +7,11 @@ use foghorn::admin::{self, AdminCommand};
 use foghorn::config::{Config, LogFormat, Override};
 use foghorn::sim::{self, SimArgs};
 
+/// mimalloc instead of glibc's malloc: hyper's per-request buffers otherwise cost glibc a
+/// consolidation pass on the hot path (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "foghorn",

@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Outcome label of enrollments, authentications and ingest decisions.
@@ -29,6 +30,53 @@ pub struct FrameLabels {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `play` (307), `play_json`, `ingest`, `mist`.
+    pub endpoint: &'static str,
+    /// `local`, `remote` (an edge of a peered cluster) or `none` (503).
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `local` or `remote`.
+    pub pool: &'static str,
+}
+
+/// Routing decisions of one endpoint by result, created once: counting a decision is one atomic
+/// add, no label lookup on the hot path.
+#[derive(Debug, Clone)]
+pub struct DecisionCounters {
+    pub local: Counter,
+    pub remote: Counter,
+    pub none: Counter,
+}
+
+impl DecisionCounters {
+    fn of(family: &Family<DecisionLabels, Counter>, endpoint: &'static str) -> Self {
+        let get = |result| {
+            family
+                .get_or_create(&DecisionLabels { endpoint, result })
+                .clone()
+        };
+        DecisionCounters {
+            local: get("local"),
+            remote: get("remote"),
+            none: get("none"),
+        }
+    }
+
+    /// Counts one decision: `Some(remote)` when an edge was chosen, `None` when none was.
+    pub fn count(&self, chosen_remote: Option<bool>) {
+        match chosen_remote {
+            Some(false) => self.local.inc(),
+            Some(true) => self.remote.inc(),
+            None => self.none.inc(),
+        };
+    }
+}
+
 /// The metrics Foghorn exports at `/metrics`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -40,6 +88,14 @@ pub struct Metrics {
     pub enrollments: Family<OutcomeLabels, Counter>,
     pub node_authentications: Family<OutcomeLabels, Counter>,
     pub ingest_decisions: Family<OutcomeLabels, Counter>,
+    /// Time to rebuild the routing snapshot, seconds.
+    pub routing_rebuild_seconds: Histogram,
+    /// Candidates in the routing snapshot, per pool.
+    pub routing_pool_edges: Family<PoolLabels, Gauge>,
+    pub play_decisions: DecisionCounters,
+    pub play_json_decisions: DecisionCounters,
+    pub ingest_routing_decisions: DecisionCounters,
+    pub mist_decisions: DecisionCounters,
 }
 
 impl Default for Metrics {
@@ -51,6 +107,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("foghorn");
+        let decisions = Family::<DecisionLabels, Counter>::default();
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             edges_connected: Gauge::default(),
@@ -60,6 +117,13 @@ impl Metrics {
             enrollments: Family::default(),
             node_authentications: Family::default(),
             ingest_decisions: Family::default(),
+            // 25 µs … ~400 ms
+            routing_rebuild_seconds: Histogram::new(exponential_buckets(25e-6, 2.0, 15)),
+            routing_pool_edges: Family::default(),
+            play_decisions: DecisionCounters::of(&decisions, "play"),
+            play_json_decisions: DecisionCounters::of(&decisions, "play_json"),
+            ingest_routing_decisions: DecisionCounters::of(&decisions, "ingest"),
+            mist_decisions: DecisionCounters::of(&decisions, "mist"),
         };
         registry.register(
             "edges_connected",
@@ -95,6 +159,21 @@ impl Metrics {
             "ingest_decisions",
             "Ingest requests by outcome",
             m.ingest_decisions.clone(),
+        );
+        registry.register(
+            "routing_rebuild_seconds",
+            "Time to rebuild the routing snapshot after edges changed",
+            m.routing_rebuild_seconds.clone(),
+        );
+        registry.register(
+            "routing_pool_edges",
+            "Candidates in the routing snapshot, by pool",
+            m.routing_pool_edges.clone(),
+        );
+        registry.register(
+            "routing_decisions",
+            "Routing decisions by endpoint and result (local edge, remote edge, none)",
+            decisions,
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m

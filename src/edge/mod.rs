@@ -10,7 +10,7 @@ mod pending;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -112,7 +112,8 @@ struct Edge {
     /// When the current session last sent stats; `None` until it has.
     last_stats_at: Option<Instant>,
     disconnected_at: Option<Instant>,
-    pending: Pending,
+    /// Shared with this edge's routing candidate, which debits it on each redirect.
+    pending: Arc<Pending>,
 }
 
 /// What routing needs of one routable-looking edge (open session, stats, normal mode); freshness
@@ -123,7 +124,7 @@ pub struct RoutingInput<'a> {
     pub info: &'a EdgeInfo,
     pub stats: &'a Stats,
     pub fresh_until: Instant,
-    pub pending: &'a std::sync::Arc<AtomicU64>,
+    pub pending: &'a Arc<Pending>,
 }
 
 /// A handle held by the transport for one open control stream.
@@ -209,7 +210,7 @@ impl EdgeState {
                         stats: None,
                         last_stats_at: None,
                         disconnected_at: None,
-                        pending: Pending::default(),
+                        pending: Arc::default(),
                     },
                 );
                 Mode::Normal
@@ -248,18 +249,6 @@ impl EdgeState {
         self.changed.notified().await;
     }
 
-    /// Adds one redirect's expected bandwidth to an edge's pending ledger.
-    pub fn add_pending(&self, node_id: &str, bytes_per_sec: u64) -> bool {
-        let now = Instant::now();
-        match self.lock().get(node_id) {
-            Some(edge) => {
-                edge.pending.add(bytes_per_sec, now);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Calls `f` for every edge with an open session, stats and normal mode, after settling its
     /// pending ledger (so the snapshot being built starts from the settled figure; see
     /// [`Pending::settle`]). For the routing snapshot builder only.
@@ -277,7 +266,7 @@ impl EdgeState {
                 info: &edge.info,
                 stats,
                 fresh_until: at + self.liveness,
-                pending: edge.pending.total(),
+                pending: &edge.pending,
             });
         }
     }

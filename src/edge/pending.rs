@@ -2,9 +2,10 @@
 //!
 //! Each redirect adds the expected bandwidth of one viewer, summed into 250 ms slots. A slot is
 //! forgotten once a stats report has had a whole interval to include its viewers (it ended before
-//! the previous report), and in any case 30 s after it began. The running total lives in an atomic
-//! shared with the routing snapshot, so the hot path reads it without a lock and a redirect costs
-//! O(1) whatever the request rate.
+//! the previous report), and in any case 30 s after it began. The ledger is shared (`Arc`) between
+//! the edge state and the routing snapshot's candidate, so a redirect debits it directly and the
+//! hot path reads the running total from an atomic without a lock; a redirect costs O(1) whatever
+//! the request rate.
 //!
 //! Increases show in the total at once; decreases wait in `released` until [`Pending::settle`],
 //! which the routing snapshot builder calls. So between two snapshots an edge's pending only grows,
@@ -13,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,7 +28,7 @@ const SLOT: Duration = Duration::from_millis(250);
 /// The pending ledger of one edge.
 #[derive(Debug, Default)]
 pub struct Pending {
-    total: Arc<AtomicU64>,
+    total: AtomicU64,
     /// Forgotten bandwidth not yet taken off `total` (see [`Pending::settle`]).
     released: AtomicU64,
     slots: Mutex<Slots>,
@@ -41,9 +42,19 @@ struct Slots {
 }
 
 impl Pending {
-    /// The shared running total, bytes/s.
-    pub fn total(&self) -> &Arc<AtomicU64> {
-        &self.total
+    /// A ledger that starts at `bytes_per_sec` (tests and benches: pending known at build time).
+    pub fn starting_at(bytes_per_sec: u64) -> Pending {
+        let p = Pending::default();
+        p.update(|slots, total| {
+            slots.push_back((Instant::now(), bytes_per_sec));
+            *total = bytes_per_sec;
+        });
+        p
+    }
+
+    /// The running total, bytes/s: every increase so far, decreases as of the last settle.
+    pub fn current(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the slots and the running total, under the lock.
@@ -143,7 +154,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pending_is_added_reconciled_and_expires() {
         let p = Pending::default();
-        let total = |p: &Pending| p.total().load(Ordering::Relaxed);
+        let total = |p: &Pending| p.current();
         let t0 = Instant::now();
         p.add(100_000, t0);
         tokio::time::advance(Duration::from_secs(2)).await;

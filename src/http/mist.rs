@@ -13,17 +13,18 @@
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{Path, Request as HttpRequest, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::principal_from_headers;
-use super::play::{host_of, protocol_url, query, temporary_redirect, QueryMap};
+use super::params::Params;
+use super::play::{chosen, host_of, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
@@ -48,10 +49,6 @@ fn valid_stream(s: &str) -> bool {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-fn no_edge() -> ApiError {
-    ApiError::NoEdge("no eligible edge right now, retry shortly".into())
 }
 
 fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<'a> {
@@ -84,67 +81,59 @@ async fn internal_name(state: &AppState, stream: &str) -> Result<String, ApiErro
 
 async fn best_host(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
-    headers: HeaderMap,
-    q: QueryMap,
+    req: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
+    let q = Params::of(req.uri())?;
     let stream = internal_name(&state, &stream).await?;
-    let viewer = Viewer::of(&state, peer, &headers, &q)?;
+    let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let snapshot = state.router.snapshot();
     let picks = snapshot.rank(&request(&viewer, Some(&stream), Need::Viewers), 1);
-    let edge = snapshot.candidate(picks.first().ok_or_else(no_edge)?);
+    let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
     match q.get("proto") {
         Some(proto) => {
-            let url = protocol_url(&edge.base_url, proto, &stream, "").ok_or_else(|| {
+            let url = protocol_url(&edge.base_url, &proto, &stream, "").ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "unknown protocol {:?}",
                     proto.chars().take(32).collect::<String>()
                 ))
             })?;
-            temporary_redirect(&url)
+            temporary_redirect(url)
         }
         None => Ok(text(host_of(&edge.base_url).to_string())),
     }
 }
 
-async fn root(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: QueryMap,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let viewer = Viewer::of(&state, peer, &headers, &q)?;
+async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Response, ApiError> {
+    let q = Params::of(req.uri())?;
+    let headers = req.headers();
+    let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
     let snapshot = state.router.snapshot();
     if let Some(stream) = q.get("source") {
-        let stream = internal_name(&state, stream).await?;
-        let fallback = q.get("fallback").map_or("push://", String::as_str);
+        let stream = internal_name(&state, &stream).await?;
+        let fallback = q.get("fallback");
         return Ok(text(
             best_source(&snapshot, &stream, &viewer)
                 .map(|c| format!("dtsc://{}:{DTSC_PORT}/{stream}", host_of(&c.base_url)))
-                .unwrap_or_else(|| fallback.to_string()),
+                .unwrap_or_else(|| fallback.as_deref().unwrap_or("push://").to_string()),
         ));
     }
-    if q.contains_key("ingest") {
+    if q.has("ingest") {
         let picks = snapshot.rank(&request(&viewer, None, Need::Ingest), 1);
-        let edge = snapshot.candidate(picks.first().ok_or_else(no_edge)?);
+        let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
     }
-    if q.contains_key("lstserver") {
+    if q.has("lstserver") {
         let list: BTreeMap<&str, Value> = snapshot
             .candidates()
-            .iter()
             .map(|c| (host_of(&c.base_url), describe(c)))
             .collect();
         return Ok(Json(list).into_response());
     }
     if let Some(stream) = q.get("streamstats") {
-        let stream = internal_name(&state, stream).await?;
+        let stream = internal_name(&state, &stream).await?;
         let stats: BTreeMap<&str, Value> = snapshot
             .candidates()
-            .iter()
             .filter_map(|c| {
                 c.stream(&stream).map(|s| {
                     (
@@ -156,7 +145,7 @@ async fn root(
             .collect();
         return Ok(Json(stats).into_response());
     }
-    if q.contains_key("viewers") {
+    if q.has("viewers") {
         let mut viewers: BTreeMap<&str, u64> = BTreeMap::new();
         for c in snapshot.candidates() {
             for s in c.streams.iter() {
@@ -168,18 +157,17 @@ async fn root(
     if let Some(host) = q.get("host") {
         let c = snapshot
             .candidates()
-            .iter()
-            .find(|c| host_of(&c.base_url) == host || &*c.node_id == host)
+            .find(|c| host_of(&c.base_url) == host || *c.node_id == *host)
             .ok_or_else(|| ApiError::NotFound("unknown host".into()))?;
         return Ok(Json(describe(c)).into_response());
     }
     if let Some(new) = q.get("weights") {
-        let p = principal_from_headers(&headers, &state).await?;
+        let p = principal_from_headers(headers, &state).await?;
         if !p.role.is_operator() {
             return Err(ApiError::Forbidden("weights need an operator token".into()));
         }
         if !new.is_empty() {
-            let weights = merge_weights(state.router.weights(), new)?;
+            let weights = merge_weights(state.router.weights(), &new)?;
             state.router.set_weights(weights);
             tracing::info!(?weights, by = %p.token_id, "weights changed");
         }
@@ -229,7 +217,7 @@ fn describe(c: &Candidate) -> Value {
         "ram_max": c.ram_max,
         "up": c.up,
         "bw_limit": c.bw_limit,
-        "pending": c.pending.load(std::sync::atomic::Ordering::Relaxed),
+        "pending": c.pending.current(),
         "streams": c.streams.len(),
         "viewers": c.streams.iter().map(|s| u64::from(s.viewers)).sum::<u64>(),
         "position_known": c.position.is_some(),
@@ -242,7 +230,6 @@ fn best_source<'s>(snapshot: &'s Snapshot, stream: &str, viewer: &Viewer) -> Opt
     let asker: Option<IpAddr> = Some(viewer.ip);
     let position = snapshot
         .candidates()
-        .iter()
         .find(|c| c.ip.is_some() && c.ip == asker)
         .and_then(|c| c.position)
         .or(viewer.position);
@@ -253,7 +240,7 @@ fn best_source<'s>(snapshot: &'s Snapshot, stream: &str, viewer: &Viewer) -> Opt
         now: tokio::time::Instant::now(),
     };
     let mut best: Option<(u64, &Candidate)> = None;
-    for (i, c) in snapshot.candidates().iter().enumerate() {
+    for (i, c) in snapshot.candidates().enumerate() {
         let Some(s) = c.stream(stream) else { continue };
         if s.inputs == 0 || s.replicated || (c.ip.is_some() && c.ip == asker) {
             continue;

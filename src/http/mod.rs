@@ -5,6 +5,7 @@ mod edges;
 mod error;
 mod health;
 mod mist;
+mod params;
 mod play;
 mod viewer;
 

@@ -4,11 +4,13 @@
 //! The playback path reads the in-process playback cache and the routing snapshot: no SQL and no
 //! Redis per request once an id is cached.
 
-use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request as HttpRequest, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,10 +18,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::principal_from_headers;
+use super::params::Params;
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
 use crate::edge::per_viewer_estimate;
+use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
 use crate::routing::{Candidate, Need, Parts, Pick, Request, Snapshot};
 
@@ -35,7 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/play/{playback_id}", get(play_json))
         .route(
             "/play/{playback_id}/{proto}",
-            get(play_redirect_root).post(play_redirect_root),
+            get(play_redirect).post(play_redirect),
         )
         .route(
             "/play/{playback_id}/{proto}/{*rest}",
@@ -44,13 +48,11 @@ pub fn router() -> Router<AppState> {
         .route("/ingest/{stream_key}", get(ingest).post(ingest))
 }
 
-/// The query string as a map, or why it could not be parsed (turned into a JSON 400 by [`query`]).
-pub(super) type QueryMap =
-    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-pub(super) fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+/// The client's socket address, which `axum::serve` with connect info attaches to every request.
+pub(super) fn peer_of(req: &HttpRequest) -> SocketAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
 }
 
 /// Playback ids and stream keys are short url-safe tokens.
@@ -67,22 +69,28 @@ pub(super) fn host_of(base_url: &str) -> &str {
     rest.split(['/', ':']).next().unwrap_or(rest)
 }
 
+/// Appends the edge URL of a protocol for a stream (MistServer's paths) to `out`; false, with
+/// nothing appended, for an unknown protocol.
+fn push_protocol_url(out: &mut String, base: &str, proto: &str, stream: &str, rest: &str) -> bool {
+    let rest = rest.trim_start_matches('/');
+    let or = |default| if rest.is_empty() { default } else { rest };
+    let parts: [&str; 5] = match proto {
+        "hls" => [base, "/hls/", stream, "/", or("index.m3u8")],
+        "dash" | "cmaf" => [base, "/cmaf/", stream, "/", or("index.mpd")],
+        "webrtc" | "whep" => [base, "/webrtc/", stream, "", ""],
+        "mp4" | "webm" | "ts" | "flv" | "html" => [base, "/", stream, ".", proto],
+        _ => return false,
+    };
+    for part in parts {
+        out.push_str(part);
+    }
+    true
+}
+
 /// The edge URL of a protocol for a stream, MistServer's paths.
 pub(super) fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
-    let rest = rest.trim_start_matches('/');
-    Some(match proto {
-        "hls" => format!(
-            "{base}/hls/{stream}/{}",
-            if rest.is_empty() { "index.m3u8" } else { rest }
-        ),
-        "dash" | "cmaf" => format!(
-            "{base}/cmaf/{stream}/{}",
-            if rest.is_empty() { "index.mpd" } else { rest }
-        ),
-        "webrtc" | "whep" => format!("{base}/webrtc/{stream}"),
-        "mp4" | "webm" | "ts" | "flv" | "html" => format!("{base}/{stream}.{proto}"),
-        _ => return None,
-    })
+    let mut url = String::new();
+    push_protocol_url(&mut url, base, proto, stream, rest).then_some(url)
 }
 
 const PROTOCOLS: &[&str] = &["hls", "dash", "whep", "mp4", "webm", "html"];
@@ -97,7 +105,7 @@ struct EdgeChoice {
     urls: serde_json::Map<String, serde_json::Value>,
 }
 
-fn choice(c: &Candidate, parts: &Parts, stream: &str, session: &str) -> EdgeChoice {
+fn choice(c: &Candidate, parts: &Parts, stream: &str, session: &Session<'_>) -> EdgeChoice {
     let mut urls = serde_json::Map::new();
     for proto in PROTOCOLS {
         if let Some(url) = protocol_url(&c.base_url, proto, stream, "") {
@@ -132,26 +140,58 @@ async fn resolve(
         .ok_or_else(|| ApiError::NotFound("unknown playback id".into()))
 }
 
-fn no_edge() -> ApiError {
-    ApiError::NoEdge("no eligible edge right now, retry shortly".into())
+/// The chosen edge of a decision, counted in `counters`, or 503 when no edge is eligible.
+pub(super) fn chosen<'s>(
+    snapshot: &'s Snapshot,
+    picks: &[Pick],
+    counters: &DecisionCounters,
+) -> Result<&'s Candidate, ApiError> {
+    let edge = picks.first().map(|p| snapshot.candidate(p));
+    counters.count(edge.map(|c| c.remote));
+    edge.ok_or_else(|| ApiError::NoEdge("no eligible edge right now, retry shortly".into()))
 }
 
-/// Charges the chosen edge one viewer's bandwidth, once per viewer session.
-fn debit(state: &AppState, c: &Candidate, stream: &str, session: Option<&str>) -> String {
+/// A viewer session: the id a returning viewer brought back, or a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session<'a> {
+    Returning(&'a str),
+    /// 64 bits from the thread-local CSPRNG (no syscall per request).
+    New(u64),
+}
+
+impl Session<'_> {
+    fn new() -> Self {
+        Session::New(rand::random())
+    }
+}
+
+impl fmt::Display for Session<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Session::Returning(id) => f.write_str(id),
+            Session::New(id) => write!(f, "{id:016x}"),
+        }
+    }
+}
+
+impl Serialize for Session<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Charges the chosen edge one viewer's bandwidth, once per viewer session: a viewer that comes
+/// back with the session id of an earlier redirect was counted then.
+fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>) -> Session<'a> {
     if let Some(existing) = session.filter(|s| valid_token(s) && s.len() <= 64) {
-        return existing.to_string(); // already counted when this session was redirected
+        return Session::Returning(existing);
     }
     if !c.remote {
         let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
         let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
-        state.edges.add_pending(&c.node_id, bytes);
+        c.pending.add(bytes, tokio::time::Instant::now());
     }
-    session_id()
-}
-
-/// A fresh viewer session id: 64 bits from the thread-local CSPRNG (no syscall per request).
-fn session_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    Session::new()
 }
 
 fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize) -> Vec<Pick> {
@@ -168,17 +208,16 @@ fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize) -> Vec<Pic
 
 async fn play_json(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(playback_id): Path<String>,
-    headers: HeaderMap,
-    q: QueryMap,
+    req: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
+    let q = Params::of(req.uri())?;
+    let headers = req.headers();
     let resolved = resolve(&state, &playback_id).await?;
-    let viewer = Viewer::of(&state, peer, &headers, &q)?;
+    let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
     let explain = q.get("explain").is_some_and(|v| v == "1");
     if explain {
-        let p = principal_from_headers(&headers, &state).await?;
+        let p = principal_from_headers(headers, &state).await?;
         if !p.role.is_operator() {
             return Err(ApiError::Forbidden(
                 "explain needs an operator token".into(),
@@ -193,20 +232,13 @@ async fn play_json(
         stream,
         if explain { EXPLAIN } else { CHOICES },
     );
-    let Some(first) = picks.first() else {
-        return Err(no_edge());
-    };
-    let primary = snapshot.candidate(first);
+    let primary = chosen(&snapshot, &picks, &state.metrics.play_json_decisions)?;
     // An operator's diagnostic must not change what it observes: explain charges nothing.
+    let returning = q.get(SESSION_PARAM);
     let session = if explain {
-        session_id()
+        Session::new()
     } else {
-        debit(
-            &state,
-            primary,
-            stream,
-            q.get(SESSION_PARAM).map(String::as_str),
-        )
+        debit(primary, stream, returning.as_deref())
     };
     let choices: Vec<EdgeChoice> = picks
         .iter()
@@ -241,24 +273,14 @@ async fn play_json(
         .into_response())
 }
 
-async fn play_redirect_root(
-    state: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    Path((playback_id, proto)): Path<(String, String)>,
-    headers: HeaderMap,
-    q: QueryMap,
-) -> Result<Response, ApiError> {
-    redirect(state, peer, playback_id, proto, String::new(), headers, q).await
-}
-
-async fn play_redirect(
-    state: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    Path((playback_id, proto, rest)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    q: QueryMap,
-) -> Result<Response, ApiError> {
-    redirect(state, peer, playback_id, proto, rest, headers, q).await
+/// `/play/{playback_id}/{proto}[/{rest}]`: the three parts, or `None` for any other path. The
+/// parts are used as they are, not percent-decoded: ids, protocols and file names are url-safe
+/// tokens, and anything else is refused as malformed.
+fn play_path(path: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = path.strip_prefix("/play/")?.splitn(3, '/');
+    let playback_id = parts.next()?;
+    let proto = parts.next()?;
+    Some((playback_id, proto, parts.next().unwrap_or("")))
 }
 
 /// The part after the protocol: a relative path of url-safe segments, never `..`.
@@ -270,73 +292,60 @@ fn valid_rest(rest: &str) -> bool {
         && !rest.split('/').any(|seg| seg == "..")
 }
 
-async fn redirect(
+/// The viewer hot path: resolve (in-process cache), rank (snapshot), debit (the edge's ledger),
+/// 307. No SQL, Redis, lock or per-request map.
+async fn play_redirect(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    playback_id: String,
-    proto: String,
-    rest: String,
-    headers: HeaderMap,
-    q: QueryMap,
+    req: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    if !valid_rest(&rest) {
+    let (playback_id, proto, rest) =
+        play_path(req.uri().path()).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+    let q = Params::of(req.uri())?;
+    if !valid_rest(rest) {
         return Err(ApiError::BadRequest("malformed path".into()));
     }
-    if protocol_url("", &proto, "", "").is_none() {
+    if protocol_url("", proto, "", "").is_none() {
         return Err(ApiError::BadRequest(format!(
             "unknown protocol {:?}; one of hls, dash, cmaf, webrtc, whep, mp4, webm, ts, flv, html",
             proto.chars().take(32).collect::<String>()
         )));
     }
-    let resolved = resolve(&state, &playback_id).await?;
-    let viewer = Viewer::of(&state, peer, &headers, &q)?;
+    let resolved = resolve(&state, playback_id).await?;
+    let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let picks = rank(&snapshot, &viewer, stream, 1);
-    let Some(first) = picks.first() else {
-        return Err(no_edge());
-    };
-    let edge = snapshot.candidate(first);
-    let session = debit(
-        &state,
-        edge,
-        stream,
-        q.get(SESSION_PARAM).map(String::as_str),
-    );
-    let url =
-        protocol_url(&edge.base_url, &proto, stream, &rest).expect("protocol validated above");
-    let location = format!("{url}?{SESSION_PARAM}={session}");
-    temporary_redirect(&location)
+    let edge = chosen(&snapshot, &picks, &state.metrics.play_decisions)?;
+    let returning = q.get(SESSION_PARAM);
+    let session = debit(edge, stream, returning.as_deref());
+    let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
+    push_protocol_url(&mut location, &edge.base_url, proto, stream, rest);
+    let _ = write!(location, "?{SESSION_PARAM}={session}");
+    temporary_redirect(location)
 }
 
 /// 307 keeps the method and body: a WHEP/WHIP POST stays a POST at the edge.
-pub(super) fn temporary_redirect(location: &str) -> Result<Response, ApiError> {
-    let value = HeaderValue::from_str(location)
+pub(super) fn temporary_redirect(location: String) -> Result<Response, ApiError> {
+    let value = HeaderValue::from_maybe_shared(Bytes::from(location))
         .map_err(|_| ApiError::BadRequest("cannot build a redirect for this request".into()))?;
-    Ok((
-        StatusCode::TEMPORARY_REDIRECT,
-        [
-            (header::LOCATION, value),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response())
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, value);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 async fn ingest(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
     Path(stream_key): Path<String>,
-    headers: HeaderMap,
-    q: QueryMap,
+    req: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
+    let q = Params::of(req.uri())?;
     if !valid_token(&stream_key) {
         return Err(ApiError::BadRequest("malformed stream key".into()));
     }
-    let viewer = Viewer::of(&state, peer, &headers, &q)?;
+    let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let stream = match state
         .registry
         .check_ingest(&stream_key, &state.config.cluster.id)
@@ -360,14 +369,11 @@ async fn ingest(
         },
         1,
     );
-    let Some(first) = picks.first() else {
-        return Err(no_edge());
-    };
-    let edge = snapshot.candidate(first);
+    let edge = chosen(&snapshot, &picks, &state.metrics.ingest_routing_decisions)?;
     let host = host_of(&edge.base_url);
     let whip = format!("{}/webrtc/{stream_key}", edge.base_url);
-    if method == Method::POST {
-        return temporary_redirect(&whip);
+    if req.method() == Method::POST {
+        return temporary_redirect(whip);
     }
     Ok(Json(json!({
         "stream": { "name": stream.name, "internal_name": stream.internal_name },

@@ -5,19 +5,16 @@
 //! otherwise unknown (the geo part then scores 0 for every edge, as in MistServer). The client address is the socket peer, or the first untrusted hop of
 //! `X-Forwarded-For` when the peer is a trusted proxy.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+use super::params::{Params, MAX_VALUE_BYTES};
 use super::ApiError;
 use crate::app::AppState;
 use crate::geoip::GeoIp;
 use crate::routing::Position;
-
-/// Longest query-string value looked at.
-const MAX_PARAM_BYTES: usize = 256;
 
 /// The request's origin as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,7 +48,7 @@ impl Viewer {
         state: &AppState,
         peer: SocketAddr,
         headers: &HeaderMap,
-        query: &HashMap<String, String>,
+        query: &Params<'_>,
     ) -> Result<Viewer, ApiError> {
         Self::from_request(
             peer,
@@ -66,19 +63,16 @@ impl Viewer {
     pub fn from_request(
         peer: SocketAddr,
         headers: &HeaderMap,
-        query: &HashMap<String, String>,
+        query: &Params<'_>,
         trusted: &[IpNet],
         geoip: Option<&GeoIp>,
     ) -> Result<Viewer, ApiError> {
-        if query.values().any(|v| v.len() > MAX_PARAM_BYTES) {
-            return Err(ApiError::BadRequest("query parameter too long".into()));
-        }
         let from_proxy = is_trusted(peer.ip(), trusted);
         let header = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .filter(|v| v.len() <= MAX_PARAM_BYTES)
+                .filter(|v| v.len() <= MAX_VALUE_BYTES)
         };
         let mut ip = peer.ip();
         if from_proxy {
@@ -97,7 +91,7 @@ impl Viewer {
             }
         }
         let position = match (query.get("lat"), query.get("lon")) {
-            (Some(lat), Some(lon)) => Some(coordinates(lat, lon).map_err(ApiError::BadRequest)?),
+            (Some(lat), Some(lon)) => Some(coordinates(&lat, &lon).map_err(ApiError::BadRequest)?),
             (None, None) => match (from_proxy, header("x-latitude"), header("x-longitude")) {
                 (true, Some(lat), Some(lon)) => coordinates(lat, lon).ok(),
                 _ => geoip.and_then(|g| g.position(ip)),
@@ -116,11 +110,8 @@ impl Viewer {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn q(query: &str) -> Params<'_> {
+        Params::parse(query).expect("valid query")
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -140,12 +131,12 @@ mod tests {
             ("x-longitude", "2.35"),
         ]);
         let proxy: SocketAddr = "10.0.0.2:5000".parse().expect("addr");
-        let v = Viewer::from_request(proxy, &h, &q(&[]), &trusted, None).expect("ok");
+        let v = Viewer::from_request(proxy, &h, &q(""), &trusted, None).expect("ok");
         assert_eq!(v.ip, "198.51.100.7".parse::<IpAddr>().expect("ip"));
         assert_eq!(v.position, Position::from_degrees(48.85, 2.35));
 
         let stranger: SocketAddr = "203.0.113.9:5000".parse().expect("addr");
-        let v = Viewer::from_request(stranger, &h, &q(&[]), &trusted, None).expect("ok");
+        let v = Viewer::from_request(stranger, &h, &q(""), &trusted, None).expect("ok");
         assert_eq!(v.ip, stranger.ip());
         assert_eq!(v.position, None);
     }
@@ -153,20 +144,14 @@ mod tests {
     #[test]
     fn query_position_wins_and_is_validated() {
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let v = Viewer::from_request(
-            peer,
-            &HeaderMap::new(),
-            &q(&[("lat", "1"), ("lon", "2")]),
-            &[],
-            None,
-        )
-        .expect("ok");
+        let v = Viewer::from_request(peer, &HeaderMap::new(), &q("lat=1&lon=2"), &[], None)
+            .expect("ok");
         assert_eq!(v.position, Position::from_degrees(1.0, 2.0));
         for bad in [
-            q(&[("lat", "91"), ("lon", "0")]),
-            q(&[("lat", "x"), ("lon", "0")]),
-            q(&[("lat", "1")]),
-            q(&[("lat", "NaN"), ("lon", "0")]),
+            q("lat=91&lon=0"),
+            q("lat=x&lon=0"),
+            q("lat=1"),
+            q("lat=NaN&lon=0"),
         ] {
             assert!(Viewer::from_request(peer, &HeaderMap::new(), &bad, &[], None).is_err());
         }

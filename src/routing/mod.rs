@@ -7,4 +7,4 @@ pub mod select;
 
 pub use router::{RemoteEdge, Router};
 pub use score::{Parts, Position, Weights, CROSS_CLUSTER_PENALTY};
-pub use select::{Candidate, Need, Pick, Request, Snapshot, StreamRef};
+pub use select::{Candidate, Need, Pick, Pool, Request, Snapshot, StreamRef};

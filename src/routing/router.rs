@@ -4,6 +4,11 @@
 //! Rebuilds are event-driven and rate-limited: an edge change (attach, stats, mode, detach) wakes
 //! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL`, so a burst
 //! of stats costs one rebuild and a change is visible within that interval.
+//!
+//! The local and the remote edges are indexed in separate pools: local edges change every few
+//! seconds, remote ones only when a peer's summary arrives (or expires). An edge change rebuilds
+//! the local pool (1,000 edges: ~0.25 ms) and pairs it with the remote pool already built (10,000
+//! edges: ~3 ms, paid once per summary instead of 50 times a second).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::score::{Position, Weights};
-use super::select::{Candidate, Snapshot, StreamRef};
+use super::select::{Candidate, Pool, Snapshot, StreamRef};
 use crate::edge::{EdgeState, RoutingInput};
+use crate::metrics::{Metrics, PoolLabels};
 
 /// Shortest time between two rebuilds.
 pub const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
@@ -48,29 +54,66 @@ fn sorted_streams(streams: impl Iterator<Item = StreamRef>) -> Arc<[StreamRef]> 
     streams.into()
 }
 
+/// The inputs a build needs beyond the edge state.
+#[derive(Debug)]
+struct BuildState {
+    weights: Weights,
+    /// Remote edges by peered cluster.
+    remote: HashMap<String, Vec<Candidate>>,
+    /// The pool built from `remote`, reused until remote edges change or one expires.
+    remote_pool: Arc<Pool>,
+    /// The earliest `fresh_until` in `remote_pool`: at that instant the pool is rebuilt without
+    /// the expired edges (they are already never chosen, `score` checks freshness).
+    remote_expires: Option<Instant>,
+}
+
+impl BuildState {
+    fn rebuild_remote(&mut self, now: Instant) {
+        let mut candidates = Vec::new();
+        for edges in self.remote.values_mut() {
+            edges.retain(|c| c.fresh_until > now);
+            candidates.extend(edges.iter().cloned());
+        }
+        self.remote_expires = candidates.iter().map(|c| c.fresh_until).min();
+        self.remote_pool = Arc::new(Pool::build(self.weights, candidates));
+    }
+}
+
 /// Owns the current snapshot and rebuilds it.
 #[derive(Debug)]
 pub struct Router {
     edges: Arc<EdgeState>,
     cluster_id: Arc<str>,
     root_domain: String,
-    weights: Mutex<Weights>,
-    remote: Mutex<HashMap<String, Vec<Candidate>>>,
+    /// What builds read and write; held for a whole build, so builds never interleave. The hot
+    /// path never takes it.
+    build: Mutex<BuildState>,
     snapshot: ArcSwap<Snapshot>,
+    metrics: Arc<Metrics>,
     /// Bumped after every rebuild, so tests and callers can await a fresh snapshot.
     generation: watch::Sender<u64>,
 }
 
 impl Router {
-    pub fn new(edges: Arc<EdgeState>, cluster_id: &str, root_domain: &str) -> Arc<Router> {
+    pub fn new(
+        edges: Arc<EdgeState>,
+        cluster_id: &str,
+        root_domain: &str,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Router> {
         let weights = Weights::default();
         Arc::new(Router {
             edges,
             cluster_id: Arc::from(cluster_id),
             root_domain: root_domain.to_string(),
-            weights: Mutex::new(weights),
-            remote: Mutex::new(HashMap::new()),
+            build: Mutex::new(BuildState {
+                weights,
+                remote: HashMap::new(),
+                remote_pool: Arc::new(Pool::empty(weights)),
+                remote_expires: None,
+            }),
             snapshot: ArcSwap::from_pointee(Snapshot::build(weights, Vec::new())),
+            metrics,
             generation: watch::channel(0).0,
         })
     }
@@ -80,14 +123,20 @@ impl Router {
         self.snapshot.load()
     }
 
-    pub fn weights(&self) -> Weights {
-        *self.weights.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, BuildState> {
+        self.build.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the weights and rebuilds at once.
+    pub fn weights(&self) -> Weights {
+        self.lock().weights
+    }
+
+    /// Replaces the weights and rebuilds both pools at once.
     pub fn set_weights(&self, weights: Weights) {
-        *self.weights.lock().unwrap_or_else(|e| e.into_inner()) = weights;
-        self.rebuild();
+        let mut build = self.lock();
+        build.weights = weights;
+        build.rebuild_remote(Instant::now());
+        self.rebuild_local(&build);
     }
 
     /// Replaces the remote edges of one peered cluster and rebuilds at once.
@@ -122,11 +171,12 @@ impl Router {
                 }
             })
             .collect();
-        self.remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cluster_id.to_string(), candidates);
-        self.rebuild();
+        let mut build = self.lock();
+        build.remote.insert(cluster_id.to_string(), candidates);
+        build.rebuild_remote(Instant::now());
+        // The local pool of the current snapshot stays as it is.
+        let local = self.snapshot.load().local().clone();
+        self.publish(Snapshot::from_pools(local, build.remote_pool.clone()));
     }
 
     /// The base URL viewers are sent to for a local edge without one of its own.
@@ -175,21 +225,40 @@ impl Router {
         }
     }
 
-    /// Rebuilds the snapshot from the edge state and the remote edges now.
+    /// Rebuilds the snapshot now: the local pool from the edge state, and the remote pool too if
+    /// one of its edges has expired since it was built.
     pub fn rebuild(&self) {
+        let started = std::time::Instant::now();
+        let mut build = self.lock();
+        let now = Instant::now();
+        if build.remote_expires.is_some_and(|t| t <= now) {
+            build.rebuild_remote(now);
+        }
+        self.rebuild_local(&build);
+        self.metrics
+            .routing_rebuild_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn rebuild_local(&self, build: &BuildState) {
         let mut candidates = Vec::new();
         self.edges
             .for_each_routing_input(|input| candidates.push(self.local_candidate(input)));
-        let now = Instant::now();
-        {
-            let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
-            for edges in remote.values_mut() {
-                edges.retain(|c| c.fresh_until > now);
-                candidates.extend(edges.iter().cloned());
-            }
+        let local = Arc::new(Pool::build(build.weights, candidates));
+        self.publish(Snapshot::from_pools(local, build.remote_pool.clone()));
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        for (pool, n) in [
+            ("local", snapshot.local().len()),
+            ("remote", snapshot.remote().len()),
+        ] {
+            self.metrics
+                .routing_pool_edges
+                .get_or_create(&PoolLabels { pool })
+                .set(n as i64);
         }
-        self.snapshot
-            .store(Arc::new(Snapshot::build(self.weights(), candidates)));
+        self.snapshot.store(Arc::new(snapshot));
         self.generation.send_modify(|g| *g += 1);
     }
 

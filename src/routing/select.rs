@@ -14,10 +14,11 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use tokio::time::Instant;
+
+use crate::edge::Pending;
 
 use super::score::{
     bw_part, cpu_part, geo_from_angle, geo_from_cos, ram_part, Parts, Position, Weights,
@@ -52,8 +53,9 @@ pub struct Candidate {
     pub position: Option<Position>,
     /// Routable until then (last stats + liveness window).
     pub fresh_until: Instant,
-    /// Bandwidth of redirects not yet visible in stats, bytes/s; shared with the pending ledger.
-    pub pending: Arc<AtomicU64>,
+    /// Redirects not yet visible in stats: the edge's pending ledger, shared with the edge state
+    /// (a redirect debits it directly). Remote edges get a ledger of their own per summary.
+    pub pending: Arc<Pending>,
     /// Streams the edge carries, sorted by name.
     pub streams: Arc<[StreamRef]>,
     /// Viewer connections on the edge (for the per-viewer bandwidth estimate).
@@ -137,9 +139,11 @@ const GROUP_DEGREES: f64 = 30.0;
 /// plus the group of edges with unknown position.
 const MAX_GROUPS: usize = (180 / 30 + 1) * (360 / 30 + 1) + 1;
 
-/// An immutable view of the routable pool, rebuilt when edges change.
+/// One indexed set of candidates: the local edges, or the remote ones. Local edges change every
+/// few seconds and remote ones only when a peer's summary arrives, so each is rebuilt on its own
+/// and a snapshot pairs the current two.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct Pool {
     weights: Weights,
     candidates: Vec<Candidate>,
     /// Per candidate: load parts with the pending of build time − penalty (may be negative for
@@ -169,22 +173,21 @@ fn angle_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
         .acos()
 }
 
-impl Snapshot {
-    /// Builds the snapshot and its index.
+impl Pool {
+    /// Builds a pool and its index.
     ///
     /// Relies on the pending-ledger contract (`edge::Pending::settle`): until the next build, a
     /// candidate's pending only grows. Bounds therefore use the pending read now, and candidates
     /// that cannot be chosen before the next build are left out: no RAM or bandwidth limit, no
     /// capability, or bandwidth already used up.
-    pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Snapshot {
+    pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Pool {
         let candidates: Vec<Candidate> = candidates
             .into_iter()
             .filter(|c| {
-                let pending = c.pending.load(AtomicOrdering::Relaxed);
                 c.ram_max > 0
                     && c.bw_limit > 0
                     && (c.serves_viewers || c.takes_ingest)
-                    && c.up.saturating_add(pending) < c.bw_limit
+                    && c.up.saturating_add(c.pending.current()) < c.bw_limit
             })
             .collect();
         let cpu_ram: Vec<(u64, u64)> = candidates
@@ -198,10 +201,7 @@ impl Snapshot {
             .collect();
         let bw_built: Vec<u64> = candidates
             .iter()
-            .map(|c| {
-                let pending = c.pending.load(AtomicOrdering::Relaxed);
-                bw_part(weights.bw, c.up, pending, c.bw_limit)
-            })
+            .map(|c| bw_part(weights.bw, c.up, c.pending.current(), c.bw_limit))
             .collect();
         let static_bound: Vec<i64> = candidates
             .iter()
@@ -304,7 +304,7 @@ impl Snapshot {
         for carriers in by_stream.values_mut() {
             carriers.sort_unstable_by_key(|&i| std::cmp::Reverse(static_bound[i as usize]));
         }
-        Snapshot {
+        Pool {
             weights,
             candidates,
             static_bound,
@@ -316,20 +316,25 @@ impl Snapshot {
         }
     }
 
+    /// An empty pool.
+    pub fn empty(weights: Weights) -> Pool {
+        Pool::build(weights, Vec::new())
+    }
+
     pub fn weights(&self) -> Weights {
         self.weights
     }
 
-    pub fn candidates(&self) -> &[Candidate] {
-        &self.candidates
+    pub fn len(&self) -> usize {
+        self.candidates.len()
     }
 
-    pub fn candidate(&self, pick: &Pick) -> &Candidate {
-        &self.candidates[pick.index as usize]
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
     }
 
     /// The exact score of one candidate for `req`, or `None` when it is not eligible.
-    pub fn score(&self, index: u32, req: &Request<'_>) -> Option<Parts> {
+    fn score(&self, index: u32, req: &Request<'_>) -> Option<Parts> {
         let c = &self.candidates[index as usize];
         let capable = match req.need {
             Need::Viewers => c.serves_viewers,
@@ -339,7 +344,7 @@ impl Snapshot {
         if !capable || req.now >= c.fresh_until {
             return None;
         }
-        let pending = c.pending.load(AtomicOrdering::Relaxed);
+        let pending = c.pending.current();
         if c.up.saturating_add(pending) >= c.bw_limit {
             return None; // bandwidth exhausted
         }
@@ -362,16 +367,96 @@ impl Snapshot {
             c.remote,
         )
     }
+}
+
+/// An immutable view of the routable edges: the local pool and the remote pool, built with the
+/// same weights. Picks index the local candidates first, then the remote ones.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pools: [Arc<Pool>; 2],
+}
+
+impl Snapshot {
+    /// Builds both pools from one list (local and remote candidates mixed).
+    pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Snapshot {
+        let (remote, local): (Vec<Candidate>, Vec<Candidate>) =
+            candidates.into_iter().partition(|c| c.remote);
+        Snapshot::from_pools(
+            Arc::new(Pool::build(weights, local)),
+            Arc::new(Pool::build(weights, remote)),
+        )
+    }
+
+    /// Pairs a local and a remote pool; both must have been built with the same weights.
+    pub fn from_pools(local: Arc<Pool>, remote: Arc<Pool>) -> Snapshot {
+        assert_eq!(
+            local.weights, remote.weights,
+            "both pools of a snapshot are built with the same weights"
+        );
+        Snapshot {
+            pools: [local, remote],
+        }
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.pools[0].weights
+    }
+
+    /// The local pool (reused by the next snapshot when only remote edges change).
+    pub fn local(&self) -> &Arc<Pool> {
+        &self.pools[0]
+    }
+
+    /// The remote pool (reused by the next snapshot when only local edges change).
+    pub fn remote(&self) -> &Arc<Pool> {
+        &self.pools[1]
+    }
+
+    /// Every candidate, local first, in pick-index order.
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.pools.iter().flat_map(|p| p.candidates.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pools[0].len() + self.pools[1].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pool and the index within it of a pick index.
+    fn locate(&self, index: u32) -> (&Pool, u32) {
+        let local = self.pools[0].candidates.len() as u32;
+        if index < local {
+            (&self.pools[0], index)
+        } else {
+            (&self.pools[1], index - local)
+        }
+    }
+
+    /// The candidate at a pick index.
+    pub fn get(&self, index: u32) -> &Candidate {
+        let (pool, i) = self.locate(index);
+        &pool.candidates[i as usize]
+    }
+
+    pub fn candidate(&self, pick: &Pick) -> &Candidate {
+        self.get(pick.index)
+    }
+
+    /// The exact score of one candidate for `req`, or `None` when it is not eligible.
+    pub fn score(&self, index: u32, req: &Request<'_>) -> Option<Parts> {
+        let (pool, i) = self.locate(index);
+        pool.score(i, req)
+    }
 
     /// Whether `a` ranks before `b`: higher total, then lower node id.
     fn better(&self, a: &Pick, b: &Pick) -> bool {
         match a.parts.total.cmp(&b.parts.total) {
             Ordering::Greater => true,
             Ordering::Less => false,
-            Ordering::Equal => {
-                self.candidates[a.index as usize].node_id
-                    < self.candidates[b.index as usize].node_id
-            }
+            Ordering::Equal => self.get(a.index).node_id < self.get(b.index).node_id,
         }
     }
 
@@ -393,7 +478,7 @@ impl Snapshot {
     /// The oracle: scores every candidate and returns the best `k`, best first.
     pub fn rank_exhaustive(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
         let mut top = Vec::with_capacity(k + 1);
-        for index in 0..self.candidates.len() as u32 {
+        for index in 0..self.len() as u32 {
             if let Some(parts) = self.score(index, req) {
                 self.offer(&mut top, k, Pick { index, parts });
             }
@@ -407,22 +492,30 @@ impl Snapshot {
         if k == 0 {
             return top;
         }
-        // Group bounds for this viewer, visited best first.
+        let offsets = [0u32, self.pools[0].candidates.len() as u32];
+        // Group bounds for this viewer, both pools' groups together, visited best first.
         let viewer = req.viewer.as_ref().map(unit_vector);
-        let w_geo = self.weights.geo;
-        // (bound of the best member, geo bound, group), on the stack: no allocation per request.
-        let mut order = [(0i64, 0i64, 0u32); MAX_GROUPS];
-        for (g, group) in self.groups.iter().enumerate() {
-            let geo = match (&viewer, &group.centre) {
-                (Some(v), Some(c)) => {
-                    let nearest = (angle_between(v, c) - group.radius).max(0.0);
-                    geo_from_angle(w_geo, nearest) as i64
-                }
-                _ => 0,
-            };
-            order[g] = (geo + group.max_static, geo, g as u32);
+        let w_geo = self.weights().geo;
+        // (bound of the best member, geo bound, pool, group), on the stack: no allocation per
+        // request. Geo bounds per group are also kept by pool and group for the carriers' pass.
+        let mut order = [(0i64, 0i64, 0u8, 0u32); 2 * MAX_GROUPS];
+        let mut geo_of_group = [[0i64; MAX_GROUPS]; 2];
+        let mut n = 0;
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (g, group) in pool.groups.iter().enumerate() {
+                let geo = match (&viewer, &group.centre) {
+                    (Some(v), Some(c)) => {
+                        let nearest = (angle_between(v, c) - group.radius).max(0.0);
+                        geo_from_angle(w_geo, nearest) as i64
+                    }
+                    _ => 0,
+                };
+                geo_of_group[p][g] = geo;
+                order[n] = (geo + group.max_static, geo, p as u8, g as u32);
+                n += 1;
+            }
         }
-        let order = &mut order[..self.groups.len()];
+        let order = &mut order[..n];
         order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
         // The k-th best so far: its total and node id. A candidate whose bound is below that
         // total, or equal to it with a higher node id, cannot enter the top k (ties go to the
@@ -431,67 +524,66 @@ impl Snapshot {
         let threshold = |top: &Vec<Pick>| -> Option<(i64, Arc<str>)> {
             (top.len() == k).then(|| {
                 let kth = &top[k - 1];
-                (
-                    kth.parts.total as i64,
-                    self.candidates[kth.index as usize].node_id.clone(),
-                )
+                (kth.parts.total as i64, self.get(kth.index).node_id.clone())
             })
         };
         // Carriers of the stream first: they alone can get the bonus, so their bound is their own
         // (static + bonus + their group's geo bound). The scan below then bounds everyone without
         // the bonus, and skips the carriers it meets again.
-        let mut geo_of_group = [0i64; MAX_GROUPS];
-        for &(_, geo, g) in order.iter() {
-            geo_of_group[g as usize] = geo;
-        }
-        let carriers: &[u32] = req
-            .stream
-            .and_then(|s| self.by_stream.get(s))
-            .map_or(&[], Vec::as_slice);
-        let bonus = self.weights.bonus as i64;
+        let bonus = self.weights().bonus as i64;
         let mut bar = threshold(&top);
-        for &index in carriers {
-            if let Some((t, kth_id)) = &bar {
-                let geo = geo_of_group[self.group_of[index as usize] as usize];
-                let bound = self.static_bound[index as usize] + bonus + geo;
-                let id = &self.candidates[index as usize].node_id;
-                if bound < *t || (bound == *t && id > kth_id) {
-                    continue;
+        let mut any_carrier = false;
+        for (p, pool) in self.pools.iter().enumerate() {
+            let carriers: &[u32] = req
+                .stream
+                .and_then(|s| pool.by_stream.get(s))
+                .map_or(&[], Vec::as_slice);
+            any_carrier |= !carriers.is_empty();
+            for &i in carriers {
+                if let Some((t, kth_id)) = &bar {
+                    let geo = geo_of_group[p][pool.group_of[i as usize] as usize];
+                    let bound = pool.static_bound[i as usize] + bonus + geo;
+                    let id = &pool.candidates[i as usize].node_id;
+                    if bound < *t || (bound == *t && id > kth_id) {
+                        continue;
+                    }
+                }
+                if let Some(parts) = pool.score(i, req) {
+                    let index = offsets[p] + i;
+                    self.offer(&mut top, k, Pick { index, parts });
+                    bar = threshold(&top);
                 }
             }
-            if let Some(parts) = self.score(index, req) {
-                self.offer(&mut top, k, Pick { index, parts });
-                bar = threshold(&top);
-            }
         }
-        for &mut (group_bound, geo_bound, g) in order {
-            let group = &self.groups[g as usize];
+        for &mut (group_bound, geo_bound, p, g) in order {
+            let pool = &self.pools[p as usize];
+            let group = &pool.groups[g as usize];
             if let Some((t, _)) = &bar {
                 if group_bound < *t {
                     break; // groups are in descending bound order
                 }
             }
-            for &index in &group.members {
-                let c = &self.candidates[index as usize];
+            for &i in &group.members {
+                let c = &pool.candidates[i as usize];
                 if let Some((t, kth_id)) = &bar {
-                    let bound = geo_bound + self.static_bound[index as usize];
+                    let bound = geo_bound + pool.static_bound[i as usize];
                     if bound < *t || (bound == *t && c.node_id > *kth_id) {
                         break; // members come in (bound desc, node id asc) order
                     }
                     // The same bound with the pending of this instant: redirects since the build
                     // pile pending onto the best edges. Still an upper bound, so still exact.
-                    let pending = c.pending.load(AtomicOrdering::Relaxed);
-                    let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
-                    let lost = self.bw_built[index as usize].saturating_sub(bw_now) as i64;
+                    let bw_now = bw_part(pool.weights.bw, c.up, c.pending.current(), c.bw_limit);
+                    let lost = pool.bw_built[i as usize].saturating_sub(bw_now) as i64;
                     let tight = bound - lost;
                     if tight < *t || (tight == *t && c.node_id > *kth_id) {
                         continue;
                     }
                 }
-                if !carriers.is_empty() && req.stream.is_some_and(|s| c.carries(s)) {
+                if any_carrier && req.stream.is_some_and(|s| c.carries(s)) {
                     continue; // scored in the carriers' pass
                 }
-                if let Some(parts) = self.score(index, req) {
+                if let Some(parts) = pool.score(i, req) {
+                    let index = offsets[p as usize] + i;
                     self.offer(&mut top, k, Pick { index, parts });
                     bar = threshold(&top);
                 }
@@ -533,7 +625,7 @@ mod tests {
             bw_limit: 125_000_000,
             position: lat.and_then(|lat| Position::from_degrees(lat, lon)),
             fresh_until: Instant::now() + Duration::from_secs(3600),
-            pending: Arc::new(AtomicU64::new(pending)),
+            pending: Arc::new(Pending::starting_at(pending)),
             streams: streams.into(),
             connections: 0,
             ip: None,
@@ -584,8 +676,8 @@ mod tests {
             let snapshot = Snapshot::build(Weights::default(), pool);
             // Redirects after the build: pending only grows until the next build.
             for (i, more) in growth {
-                if let Some(c) = snapshot.candidates().get(i) {
-                    c.pending.fetch_add(more, AtomicOrdering::Relaxed);
+                if let Some(c) = snapshot.candidates().nth(i) {
+                    c.pending.add(more, Instant::now());
                 }
             }
             let req = Request {
@@ -652,8 +744,8 @@ mod tests {
                 .collect();
             let snapshot = Snapshot::build(Weights::default(), pool);
             for (i, more) in growth {
-                if let Some(c) = snapshot.candidates().get(i) {
-                    c.pending.fetch_add(more, AtomicOrdering::Relaxed);
+                if let Some(c) = snapshot.candidates().nth(i) {
+                    c.pending.add(more, Instant::now());
                 }
             }
             let req = Request {

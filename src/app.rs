@@ -1,6 +1,5 @@
 //! Wiring of the whole server: state, listeners, background tasks, graceful shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -136,15 +135,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
 
-    let router = crate::http::router(state.clone());
-    let http = tokio::spawn(
-        axum::serve(
-            http_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
-    );
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
     let grpc = tokio::spawn(crate::grpc::serve(
         state.clone(),
         grpc_listener,

@@ -7,6 +7,7 @@ mod health;
 mod mist;
 mod params;
 mod play;
+mod serve;
 mod viewer;
 
 use axum::extract::DefaultBodyLimit;
@@ -16,6 +17,7 @@ use crate::app::AppState;
 
 pub use auth::Operator;
 pub use error::ApiError;
+pub use serve::serve;
 
 /// The whole HTTP surface of one Foghorn.
 pub fn router(state: AppState) -> Router {

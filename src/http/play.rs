@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request as HttpRequest, State};
+use axum::http::request::Parts as RequestParts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,14 +38,8 @@ const SESSION_PARAM: &str = "fh_sid";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/play/{playback_id}", get(play_json))
-        .route(
-            "/play/{playback_id}/{proto}",
-            get(play_redirect).post(play_redirect),
-        )
-        .route(
-            "/play/{playback_id}/{proto}/{*rest}",
-            get(play_redirect).post(play_redirect),
-        )
+        // `/play/{playback_id}/{proto}/...` is served by `redirect`, ahead of the router (see
+        // `http::serve`).
         .route("/ingest/{stream_key}", get(ingest).post(ingest))
 }
 
@@ -292,15 +287,24 @@ fn valid_rest(rest: &str) -> bool {
         && !rest.split('/').any(|seg| seg == "..")
 }
 
-/// The viewer hot path: resolve (in-process cache), rank (snapshot), debit (the edge's ledger),
-/// 307. No SQL, Redis, lock or per-request map.
-async fn play_redirect(
-    State(state): State<AppState>,
-    req: HttpRequest,
+/// Whether `path` is a viewer redirect, `/play/{playback_id}/{proto}[/...]`.
+pub(super) fn is_redirect_path(path: &str) -> bool {
+    play_path(path).is_some()
+}
+
+/// `GET|POST /play/{playback_id}/{proto}/...`, the viewer hot path: resolve (in-process cache),
+/// rank (snapshot), debit (the edge's own ledger), 307. No SQL, Redis, lock or per-request map.
+pub(super) async fn redirect(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &RequestParts,
 ) -> Result<Response, ApiError> {
+    if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
+        return Err(ApiError::MethodNotAllowed("use GET or POST".into()));
+    }
     let (playback_id, proto, rest) =
-        play_path(req.uri().path()).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
-    let q = Params::of(req.uri())?;
+        play_path(req.uri.path()).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+    let q = Params::of(&req.uri)?;
     if !valid_rest(rest) {
         return Err(ApiError::BadRequest("malformed path".into()));
     }
@@ -310,8 +314,8 @@ async fn play_redirect(
             proto.chars().take(32).collect::<String>()
         )));
     }
-    let resolved = resolve(&state, playback_id).await?;
-    let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
+    let resolved = resolve(state, playback_id).await?;
+    let viewer = Viewer::of(state, peer, &req.headers, &q)?;
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let picks = rank(&snapshot, &viewer, stream, 1);

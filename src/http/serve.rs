@@ -1,0 +1,104 @@
+//! The viewer/API listener: accepts connections and serves them with hyper (HTTP/1.1, and h2c
+//! for clients that speak it).
+//!
+//! Each connection gets a [`Front`] service that knows the peer address. Viewer redirects
+//! (`/play/{playback_id}/{proto}/...`, the one path that takes the whole viewer load) go straight
+//! to [`super::play::redirect`]; everything else goes through the axum router, with the peer as
+//! `ConnectInfo`. The redirect path so skips the router's per-request work (route lookup, path
+//! parameters, extensions, body boxing), which is most of what separates it from a static reply.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::play;
+use crate::app::AppState;
+
+/// One connection's service.
+#[derive(Clone)]
+struct Front {
+    state: AppState,
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+type Reply = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Reply {
+        if play::is_redirect_path(req.uri().path()) {
+            let (state, peer) = (self.state.clone(), self.peer);
+            // The body is never read: a 307 makes the client send it again to the edge.
+            let (parts, _body) = req.into_parts();
+            return Box::pin(async move {
+                Ok(play::redirect(&state, peer, &parts).await.into_response())
+            });
+        }
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let mut router = self.router.clone();
+        Box::pin(async move { tower_service::Service::call(&mut router, req).await })
+    }
+}
+
+/// Serves `listener` until `shutdown`, then stops accepting and lets open requests finish (the
+/// caller bounds how long).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = super::router(state.clone());
+    let builder = Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: the listener itself is fine, and
+                    // spinning on it would not help.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Replies are one write each; do not hold them back for an ACK.
+        let _ = tcp.set_nodelay(true);
+        let front = Front {
+            state: state.clone(),
+            router: router.clone(),
+            peer,
+        };
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), front)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}

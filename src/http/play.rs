@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::auth::principal_from_headers;
 use super::params::Params;
@@ -177,25 +178,25 @@ impl Serialize for Session<'_> {
 
 /// Charges the chosen edge one viewer's bandwidth, once per viewer session: a viewer that comes
 /// back with the session id of an earlier redirect was counted then.
-fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>) -> Session<'a> {
+fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>, now: Instant) -> Session<'a> {
     if let Some(existing) = session.filter(|s| valid_token(s) && s.len() <= 64) {
         return Session::Returning(existing);
     }
     if !c.remote {
         let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
         let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
-        c.pending.add(bytes, tokio::time::Instant::now());
+        c.pending.add(bytes, now);
     }
     Session::new()
 }
 
-fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize) -> Vec<Pick> {
+fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize, now: Instant) -> Vec<Pick> {
     snapshot.rank(
         &Request {
             viewer: viewer.position,
             stream: Some(stream),
             need: Need::Viewers,
-            now: tokio::time::Instant::now(),
+            now,
         },
         k,
     )
@@ -221,11 +222,13 @@ async fn play_json(
     }
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
+    let now = Instant::now();
     let picks = rank(
         &snapshot,
         &viewer,
         stream,
         if explain { EXPLAIN } else { CHOICES },
+        now,
     );
     let primary = chosen(&snapshot, &picks, &state.metrics.play_json_decisions)?;
     // An operator's diagnostic must not change what it observes: explain charges nothing.
@@ -233,7 +236,7 @@ async fn play_json(
     let session = if explain {
         Session::new()
     } else {
-        debit(primary, stream, returning.as_deref())
+        debit(primary, stream, returning.as_deref(), now)
     };
     let choices: Vec<EdgeChoice> = picks
         .iter()
@@ -318,10 +321,11 @@ pub(super) async fn redirect(
     let viewer = Viewer::of(state, peer, &req.headers, &q)?;
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
-    let picks = rank(&snapshot, &viewer, stream, 1);
+    let now = Instant::now();
+    let picks = rank(&snapshot, &viewer, stream, 1, now);
     let edge = chosen(&snapshot, &picks, &state.metrics.play_decisions)?;
     let returning = q.get(SESSION_PARAM);
-    let session = debit(edge, stream, returning.as_deref());
+    let session = debit(edge, stream, returning.as_deref(), now);
     let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
     push_protocol_url(&mut location, &edge.base_url, proto, stream, rest);
     let _ = write!(location, "?{SESSION_PARAM}={session}");

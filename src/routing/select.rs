@@ -374,6 +374,9 @@ impl Pool {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pools: [Arc<Pool>; 2],
+    /// Both pools' groups as [`Snapshot::rank`] visits them when the viewer's position is
+    /// unknown (every geo part 0): (bound, geo bound 0, pool, group), best bound first.
+    blind_order: Vec<(i64, i64, u8, u32)>,
 }
 
 impl Snapshot {
@@ -393,8 +396,20 @@ impl Snapshot {
             local.weights, remote.weights,
             "both pools of a snapshot are built with the same weights"
         );
+        let mut blind_order: Vec<(i64, i64, u8, u32)> = [&local, &remote]
+            .iter()
+            .enumerate()
+            .flat_map(|(p, pool)| {
+                pool.groups
+                    .iter()
+                    .enumerate()
+                    .map(move |(g, group)| (group.max_static, 0, p as u8, g as u32))
+            })
+            .collect();
+        blind_order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
         Snapshot {
             pools: [local, remote],
+            blind_order,
         }
     }
 
@@ -493,30 +508,36 @@ impl Snapshot {
             return top;
         }
         let offsets = [0u32, self.pools[0].candidates.len() as u32];
-        // Group bounds for this viewer, both pools' groups together, visited best first.
-        let viewer = req.viewer.as_ref().map(unit_vector);
-        let w_geo = self.weights().geo;
-        // (bound of the best member, geo bound, pool, group), on the stack: no allocation per
-        // request. Geo bounds per group are also kept by pool and group for the carriers' pass.
-        let mut order = [(0i64, 0i64, 0u8, 0u32); 2 * MAX_GROUPS];
+        // Group bounds for this viewer, both pools' groups together, visited best first:
+        // (bound of the best member, geo bound, pool, group), on the stack, no allocation per
+        // request. Geo bounds are also kept by pool and group for the carriers' pass. Without a
+        // viewer position every geo bound is 0 and the order is the snapshot's own.
+        let mut sorted = [(0i64, 0i64, 0u8, 0u32); 2 * MAX_GROUPS];
         let mut geo_of_group = [[0i64; MAX_GROUPS]; 2];
-        let mut n = 0;
-        for (p, pool) in self.pools.iter().enumerate() {
-            for (g, group) in pool.groups.iter().enumerate() {
-                let geo = match (&viewer, &group.centre) {
-                    (Some(v), Some(c)) => {
-                        let nearest = (angle_between(v, c) - group.radius).max(0.0);
-                        geo_from_angle(w_geo, nearest) as i64
+        let order: &[(i64, i64, u8, u32)] = match req.viewer.as_ref().map(unit_vector) {
+            None => &self.blind_order,
+            Some(v) => {
+                let w_geo = self.weights().geo;
+                let mut n = 0;
+                for (p, pool) in self.pools.iter().enumerate() {
+                    for (g, group) in pool.groups.iter().enumerate() {
+                        let geo = match &group.centre {
+                            Some(c) => {
+                                let nearest = (angle_between(&v, c) - group.radius).max(0.0);
+                                geo_from_angle(w_geo, nearest) as i64
+                            }
+                            None => 0,
+                        };
+                        geo_of_group[p][g] = geo;
+                        sorted[n] = (geo + group.max_static, geo, p as u8, g as u32);
+                        n += 1;
                     }
-                    _ => 0,
-                };
-                geo_of_group[p][g] = geo;
-                order[n] = (geo + group.max_static, geo, p as u8, g as u32);
-                n += 1;
+                }
+                let sorted = &mut sorted[..n];
+                sorted.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+                sorted
             }
-        }
-        let order = &mut order[..n];
-        order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+        };
         // The k-th best so far: its total and node id. A candidate whose bound is below that
         // total, or equal to it with a higher node id, cannot enter the top k (ties go to the
         // lower id). Under a flood, redirects level many edges to the same score, so the tie rule
@@ -555,7 +576,7 @@ impl Snapshot {
                 }
             }
         }
-        for &mut (group_bound, geo_bound, p, g) in order {
+        for &(group_bound, geo_bound, p, g) in order {
             let pool = &self.pools[p as usize];
             let group = &pool.groups[g as usize];
             if let Some((t, _)) = &bar {

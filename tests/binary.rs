@@ -85,6 +85,36 @@ fn bad_configuration_exits_before_binding_and_names_the_key() {
     );
 }
 
+/// An edge's score for a viewer at `(lat, lon)` by DESIGN.md §5 with the default weights, for a
+/// local edge without the stream and without pending redirects: written out here from the
+/// formula, independently of `foghorn::routing`.
+fn score_by_design(stats: &serde_json::Value, (lat, lon): (f64, f64)) -> u64 {
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    let headroom = |w: u64, used: u64, max: u64| {
+        if max == 0 || used >= max {
+            0
+        } else {
+            w - (u128::from(used) * u128::from(w) / u128::from(max)) as u64
+        }
+    };
+    let (elat, elon) = (
+        stats["latitude"].as_f64().expect("latitude"),
+        stats["longitude"].as_f64().expect("longitude"),
+    );
+    let (p1, p2) = (lat.to_radians(), elat.to_radians());
+    let cos = p1.sin() * p2.sin() + p1.cos() * p2.cos() * (lon - elon).to_radians().cos();
+    let d = cos.clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
+    let geo = 1000 - ((1000.0 * d).floor() as u64).min(1000);
+    headroom(500, n("cpu_tenths"), 1000)
+        + headroom(500, n("ram_used_bytes"), n("ram_max_bytes"))
+        + headroom(1000, n("up_bytes_per_sec"), n("bw_limit_bytes_per_sec"))
+        + geo
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_then_sim_then_kill() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -192,8 +222,8 @@ async fn admin_then_sim_then_kill() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("ENROLLMENT_FAILED"));
 
     let state = dir.join("sim-state");
-    // Three edges with saved identities in `state`; `extra` adds flags.
-    let spawn_sim = |extra: &[&str]| {
+    // Three edges with saved identities in `state`, reporting every `interval`; `extra` adds flags.
+    let spawn_sim = |interval: &str, extra: &[&str]| {
         Running(
             foghorn(dir)
                 .args([
@@ -203,7 +233,7 @@ async fn admin_then_sim_then_kill() {
                     "--edges",
                     "3",
                     "--interval",
-                    "200ms",
+                    interval,
                 ])
                 .args(extra)
                 .arg("--state-dir")
@@ -214,7 +244,7 @@ async fn admin_then_sim_then_kill() {
                 .expect("start sim"),
         )
     };
-    let sim = spawn_sim(&["--seed", "1", "--enrollment-token", &enroll]);
+    let sim = spawn_sim("200ms", &["--seed", "1", "--enrollment-token", &enroll]);
     let client = reqwest::Client::new();
     let edges = || async {
         let body: serde_json::Value = client
@@ -260,7 +290,7 @@ async fn admin_then_sim_then_kill() {
     }
 
     // Restarted with the same state dir, the edges reconnect with their credentials: no new nodes.
-    let sim = spawn_sim(&[]);
+    let sim = spawn_sim("200ms", &[]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = edges().await;
@@ -272,6 +302,63 @@ async fn admin_then_sim_then_kill() {
             "edges did not come back: {list:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sim);
+
+    // Routing over the simulator's own reports. With a long interval each edge reports once, so
+    // the test scores the pool itself by DESIGN.md §5 from what `/api/v1/edges` shows and expects
+    // exactly Foghorn's choice and scores (explain charges nothing, so no pending either).
+    let sim = spawn_sim("60s", &[]);
+    let playback = stream["playback_id"].as_str().expect("playback id");
+    let url = format!("{http}/play/{playback}?lat=48.85&lon=2.35&explain=1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (list, explained) = loop {
+        let list = edges().await;
+        let body: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(&op)
+            .send()
+            .await
+            .expect("play")
+            .json()
+            .await
+            .expect("json");
+        let scored = body["explain"]["candidates"].as_array().map_or(0, Vec::len);
+        if scored == 3 && list.iter().all(|e| e["routable"] == true) {
+            break (list, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reconnected edges were not all scored: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let expected: Vec<(String, u64)> = list
+        .iter()
+        .map(|e| {
+            (
+                e["node_id"].as_str().expect("id").to_string(),
+                score_by_design(&e["stats"], (48.85, 2.35)),
+            )
+        })
+        .collect();
+    let best = expected
+        .iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .expect("three edges");
+    assert_eq!(
+        explained["primary"]["node_id"],
+        best.0.as_str(),
+        "{explained}"
+    );
+    assert_eq!(explained["primary"]["score"], best.1);
+    for c in explained["explain"]["candidates"]
+        .as_array()
+        .expect("candidates")
+    {
+        let id = c["node_id"].as_str().expect("id");
+        let want = expected.iter().find(|e| e.0 == id).expect("listed edge").1;
+        assert_eq!(c["parts"]["total"], want, "{id}: {c}");
     }
     drop(sim);
 

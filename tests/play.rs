@@ -277,6 +277,18 @@ async fn eligibility_rules_and_errors() {
         (play("?lat=1"), 400),
         (play("/gopher/x"), 400),
         (play("/hls/..%2Fsecret"), 400),
+        (play("/hls/index.m3u8?lat=91&lon=0"), 400),
+        (play("/hls/index.m3u8?lon=2"), 400),
+        (
+            play(&format!("/hls/index.m3u8?fh_sid={}", "a".repeat(300))),
+            400,
+        ),
+        (
+            play(&format!("/hls/index.m3u8?{}", "a=1&".repeat(600))),
+            400,
+        ),
+        (server.http("/play/bad%24id/hls/index.m3u8"), 400),
+        (server.http("/play/nope_nope/hls/index.m3u8"), 404),
         (server.http("/ingest/sk_unknown"), 404),
     ] {
         let res = client().get(&url).send().await.expect("request");
@@ -284,6 +296,23 @@ async fn eligibility_rules_and_errors() {
         let body: Value = res.json().await.expect("json error");
         assert!(body["error"]["code"].is_string(), "{body}");
     }
+    // The redirect answers GET, HEAD and POST; other methods get a JSON 405.
+    let res = client()
+        .put(play("/hls/index.m3u8"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 405);
+    let body: Value = res.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let res = client()
+        .head(play("/hls/index.m3u8"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(res.status(), 307);
+    assert!(res.headers().contains_key("location"));
+
     // explain needs an operator token.
     let res = client().get(play("?explain=1")).send().await.expect("play");
     assert_eq!(res.status(), 401);
@@ -378,6 +407,30 @@ async fn a_session_is_charged_once_and_closed_edges_leave_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+
+    // Every decision was counted by endpoint and result.
+    let metrics = client()
+        .get(server.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = |endpoint: &str, result: &str| -> u64 {
+        let key = format!(
+            "foghorn_routing_decisions_total{{endpoint=\"{endpoint}\",result=\"{result}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {metrics}"))
+    };
+    assert_eq!(count("play_json", "local"), 3, "the three explains");
+    assert!(count("play", "local") >= 6, "the redirects");
+    assert_eq!(count("play", "remote"), 0);
+    assert!(count("play", "none") >= 1, "the 503 after the edge left");
     server.stop().await;
 }
 

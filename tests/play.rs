@@ -303,6 +303,7 @@ async fn eligibility_rules_and_errors() {
         .await
         .expect("put");
     assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD, POST");
     let body: Value = res.json().await.expect("json error");
     assert_eq!(body["error"]["code"], "method_not_allowed");
     let res = client()

@@ -13,8 +13,8 @@ const MAX_QUERY_BYTES: usize = 2048;
 /// Longest decoded value accepted, bytes.
 pub const MAX_VALUE_BYTES: usize = 256;
 
-/// The validated query string of one request. When a name is given more than once, the first
-/// occurrence counts.
+/// The validated query string of one request. When a name is given more than once, the last
+/// occurrence counts (as with a map built from the pairs in order).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Params<'a>(&'a str);
 
@@ -42,7 +42,10 @@ impl<'a> Params<'a> {
 
     /// The value of `name`, if given (an empty string for `?name`).
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.pairs().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.pairs()
+            .filter(|(k, _)| k == name)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// Whether `name` is given, with or without a value.
@@ -58,7 +61,7 @@ mod tests {
     #[test]
     fn values_are_found_decoded_and_bounded() {
         let p = Params::parse("a=1&b=x%20y&flag&a=2&c=").expect("valid");
-        assert_eq!(p.get("a").as_deref(), Some("1"), "first occurrence wins");
+        assert_eq!(p.get("a").as_deref(), Some("2"), "last occurrence wins");
         assert_eq!(p.get("b").as_deref(), Some("x y"));
         assert_eq!(p.get("flag").as_deref(), Some(""));
         assert!(p.has("flag") && p.has("c") && !p.has("d"));

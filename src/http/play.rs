@@ -303,7 +303,11 @@ pub(super) async fn redirect(
     req: &RequestParts,
 ) -> Result<Response, ApiError> {
     if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
-        return Err(ApiError::MethodNotAllowed("use GET or POST".into()));
+        let mut response = ApiError::MethodNotAllowed("use GET or POST".into()).into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        return Ok(response);
     }
     let (playback_id, proto, rest) =
         play_path(req.uri.path()).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;

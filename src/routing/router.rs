@@ -127,8 +127,9 @@ impl Router {
         self.build.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The weights of the current snapshot (no lock: handlers call this).
     pub fn weights(&self) -> Weights {
-        self.lock().weights
+        self.snapshot.load().weights()
     }
 
     /// Replaces the weights and rebuilds both pools at once.

@@ -160,6 +160,10 @@ pub struct Pool {
     /// Per candidate: the bandwidth part with the pending of build time (what `static_bound`
     /// assumed; pending only grows until the next build, so this part only shrinks).
     bw_built: Vec<u64>,
+    /// Per candidate: the pending of build time. Scores use at least this much, so a decrease
+    /// that lands while this pool is still in use (a newer one is being built, or a request still
+    /// holds this one) cannot lift a score above the bounds: decreases count from the next pool.
+    pending_built: Vec<u64>,
     groups: Vec<Group>,
 }
 
@@ -199,9 +203,11 @@ impl Pool {
                 )
             })
             .collect();
+        let pending_built: Vec<u64> = candidates.iter().map(|c| c.pending.current()).collect();
         let bw_built: Vec<u64> = candidates
             .iter()
-            .map(|c| bw_part(weights.bw, c.up, c.pending.current(), c.bw_limit))
+            .zip(&pending_built)
+            .map(|(c, &pending)| bw_part(weights.bw, c.up, pending, c.bw_limit))
             .collect();
         let static_bound: Vec<i64> = candidates
             .iter()
@@ -310,6 +316,7 @@ impl Pool {
             static_bound,
             cpu_ram,
             bw_built,
+            pending_built,
             groups,
             by_stream,
             group_of,
@@ -333,6 +340,12 @@ impl Pool {
         self.candidates.is_empty()
     }
 
+    /// A candidate's pending now, never below its pending at build time (see `pending_built`).
+    fn pending(&self, index: u32) -> u64 {
+        let c = &self.candidates[index as usize];
+        c.pending.current().max(self.pending_built[index as usize])
+    }
+
     /// The exact score of one candidate for `req`, or `None` when it is not eligible.
     fn score(&self, index: u32, req: &Request<'_>) -> Option<Parts> {
         let c = &self.candidates[index as usize];
@@ -344,7 +357,7 @@ impl Pool {
         if !capable || req.now >= c.fresh_until {
             return None;
         }
-        let pending = c.pending.current();
+        let pending = self.pending(index);
         if c.up.saturating_add(pending) >= c.bw_limit {
             return None; // bandwidth exhausted
         }
@@ -466,12 +479,15 @@ impl Snapshot {
         pool.score(i, req)
     }
 
-    /// Whether `a` ranks before `b`: higher total, then lower node id.
+    /// Whether `a` ranks before `b`: higher total, then lower node id (then lower index, so the
+    /// order stays total should two peers ever report the same node id).
     fn better(&self, a: &Pick, b: &Pick) -> bool {
         match a.parts.total.cmp(&b.parts.total) {
             Ordering::Greater => true,
             Ordering::Less => false,
-            Ordering::Equal => self.get(a.index).node_id < self.get(b.index).node_id,
+            Ordering::Equal => {
+                (&self.get(a.index).node_id, a.index) < (&self.get(b.index).node_id, b.index)
+            }
         }
     }
 
@@ -593,7 +609,7 @@ impl Snapshot {
                     }
                     // The same bound with the pending of this instant: redirects since the build
                     // pile pending onto the best edges. Still an upper bound, so still exact.
-                    let bw_now = bw_part(pool.weights.bw, c.up, c.pending.current(), c.bw_limit);
+                    let bw_now = bw_part(pool.weights.bw, c.up, pool.pending(i), c.bw_limit);
                     let lost = pool.bw_built[i as usize].saturating_sub(bw_now) as i64;
                     let tight = bound - lost;
                     if tight < *t || (tight == *t && c.node_id > *kth_id) {
@@ -693,12 +709,21 @@ mod tests {
             ingest in any::<bool>(),
             k in 1usize..=5,
             growth in proptest::collection::vec((0usize..120, 0u64..=60_000_000), 0..20),
+            shrink in proptest::collection::vec(0usize..120, 0..10),
         ) {
             let snapshot = Snapshot::build(Weights::default(), pool);
-            // Redirects after the build: pending only grows until the next build.
+            // Redirects after the build: pending grows.
             for (i, more) in growth {
                 if let Some(c) = snapshot.candidates().nth(i) {
                     c.pending.add(more, Instant::now());
+                }
+            }
+            // And ledgers settled for the next build while this snapshot is still in use: the
+            // decrease must not lift scores above this snapshot's bounds.
+            for i in shrink {
+                if let Some(c) = snapshot.candidates().nth(i) {
+                    c.pending.clear();
+                    c.pending.settle();
                 }
             }
             let req = Request {

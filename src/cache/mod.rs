@@ -1,8 +1,10 @@
 //! Redis, shared by the replicas of one cluster.
 //!
-//! For now this is the connection itself: established in the background with backoff, so Foghorn
-//! starts and routes without Redis, and reported by `/ready`. Edge-state sync and the leader lease
-//! build on it.
+//! The connection itself, established in the background with backoff so Foghorn starts and routes
+//! without Redis, and reported by `/ready`; and the cluster's leader lease ([`Lease`], not yet
+//! held by the server: issue 4). Edge-state sync builds on it next.
+
+mod lease;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
+
+pub use lease::Lease;
 
 /// A lazily (re)connected Redis handle.
 #[derive(Clone)]
@@ -62,12 +66,16 @@ impl RedisLink {
         }
     }
 
+    /// The connection, once established (the manager reconnects by itself after that).
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        self.conn.load_full().map(|c| (*c).clone())
+    }
+
     /// One PING, bounded by `timeout`; false when not connected or not answering.
     pub async fn ping(&self, timeout: Duration) -> bool {
-        let Some(conn) = self.conn.load_full() else {
+        let Some(mut conn) = self.connection() else {
             return false;
         };
-        let mut conn = (*conn).clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))

@@ -69,6 +69,16 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
         .collect()
 }
 
+/// A viewer at `viewer` asking for the popular stream.
+fn viewing(viewer: Option<Position>, now: Instant) -> Request<'static> {
+    Request {
+        viewer,
+        stream: Some("live+popular"),
+        need: Need::Viewers,
+        now,
+    }
+}
+
 fn decisions(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -88,12 +98,7 @@ fn decisions(c: &mut Criterion) {
         let now = Instant::now();
         // Every viewer's answer is checked against the exhaustive scan before timing.
         for v in &viewers {
-            let req = Request {
-                viewer: *v,
-                stream: Some("live+popular"),
-                need: Need::Viewers,
-                now,
-            };
+            let req = viewing(*v, now);
             assert_eq!(snapshot.rank(&req, 1), snapshot.rank_exhaustive(&req, 1));
         }
         let label = format!("{local}_local_{remote}_remote");
@@ -101,38 +106,20 @@ fn decisions(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("fast_top1", &label), |b| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                let req = Request {
-                    viewer: viewers[i],
-                    stream: Some("live+popular"),
-                    need: Need::Viewers,
-                    now,
-                };
-                black_box(snapshot.rank(&req, 1))
+                black_box(snapshot.rank(&viewing(viewers[i], now), 1))
             })
         });
         group.bench_function(BenchmarkId::new("fast_top5", &label), |b| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                let req = Request {
-                    viewer: viewers[i],
-                    stream: Some("live+popular"),
-                    need: Need::Viewers,
-                    now,
-                };
-                black_box(snapshot.rank(&req, 5))
+                black_box(snapshot.rank(&viewing(viewers[i], now), 5))
             })
         });
         if local + remote <= 1_000 {
             group.bench_function(BenchmarkId::new("exhaustive_top1", &label), |b| {
                 b.iter(|| {
                     i = (i + 1) & 1023;
-                    let req = Request {
-                        viewer: viewers[i],
-                        stream: Some("live+popular"),
-                        need: Need::Viewers,
-                        now,
-                    };
-                    black_box(snapshot.rank_exhaustive(&req, 1))
+                    black_box(snapshot.rank_exhaustive(&viewing(viewers[i], now), 1))
                 })
             });
         }

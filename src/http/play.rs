@@ -44,7 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/ingest/{stream_key}", get(ingest).post(ingest))
 }
 
-/// The client's socket address, which `axum::serve` with connect info attaches to every request.
+/// The client's socket address, which `http::serve` attaches to every request it hands the router.
 pub(super) fn peer_of(req: &HttpRequest) -> SocketAddr {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -65,28 +65,29 @@ pub(super) fn host_of(base_url: &str) -> &str {
     rest.split(['/', ':']).next().unwrap_or(rest)
 }
 
-/// Appends the edge URL of a protocol for a stream (MistServer's paths) to `out`; false, with
-/// nothing appended, for an unknown protocol.
-fn push_protocol_url(out: &mut String, base: &str, proto: &str, stream: &str, rest: &str) -> bool {
+/// The pieces of the edge URL of a protocol for a stream (MistServer's paths), or `None` for an
+/// unknown protocol. Nothing is allocated: the redirect checks the protocol with it before
+/// anything else, and writes the URL into the Location it builds.
+fn url_parts<'a>(
+    base: &'a str,
+    proto: &'a str,
+    stream: &'a str,
+    rest: &'a str,
+) -> Option<[&'a str; 5]> {
     let rest = rest.trim_start_matches('/');
     let or = |default| if rest.is_empty() { default } else { rest };
-    let parts: [&str; 5] = match proto {
+    Some(match proto {
         "hls" => [base, "/hls/", stream, "/", or("index.m3u8")],
         "dash" | "cmaf" => [base, "/cmaf/", stream, "/", or("index.mpd")],
         "webrtc" | "whep" => [base, "/webrtc/", stream, "", ""],
         "mp4" | "webm" | "ts" | "flv" | "html" => [base, "/", stream, ".", proto],
-        _ => return false,
-    };
-    for part in parts {
-        out.push_str(part);
-    }
-    true
+        _ => return None,
+    })
 }
 
 /// The edge URL of a protocol for a stream, MistServer's paths.
 pub(super) fn protocol_url(base: &str, proto: &str, stream: &str, rest: &str) -> Option<String> {
-    let mut url = String::new();
-    push_protocol_url(&mut url, base, proto, stream, rest).then_some(url)
+    url_parts(base, proto, stream, rest).map(|parts| parts.concat())
 }
 
 const PROTOCOLS: &[&str] = &["hls", "dash", "whep", "mp4", "webm", "html"];
@@ -315,7 +316,7 @@ pub(super) async fn redirect(
     if !valid_rest(rest) {
         return Err(ApiError::BadRequest("malformed path".into()));
     }
-    if protocol_url("", proto, "", "").is_none() {
+    if url_parts("", proto, "", "").is_none() {
         return Err(ApiError::BadRequest(format!(
             "unknown protocol {:?}; one of hls, dash, cmaf, webrtc, whep, mp4, webm, ts, flv, html",
             proto.chars().take(32).collect::<String>()
@@ -331,7 +332,12 @@ pub(super) async fn redirect(
     let returning = q.get(SESSION_PARAM);
     let session = debit(edge, stream, returning.as_deref(), now);
     let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
-    push_protocol_url(&mut location, &edge.base_url, proto, stream, rest);
+    for part in url_parts(&edge.base_url, proto, stream, rest)
+        .into_iter()
+        .flatten()
+    {
+        location.push_str(part);
+    }
     let _ = write!(location, "?{SESSION_PARAM}={session}");
     temporary_redirect(location)
 }

@@ -185,15 +185,20 @@ impl Pool {
     /// that cannot be chosen before the next build are left out: no RAM or bandwidth limit, no
     /// capability, or bandwidth already used up.
     pub fn build(weights: Weights, candidates: Vec<Candidate>) -> Pool {
-        let candidates: Vec<Candidate> = candidates
+        // Each ledger is read once: the figure that admits a candidate is the one its bounds use.
+        let (candidates, pending_built): (Vec<Candidate>, Vec<u64>) = candidates
             .into_iter()
-            .filter(|c| {
+            .map(|c| {
+                let pending = c.pending.current();
+                (c, pending)
+            })
+            .filter(|(c, pending)| {
                 c.ram_max > 0
                     && c.bw_limit > 0
                     && (c.serves_viewers || c.takes_ingest)
-                    && c.up.saturating_add(c.pending.current()) < c.bw_limit
+                    && c.up.saturating_add(*pending) < c.bw_limit
             })
-            .collect();
+            .unzip();
         let cpu_ram: Vec<(u64, u64)> = candidates
             .iter()
             .map(|c| {
@@ -203,7 +208,6 @@ impl Pool {
                 )
             })
             .collect();
-        let pending_built: Vec<u64> = candidates.iter().map(|c| c.pending.current()).collect();
         let bw_built: Vec<u64> = candidates
             .iter()
             .zip(&pending_built)

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::RedisLink;
+use crate::cache::{Leadership, Lease, RedisLink, Replication};
 use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::geoip::GeoIp;
@@ -45,11 +45,20 @@ pub struct Shared {
     pub geoip: Option<Arc<GeoIp>>,
     pub metrics: Arc<Metrics>,
     pub redis: Option<RedisLink>,
+    /// Edge-state sync with the other replicas (with Redis only).
+    pub replication: Option<Replication>,
+    /// Whether this replica leads its cluster (always, without Redis).
+    pub leadership: Arc<Leadership>,
+    /// Random per process: names this replica to the others and in the leader lease.
+    pub replica_id: String,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Per-connection tasks (edge sessions), awaited during shutdown.
     pub tasks: TaskTracker,
     ready: AtomicBool,
+    /// Stops the Redis sync after the edge sessions ended (so their ends are announced).
+    sync_stop: CancellationToken,
+    sync_tasks: TaskTracker,
 }
 
 impl AppState {
@@ -94,6 +103,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .context("registering this cluster in the registry")?;
 
     let shutdown = CancellationToken::new();
+    let sync_stop = CancellationToken::new();
+    let sync_tasks = TaskTracker::new();
+    let replica_id = hex::encode(rand::random::<[u8; 8]>());
     let redis = if config.redis.url.is_empty() {
         None
     } else {
@@ -102,7 +114,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(link)
     };
 
-    let edges = Arc::new(EdgeState::new(config.liveness_window()));
+    let edges = EdgeState::new(config.liveness_window());
+    let edges = Arc::new(if redis.is_some() {
+        edges.replicated()
+    } else {
+        edges
+    });
     let metrics = Arc::new(Metrics::new());
     let router = Router::new(
         edges.clone(),
@@ -110,7 +127,44 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.cluster.root_domain,
         metrics.clone(),
     );
+    if let Some(weights) = registry
+        .cluster_weights(&config.cluster.id)
+        .await
+        .context("reading this cluster's weights")?
+    {
+        router.set_weights(weights);
+    }
     tokio::spawn(router.clone().run(shutdown.child_token()));
+
+    let (replication, leadership) = match &redis {
+        None => {
+            metrics.leader.set(1);
+            (None, Arc::new(Leadership::always()))
+        }
+        Some(link) => {
+            let replication = Replication::new(
+                link.clone(),
+                edges.clone(),
+                router.clone(),
+                registry.clone(),
+                metrics.clone(),
+                &config.cluster.id,
+                &replica_id,
+                config.liveness_window(),
+            );
+            sync_tasks.spawn(replication.clone().write(sync_stop.clone()));
+            tokio::spawn(replication.clone().subscribe(shutdown.child_token()));
+            let leadership = Arc::new(Leadership::by_lease());
+            let lease = Lease::new(
+                link.clone(),
+                &config.cluster.id,
+                &replica_id,
+                config.redis.leader_ttl,
+            );
+            sync_tasks.spawn(lease.keep(leadership.clone(), metrics.clone(), sync_stop.clone()));
+            (Some(replication), leadership)
+        }
+    };
     let state = AppState(Arc::new(Shared {
         edges,
         router,
@@ -120,9 +174,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         metrics,
         registry,
         redis,
+        replication,
+        leadership,
+        replica_id,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         ready: AtomicBool::new(false),
+        sync_stop,
+        sync_tasks,
         config: config.clone(),
     }));
 
@@ -151,6 +210,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http = %http_addr,
         grpc = %grpc_addr,
         cluster = %config.cluster.id,
+        replica = %state.replica_id,
         registry = %redact(&db_url),
         redis = %if config.redis.url.is_empty() { "none".to_string() } else { redact(&config.redis.url) },
         "Foghorn ready"
@@ -174,6 +234,10 @@ impl Server {
         self.state.tasks.close();
         let drain = async {
             self.state.tasks.wait().await;
+            // The sessions are closed: announce their ends, give up the lease.
+            self.state.sync_stop.cancel();
+            self.state.sync_tasks.close();
+            self.state.sync_tasks.wait().await;
             let http = self.http.await;
             let grpc = self.grpc.await;
             (http, grpc)

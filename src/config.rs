@@ -72,11 +72,24 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Empty: no Redis, this Foghorn is a single-instance cluster.
     pub url: String,
+    /// Lifetime of the cluster's leader lease; renewed every fifth of it. A leader that stops or
+    /// loses Redis is replaced within about 1.2 × this.
+    #[serde(with = "humantime_serde_compat")]
+    pub leader_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            leader_ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +206,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "database.connect_timeout",
     ),
     ("FOGHORN_REDIS_URL", "redis.url"),
+    ("FOGHORN_REDIS_LEADER_TTL", "redis.leader_ttl"),
     ("FOGHORN_STATS_INTERVAL", "edges.stats_interval"),
     ("FOGHORN_LIVENESS_INTERVALS", "edges.liveness_intervals"),
     ("FOGHORN_REGISTER_TIMEOUT", "edges.register_timeout"),
@@ -341,6 +355,10 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err(("database.max_connections", "must be at least 1".into()));
+        }
+        if !(Duration::from_millis(500)..=Duration::from_secs(60)).contains(&self.redis.leader_ttl)
+        {
+            return Err(("redis.leader_ttl", "must be from 500ms to 60s".into()));
         }
         let redis = &self.redis.url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {

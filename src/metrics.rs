@@ -96,6 +96,16 @@ pub struct Metrics {
     pub play_json_decisions: DecisionCounters,
     pub ingest_routing_decisions: DecisionCounters,
     pub mist_decisions: DecisionCounters,
+    /// Edge announcements written to Redis (puts and releases).
+    pub replication_sent: Counter,
+    /// Announcements of other replicas applied here.
+    pub replication_received: Counter,
+    /// Redis commands of edge-state sync that failed (the state is resent on resync).
+    pub replication_errors: Counter,
+    /// 1 while subscribed to the cluster's channel and resynchronised; 0 while Redis is away.
+    pub replication_synced: Gauge,
+    /// 1 while this replica holds the cluster's leader lease.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -124,6 +134,11 @@ impl Metrics {
             play_json_decisions: DecisionCounters::of(&decisions, "play_json"),
             ingest_routing_decisions: DecisionCounters::of(&decisions, "ingest"),
             mist_decisions: DecisionCounters::of(&decisions, "mist"),
+            replication_sent: Counter::default(),
+            replication_received: Counter::default(),
+            replication_errors: Counter::default(),
+            replication_synced: Gauge::default(),
+            leader: Gauge::default(),
         };
         registry.register(
             "edges_connected",
@@ -174,6 +189,31 @@ impl Metrics {
             "routing_decisions",
             "Routing decisions by endpoint and result (local edge, remote edge, none)",
             decisions,
+        );
+        registry.register(
+            "replication_sent",
+            "Edge announcements written to Redis for the other replicas",
+            m.replication_sent.clone(),
+        );
+        registry.register(
+            "replication_received",
+            "Announcements of other replicas applied here",
+            m.replication_received.clone(),
+        );
+        registry.register(
+            "replication_errors",
+            "Redis commands of edge-state sync that failed",
+            m.replication_errors.clone(),
+        );
+        registry.register(
+            "replication_synced",
+            "1 while subscribed to the replicas' channel and resynchronised",
+            m.replication_synced.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the cluster's leader lease",
+            m.leader.clone(),
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m

@@ -6,11 +6,14 @@
 //! renewal: the key expires `ttl` after Redis ran the script, which is later, so two replicas never
 //! both believe they lead (clock rates aside, which the margin covers).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
+use crate::metrics::Metrics;
 
 /// Take the lease if free, renew it if ours; 1 when held afterwards.
 const HOLD: &str = r#"
@@ -63,6 +66,37 @@ impl Lease {
         self.valid_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Holds the lease until `stop` (renewing five times per TTL, so a missed renewal or two
+    /// does not lose it), publishing the outcome to `leadership`; then releases it.
+    pub async fn keep(
+        mut self,
+        leadership: Arc<Leadership>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
+        let mut was = false;
+        loop {
+            let leads = self.hold().await;
+            leadership.set(self.valid_until);
+            metrics.leader.set(i64::from(leads));
+            if leads != was {
+                if leads {
+                    tracing::info!(holder = %self.holder, "this replica is now the cluster leader");
+                } else {
+                    tracing::warn!(holder = %self.holder, "this replica is no longer the cluster leader");
+                }
+                was = leads;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.ttl / 5) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        leadership.set(None);
+        metrics.leader.set(0);
+        self.release().await;
+    }
+
     /// Takes or renews the lease; returns whether this replica leads. Redis unreachable counts
     /// as not leading (the lease then runs out by itself and another replica can take it).
     pub async fn hold(&mut self) -> bool {
@@ -97,6 +131,45 @@ impl Lease {
             call.arg(&self.holder);
             let released = call.invoke_async::<i64>(&mut conn);
             let _ = tokio::time::timeout(self.margin, released).await;
+        }
+    }
+}
+
+/// Whether this replica leads its cluster, as last established by [`Lease::keep`].
+#[derive(Debug)]
+pub struct Leadership {
+    /// `None` inside: not leading. A single instance (no Redis) always leads.
+    until: Option<Mutex<Option<Instant>>>,
+}
+
+impl Leadership {
+    /// A single-instance cluster: always its own leader.
+    pub fn always() -> Leadership {
+        Leadership { until: None }
+    }
+
+    /// Leads only while a lease says so.
+    pub fn by_lease() -> Leadership {
+        Leadership {
+            until: Some(Mutex::new(None)),
+        }
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        if let Some(m) = &self.until {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        }
+    }
+
+    /// Whether this replica leads now (checked against the clock, not a cached flag: a lease
+    /// that was not renewed in time stops counting by itself).
+    pub fn is_leader(&self) -> bool {
+        match &self.until {
+            None => true,
+            Some(m) => m
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| Instant::now() < t),
         }
     }
 }

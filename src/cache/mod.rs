@@ -1,10 +1,11 @@
 //! Redis, shared by the replicas of one cluster.
 //!
 //! The connection itself, established in the background with backoff so Foghorn starts and routes
-//! without Redis, and reported by `/ready`; and the cluster's leader lease ([`Lease`], not yet
-//! held by the server: issue 4). Edge-state sync builds on it next.
+//! without Redis, and reported by `/ready`; the cluster's leader lease ([`Lease`]); and the edge
+//! state shared by the replicas ([`Replication`]).
 
 mod lease;
+mod replication;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-pub use lease::Lease;
+pub use lease::{Leadership, Lease};
+pub use replication::{Keys, Replication};
 
 /// A lazily (re)connected Redis handle.
 #[derive(Clone)]
@@ -64,6 +66,11 @@ impl RedisLink {
                 }
             }
         }
+    }
+
+    /// The client, for connections of their own (subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The connection, once established (the manager reconnects by itself after that).

@@ -5,15 +5,20 @@
 //! stream makes it unroutable at once; a new session for the same node replaces (cancels) the old
 //! one, and frames of a replaced session are ignored. Time is `tokio::time::Instant`, so tests pause
 //! and advance it instead of sleeping.
+//!
+//! With replicas (issue 4), an edge is held either here (a local session) or by another replica of
+//! the cluster, whose announcements [`crate::cache::Replication`] folds in. Each session carries a
+//! fencing token handed out by Redis; between two sessions of one node the higher token wins, so a
+//! node has one live session however many replicas it reached.
 
 mod pending;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use pending::{per_viewer_estimate, Pending, PENDING_TTL};
 
 /// What an edge can do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub ingest: bool,
     pub edge: bool,
@@ -48,7 +53,7 @@ impl Capabilities {
 }
 
 /// Operational mode; only `Normal` edges take new viewers or ingests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -58,7 +63,7 @@ pub enum Mode {
 }
 
 /// Load of one stream on one edge.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamLoad {
     pub internal_name: String,
     pub viewers: u32,
@@ -69,7 +74,7 @@ pub struct StreamLoad {
 }
 
 /// One NodeStats report, validated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Tenths of a percent, 0..=1000.
     pub cpu_tenths: u16,
@@ -86,7 +91,7 @@ pub struct Stats {
 }
 
 /// What an edge said about itself at registration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EdgeInfo {
     pub cluster_id: String,
     pub owner_tenant_id: Option<String>,
@@ -101,19 +106,73 @@ struct Session {
     id: u64,
     cancel: CancellationToken,
     connected_at: Instant,
+    /// Fencing token handed out by Redis; 0 until it is (or without Redis).
+    token: u64,
+}
+
+/// Who holds an edge's control stream.
+#[derive(Debug)]
+enum Holder {
+    Nobody,
+    /// This process.
+    Here(Session),
+    /// Another replica of this cluster, under this fencing token.
+    Replica {
+        replica: String,
+        token: u64,
+    },
 }
 
 #[derive(Debug)]
 struct Edge {
     info: EdgeInfo,
     mode: Mode,
-    session: Option<Session>,
+    holder: Holder,
     stats: Option<Stats>,
-    /// When the current session last sent stats; `None` until it has.
+    /// When the current session's last stats were taken (for an edge held by another replica: when
+    /// that replica received them); `None` until the session sent any.
     last_stats_at: Option<Instant>,
+    /// Stats reports of the current session, so replicas tell a new report from a repeat.
+    stats_seq: u64,
     disconnected_at: Option<Instant>,
     /// Shared with this edge's routing candidate, which debits it on each redirect.
     pending: Arc<Pending>,
+    /// Token of the last local session that ended, until its end is announced to the replicas.
+    released: Option<u64>,
+}
+
+impl Edge {
+    fn new(info: EdgeInfo, holder: Holder) -> Edge {
+        Edge {
+            info,
+            mode: Mode::Normal,
+            holder,
+            stats: None,
+            last_stats_at: None,
+            stats_seq: 0,
+            disconnected_at: None,
+            pending: Arc::default(),
+            released: None,
+        }
+    }
+
+    /// Starts a new session (here or elsewhere): no stats of its own yet.
+    fn hand_to(&mut self, holder: Holder) {
+        if let Holder::Here(old) = std::mem::replace(&mut self.holder, holder) {
+            old.cancel.cancel();
+        }
+        self.last_stats_at = None;
+        self.stats_seq = 0;
+        self.disconnected_at = None;
+    }
+
+    /// Ends the current session: unroutable from `now`.
+    fn end(&mut self, now: Instant) {
+        self.holder = Holder::Nobody;
+        self.last_stats_at = None;
+        self.disconnected_at = Some(now);
+        self.pending.clear();
+    }
 }
 
 /// What routing needs of one routable-looking edge (open session, stats, normal mode); freshness
@@ -147,6 +206,9 @@ pub struct EdgeView {
     pub info: EdgeInfo,
     pub mode: Mode,
     pub connected: bool,
+    /// The replica holding the edge's control stream, when it is not this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub routable: bool,
     /// Milliseconds since the last NodeStats of the current session.
     pub last_stats_age_ms: Option<u64>,
@@ -154,13 +216,49 @@ pub struct EdgeView {
     pub stats: Option<Stats>,
 }
 
-/// All edges known to this process since it started.
+/// What the other replicas are told about an edge held here: everything they need to route to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    pub info: EdgeInfo,
+    pub mode: Mode,
+    pub stats: Option<Stats>,
+    /// Age of `stats` when the record was made, milliseconds.
+    pub stats_age_ms: u64,
+    pub stats_seq: u64,
+}
+
+/// What this replica has to announce about one of its edges.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Announcement {
+    /// The edge's current session is here (`token` 0: no fencing token yet).
+    Held {
+        session_id: u64,
+        token: u64,
+        record: Box<EdgeRecord>,
+    },
+    /// The session under `token` ended here.
+    Released { token: u64 },
+}
+
+/// Every edge known to this process since it started: its own and, with replicas, those of the
+/// other replicas of its cluster.
 #[derive(Debug)]
 pub struct EdgeState {
     edges: Mutex<HashMap<String, Edge>>,
     next_session: AtomicU64,
     liveness: Duration,
     changed: Notify,
+    /// Whether local changes are announced to other replicas (a Redis is configured).
+    replicated: bool,
+    /// Nodes with local changes not yet announced: one entry per node however many changes.
+    outbox: Mutex<HashSet<String>>,
+    outbox_filled: Notify,
+}
+
+/// Locks a mutex whose holders never leave the data half-updated (every update is a single
+/// assignment or insertion), so a poisoned lock is still safe to use.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl EdgeState {
@@ -171,53 +269,58 @@ impl EdgeState {
             next_session: AtomicU64::new(1),
             liveness,
             changed: Notify::new(),
+            replicated: false,
+            outbox: Mutex::new(HashSet::new()),
+            outbox_filled: Notify::new(),
         }
     }
 
+    /// Records local changes for announcement to the other replicas ([`EdgeState::take_outbox`]).
+    pub fn replicated(mut self) -> Self {
+        self.replicated = true;
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Edge>> {
-        // A panic while holding the lock cannot leave the map half-updated (every update is a
-        // single assignment), so a poisoned lock is still safe to use.
-        self.edges.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.edges)
+    }
+
+    /// Queues `node_id` for announcement.
+    fn announce(&self, node_id: &str) {
+        if self.replicated {
+            let fresh = lock(&self.outbox).insert(node_id.to_string());
+            if fresh {
+                self.outbox_filled.notify_one();
+            }
+        }
     }
 
     /// Opens a session for `node_id`, cancelling the session it replaces, if any.
     pub fn attach(&self, node_id: &str, info: EdgeInfo) -> SessionHandle {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
-        let session = Session {
+        let now = Instant::now();
+        let session = Holder::Here(Session {
             id: session_id,
             cancel: replaced.clone(),
-            connected_at: Instant::now(),
-        };
+            connected_at: now,
+            token: 0,
+        });
         let mut edges = self.lock();
         let mode = match edges.get_mut(node_id) {
             Some(edge) => {
-                if let Some(old) = edge.session.replace(session) {
-                    old.cancel.cancel();
-                }
+                edge.hand_to(session);
                 edge.info = info;
-                edge.last_stats_at = None;
-                edge.disconnected_at = None;
                 edge.mode
             }
             None => {
-                edges.insert(
-                    node_id.to_string(),
-                    Edge {
-                        info,
-                        mode: Mode::Normal,
-                        session: Some(session),
-                        stats: None,
-                        last_stats_at: None,
-                        disconnected_at: None,
-                        pending: Arc::default(),
-                    },
-                );
+                edges.insert(node_id.to_string(), Edge::new(info, session));
                 Mode::Normal
             }
         };
         drop(edges);
         self.changed.notify_one();
+        self.announce(node_id);
         SessionHandle {
             node_id: node_id.to_string(),
             session_id,
@@ -230,7 +333,7 @@ impl EdgeState {
     fn with_current(&self, handle: &SessionHandle, f: impl FnOnce(&mut Edge)) -> bool {
         let mut edges = self.lock();
         let current = match edges.get_mut(&handle.node_id) {
-            Some(edge) if edge.session.as_ref().map(|s| s.id) == Some(handle.session_id) => {
+            Some(edge) if matches!(&edge.holder, Holder::Here(s) if s.id == handle.session_id) => {
                 f(edge);
                 true
             }
@@ -239,6 +342,7 @@ impl EdgeState {
         drop(edges);
         if current {
             self.changed.notify_one();
+            self.announce(&handle.node_id);
         }
         current
     }
@@ -249,16 +353,19 @@ impl EdgeState {
         self.changed.notified().await;
     }
 
-    /// Calls `f` for every edge with an open session, stats and normal mode, after settling its
-    /// pending ledger (so the snapshot being built starts from the settled figure; see
-    /// [`Pending::settle`]). For the routing snapshot builder only.
+    /// Calls `f` for every edge with an open session (here or on another replica), stats and
+    /// normal mode, after settling its pending ledger (so the snapshot being built starts from the
+    /// settled figure; see [`Pending::settle`]). For the routing snapshot builder only.
     pub fn for_each_routing_input(&self, mut f: impl FnMut(RoutingInput<'_>)) {
         let edges = self.lock();
         for (node_id, edge) in edges.iter() {
             edge.pending.settle();
-            let (Some(_), Some(stats), Some(at), Mode::Normal) =
-                (&edge.session, &edge.stats, edge.last_stats_at, edge.mode)
-            else {
+            let (false, Some(stats), Some(at), Mode::Normal) = (
+                matches!(edge.holder, Holder::Nobody),
+                &edge.stats,
+                edge.last_stats_at,
+                edge.mode,
+            ) else {
                 continue;
             };
             f(RoutingInput {
@@ -278,6 +385,7 @@ impl EdgeState {
             edge.pending.reconcile(edge.last_stats_at, now);
             edge.stats = Some(stats);
             edge.last_stats_at = Some(now);
+            edge.stats_seq += 1;
         })
     }
 
@@ -290,35 +398,190 @@ impl EdgeState {
     pub fn detach(&self, handle: &SessionHandle) -> bool {
         let now = Instant::now();
         self.with_current(handle, |edge| {
-            edge.session = None;
-            edge.last_stats_at = None;
-            edge.disconnected_at = Some(now);
-            edge.pending.clear();
+            if let Holder::Here(s) = &edge.holder {
+                edge.released = (s.token != 0).then_some(s.token);
+            }
+            edge.end(now);
         })
     }
 
     /// Cancels every open session (graceful shutdown).
     pub fn cancel_all(&self) {
         for edge in self.lock().values() {
-            if let Some(s) = &edge.session {
+            if let Holder::Here(s) = &edge.holder {
                 s.cancel.cancel();
             }
         }
     }
 
+    /// Takes the nodes whose local changes await announcement (see [`EdgeState::announcement`]).
+    pub fn take_outbox(&self) -> Vec<String> {
+        lock(&self.outbox).drain().collect()
+    }
+
+    /// Resolves once the outbox has something (at once if it filled since the last call).
+    pub async fn outbox_filled(&self) {
+        self.outbox_filled.notified().await;
+    }
+
+    /// Queues every edge held here for announcement (after Redis came back: it may have lost
+    /// them, or missed changes).
+    pub fn announce_all(&self) {
+        let held: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| matches!(e.holder, Holder::Here(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for node_id in held {
+            self.announce(&node_id);
+        }
+    }
+
+    /// What to tell the other replicas about `node_id` now; `None` when nothing (it is not held
+    /// here and its last local session's end was already announced).
+    pub fn announcement(&self, node_id: &str) -> Option<Announcement> {
+        let now = Instant::now();
+        let mut edges = self.lock();
+        let edge = edges.get_mut(node_id)?;
+        match &edge.holder {
+            Holder::Here(s) => Some(Announcement::Held {
+                session_id: s.id,
+                token: s.token,
+                record: Box::new(EdgeRecord {
+                    info: edge.info.clone(),
+                    mode: edge.mode,
+                    stats: edge.stats.clone().filter(|_| edge.last_stats_at.is_some()),
+                    stats_age_ms: edge
+                        .last_stats_at
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64)
+                        .unwrap_or(0),
+                    stats_seq: edge.stats_seq,
+                }),
+            }),
+            _ => edge
+                .released
+                .take()
+                .map(|token| Announcement::Released { token }),
+        }
+    }
+
+    /// Redis handed local session `session_id` its fencing token; false when that session is no
+    /// longer current (it ended meanwhile, and its record must be taken back).
+    pub fn set_token(&self, node_id: &str, session_id: u64, token: u64) -> bool {
+        match self.lock().get_mut(node_id) {
+            Some(Edge {
+                holder: Holder::Here(s),
+                ..
+            }) if s.id == session_id => {
+                s.token = token;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Redis holds a newer session of `node_id` than local session `session_id`: that one is
+    /// closed (SESSION_REPLACED); the newer session's announcement follows.
+    pub fn fence_lost(&self, node_id: &str, session_id: u64) {
+        let mut edges = self.lock();
+        let Some(edge) = edges.get_mut(node_id) else {
+            return;
+        };
+        if let Holder::Here(s) = &edge.holder {
+            if s.id == session_id {
+                s.cancel.cancel();
+                edge.end(Instant::now());
+                drop(edges);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// Another replica announced that it holds `node_id` under `token`. A newer token than the
+    /// local session's replaces (closes) it; an older one is ignored, as is any announcement while
+    /// the local session still awaits its token (Redis will hand it a higher one).
+    pub fn apply_remote(&self, node_id: &str, replica: &str, token: u64, record: EdgeRecord) {
+        let now = Instant::now();
+        let mut edges = self.lock();
+        let edge = edges
+            .entry(node_id.to_string())
+            .or_insert_with(|| Edge::new(record.info.clone(), Holder::Nobody));
+        match &edge.holder {
+            Holder::Here(s) if s.token == 0 || s.token >= token => return,
+            Holder::Replica { token: held, .. } if *held > token => return,
+            Holder::Replica { token: held, .. } if *held == token => {}
+            _ => edge.hand_to(Holder::Replica {
+                replica: replica.to_string(),
+                token,
+            }),
+        }
+        edge.info = record.info;
+        edge.mode = record.mode;
+        if let Some(stats) = record.stats {
+            if record.stats_seq != edge.stats_seq || edge.last_stats_at.is_none() {
+                let at = now
+                    .checked_sub(Duration::from_millis(record.stats_age_ms))
+                    .unwrap_or(now);
+                edge.pending.reconcile(edge.last_stats_at, at);
+                edge.stats = Some(stats);
+                edge.last_stats_at = Some(at);
+                edge.stats_seq = record.stats_seq;
+            }
+        }
+        drop(edges);
+        self.changed.notify_one();
+    }
+
+    /// Another replica announced that its session of `node_id` under `token` ended.
+    pub fn remote_released(&self, node_id: &str, token: u64) {
+        let mut edges = self.lock();
+        let Some(edge) = edges.get_mut(node_id) else {
+            return;
+        };
+        if matches!(edge.holder, Holder::Replica { token: held, .. } if held <= token) {
+            edge.end(Instant::now());
+            drop(edges);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Drops every edge held by another replica that is not in `alive` (a resync found them gone
+    /// from Redis).
+    pub fn retain_remote(&self, alive: &HashSet<String>) {
+        let now = Instant::now();
+        let mut dropped = false;
+        for (node_id, edge) in self.lock().iter_mut() {
+            if matches!(edge.holder, Holder::Replica { .. }) && !alive.contains(node_id) {
+                edge.end(now);
+                dropped = true;
+            }
+        }
+        if dropped {
+            self.changed.notify_one();
+        }
+    }
+
     fn view(&self, node_id: &str, edge: &Edge, now: Instant) -> EdgeView {
         let age = edge.last_stats_at.map(|t| now.saturating_duration_since(t));
+        let connected = !matches!(edge.holder, Holder::Nobody);
         EdgeView {
             node_id: node_id.to_string(),
             info: edge.info.clone(),
             mode: edge.mode,
-            connected: edge.session.is_some(),
-            routable: edge.session.is_some() && age.is_some_and(|a| a < self.liveness),
+            connected,
+            replica: match &edge.holder {
+                Holder::Replica { replica, .. } => Some(replica.clone()),
+                _ => None,
+            },
+            routable: connected && age.is_some_and(|a| a < self.liveness),
             last_stats_age_ms: age.map(|a| a.as_millis() as u64),
-            connected_for_ms: edge
-                .session
-                .as_ref()
-                .map(|s| now.saturating_duration_since(s.connected_at).as_millis() as u64),
+            connected_for_ms: match &edge.holder {
+                Holder::Here(s) => {
+                    Some(now.saturating_duration_since(s.connected_at).as_millis() as u64)
+                }
+                _ => None,
+            },
             stats: edge.stats.clone(),
         }
     }
@@ -348,9 +611,12 @@ impl EdgeState {
         self.get(node_id).is_some_and(|v| v.routable)
     }
 
-    /// Number of edges with an open control stream.
+    /// Number of edges with an open control stream to this process.
     pub fn connected_count(&self) -> usize {
-        self.lock().values().filter(|e| e.session.is_some()).count()
+        self.lock()
+            .values()
+            .filter(|e| matches!(e.holder, Holder::Here(_)))
+            .count()
     }
 }
 

@@ -28,10 +28,12 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(CHECK_TIMEOUT, state.registry.ping()).await,
         Ok(Ok(()))
     );
-    let redis = match &state.redis {
-        None => "not configured",
-        Some(link) if link.ping(CHECK_TIMEOUT).await => "ok",
-        Some(_) => "down",
+    // "degraded": configured but unreachable, or the edge-state sync is not live yet; routing
+    // goes on from in-process state meanwhile.
+    let redis = match (&state.redis, &state.replication) {
+        (Some(link), Some(sync)) if sync.is_synced() && link.ping(CHECK_TIMEOUT).await => "ok",
+        (Some(_), _) => "degraded",
+        (None, _) => "not configured",
     };
     let started = state.is_started();
     let ready = started && registry_ok;
@@ -48,6 +50,8 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             "registry": if registry_ok { "ok" } else { "down" },
             "redis": redis,
             "edges_connected": state.edges.connected_count(),
+            "replica": &state.replica_id,
+            "leader": state.leadership.is_leader(),
         })),
     )
 }

@@ -168,7 +168,15 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         }
         if !new.is_empty() {
             let weights = merge_weights(state.router.weights(), &new)?;
+            // Stored first: the registry is what every replica (and the next start) reads back.
+            state
+                .registry
+                .set_cluster_weights(&state.config.cluster.id, &weights)
+                .await?;
             state.router.set_weights(weights);
+            if let Some(replication) = &state.replication {
+                replication.announce_weights(&weights).await;
+            }
             tracing::info!(?weights, by = %p.token_id, "weights changed");
         }
         return Ok(Json(state.router.weights()).into_response());

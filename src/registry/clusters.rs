@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::{now_ms, Registry, RegistryError, Result};
 use crate::config::is_valid_label;
+use crate::routing::Weights;
 
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -232,5 +233,34 @@ impl Registry {
     pub async fn clusters(&self) -> Result<Vec<Cluster>> {
         let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters ORDER BY id");
         Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+
+    /// The score weights stored for cluster `id` (`None`: never changed, the defaults apply).
+    pub async fn cluster_weights(&self, id: &str) -> Result<Option<Weights>> {
+        let stored: Option<Option<String>> =
+            sqlx::query_scalar("SELECT weights FROM clusters WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match stored.flatten() {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
+                RegistryError::Invalid(format!("stored weights of cluster {id:?}: {e}"))
+            }),
+        }
+    }
+
+    /// Stores the score weights of cluster `id`.
+    pub async fn set_cluster_weights(&self, id: &str, weights: &Weights) -> Result<()> {
+        let json = serde_json::to_string(weights).expect("weights serialize");
+        let done = sqlx::query("UPDATE clusters SET weights = $1 WHERE id = $2")
+            .bind(json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NotFound("cluster"));
+        }
+        Ok(())
     }
 }

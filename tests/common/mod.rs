@@ -375,3 +375,153 @@ pub fn ingest_frame(request_id: &str, stream_key: &str) -> EdgeMessage {
         )),
     }
 }
+
+impl TestServer {
+    /// Another replica of this server's cluster: same registry, its own listeners.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = (*self.server().state.config).clone();
+        config.server.http_addr = "127.0.0.1:0".parse().expect("addr");
+        config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+        config.server.data_dir = data.path().to_path_buf();
+        tweak(&mut config);
+        let server = app::start(config).await.expect("replica starts");
+        TestServer {
+            server: Some(server),
+            db: TestDb {
+                url: self.db.url.clone(),
+                _dir: None,
+            },
+            data,
+        }
+    }
+
+    /// `GET /ready` as JSON.
+    pub async fn ready(&self) -> serde_json::Value {
+        reqwest::get(self.http("/ready"))
+            .await
+            .expect("GET /ready")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// Polls `check` every 10 ms until it holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A private Redis server owned by one test, which may stop and restart it (on the same port).
+/// The binary comes from `FOGHORN_TEST_REDIS_SERVER` (set by `./scripts/test`), else the PATH.
+pub struct RedisProc {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisProc {
+    pub async fn start() -> RedisProc {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut redis = RedisProc {
+                child: None,
+                port,
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            if redis.spawn().await {
+                return redis;
+            }
+        }
+        panic!("could not start a private redis-server");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server on `self.port`; true once it answers PING.
+    async fn spawn(&mut self) -> bool {
+        let bin = std::env::var("FOGHORN_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
+        let child = std::process::Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {bin}: {e} (run the suite with ./scripts/test)"));
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..200 {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let _ = status; // exited: the port was taken
+                self.child = None;
+                return false;
+            }
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.stop();
+        false
+    }
+
+    /// Kills the server (like a crash: nothing is saved, connections drop).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.spawn().await,
+            "redis-server did not come back on {}",
+            self.port
+        );
+    }
+
+    /// A connection for inspecting keys.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the private Redis")
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

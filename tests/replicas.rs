@@ -1,0 +1,460 @@
+//! Whole-server tests of several replicas of one cluster sharing a registry (PostgreSQL) and a
+//! Redis of their own, which the tests stop and restart: cross-replica routing, fencing of
+//! reconnects, the leader lease, weights, Redis outages, and key hygiene.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{enroll, eventually, register_with_credential, Db, EdgeConn, RedisProc, TestServer};
+use foghorn::proto::{edge_message, EdgeMessage, ErrorCode, NodeStats};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn stats(cpu_tenths: u32) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths,
+            ram_max_bytes: 16 << 30,
+            ram_used_bytes: 4 << 30,
+            up_bytes_per_sec: 1_000_000,
+            bw_limit_bytes_per_sec: 125_000_000,
+            latitude: Some(48.85),
+            longitude: Some(2.35),
+            connections: 3,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Starts replica A of cluster "test" on PostgreSQL and `redis`, with `tweak` applied to it and to
+/// the replicas started from it.
+async fn first_replica(redis: &RedisProc, tweak: fn(&mut foghorn::config::Config)) -> TestServer {
+    let url = redis.url();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("foghorn=debug")
+        .with_test_writer()
+        .try_init();
+    TestServer::start_with(Db::Postgres, |c| {
+        c.redis.url = url;
+        tweak(&mut *c);
+    })
+    .await
+}
+
+async fn synced(server: &TestServer) {
+    eventually(WAIT, "Redis sync live", || async {
+        server.ready().await["redis"] == "ok"
+    })
+    .await;
+}
+
+/// The edge as `server` lists it.
+async fn edge_view(server: &TestServer, op: &str, node: &str) -> Option<Value> {
+    server.edges(op).await["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .find(|e| e["node_id"] == node)
+        .cloned()
+}
+
+/// `GET /play/{playback}/hls/index.m3u8` through `server`: the status and Location.
+async fn play(server: &TestServer, playback: &str) -> (u16, String) {
+    let res = client()
+        .get(server.http(&format!("/play/{playback}/hls/index.m3u8")))
+        .send()
+        .await
+        .expect("play");
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("ascii").to_string())
+        .unwrap_or_default();
+    (res.status().as_u16(), location)
+}
+
+fn replica_id(server: &TestServer) -> String {
+    server.server().state.replica_id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_on_one_replica_is_routed_by_the_others() {
+    let redis = RedisProc::start().await;
+    let a = first_replica(&redis, |_| {}).await;
+    let b = a.replica(|_| {}).await;
+    let c = a.replica(|_| {}).await;
+    for r in [&a, &b, &c] {
+        synced(r).await;
+    }
+    let (tenant, op) = a.operator().await;
+    let (stream, _) = a.stream(&tenant).await;
+
+    // Connected to A, routable through B and C, listed there as held by A.
+    let (edge, node, _) = enroll(&a, &tenant).await;
+    edge.send(stats(250)).await;
+    for r in [&b, &c] {
+        eventually(WAIT, "edge routable via another replica", || {
+            r.routable(&op, &node)
+        })
+        .await;
+        let view = edge_view(r, &op, &node).await.expect("listed");
+        assert_eq!(view["replica"], replica_id(&a), "{view}");
+        assert_eq!(view["connected"], true);
+        let (status, location) = play(r, &stream.playback_id).await;
+        assert_eq!(status, 307);
+        assert!(
+            location.starts_with(&format!(
+                "https://edge.example.net/hls/{}/",
+                stream.internal_name
+            )),
+            "{location}"
+        );
+    }
+    assert_eq!(a.ready().await["edges_connected"], 1);
+    assert_eq!(b.ready().await["edges_connected"], 0, "B holds no session");
+
+    // Stats reach the other replicas.
+    edge.send(stats(900)).await;
+    eventually(WAIT, "new stats on B", || async {
+        edge_view(&b, &op, &node).await.expect("listed")["stats"]["cpu_tenths"] == 900
+    })
+    .await;
+
+    // The stream closes on A: unroutable everywhere.
+    drop(edge);
+    for r in [&a, &b, &c] {
+        eventually(WAIT, "edge unroutable after its stream closed", || async {
+            !r.routable(&op, &node).await
+        })
+        .await;
+        assert_eq!(play(r, &stream.playback_id).await.0, 503);
+    }
+
+    // Nothing of the edge is left in Redis, and every key left expires by itself.
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert!(!keys.is_empty(), "the lease and token counter are there");
+    for key in &keys {
+        assert!(key.starts_with("foghorn:{test}:"), "namespaced: {key}");
+        assert!(!key.contains(":edge:"), "released edge left behind: {key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("PTTL");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_to_another_replica_replaces_the_old_session() {
+    let redis = RedisProc::start().await;
+    let a = first_replica(&redis, |_| {}).await;
+    let b = a.replica(|_| {}).await;
+    synced(&a).await;
+    synced(&b).await;
+    let (tenant, op) = a.operator().await;
+    let (stream, _) = a.stream(&tenant).await;
+
+    let (mut old, node, credential) = enroll(&a, &tenant).await;
+    old.send(stats(100)).await;
+    eventually(WAIT, "routable via B", || b.routable(&op, &node)).await;
+
+    // The edge reconnects to B while its session on A is still open: A closes the old one.
+    let mut new = EdgeConn::open(&b.grpc_url(), register_with_credential(&node, &credential)).await;
+    new.seed().await;
+    assert_eq!(old.error().await, ErrorCode::SessionReplaced);
+    new.send(stats(200)).await;
+    eventually(WAIT, "A sees the edge held by B", || async {
+        edge_view(&a, &op, &node)
+            .await
+            .is_some_and(|v| v["replica"] == replica_id(&b) && v["routable"] == true)
+    })
+    .await;
+    assert_eq!(a.ready().await["edges_connected"], 0);
+    assert_eq!(b.ready().await["edges_connected"], 1);
+    // Both replicas route to it, and the stream stays live in the registry (the replaced session
+    // does not end it).
+    assert_eq!(play(&a, &stream.playback_id).await.0, 307);
+    assert_eq!(play(&b, &stream.playback_id).await.0, 307);
+
+    // And back to A: B's session is the old one now.
+    let mut third =
+        EdgeConn::open(&a.grpc_url(), register_with_credential(&node, &credential)).await;
+    third.seed().await;
+    assert_eq!(new.error().await, ErrorCode::SessionReplaced);
+    third.send(stats(300)).await;
+    eventually(WAIT, "B sees the edge held by A again", || async {
+        edge_view(&b, &op, &node).await.is_some_and(|v| {
+            v["replica"] == replica_id(&a)
+                && v["routable"] == true
+                && v["stats"]["cpu_tenths"] == 300
+        })
+    })
+    .await;
+    assert_eq!(a.ready().await["edges_connected"], 1);
+    assert_eq!(b.ready().await["edges_connected"], 0);
+
+    drop(third);
+    for r in [&a, &b] {
+        eventually(WAIT, "unroutable once closed", || async {
+            !r.routable(&op, &node).await
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_a_stopped_leader_is_replaced() {
+    let redis = RedisProc::start().await;
+    let a = first_replica(&redis, |c| c.redis.leader_ttl = Duration::from_secs(1)).await;
+    let b = a.replica(|_| {}).await;
+    let c = a.replica(|_| {}).await;
+    let mut replicas = vec![a, b, c];
+
+    // A watcher samples every replica's leadership every 5 ms for the whole test.
+    let leaderships: Vec<_> = replicas
+        .iter()
+        .map(|r| r.server().state.leadership.clone())
+        .collect();
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let overlaps = overlaps.clone();
+        let watching = watching.clone();
+        async move {
+            while !watching.is_cancelled() {
+                if leaderships.iter().filter(|l| l.is_leader()).count() > 1 {
+                    overlaps.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    let leaders = |rs: &[TestServer]| {
+        rs.iter()
+            .enumerate()
+            .filter(|(_, r)| r.server().state.leadership.is_leader())
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    eventually(WAIT, "a leader is elected", || async {
+        leaders(&replicas).len() == 1
+    })
+    .await;
+    let first = leaders(&replicas)[0];
+    assert_eq!(replicas[first].ready().await["leader"], true);
+
+    // The leader stops; another replica takes over well within 15 s.
+    let stopped = replicas.remove(first);
+    stopped.stop().await;
+    eventually(Duration::from_secs(15), "another replica leads", || async {
+        leaders(&replicas).len() == 1
+    })
+    .await;
+    let second = leaders(&replicas)[0];
+    let other = 1 - second;
+    assert_eq!(replicas[other].ready().await["leader"], false);
+
+    watching.cancel();
+    watcher.await.expect("watcher");
+    assert_eq!(overlaps.load(Ordering::Relaxed), 0, "two leaders at once");
+    for r in replicas {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_changed_on_one_replica_apply_on_all() {
+    let redis = RedisProc::start().await;
+    let a = first_replica(&redis, |_| {}).await;
+    let b = a.replica(|_| {}).await;
+    synced(&a).await;
+    synced(&b).await;
+    let (_, op) = a.operator().await;
+
+    let weights = |r: &TestServer| {
+        let url = r.http("/?weights=");
+        let op = op.clone();
+        async move {
+            let res = client()
+                .get(url)
+                .bearer_auth(op)
+                .send()
+                .await
+                .expect("weights");
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.expect("json")
+        }
+    };
+    let res = client()
+        .get(a.http("/?weights={\"cpu\":100,\"geo\":2000}"))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .expect("set weights");
+    assert_eq!(res.status(), 200);
+    eventually(WAIT, "B applies A's weights", || async {
+        let w = weights(&b).await;
+        w["cpu"] == 100 && w["geo"] == 2000
+    })
+    .await;
+    // A replica started later (or after a restart) starts from them too.
+    let c = a.replica(|_| {}).await;
+    let w = weights(&c).await;
+    assert_eq!(
+        (w["cpu"].clone(), w["geo"].clone()),
+        (100.into(), 2000.into()),
+        "{w}"
+    );
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_goes_on_while_redis_is_down_and_resyncs_after() {
+    let mut redis = RedisProc::start().await;
+    // Stats every 200 ms: edges held elsewhere age out 600 ms after Redis goes away.
+    let a = first_replica(&redis, |c| {
+        c.edges.stats_interval = Duration::from_millis(200);
+        c.redis.leader_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let b = a.replica(|_| {}).await;
+    synced(&a).await;
+    synced(&b).await;
+    let (tenant, op) = a.operator().await;
+    let (stream, _) = a.stream(&tenant).await;
+
+    // One edge on each replica, reporting every 100 ms.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut nodes = Vec::new();
+    let mut reporters = Vec::new();
+    for r in [&a, &b] {
+        let (edge, node, _) = enroll(r, &tenant).await;
+        nodes.push(node);
+        let stop = stop.clone();
+        reporters.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                edge.send(stats(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(edge);
+        }));
+    }
+    let both_everywhere = || async {
+        for r in [&a, &b] {
+            for n in &nodes {
+                if !r.routable(&op, n).await {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    eventually(
+        WAIT,
+        "both edges routable on both replicas",
+        both_everywhere,
+    )
+    .await;
+
+    // Viewers keep asking both replicas throughout; every answer must be a redirect.
+    let asked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let viewers = tokio::spawn({
+        let (asked, failed, stop) = (asked.clone(), failed.clone(), stop.clone());
+        let urls: Vec<String> = [&a, &b]
+            .iter()
+            .map(|r| r.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id)))
+            .collect();
+        async move {
+            let http = client();
+            while !stop.is_cancelled() {
+                for url in &urls {
+                    let ok = matches!(http.get(url).send().await, Ok(r) if r.status() == 307);
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    redis.stop();
+    for r in [&a, &b] {
+        eventually(WAIT, "/ready reports Redis degraded", || async {
+            let ready = r.ready().await;
+            ready["redis"] == "degraded" && ready["ready"] == true
+        })
+        .await;
+    }
+    // Each replica keeps its own edge fresh; the other's ages out.
+    for (r, own, other) in [(&a, &nodes[0], &nodes[1]), (&b, &nodes[1], &nodes[0])] {
+        eventually(WAIT, "the other replica's edge aged out", || async {
+            !r.routable(&op, other).await
+        })
+        .await;
+        assert!(r.routable(&op, own).await, "own edge stays routable");
+    }
+    // Nobody can renew the lease: after it ran out, no replica leads.
+    eventually(WAIT, "no leader without Redis", || async {
+        a.ready().await["leader"] == false && b.ready().await["leader"] == false
+    })
+    .await;
+
+    // Redis comes back empty: the replicas resynchronise by themselves.
+    redis.restart().await;
+    synced(&a).await;
+    synced(&b).await;
+    eventually(
+        WAIT,
+        "both edges routable on both replicas again",
+        both_everywhere,
+    )
+    .await;
+    eventually(WAIT, "one leader again", || async {
+        let leads = [
+            a.ready().await["leader"] == true,
+            b.ready().await["leader"] == true,
+        ];
+        leads.iter().filter(|l| **l).count() == 1
+    })
+    .await;
+
+    stop.cancel();
+    viewers.await.expect("viewers");
+    for r in reporters {
+        r.await.expect("reporter");
+    }
+    assert!(asked.load(Ordering::Relaxed) > 50, "the viewers asked");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "a viewer request failed");
+    a.stop().await;
+    b.stop().await;
+}

@@ -54,7 +54,7 @@ fn connected(n: usize) -> (EdgeState, Vec<SessionHandle>) {
     let state = EdgeState::new(Duration::from_secs(15));
     let handles = (0..n)
         .map(|i| {
-            let h = state.attach(&format!("{i:012x}"), info());
+            let h = state.attach(&format!("{i:012x}"), info(), 0);
             state.apply_stats(&h, stats(i, 2));
             h
         })

@@ -68,6 +68,9 @@ impl AppState {
     }
 }
 
+/// How long shutdown waits for the Redis sync to write the ends of the closed sessions.
+const SYNC_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running Foghorn.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -234,10 +237,6 @@ impl Server {
         self.state.tasks.close();
         let drain = async {
             self.state.tasks.wait().await;
-            // The sessions are closed: announce their ends, give up the lease.
-            self.state.sync_stop.cancel();
-            self.state.sync_tasks.close();
-            self.state.sync_tasks.wait().await;
             let http = self.http.await;
             let grpc = self.grpc.await;
             (http, grpc)
@@ -251,6 +250,17 @@ impl Server {
                 ?grace,
                 "shutdown grace elapsed; abandoning open connections"
             ),
+        }
+        // The sessions are closed (or abandoned): announce their ends and give up the lease, so
+        // the other replicas stop routing here and one takes over leadership at once. Bounded:
+        // Redis may be the reason shutdown is slow.
+        self.state.sync_stop.cancel();
+        self.state.sync_tasks.close();
+        if tokio::time::timeout(SYNC_FLUSH, self.state.sync_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not tell Redis about every closed session in time");
         }
         // Closing the pool waits for checked-out connections; a query stuck on a partitioned
         // database must not keep the process alive past the grace period.

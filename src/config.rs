@@ -356,9 +356,10 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err(("database.max_connections", "must be at least 1".into()));
         }
-        if !(Duration::from_millis(500)..=Duration::from_secs(60)).contains(&self.redis.leader_ttl)
+        // A stopped leader is replaced within 1.2 × the TTL, which must stay under 15 s.
+        if !(Duration::from_millis(500)..=Duration::from_secs(12)).contains(&self.redis.leader_ttl)
         {
-            return Err(("redis.leader_ttl", "must be from 500ms to 60s".into()));
+            return Err(("redis.leader_ttl", "must be from 500ms to 12s".into()));
         }
         let redis = &self.redis.url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{enroll, eventually, register_with_credential, Db, EdgeConn, RedisProc, TestServer};
+use common::{
+    enroll, eventually, register_with_credential, Db, EdgeConn, Proxy, RedisProc, TestServer,
+};
 use foghorn::proto::{edge_message, EdgeMessage, ErrorCode, NodeStats};
 use reqwest::redirect::Policy;
 use serde_json::Value;
@@ -136,10 +138,9 @@ async fn an_edge_on_one_replica_is_routed_by_the_others() {
     drop(edge);
     for r in [&a, &b, &c] {
         eventually(WAIT, "edge unroutable after its stream closed", || async {
-            !r.routable(&op, &node).await
+            !r.routable(&op, &node).await && play(r, &stream.playback_id).await.0 == 503
         })
         .await;
-        assert_eq!(play(r, &stream.playback_id).await.0, 503);
     }
 
     // Nothing of the edge is left in Redis, and every key left expires by itself.
@@ -455,6 +456,87 @@ async fn routing_goes_on_while_redis_is_down_and_resyncs_after() {
     }
     assert!(asked.load(Ordering::Relaxed) > 50, "the viewers asked");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "a viewer request failed");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_redis_is_replaced_and_its_edges_age_out() {
+    let redis = RedisProc::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    // A reaches Redis through the proxy only; it starts first and leads.
+    let a = TestServer::start_with(Db::Postgres, |c| {
+        c.redis.url = proxy.url();
+        c.redis.leader_ttl = Duration::from_secs(1);
+        c.edges.stats_interval = Duration::from_millis(200);
+    })
+    .await;
+    eventually(WAIT, "A leads", || async {
+        a.ready().await["leader"] == true
+    })
+    .await;
+    let b = a.replica(|c| c.redis.url = redis.url()).await;
+    synced(&a).await;
+    synced(&b).await;
+    let (tenant, op) = a.operator().await;
+    let (edge, node, _) = enroll(&a, &tenant).await;
+    edge.send(stats(100)).await;
+    eventually(WAIT, "B routes to A's edge", || b.routable(&op, &node)).await;
+
+    let (la, lb) = (
+        a.server().state.leadership.clone(),
+        b.server().state.leadership.clone(),
+    );
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (overlaps, watching) = (overlaps.clone(), watching.clone());
+        async move {
+            while !watching.is_cancelled() {
+                if la.is_leader() && lb.is_leader() {
+                    overlaps.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    assert_eq!(b.ready().await["leader"], false);
+
+    // A loses Redis (it keeps running, and its edge keeps reporting to it).
+    proxy.cut();
+    let reporter = tokio::spawn(async move {
+        for _ in 0..30 {
+            edge.send(stats(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        edge
+    });
+    eventually(Duration::from_secs(15), "B takes the lead", || async {
+        b.ready().await["leader"] == true
+    })
+    .await;
+    assert_eq!(a.ready().await["leader"], false);
+    assert_eq!(a.ready().await["redis"], "degraded");
+    // B no longer hears about A's edge: it ages out there, and stays routable on A.
+    eventually(WAIT, "A's edge aged out on B", || async {
+        !b.routable(&op, &node).await
+    })
+    .await;
+    assert!(a.routable(&op, &node).await);
+
+    // A comes back: it follows, and B sees its edge again.
+    proxy.mend();
+    synced(&a).await;
+    eventually(WAIT, "B routes to A's edge again", || {
+        b.routable(&op, &node)
+    })
+    .await;
+    assert_eq!(a.ready().await["leader"], false, "B keeps the lead");
+    watching.cancel();
+    watcher.await.expect("watcher");
+    assert_eq!(overlaps.load(Ordering::Relaxed), 0, "two leaders at once");
+    let edge = reporter.await.expect("reporter");
+    drop(edge);
     a.stop().await;
     b.stop().await;
 }

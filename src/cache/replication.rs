@@ -9,20 +9,22 @@
 //!   publishes it on `foghorn:{cluster}:events`. A node changing many times between two runs is
 //!   written once, with its latest state. Scripts are sent concurrently, so one connection
 //!   pipelines them.
-//! - **Fencing.** A session's first write takes a token from `foghorn:{cluster}:seq`, higher than
-//!   any token the node had; a write under a lower token than the stored one is refused, and that
-//!   session is closed (`SESSION_REPLACED`). Replicas apply an announcement only if its token is
-//!   not lower than the one they know, so of two sessions of a node, the newest lives.
+//! - **Fencing.** A session takes a token from `foghorn:{cluster}:seq` when it attaches, higher
+//!   than any token the node had (in Redis or known here, in case Redis lost its counter); a write
+//!   under a lower token than the stored one is refused, and that session is closed
+//!   (`SESSION_REPLACED`). Replicas apply an announcement only if its token is not lower than the
+//!   one they know, so of two sessions of a node, the newest lives. A session that attached while
+//!   Redis was away takes its token with its first write once Redis is back.
 //! - **Subscriber.** Applies the other replicas' announcements as they come. Each time it
 //!   (re)subscribes, it resynchronises: the local edges are announced again (Redis may have lost
-//!   them), the other replicas' edges are read back from the index, and the weights are reloaded.
-//!   A ping every second notices a Redis that went away; until it is back, edges held elsewhere
-//!   age out by the liveness rule and local routing goes on.
+//!   them, with the releases still owed), the other replicas' edges are read back from the index,
+//!   and the weights are reloaded. A ping every second notices a Redis that went away; until it is
+//!   back, edges held elsewhere age out by the liveness rule and local routing goes on. Writes that
+//!   fail are queued again, with backoff.
 //!
 //! Every key but the token counter expires with the liveness window; the counter expires a day
 //! after the last write (a cluster with live edges writes every stats interval).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,21 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routing::{Router, Weights};
 
+/// Hands out a fencing token for a new session of a node: above the counter, the node's stored
+/// token, and `floor` (the highest this replica knows). KEYS: edge hash, token counter.
+/// ARGV: floor. Needs Redis 5+ (scripts replicate their effects, so `TIME` may precede writes).
+const TOKEN: &str = r#"
+local held = tonumber(redis.call('HGET', KEYS[1], 'token') or '0')
+local token = redis.call('INCR', KEYS[2])
+local floor = math.max(held + 1, tonumber(ARGV[1]))
+if token < floor then
+    token = floor
+    redis.call('SET', KEYS[2], string.format('%d', token))
+end
+redis.call('PEXPIRE', KEYS[2], 86400000)
+return token
+"#;
+
 /// Stores an edge's record under its session's fencing token and publishes it.
 /// KEYS: edge hash, index, token counter. ARGV: token (0: take a new one), replica, node, record,
 /// TTL ms, channel. Returns the token, or minus the stored token when a newer session holds it.
@@ -48,19 +65,21 @@ if token == 0 then
     token = redis.call('INCR', KEYS[3])
     if token <= held then
         token = held + 1
-        redis.call('SET', KEYS[3], token)
+        redis.call('SET', KEYS[3], string.format('%d', token))
     end
 elseif token < held then
     return -held
 elseif tonumber(redis.call('GET', KEYS[3]) or '0') < token then
-    redis.call('SET', KEYS[3], token)
+    redis.call('SET', KEYS[3], string.format('%d', token))
 end
 redis.call('PEXPIRE', KEYS[3], 86400000)
-redis.call('HSET', KEYS[1], 'token', token, 'replica', ARGV[2], 'record', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[3])
+token = string.format('%d', token)
+redis.call('HSET', KEYS[1], 'token', token, 'replica', ARGV[2], 'record', ARGV[4],
+    'at', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], string.format('%d', now + tonumber(ARGV[5])), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PUBLISH', ARGV[6], 'P ' .. token .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
@@ -80,6 +99,8 @@ return 1
 
 /// Bound on each Redis call of the sync: a hung Redis must not hold announcements up for long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the Redis calls an edge session waits for (its token when it attaches).
+const TOKEN_TIMEOUT: Duration = Duration::from_millis(250);
 /// How often the subscriber checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Announcements written concurrently per batch (one connection pipelines them).
@@ -171,6 +192,7 @@ pub struct Replication {
     replica: String,
     keys: Keys,
     ttl_ms: String,
+    token: Arc<Script>,
     put: Arc<Script>,
     release: Arc<Script>,
     /// Subscribed and resynchronised (false while Redis is away).
@@ -199,6 +221,7 @@ impl Replication {
             replica: replica.to_string(),
             keys: Keys::new(cluster_id),
             ttl_ms: ttl.as_millis().to_string(),
+            token: Arc::new(Script::new(TOKEN)),
             put: Arc::new(Script::new(PUT)),
             release: Arc::new(Script::new(RELEASE)),
             synced: Arc::default(),
@@ -223,31 +246,92 @@ impl Replication {
     /// Writes local changes until `stop`, then writes what is left once (the releases of the
     /// sessions that shutdown closed) and returns.
     pub async fn write(self, stop: CancellationToken) {
+        let mut backoff = Duration::ZERO;
         loop {
             let stopping = tokio::select! {
-                _ = self.edges.outbox_filled() => false,
+                _ = async {
+                    tokio::time::sleep(backoff).await;
+                    self.edges.outbox_filled().await;
+                } => false,
                 _ = stop.cancelled() => true,
             };
             let nodes = self.edges.take_outbox();
-            if let Some(conn) = self.link.connection() {
-                for chunk in nodes.chunks(BATCH) {
-                    let writes = chunk.iter().map(|node| self.announce(conn.clone(), node));
-                    futures_util::future::join_all(writes).await;
-                }
+            let mut failed = false;
+            for chunk in nodes.chunks(BATCH) {
+                let writes = chunk.iter().map(|node| self.announce(node));
+                failed |= futures_util::future::join_all(writes)
+                    .await
+                    .contains(&false);
             }
-            // Without a connection the changes are dropped: the resync after Redis returns
-            // announces every local edge again.
             if stopping {
                 return;
+            }
+            // Failed writes are back in the outbox: wait before trying Redis again.
+            backoff = if failed {
+                (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+            } else {
+                Duration::ZERO
+            };
+        }
+    }
+
+    /// Takes the fencing token of a new session of `node_id`, above `floor`; 0 when Redis cannot
+    /// be asked quickly (the session then takes one with its first write).
+    pub async fn take_token(&self, node_id: &str, floor: u64) -> u64 {
+        let Some(mut conn) = self.link.connection() else {
+            return 0;
+        };
+        let mut call = self.token.key(self.keys.edge(node_id));
+        call.key(&self.keys.seq).arg(floor);
+        let taken = tokio::time::timeout(TOKEN_TIMEOUT, call.invoke_async::<u64>(&mut conn));
+        match taken.await {
+            Ok(Ok(token)) => token,
+            Ok(Err(e)) => {
+                self.metrics.replication_errors.inc();
+                tracing::debug!(error = %e, "edge-state sync: no fencing token");
+                0
+            }
+            Err(_) => {
+                self.metrics.replication_errors.inc();
+                0
             }
         }
     }
 
-    /// Writes the current announcement of one node.
-    async fn announce(&self, mut conn: ConnectionManager, node_id: &str) {
-        let Some(announcement) = self.edges.announcement(node_id) else {
-            return;
+    /// Whether Redis holds `node_id` under a newer session than `token` (another replica took the
+    /// edge over); false when unknown.
+    pub async fn superseded(&self, node_id: &str, token: u64) -> bool {
+        let Some(mut conn) = self.link.connection() else {
+            return false;
         };
+        let mut get = redis::cmd("HGET");
+        get.arg(self.keys.edge(node_id)).arg("token");
+        let held = tokio::time::timeout(TOKEN_TIMEOUT, get.query_async::<Option<u64>>(&mut conn));
+        matches!(held.await, Ok(Ok(Some(held))) if held > token)
+    }
+
+    /// Writes the current announcement of one node; false (and queued again) when Redis did not
+    /// take it.
+    async fn announce(&self, node_id: &str) -> bool {
+        let Some(announcement) = self.edges.announcement(node_id) else {
+            return true;
+        };
+        let written = match self.link.connection() {
+            Some(conn) => self.write_one(conn, node_id, &announcement).await,
+            None => false,
+        };
+        if !written {
+            self.edges.retry(node_id, &announcement);
+        }
+        written
+    }
+
+    async fn write_one(
+        &self,
+        mut conn: ConnectionManager,
+        node_id: &str,
+        announcement: &Announcement,
+    ) -> bool {
         let key = self.keys.edge(node_id);
         match announcement {
             Announcement::Held {
@@ -255,7 +339,7 @@ impl Replication {
                 token,
                 record,
             } => {
-                let record = serde_json::to_string(&record).expect("edge records serialize");
+                let record = serde_json::to_string(record).expect("edge records serialize");
                 let mut call = self.put.key(&key);
                 call.key(&self.keys.index)
                     .key(&self.keys.seq)
@@ -266,19 +350,28 @@ impl Replication {
                     .arg(&self.ttl_ms)
                     .arg(&self.keys.channel);
                 let Some(stored) = self.call::<i64>(call.invoke_async(&mut conn)).await else {
-                    return;
+                    return false;
                 };
                 if stored < 0 {
                     tracing::info!(%node_id, "a newer session of this edge holds it on another replica; closing ours");
-                    self.edges.fence_lost(node_id, session_id);
-                } else if !self.edges.set_token(node_id, session_id, stored as u64) {
+                    self.edges.fence_lost(node_id, *session_id);
+                } else if *token == 0 && !self.edges.set_token(node_id, *session_id, stored as u64)
+                {
                     // The session ended while its first record was being written.
-                    self.release_record(&mut conn, &key, node_id, stored as u64)
-                        .await;
+                    let released = Announcement::Released {
+                        token: stored as u64,
+                    };
+                    if !self
+                        .release_record(&mut conn, &key, node_id, stored as u64)
+                        .await
+                    {
+                        self.edges.retry(node_id, &released);
+                    }
                 }
+                true
             }
             Announcement::Released { token } => {
-                self.release_record(&mut conn, &key, node_id, token).await
+                self.release_record(&mut conn, &key, node_id, *token).await
             }
         }
     }
@@ -289,14 +382,14 @@ impl Replication {
         key: &str,
         node_id: &str,
         token: u64,
-    ) {
+    ) -> bool {
         let mut call = self.release.key(key);
         call.key(&self.keys.index)
             .arg(token)
             .arg(&self.replica)
             .arg(node_id)
             .arg(&self.keys.channel);
-        self.call::<i64>(call.invoke_async(conn)).await;
+        self.call::<i64>(call.invoke_async(conn)).await.is_some()
     }
 
     /// Runs one call of the sync under [`CALL_TIMEOUT`], counting it.
@@ -321,7 +414,8 @@ impl Replication {
         }
     }
 
-    /// Announces a weights change to the other replicas (already stored in the registry).
+    /// Tells the other replicas that the weights changed (they are stored in the registry, from
+    /// which every replica reloads them, so concurrent changes settle on what was stored last).
     pub async fn announce_weights(&self, weights: &Weights) {
         let Some(mut conn) = self.link.connection() else {
             return;
@@ -415,24 +509,35 @@ impl Replication {
                 self.metrics.replication_received.inc();
                 self.edges.remote_released(node_id, token);
             }
-            Event::Weights(json) => match serde_json::from_str::<Weights>(json) {
-                Ok(weights) if weights != self.router.weights() => {
-                    tracing::info!(?weights, "weights changed on another replica");
-                    self.router.set_weights(weights);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "edge-state sync: bad weights ignored"),
-            },
+            Event::Weights(_) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.reload_weights().await });
+            }
         }
     }
 
     /// Announces every local edge again, reads back the other replicas' edges, reloads weights.
+    /// Edges held elsewhere that Redis no longer has are left to age out by the liveness rule
+    /// (Redis may have come back empty, before their replicas wrote them again).
     async fn resync(&self) -> anyhow::Result<()> {
-        self.edges.announce_all();
         let mut conn = self
             .link
             .connection()
             .ok_or_else(|| anyhow::anyhow!("not connected"))?;
+        // The shared connection may still be the one Redis dropped: the first command after an
+        // outage fails and reconnects it. Only then is it worth writing through.
+        let mut pinged = false;
+        for _ in 0..3 {
+            if self.link.ping(CALL_TIMEOUT).await {
+                pinged = true;
+                break;
+            }
+        }
+        anyhow::ensure!(pinged, "Redis does not answer on the shared connection");
+        self.edges.announce_all();
+        let (secs, micros): (u64, u64) =
+            tokio::time::timeout(CALL_TIMEOUT, redis::cmd("TIME").query_async(&mut conn)).await??;
+        let now_ms = secs * 1000 + micros / 1000;
         let nodes: Vec<String> = tokio::time::timeout(
             CALL_TIMEOUT,
             redis::cmd("ZRANGE")
@@ -442,7 +547,6 @@ impl Replication {
                 .query_async(&mut conn),
         )
         .await??;
-        let mut alive = HashSet::new();
         for chunk in nodes.chunks(BATCH) {
             let mut pipe = redis::pipe();
             for node_id in chunk {
@@ -450,36 +554,49 @@ impl Replication {
                     .arg(self.keys.edge(node_id))
                     .arg("token")
                     .arg("replica")
-                    .arg("record");
+                    .arg("record")
+                    .arg("at");
             }
-            type Row = (Option<u64>, Option<String>, Option<String>);
-            let rows: Vec<Row> =
+            let rows: Vec<Vec<Option<String>>> =
                 tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn)).await??;
             for (node_id, row) in chunk.iter().zip(rows) {
-                let (Some(token), Some(replica), Some(record)) = row else {
+                let [Some(token), Some(replica), Some(record), Some(at)] = &row[..] else {
                     continue; // expired since the index was read
                 };
-                if replica == self.replica {
+                let (Ok(token), Ok(at)) = (token.parse::<u64>(), at.parse::<u64>()) else {
+                    tracing::warn!(%node_id, "edge-state sync: unreadable record skipped");
+                    continue;
+                };
+                if *replica == self.replica {
                     continue;
                 }
-                alive.insert(node_id.clone());
-                self.apply(Event::Held {
-                    token,
-                    replica: &replica,
-                    node_id,
-                    record: &record,
-                });
+                match serde_json::from_str::<EdgeRecord>(record) {
+                    Ok(mut record) => {
+                        // The stats have aged since the record was written.
+                        record.stats_age_ms += now_ms.saturating_sub(at);
+                        self.metrics.replication_received.inc();
+                        self.edges.apply_remote(node_id, replica, token, record);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%node_id, error = %e, "edge-state sync: bad record skipped")
+                    }
+                }
             }
         }
-        self.edges.retain_remote(&alive);
+        self.reload_weights().await;
+        Ok(())
+    }
+
+    /// Applies the cluster's weights as stored in the registry.
+    async fn reload_weights(&self) {
         match self.registry.cluster_weights(&self.cluster_id).await {
             Ok(Some(weights)) if weights != self.router.weights() => {
+                tracing::info!(?weights, "weights changed");
                 self.router.set_weights(weights)
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not reload the weights"),
         }
-        Ok(())
     }
 }
 

@@ -139,6 +139,9 @@ struct Edge {
     pending: Arc<Pending>,
     /// Token of the last local session that ended, until its end is announced to the replicas.
     released: Option<u64>,
+    /// Highest fencing token seen for this node, here or elsewhere: a new session's token must
+    /// exceed it even if Redis lost its counter.
+    last_token: u64,
 }
 
 impl Edge {
@@ -153,11 +156,18 @@ impl Edge {
             disconnected_at: None,
             pending: Arc::default(),
             released: None,
+            last_token: 0,
         }
     }
 
     /// Starts a new session (here or elsewhere): no stats of its own yet.
     fn hand_to(&mut self, holder: Holder) {
+        let token = match &holder {
+            Holder::Here(s) => s.token,
+            Holder::Replica { token, .. } => *token,
+            Holder::Nobody => 0,
+        };
+        self.last_token = self.last_token.max(token);
         if let Holder::Here(old) = std::mem::replace(&mut self.holder, holder) {
             old.cancel.cancel();
         }
@@ -196,6 +206,8 @@ pub struct SessionHandle {
     /// The edge's mode when this session attached; kept across reconnects, so a draining edge
     /// that reconnects is still draining.
     pub mode: Mode,
+    /// Fencing token from Redis (0: none, no Redis or Redis unreachable at attach).
+    pub token: u64,
 }
 
 /// A point-in-time view of one edge, for APIs and routing.
@@ -295,8 +307,9 @@ impl EdgeState {
         }
     }
 
-    /// Opens a session for `node_id`, cancelling the session it replaces, if any.
-    pub fn attach(&self, node_id: &str, info: EdgeInfo) -> SessionHandle {
+    /// Opens a session for `node_id` under fencing `token` (0: none), cancelling the session it
+    /// replaces, if any.
+    pub fn attach(&self, node_id: &str, info: EdgeInfo, token: u64) -> SessionHandle {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
         let now = Instant::now();
@@ -304,7 +317,7 @@ impl EdgeState {
             id: session_id,
             cancel: replaced.clone(),
             connected_at: now,
-            token: 0,
+            token,
         });
         let mut edges = self.lock();
         let mode = match edges.get_mut(node_id) {
@@ -314,7 +327,9 @@ impl EdgeState {
                 edge.mode
             }
             None => {
-                edges.insert(node_id.to_string(), Edge::new(info, session));
+                let mut edge = Edge::new(info, Holder::Nobody);
+                edge.hand_to(session);
+                edges.insert(node_id.to_string(), edge);
                 Mode::Normal
             }
         };
@@ -326,6 +341,7 @@ impl EdgeState {
             session_id,
             replaced,
             mode,
+            token,
         }
     }
 
@@ -424,13 +440,13 @@ impl EdgeState {
         self.outbox_filled.notified().await;
     }
 
-    /// Queues every edge held here for announcement (after Redis came back: it may have lost
-    /// them, or missed changes).
+    /// Queues every edge held here, and every release not yet acknowledged, for announcement
+    /// (after Redis came back: it may have lost them, or missed changes).
     pub fn announce_all(&self) {
         let held: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, e)| matches!(e.holder, Holder::Here(_)))
+            .filter(|(_, e)| matches!(e.holder, Holder::Here(_)) || e.released.is_some())
             .map(|(id, _)| id.clone())
             .collect();
         for node_id in held {
@@ -466,19 +482,39 @@ impl EdgeState {
         }
     }
 
-    /// Redis handed local session `session_id` its fencing token; false when that session is no
-    /// longer current (it ended meanwhile, and its record must be taken back).
+    /// Redis handed local session `session_id` its fencing token (it had none: Redis was away
+    /// when it attached); false when that session is no longer current (it ended meanwhile, and
+    /// its record must be taken back).
     pub fn set_token(&self, node_id: &str, session_id: u64, token: u64) -> bool {
         match self.lock().get_mut(node_id) {
-            Some(Edge {
-                holder: Holder::Here(s),
-                ..
-            }) if s.id == session_id => {
-                s.token = token;
-                true
-            }
-            _ => false,
+            Some(edge) => match &mut edge.holder {
+                Holder::Here(s) if s.id == session_id => {
+                    s.token = token;
+                    edge.last_token = edge.last_token.max(token);
+                    true
+                }
+                _ => false,
+            },
+            None => false,
         }
+    }
+
+    /// An announcement could not be written: it is queued again (a release stays owed until
+    /// Redis took it; a held edge is rewritten with its latest state).
+    pub fn retry(&self, node_id: &str, failed: &Announcement) {
+        if let Announcement::Released { token } = failed {
+            if let Some(edge) = self.lock().get_mut(node_id) {
+                if edge.released.is_none() && !matches!(edge.holder, Holder::Here(_)) {
+                    edge.released = Some(*token);
+                }
+            }
+        }
+        self.announce(node_id);
+    }
+
+    /// The highest fencing token seen for `node_id` (0: none).
+    pub fn known_token(&self, node_id: &str) -> u64 {
+        self.lock().get(node_id).map_or(0, |e| e.last_token)
     }
 
     /// Redis holds a newer session of `node_id` than local session `session_id`: that one is
@@ -519,10 +555,13 @@ impl EdgeState {
         edge.info = record.info;
         edge.mode = record.mode;
         if let Some(stats) = record.stats {
-            if record.stats_seq != edge.stats_seq || edge.last_stats_at.is_none() {
-                let at = now
-                    .checked_sub(Duration::from_millis(record.stats_age_ms))
-                    .unwrap_or(now);
+            // Newer stats of this session only (a resync may replay older ones); an age this
+            // process cannot place counts as stale.
+            let taken = now.checked_sub(Duration::from_millis(record.stats_age_ms));
+            if let (true, Some(at)) = (
+                record.stats_seq > edge.stats_seq || edge.last_stats_at.is_none(),
+                taken,
+            ) {
                 edge.pending.reconcile(edge.last_stats_at, at);
                 edge.stats = Some(stats);
                 edge.last_stats_at = Some(at);
@@ -542,22 +581,6 @@ impl EdgeState {
         if matches!(edge.holder, Holder::Replica { token: held, .. } if held <= token) {
             edge.end(Instant::now());
             drop(edges);
-            self.changed.notify_one();
-        }
-    }
-
-    /// Drops every edge held by another replica that is not in `alive` (a resync found them gone
-    /// from Redis).
-    pub fn retain_remote(&self, alive: &HashSet<String>) {
-        let now = Instant::now();
-        let mut dropped = false;
-        for (node_id, edge) in self.lock().iter_mut() {
-            if matches!(edge.holder, Holder::Replica { .. }) && !alive.contains(node_id) {
-                edge.end(now);
-                dropped = true;
-            }
-        }
-        if dropped {
             self.changed.notify_one();
         }
     }
@@ -636,7 +659,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn routable_only_with_fresh_stats_and_an_open_stream() {
         let state = EdgeState::new(Duration::from_secs(15));
-        let h = state.attach("aaaaaaaaaaaa", EdgeInfo::default());
+        let h = state.attach("aaaaaaaaaaaa", EdgeInfo::default(), 0);
         assert!(!state.is_routable("aaaaaaaaaaaa"), "no stats yet");
         assert!(state.apply_stats(&h, stats()));
         assert!(state.is_routable("aaaaaaaaaaaa"));
@@ -667,9 +690,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reconnect_replaces_the_old_session() {
         let state = EdgeState::new(Duration::from_secs(15));
-        let old = state.attach("bbbbbbbbbbbb", EdgeInfo::default());
+        let old = state.attach("bbbbbbbbbbbb", EdgeInfo::default(), 0);
         assert!(state.apply_stats(&old, stats()));
-        let new = state.attach("bbbbbbbbbbbb", EdgeInfo::default());
+        let new = state.attach("bbbbbbbbbbbb", EdgeInfo::default(), 0);
         assert!(old.replaced.is_cancelled());
         assert!(!new.replaced.is_cancelled());
         assert!(
@@ -688,7 +711,127 @@ mod tests {
         // A draining edge that reconnects is still draining.
         assert!(state.set_mode(&new, Mode::Draining));
         assert!(state.detach(&new));
-        let again = state.attach("bbbbbbbbbbbb", EdgeInfo::default());
+        let again = state.attach("bbbbbbbbbbbb", EdgeInfo::default(), 0);
         assert_eq!(again.mode, Mode::Draining);
+    }
+
+    fn record(stats_age_ms: u64, stats_seq: u64) -> EdgeRecord {
+        EdgeRecord {
+            info: EdgeInfo::default(),
+            mode: Mode::Normal,
+            stats: Some(stats()),
+            stats_age_ms,
+            stats_seq,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn edges_of_other_replicas_follow_their_tokens_and_age_out() {
+        let state = EdgeState::new(Duration::from_secs(15)).replicated();
+        // Stats already 14 s old on the holding replica: routable here for one more second.
+        state.apply_remote("cccccccccccc", "r1", 5, record(14_000, 1));
+        let view = state.get("cccccccccccc").expect("listed");
+        assert!(view.routable && view.connected);
+        assert_eq!(view.replica.as_deref(), Some("r1"));
+        assert_eq!(state.connected_count(), 0, "not held here");
+        assert!(
+            state.take_outbox().is_empty(),
+            "remote news is not re-announced"
+        );
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        assert!(
+            !state.is_routable("cccccccccccc"),
+            "aged out by the liveness rule"
+        );
+
+        // An older session's news is ignored; a release of an older session too.
+        state.apply_remote("cccccccccccc", "r2", 4, record(0, 9));
+        assert!(!state.is_routable("cccccccccccc"));
+        state.apply_remote("cccccccccccc", "r1", 5, record(0, 2));
+        assert!(state.is_routable("cccccccccccc"));
+        state.remote_released("cccccccccccc", 4);
+        assert!(state.is_routable("cccccccccccc"));
+        state.remote_released("cccccccccccc", 5);
+        assert!(
+            !state.is_routable("cccccccccccc"),
+            "released: unroutable at once"
+        );
+
+        // Replayed (older) stats of the same session do not overwrite newer ones.
+        state.apply_remote("cccccccccccc", "r1", 6, record(0, 3));
+        state.apply_remote("cccccccccccc", "r1", 6, record(10_000, 2));
+        tokio::time::advance(Duration::from_millis(6_000)).await;
+        assert!(state.is_routable("cccccccccccc"), "kept the stats of seq 3");
+        assert_eq!(state.known_token("cccccccccccc"), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_token_wins_between_a_local_and_a_remote_session() {
+        let state = EdgeState::new(Duration::from_secs(15)).replicated();
+        // Attached while Redis was away: no token yet.
+        let local = state.attach("dddddddddddd", EdgeInfo::default(), 0);
+        assert!(state.apply_stats(&local, stats()));
+        assert_eq!(state.take_outbox(), vec!["dddddddddddd".to_string()]);
+        let Some(Announcement::Held {
+            session_id,
+            token: 0,
+            record,
+        }) = state.announcement("dddddddddddd")
+        else {
+            panic!("a held edge is announced, without a token yet");
+        };
+        assert_eq!(record.stats_seq, 1);
+        // Until Redis hands the local session its token, remote news cannot replace it.
+        state.apply_remote("dddddddddddd", "r1", 3, (*record).clone());
+        assert!(!local.replaced.is_cancelled());
+        assert!(state.set_token("dddddddddddd", session_id, 7));
+        state.apply_remote("dddddddddddd", "r1", 6, (*record).clone());
+        assert!(!local.replaced.is_cancelled(), "older than ours");
+        state.apply_remote("dddddddddddd", "r1", 8, (*record).clone());
+        assert!(
+            local.replaced.is_cancelled(),
+            "a newer session elsewhere closes ours"
+        );
+        assert!(!state.apply_stats(&local, stats()));
+        assert!(
+            !state.detach(&local),
+            "the replaced session cannot close the new one"
+        );
+        assert_eq!(
+            state
+                .get("dddddddddddd")
+                .expect("listed")
+                .replica
+                .as_deref(),
+            Some("r1")
+        );
+        assert_eq!(state.connected_count(), 0);
+
+        // A local session that ends is announced as released once.
+        let again = state.attach("dddddddddddd", EdgeInfo::default(), 9);
+        assert_eq!(state.known_token("dddddddddddd"), 9);
+        assert!(state.detach(&again));
+        assert_eq!(
+            state.announcement("dddddddddddd"),
+            Some(Announcement::Released { token: 9 })
+        );
+        assert_eq!(state.announcement("dddddddddddd"), None);
+        // A release Redis did not take stays owed, also through a resync.
+        state.retry("dddddddddddd", &Announcement::Released { token: 9 });
+        state.take_outbox();
+        state.announce_all();
+        assert_eq!(state.take_outbox(), vec!["dddddddddddd".to_string()]);
+        assert_eq!(
+            state.announcement("dddddddddddd"),
+            Some(Announcement::Released { token: 9 })
+        );
+        // A token that comes back for a session already gone says so (the record is taken back).
+        assert!(!state.set_token("dddddddddddd", again.session_id, 10));
+
+        // Redis refusing our token closes the local session.
+        let last = state.attach("dddddddddddd", EdgeInfo::default(), 11);
+        state.fence_lost("dddddddddddd", last.session_id);
+        assert!(last.replaced.is_cancelled());
+        assert!(!state.get("dddddddddddd").expect("listed").connected);
     }
 }

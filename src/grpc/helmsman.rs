@@ -239,8 +239,17 @@ async fn run_session(
         Ok(cluster) => cluster.and_then(|c| c.owner_tenant_id),
         Err(e) => return Err(End::internal("reading the node's cluster", e)),
     };
+    // With replicas, the session's fencing token: above any session of this node so far, here or
+    // on another replica, so the newest session is the one that lives.
+    let token = match &state.replication {
+        Some(sync) => {
+            let floor = state.edges.known_token(&node.node_id) + 1;
+            Box::pin(sync.take_token(&node.node_id, floor)).await
+        }
+        None => 0,
+    };
     let attached = Attached {
-        handle: state.edges.attach(&node.node_id, info.clone()),
+        handle: state.edges.attach(&node.node_id, info.clone(), token),
         state,
     };
     let mut mode = attached.handle.mode;
@@ -347,7 +356,19 @@ async fn run_session(
     // Only when this was still the node's current session (a replaced session leaves the streams
     // to its successor), and only when the edge went away: when this Foghorn is the one shutting
     // down, the edges keep streaming and reconnect elsewhere, so their streams stay live.
-    if state.edges.detach(&attached.handle) && !state.shutdown.is_cancelled() {
+    // Nor when another replica took the edge over before this one noticed its stream broke: the
+    // streams are live there now.
+    let token = attached.handle.token;
+    let superseded = async {
+        match &state.replication {
+            Some(sync) if token != 0 => sync.superseded(&node.node_id, token).await,
+            _ => false,
+        }
+    };
+    if state.edges.detach(&attached.handle)
+        && !state.shutdown.is_cancelled()
+        && !Box::pin(superseded).await
+    {
         match Box::pin(state.registry.end_streams_of_node(&node.node_id)).await {
             Ok(0) => {}
             Ok(n) => {

@@ -87,6 +87,41 @@ async fn play(server: &TestServer, playback: &str) -> (u16, String) {
     (res.status().as_u16(), location)
 }
 
+/// Samples the leadership of some replicas every 2 ms, counting the samples with two leaders.
+struct LeaderWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl LeaderWatch {
+    fn start(servers: &[&TestServer]) -> LeaderWatch {
+        let leaderships: Vec<_> = servers
+            .iter()
+            .map(|r| r.server().state.leadership.clone())
+            .collect();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut overlaps = 0;
+                while !stop.is_cancelled() {
+                    if leaderships.iter().filter(|l| l.is_leader()).count() > 1 {
+                        overlaps += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                overlaps
+            }
+        });
+        LeaderWatch { stop, task }
+    }
+
+    async fn overlaps(self) -> u64 {
+        self.stop.cancel();
+        self.task.await.expect("leader watch")
+    }
+}
+
 fn replica_id(server: &TestServer) -> String {
     server.server().state.replica_id.clone()
 }
@@ -235,25 +270,8 @@ async fn one_leader_at_a_time_and_a_stopped_leader_is_replaced() {
     let c = a.replica(|_| {}).await;
     let mut replicas = vec![a, b, c];
 
-    // A watcher samples every replica's leadership every 5 ms for the whole test.
-    let leaderships: Vec<_> = replicas
-        .iter()
-        .map(|r| r.server().state.leadership.clone())
-        .collect();
-    let overlaps = Arc::new(AtomicU64::new(0));
-    let watching = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn({
-        let overlaps = overlaps.clone();
-        let watching = watching.clone();
-        async move {
-            while !watching.is_cancelled() {
-                if leaderships.iter().filter(|l| l.is_leader()).count() > 1 {
-                    overlaps.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    // Every replica's leadership is sampled for the whole test.
+    let watch = LeaderWatch::start(&replicas.iter().collect::<Vec<_>>());
 
     let leaders = |rs: &[TestServer]| {
         rs.iter()
@@ -280,9 +298,7 @@ async fn one_leader_at_a_time_and_a_stopped_leader_is_replaced() {
     let other = 1 - second;
     assert_eq!(replicas[other].ready().await["leader"], false);
 
-    watching.cancel();
-    watcher.await.expect("watcher");
-    assert_eq!(overlaps.load(Ordering::Relaxed), 0, "two leaders at once");
+    assert_eq!(watch.overlaps().await, 0, "two leaders at once");
     for r in replicas {
         r.stop().await;
     }
@@ -483,23 +499,7 @@ async fn a_leader_cut_off_from_redis_is_replaced_and_its_edges_age_out() {
     edge.send(stats(100)).await;
     eventually(WAIT, "B routes to A's edge", || b.routable(&op, &node)).await;
 
-    let (la, lb) = (
-        a.server().state.leadership.clone(),
-        b.server().state.leadership.clone(),
-    );
-    let overlaps = Arc::new(AtomicU64::new(0));
-    let watching = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn({
-        let (overlaps, watching) = (overlaps.clone(), watching.clone());
-        async move {
-            while !watching.is_cancelled() {
-                if la.is_leader() && lb.is_leader() {
-                    overlaps.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    });
+    let watch = LeaderWatch::start(&[&a, &b]);
     assert_eq!(b.ready().await["leader"], false);
 
     // A loses Redis (it keeps running, and its edge keeps reporting to it).
@@ -532,9 +532,7 @@ async fn a_leader_cut_off_from_redis_is_replaced_and_its_edges_age_out() {
     })
     .await;
     assert_eq!(a.ready().await["leader"], false, "B keeps the lead");
-    watching.cancel();
-    watcher.await.expect("watcher");
-    assert_eq!(overlaps.load(Ordering::Relaxed), 0, "two leaders at once");
+    assert_eq!(watch.overlaps().await, 0, "two leaders at once");
     let edge = reporter.await.expect("reporter");
     drop(edge);
     a.stop().await;

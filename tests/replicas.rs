@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    enroll, eventually, register_with_credential, Db, EdgeConn, Proxy, RedisProc, TestServer,
+    enroll, eventually, ingest_frame, register_with_credential, Db, EdgeConn, Proxy, RedisProc,
+    TestServer,
 };
 use foghorn::proto::{edge_message, EdgeMessage, ErrorCode, NodeStats};
 use reqwest::redirect::Policy;
@@ -149,6 +150,11 @@ async fn an_edge_on_one_replica_is_routed_by_the_others() {
         let view = edge_view(r, &op, &node).await.expect("listed");
         assert_eq!(view["replica"], replica_id(&a), "{view}");
         assert_eq!(view["connected"], true);
+        // Decisions read a snapshot rebuilt at most every 20 ms after the edge state changed.
+        eventually(WAIT, "viewers redirected", || async {
+            play(r, &stream.playback_id).await.0 == 307
+        })
+        .await;
         let (status, location) = play(r, &stream.playback_id).await;
         assert_eq!(status, 307);
         assert!(
@@ -210,10 +216,22 @@ async fn a_reconnect_to_another_replica_replaces_the_old_session() {
     synced(&a).await;
     synced(&b).await;
     let (tenant, op) = a.operator().await;
-    let (stream, _) = a.stream(&tenant).await;
+    let (stream, key) = a.stream(&tenant).await;
 
+    // The edge publishes a stream through A.
     let (mut old, node, credential) = enroll(&a, &tenant).await;
+    old.send(ingest_frame("r1", &key)).await;
+    assert!(old.decision().await.accept);
     old.send(stats(100)).await;
+    let live_on = || async {
+        a.registry()
+            .stream(&stream.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .live_node_id
+    };
+    assert_eq!(live_on().await.as_deref(), Some(node.as_str()));
     eventually(WAIT, "routable via B", || b.routable(&op, &node)).await;
 
     // The edge reconnects to B while its session on A is still open: A closes the old one.
@@ -229,10 +247,15 @@ async fn a_reconnect_to_another_replica_replaces_the_old_session() {
     .await;
     assert_eq!(a.ready().await["edges_connected"], 0);
     assert_eq!(b.ready().await["edges_connected"], 1);
-    // Both replicas route to it, and the stream stays live in the registry (the replaced session
-    // does not end it).
-    assert_eq!(play(&a, &stream.playback_id).await.0, 307);
-    assert_eq!(play(&b, &stream.playback_id).await.0, 307);
+    // Both replicas route to it, and the stream stays live on the edge (the replaced session does
+    // not end it).
+    for r in [&a, &b] {
+        eventually(WAIT, "viewers redirected", || async {
+            play(r, &stream.playback_id).await.0 == 307
+        })
+        .await;
+    }
+    assert_eq!(live_on().await.as_deref(), Some(node.as_str()));
 
     // And back to A: B's session is the old one now.
     let mut third =

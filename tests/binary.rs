@@ -35,6 +35,27 @@ fn admin_json(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("admin prints JSON")
 }
 
+/// Starts `foghorn` (serve) and reads the HTTP and gRPC addresses it prints.
+fn serve(mut cmd: Command) -> (Running, String, String) {
+    let mut server = Running(cmd.stdout(Stdio::piped()).spawn().expect("start foghorn"));
+    let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
+    let mut http = None;
+    let mut grpc = None;
+    while http.is_none() || grpc.is_none() {
+        let line = lines
+            .next()
+            .expect("server prints its addresses")
+            .expect("utf8");
+        let addr = line.split_whitespace().nth(1).map(str::to_string);
+        if line.trim_start().starts_with("HTTP") {
+            http = addr;
+        } else if line.trim_start().starts_with("gRPC") {
+            grpc = addr;
+        }
+    }
+    (server, http.expect("http"), grpc.expect("grpc"))
+}
+
 /// Kills the child when dropped, so a failing test leaves no server behind.
 struct Running(Child);
 
@@ -138,28 +159,7 @@ async fn admin_then_sim_then_kill() {
     );
     assert_eq!(cluster["tier"], "dedicated");
 
-    let mut server = Running(
-        foghorn(dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start foghorn"),
-    );
-    let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
-    let mut http = None;
-    let mut grpc = None;
-    while http.is_none() || grpc.is_none() {
-        let line = lines
-            .next()
-            .expect("server prints its addresses")
-            .expect("utf8");
-        let addr = line.split_whitespace().nth(1).map(str::to_string);
-        if line.trim_start().starts_with("HTTP") {
-            http = addr;
-        } else if line.trim_start().starts_with("gRPC") {
-            grpc = addr;
-        }
-    }
-    let (http, grpc) = (http.expect("http"), grpc.expect("grpc"));
+    let (mut server, http, grpc) = serve(foghorn(dir));
 
     let tenant = admin_json(
         dir,
@@ -371,4 +371,44 @@ async fn admin_then_sim_then_kill() {
     assert!(killed.success());
     let status = server.0.wait().expect("wait");
     assert!(status.success(), "graceful exit, got {status:?}");
+}
+
+/// Two replica processes share PostgreSQL and Redis; the leader is killed with SIGKILL (no lease
+/// release): the other takes over once the lease runs out, well within 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced() {
+    let redis = common::RedisProc::start().await;
+    let db = common::TestDb::new(common::Db::Postgres).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let replica = || {
+        let mut cmd = foghorn(data.path());
+        cmd.env("FOGHORN_DATABASE_URL", &db.url)
+            .env("FOGHORN_REDIS_URL", redis.url())
+            .env("FOGHORN_REDIS_LEADER_TTL", "2s");
+        serve(cmd)
+    };
+    let mut replicas = vec![replica(), replica()];
+    let ready = |http: String| async move {
+        reqwest::get(format!("{http}/ready"))
+            .await
+            .expect("ready")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    let leads = |i: usize| ready(replicas[i].1.clone());
+    common::eventually(Duration::from_secs(10), "one leader", || async {
+        (leads(0).await["leader"] == true) != (leads(1).await["leader"] == true)
+    })
+    .await;
+    let leader = usize::from(leads(1).await["leader"] == true);
+    let (mut killed, _, _) = replicas.remove(leader);
+    killed.0.kill().expect("SIGKILL the leader");
+    killed.0.wait().expect("reaped");
+    let survivor = replicas[0].1.clone();
+    common::eventually(Duration::from_secs(15), "the survivor leads", || {
+        let survivor = survivor.clone();
+        async move { ready(survivor).await["leader"] == true }
+    })
+    .await;
 }

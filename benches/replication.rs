@@ -7,20 +7,17 @@
 //!   and memory per second over 30 s, read from `INFO`.
 //!
 //! `cargo bench --bench replication` (needs `redis-server` on the PATH or in
-//! `FOGHORN_TEST_REDIS_SERVER`). Under `cargo test` it runs a few iterations of each as a check.
+//! `FOGHORN_TEST_REDIS_SERVER`). Servers, Redis and edges come from the test support
+//! (`tests/common`). Under `cargo test` it runs a few iterations of each as a check.
 
 use std::time::{Duration, Instant};
 
-use foghorn::app::{self, Server};
-use foghorn::config::Config;
-use foghorn::proto::{
-    control_message, edge_message, helmsman_control_client::HelmsmanControlClient, register,
-    Capabilities, ControlMessage, EdgeMessage, NodeStats, Register,
-};
-use foghorn::registry::{NewEnrollmentToken, Role};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use foghorn::proto::{edge_message, EdgeMessage, NodeStats};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{enroll, Db, RedisProc, TestServer};
 
 struct Sizes {
     stats: usize,
@@ -44,45 +41,6 @@ fn stats(connections: u32) -> EdgeMessage {
     }
 }
 
-struct Open {
-    tx: mpsc::Sender<EdgeMessage>,
-    _rx: tonic::Streaming<ControlMessage>,
-}
-
-/// Enrolls a new edge on `channel`'s replica; returns once its ConfigSeed arrived.
-async fn enroll(channel: Channel, token: &str) -> (Open, String) {
-    let (tx, rx) = mpsc::channel(4);
-    let register = EdgeMessage {
-        payload: Some(edge_message::Payload::Register(Register {
-            protocol_version: foghorn::grpc::PROTOCOL_VERSION,
-            auth: Some(register::Auth::EnrollmentToken(token.to_string())),
-            capabilities: Some(Capabilities {
-                edge: true,
-                ..Default::default()
-            }),
-            public_base_url: "https://edge.example.net".into(),
-            ..Default::default()
-        })),
-    };
-    tx.send(register).await.expect("queue");
-    let mut inbound = HelmsmanControlClient::new(channel)
-        .connect(ReceiverStream::new(rx))
-        .await
-        .expect("connect")
-        .into_inner();
-    let node = match inbound
-        .message()
-        .await
-        .expect("read")
-        .expect("frame")
-        .payload
-    {
-        Some(control_message::Payload::ConfigSeed(seed)) => seed.node_id,
-        other => panic!("expected a seed, got {other:?}"),
-    };
-    (Open { tx, _rx: inbound }, node)
-}
-
 async fn until(what: impl Fn() -> bool) {
     while !what() {
         tokio::task::yield_now().await;
@@ -99,37 +57,6 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) {
         samples.last().expect("samples").as_secs_f64() * 1e6,
         samples.len()
     );
-}
-
-/// A redis-server child on a free port, killed on drop.
-struct Redis(std::process::Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let bin = std::env::var("FOGHORN_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
-        let child = std::process::Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
-        Redis(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.1)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Counters of `INFO` that the load is measured with.
@@ -149,85 +76,43 @@ async fn info(conn: &mut redis::aio::MultiplexedConnection) -> [f64; 4] {
     ]
 }
 
-async fn replica(db: &str, data: &std::path::Path, redis: &str) -> Server {
-    let mut config = Config::default();
-    config.server.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
-    config.server.data_dir = data.to_path_buf();
-    config.database.url = db.to_string();
-    config.redis.url = redis.to_string();
-    config.log.filter = "error".into();
-    app::start(config).await.expect("replica starts")
-}
-
 async fn bench(sizes: Sizes) {
-    let redis = Redis::start();
-    let data = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}?mode=rwc", data.path().join("r.db").display());
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = loop {
-        match client.get_multiplexed_async_connection().await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    let a = replica(&db, data.path(), &redis.url()).await;
-    let b = replica(&db, data.path(), &redis.url()).await;
+    let redis = RedisProc::start().await;
+    let mut conn = redis.connection().await;
+    let url = redis.url();
+    let a = TestServer::start_with(Db::Sqlite, |c| c.redis.url = url).await;
+    let b = a.replica(|_| {}).await;
     for r in [&a, &b] {
-        let sync = r.state.replication.as_ref().expect("replicated");
+        let sync = r.server().state.replication.as_ref().expect("replicated");
         until(|| sync.is_synced()).await;
     }
-    let registry = &a.state.registry;
-    let tenant = registry
-        .create_tenant("bench", "local")
-        .await
-        .expect("tenant");
-    registry
-        .create_api_token(&tenant.id, Role::Operator)
-        .await
-        .expect("token");
-    let (_, token) = registry
-        .create_enrollment_token(&NewEnrollmentToken {
-            cluster_id: "local".into(),
-            tenant_id: tenant.id,
-            usage_limit: (sizes.sessions + sizes.edges + 1) as i64,
-            expires_at: foghorn::registry::now_ms() + 3_600_000,
-            expected_cidr: None,
-        })
-        .await
-        .expect("enrollment token");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.grpc_addr))
-        .expect("url")
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .expect("channel");
+    let (tenant, _) = a.operator().await;
+    let b_edges = &b.server().state.edges;
 
     // Sessions opening and closing on A, seen from B.
     let (mut attach, mut close) = (Vec::new(), Vec::new());
     for _ in 0..sizes.sessions {
-        let (open, node) = enroll(channel.clone(), &token).await;
+        let (edge, node, _) = enroll(&a, &tenant).await;
         let start = Instant::now();
-        open.tx.send(stats(1)).await.expect("stats");
-        until(|| b.state.edges.is_routable(&node)).await;
+        edge.send(stats(1)).await;
+        until(|| b_edges.is_routable(&node)).await;
         attach.push(start.elapsed());
         let start = Instant::now();
-        drop(open);
-        until(|| !b.state.edges.is_routable(&node)).await;
+        drop(edge);
+        until(|| !b_edges.is_routable(&node)).await;
         close.push(start.elapsed());
     }
     percentiles("attach", attach);
     percentiles("close", close);
 
     // Stats of one edge on A, seen from B.
-    let (open, node) = enroll(channel.clone(), &token).await;
+    let (edge, node, _) = enroll(&a, &tenant).await;
     let mut samples = Vec::with_capacity(sizes.stats);
     for i in 1..=sizes.stats as u32 {
         let start = Instant::now();
-        open.tx.send(stats(i)).await.expect("stats");
+        edge.send(stats(i)).await;
         until(|| {
-            b.state
-                .edges
+            b_edges
                 .get(&node)
                 .and_then(|v| v.stats)
                 .is_some_and(|s| s.connections == i)
@@ -237,12 +122,13 @@ async fn bench(sizes: Sizes) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     percentiles("stats", samples);
-    drop(open);
+    drop(edge);
 
     // Redis load of many edges at the default interval.
+    let token = a.enrollment_token(&tenant, sizes.edges as i64).await;
     let sim = tokio::spawn(foghorn::sim::run(foghorn::sim::SimArgs {
-        grpc: format!("http://{}", a.grpc_addr),
-        enrollment_token: Some(token.clone()),
+        grpc: a.grpc_url(),
+        enrollment_token: Some(token),
         edges: sizes.edges,
         state_dir: None,
         region_center: (50.11, 8.68),
@@ -253,7 +139,7 @@ async fn bench(sizes: Sizes) {
         reconnect_every: None,
         seed: Some(7),
     }));
-    let routable = || b.state.edges.list().iter().filter(|e| e.routable).count();
+    let routable = || b_edges.list().iter().filter(|e| e.routable).count();
     while routable() < sizes.edges {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -274,8 +160,8 @@ async fn bench(sizes: Sizes) {
         after[3] / 1e6,
     );
     sim.abort();
-    a.shutdown().await.expect("shutdown");
-    b.shutdown().await.expect("shutdown");
+    a.stop().await;
+    b.stop().await;
 }
 
 fn main() {

@@ -15,7 +15,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{Leadership, Lease};
-pub use replication::{Keys, Replication};
+pub use replication::Replication;
 
 /// A lazily (re)connected Redis handle.
 #[derive(Clone)]

@@ -38,7 +38,7 @@ use super::RedisLink;
 use crate::edge::{Announcement, EdgeRecord, EdgeState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::routing::{Router, Weights};
+use crate::routing::Router;
 
 /// Hands out a fencing token for a new session of a node: above the counter, the node's stored
 /// token, and `floor` (the highest this replica knows). KEYS: edge hash, token counter.
@@ -109,15 +109,15 @@ const BATCH: usize = 256;
 /// The key names of one cluster; `{cluster}` is a hash tag, so Redis Cluster keeps them in one
 /// slot (the scripts touch several).
 #[derive(Debug, Clone)]
-pub struct Keys {
+struct Keys {
     prefix: String,
-    pub index: String,
-    pub seq: String,
-    pub channel: String,
+    index: String,
+    seq: String,
+    channel: String,
 }
 
 impl Keys {
-    pub fn new(cluster_id: &str) -> Keys {
+    fn new(cluster_id: &str) -> Keys {
         let prefix = format!("foghorn:{{{cluster_id}}}:");
         Keys {
             index: format!("{prefix}edges"),
@@ -127,7 +127,7 @@ impl Keys {
         }
     }
 
-    pub fn edge(&self, node_id: &str) -> String {
+    fn edge(&self, node_id: &str) -> String {
         format!("{}edge:{node_id}", self.prefix)
     }
 }
@@ -148,14 +148,14 @@ enum Event<'a> {
         replica: &'a str,
         node_id: &'a str,
     },
-    /// `W {weights json}`
-    Weights(&'a str),
+    /// `W`: the weights changed in the registry.
+    Weights,
 }
 
 impl<'a> Event<'a> {
     fn parse(msg: &'a str) -> Option<Event<'a>> {
-        if let Some(json) = msg.strip_prefix("W ") {
-            return Some(Event::Weights(json));
+        if msg == "W" {
+            return Some(Event::Weights);
         }
         let mut parts = msg.splitn(5, ' ');
         let kind = parts.next()?;
@@ -228,11 +228,6 @@ impl Replication {
         }
     }
 
-    /// This replica's id.
-    pub fn replica(&self) -> &str {
-        &self.replica
-    }
-
     /// Whether the sync is live: subscribed to the cluster's channel and resynchronised.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
@@ -283,19 +278,9 @@ impl Replication {
         };
         let mut call = self.token.key(self.keys.edge(node_id));
         call.key(&self.keys.seq).arg(floor);
-        let taken = tokio::time::timeout(TOKEN_TIMEOUT, call.invoke_async::<u64>(&mut conn));
-        match taken.await {
-            Ok(Ok(token)) => token,
-            Ok(Err(e)) => {
-                self.metrics.replication_errors.inc();
-                tracing::debug!(error = %e, "edge-state sync: no fencing token");
-                0
-            }
-            Err(_) => {
-                self.metrics.replication_errors.inc();
-                0
-            }
-        }
+        self.bounded(TOKEN_TIMEOUT, call.invoke_async::<u64>(&mut conn))
+            .await
+            .unwrap_or(0)
     }
 
     /// Whether Redis holds `node_id` under a newer session than `token` (another replica took the
@@ -306,8 +291,8 @@ impl Replication {
         };
         let mut get = redis::cmd("HGET");
         get.arg(self.keys.edge(node_id)).arg("token");
-        let held = tokio::time::timeout(TOKEN_TIMEOUT, get.query_async::<Option<u64>>(&mut conn));
-        matches!(held.await, Ok(Ok(Some(held))) if held > token)
+        let held = self.bounded(TOKEN_TIMEOUT, get.query_async::<Option<u64>>(&mut conn));
+        matches!(held.await, Some(Some(held)) if held > token)
     }
 
     /// Writes the current announcement of one node; false (and queued again) when Redis did not
@@ -392,19 +377,30 @@ impl Replication {
         self.call::<i64>(call.invoke_async(conn)).await.is_some()
     }
 
-    /// Runs one call of the sync under [`CALL_TIMEOUT`], counting it.
+    /// Runs one write of the sync under [`CALL_TIMEOUT`], counting it.
     async fn call<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
-        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-            Ok(Ok(v)) => {
-                self.metrics.replication_sent.inc();
-                Some(v)
-            }
+        let done = self.bounded(CALL_TIMEOUT, fut).await;
+        if done.is_some() {
+            self.metrics.replication_sent.inc();
+        }
+        done
+    }
+
+    /// Runs one Redis call under `timeout`; `None` (counted as an error) when it failed or
+    /// took longer.
+    async fn bounded<T>(
+        &self,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.metrics.replication_errors.inc();
-                tracing::debug!(error = %e, "edge-state sync: Redis refused a write");
+                tracing::debug!(error = %e, "edge-state sync: Redis refused a call");
                 None
             }
             Err(_) => {
@@ -416,16 +412,12 @@ impl Replication {
 
     /// Tells the other replicas that the weights changed (they are stored in the registry, from
     /// which every replica reloads them, so concurrent changes settle on what was stored last).
-    pub async fn announce_weights(&self, weights: &Weights) {
+    pub async fn announce_weights(&self) {
         let Some(mut conn) = self.link.connection() else {
             return;
         };
-        let msg = format!(
-            "W {}",
-            serde_json::to_string(weights).expect("weights serialize")
-        );
         let mut publish = redis::cmd("PUBLISH");
-        publish.arg(&self.keys.channel).arg(msg);
+        publish.arg(&self.keys.channel).arg("W");
         self.call(publish.query_async::<i64>(&mut conn)).await;
     }
 
@@ -469,8 +461,7 @@ impl Replication {
             tokio::select! {
                 msg = messages.next() => {
                     let Some(msg) = msg else { anyhow::bail!("subscription closed") };
-                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                    match std::str::from_utf8(&payload).ok().and_then(Event::parse) {
+                    match std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(Event::parse) {
                         Some(event) => self.apply(event),
                         None => tracing::warn!("edge-state sync: unreadable message ignored"),
                     }
@@ -496,23 +487,27 @@ impl Replication {
                 replica,
                 node_id,
                 record,
-            } => match serde_json::from_str::<EdgeRecord>(record) {
-                Ok(record) => {
-                    self.metrics.replication_received.inc();
-                    self.edges.apply_remote(node_id, replica, token, record);
-                }
-                Err(e) => {
-                    tracing::warn!(%node_id, error = %e, "edge-state sync: bad record ignored")
-                }
-            },
+            } => self.apply_held(node_id, replica, token, record, 0),
             Event::Released { token, node_id, .. } => {
                 self.metrics.replication_received.inc();
                 self.edges.remote_released(node_id, token);
             }
-            Event::Weights(_) => {
+            Event::Weights => {
                 let this = self.clone();
                 tokio::spawn(async move { this.reload_weights().await });
             }
+        }
+    }
+
+    /// Applies another replica's record of `node_id`, written `aged_ms` ago.
+    fn apply_held(&self, node_id: &str, replica: &str, token: u64, record: &str, aged_ms: u64) {
+        match serde_json::from_str::<EdgeRecord>(record) {
+            Ok(mut record) => {
+                record.stats_age_ms = record.stats_age_ms.saturating_add(aged_ms);
+                self.metrics.replication_received.inc();
+                self.edges.apply_remote(node_id, replica, token, record);
+            }
+            Err(e) => tracing::warn!(%node_id, error = %e, "edge-state sync: bad record ignored"),
         }
     }
 
@@ -567,19 +562,9 @@ impl Replication {
                     tracing::warn!(%node_id, "edge-state sync: unreadable record skipped");
                     continue;
                 };
-                if *replica == self.replica {
-                    continue;
-                }
-                match serde_json::from_str::<EdgeRecord>(record) {
-                    Ok(mut record) => {
-                        // The stats have aged since the record was written.
-                        record.stats_age_ms += now_ms.saturating_sub(at);
-                        self.metrics.replication_received.inc();
-                        self.edges.apply_remote(node_id, replica, token, record);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%node_id, error = %e, "edge-state sync: bad record skipped")
-                    }
+                if *replica != self.replica {
+                    // The stats have aged since the record was written.
+                    self.apply_held(node_id, replica, token, record, now_ms.saturating_sub(at));
                 }
             }
         }
@@ -623,12 +608,10 @@ mod tests {
                 node_id: "node1"
             })
         );
-        assert_eq!(
-            Event::parse(r#"W {"cpu":1}"#),
-            Some(Event::Weights(r#"{"cpu":1}"#))
-        );
+        assert_eq!(Event::parse("W"), Some(Event::Weights));
         for bad in [
             "",
+            "W {}",
             "P",
             "P x r n {}",
             "P 1 r n",

@@ -175,7 +175,7 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
                 .await?;
             state.router.set_weights(weights);
             if let Some(replication) = &state.replication {
-                replication.announce_weights(&weights).await;
+                replication.announce_weights().await;
             }
             tracing::info!(?weights, by = %p.token_id, "weights changed");
         }

@@ -66,6 +66,17 @@ pub enum ClusterCommand {
         /// Foghorn HTTP base URL of the cluster
         #[arg(long, default_value = "")]
         http_url: String,
+        /// Subscriptions wait for the owner's (or an operator's) approval.
+        #[arg(long)]
+        requires_approval: bool,
+        /// Tenant that owns the cluster (none: a platform cluster).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Billing tiers this cluster is the official cluster of, e.g. free,pro
+        #[arg(long, value_delimiter = ',')]
+        official_for: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
     },
     /// List clusters.
     List,
@@ -77,8 +88,19 @@ pub enum TenantCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Official cluster; by default the cluster official for --tier.
         #[arg(long)]
-        official_cluster: String,
+        official_cluster: Option<String>,
+        /// Billing tier (used to find the official cluster when --official-cluster is not given).
+        #[arg(long, default_value = "free")]
+        tier: String,
+    },
+    /// Change a tenant's billing tier; its official cluster follows.
+    SetTier {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        tier: String,
     },
 }
 
@@ -157,10 +179,18 @@ pub async fn execute(
                     visibility,
                     grpc_addr,
                     http_url,
+                    requires_approval,
+                    owner,
+                    official_for,
+                    description,
                 },
         } => {
             let new = NewCluster {
                 region,
+                requires_approval,
+                owner_tenant_id: owner,
+                official_for_tiers: official_for,
+                description,
                 tier: tier.parse().context("--tier")?,
                 pricing_model: pricing.parse().context("--pricing")?,
                 visibility: visibility.parse().context("--visibility")?,
@@ -188,10 +218,24 @@ pub async fn execute(
                 TenantCommand::Create {
                     name,
                     official_cluster,
+                    tier,
                 },
         } => {
-            let tenant = registry.create_tenant(&name, &official_cluster).await?;
+            let tenant = match official_cluster {
+                Some(cluster) => registry.create_tenant_on(&name, &tier, &cluster).await?,
+                None => registry.create_tenant_in_tier(&name, &tier).await?,
+            };
             let human = tenant.id.clone();
+            (serde_json::to_value(tenant)?, human)
+        }
+        AdminCommand::Tenant {
+            command: TenantCommand::SetTier { tenant, tier },
+        } => {
+            let tenant = registry.set_billing_tier(&tenant, &tier).await?;
+            let human = format!(
+                "tenant {} is on tier {}; official cluster {}",
+                tenant.id, tenant.billing_tier, tenant.official_cluster_id
+            );
             (serde_json::to_value(tenant)?, human)
         }
         AdminCommand::Token {

@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     pub name: String,
     pub region: String,
     pub root_domain: String,
+    /// How often the leader publishes the cluster's load for the other clusters' marketplaces.
+    #[serde(with = "humantime_serde_compat")]
+    pub report_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +151,7 @@ impl Default for ClusterConfig {
             name: "Local cluster".into(),
             region: "local".into(),
             root_domain: "frameworks.localhost".into(),
+            report_interval: Duration::from_secs(10),
         }
     }
 }
@@ -196,6 +200,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_CLUSTER_NAME", "cluster.name"),
     ("FOGHORN_CLUSTER_REGION", "cluster.region"),
     ("FOGHORN_ROOT_DOMAIN", "cluster.root_domain"),
+    ("FOGHORN_CLUSTER_REPORT_INTERVAL", "cluster.report_interval"),
     ("FOGHORN_DATABASE_URL", "database.url"),
     (
         "FOGHORN_DATABASE_MAX_CONNECTIONS",
@@ -355,6 +360,11 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err(("database.max_connections", "must be at least 1".into()));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&self.cluster.report_interval)
+        {
+            return Err(("cluster.report_interval", "must be from 100ms to 5m".into()));
         }
         // A stopped leader is replaced within 1.2 × the TTL, which must stay under 15 s.
         if !(Duration::from_millis(500)..=Duration::from_secs(12)).contains(&self.redis.leader_ttl)

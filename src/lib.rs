@@ -6,6 +6,7 @@
 //! - [`edge`]: in-process state of connected edges: sessions, stats, liveness. No transport types.
 //! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot.
 //! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.
+//! - [`api`]: what tenants and operators can do, shared by the REST API and the MCP tools.
 //! - [`http`]: axum routers: health, readiness, metrics, the operator API.
 //! - [`app`]: wiring, start and graceful shutdown of the whole server.
 //! - [`admin`]: `foghorn admin ...` commands acting on the registry.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod cache;
 pub mod cli;

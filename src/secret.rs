@@ -22,6 +22,7 @@ pub enum SecretKind {
     EnrollmentToken,
     NodeCredential,
     StreamKey,
+    ClusterInvite,
 }
 
 impl SecretKind {
@@ -31,6 +32,7 @@ impl SecretKind {
             SecretKind::EnrollmentToken => "enroll_",
             SecretKind::NodeCredential => "nc_",
             SecretKind::StreamKey => "sk_",
+            SecretKind::ClusterInvite => "inv_",
         }
     }
 }

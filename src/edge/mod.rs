@@ -90,6 +90,16 @@ pub struct Stats {
     pub streams: Vec<StreamLoad>,
 }
 
+/// Summed load of a cluster's edges; bandwidth in bytes per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Utilization {
+    pub edges: u64,
+    pub healthy_edges: u64,
+    pub bw_used: u64,
+    pub bw_limit: u64,
+    pub viewers: u64,
+}
+
 /// What an edge said about itself at registration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EdgeInfo {
@@ -632,6 +642,23 @@ impl EdgeState {
     /// Whether the edge may receive viewers right now (open stream, fresh stats).
     pub fn is_routable(&self, node_id: &str) -> bool {
         self.get(node_id).is_some_and(|v| v.routable)
+    }
+
+    /// Load of the cluster as the marketplace shows it: every connected edge (here or on another
+    /// replica) counts as an edge; bandwidth and viewers are summed over the routable ones.
+    pub fn utilization(&self) -> Utilization {
+        let mut load = Utilization::default();
+        for view in self.list().into_iter().filter(|v| v.connected) {
+            load.edges += 1;
+            let Some(stats) = view.stats.as_ref().filter(|_| view.routable) else {
+                continue;
+            };
+            load.healthy_edges += 1;
+            load.bw_used += stats.up_bytes_per_sec;
+            load.bw_limit += stats.bw_limit_bytes_per_sec;
+            load.viewers += stats.streams.iter().map(|s| u64::from(s.viewers)).sum::<u64>();
+        }
+        load
     }
 
     /// Number of edges with an open control stream to this process.

@@ -23,6 +23,10 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
     Unavailable(String),
     /// No edge is eligible for this request right now (503, retry soon).
     #[error("{0}")]
@@ -38,9 +42,20 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::NoEdge(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_eligible_edge"),
         }
+    }
+}
+
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.parts().1, "message": self.to_string() } })
     }
 }
 
@@ -50,6 +65,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             RegistryError::Conflict(m) => ApiError::Conflict(m),
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
+            RegistryError::Forbidden(m) => ApiError::Forbidden(m),
             other => {
                 tracing::error!(error = %other, "registry error");
                 ApiError::Unavailable("registry unavailable, retry later".into())
@@ -61,11 +77,7 @@ impl From<RegistryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut response = (
-            status,
-            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
-        )
-            .into_response();
+        let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

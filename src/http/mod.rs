@@ -1,13 +1,16 @@
-//! axum routers: health, readiness, metrics and the operator API under `/api/v1`.
+//! axum routers: health, readiness, metrics, viewers, MistServer, the REST API under `/api/v1`
+//! and MCP at `/mcp`.
 
 mod auth;
-mod edges;
 mod error;
 mod health;
+mod mcp;
+mod openapi;
 mod mist;
 mod params;
 mod play;
 mod serve;
+mod tenant;
 mod viewer;
 
 use axum::extract::DefaultBodyLimit;
@@ -26,7 +29,8 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(play::router())
         .merge(mist::router())
-        .nest("/api/v1", edges::router())
+        .nest("/api/v1", tenant::router())
+        .merge(mcp::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

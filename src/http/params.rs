@@ -48,6 +48,11 @@ impl<'a> Params<'a> {
             .map(|(_, v)| v)
     }
 
+    /// Every parameter name given, in order (repeated names repeat).
+    pub fn names(&self) -> impl Iterator<Item = Cow<'a, str>> {
+        self.pairs().map(|(k, _)| k)
+    }
+
     /// Whether `name` is given, with or without a value.
     pub fn has(&self, name: &str) -> bool {
         self.pairs().any(|(k, _)| k == name)

@@ -74,6 +74,9 @@ pub struct Cluster {
     pub visibility: Visibility,
     pub requires_approval: bool,
     pub owner_tenant_id: Option<String>,
+    /// Billing tiers this cluster is the official cluster of.
+    pub official_for_tiers: Vec<String>,
+    pub description: String,
     pub grpc_addr: String,
     pub http_url: String,
     pub created_at: i64,
@@ -90,6 +93,9 @@ pub struct NewCluster {
     pub visibility: Visibility,
     pub requires_approval: bool,
     pub owner_tenant_id: Option<String>,
+    /// Billing tiers this cluster is the official cluster of (`free`, `pro`, ...).
+    pub official_for_tiers: Vec<String>,
+    pub description: String,
     pub grpc_addr: String,
     pub http_url: String,
 }
@@ -106,12 +112,14 @@ impl NewCluster {
             visibility: Visibility::Public,
             requires_approval: false,
             owner_tenant_id: None,
+            official_for_tiers: Vec::new(),
+            description: String::new(),
             grpc_addr: String::new(),
             http_url: String::new(),
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(super) fn validate(&self) -> Result<()> {
         if !is_valid_label(&self.id) {
             return Err(RegistryError::Invalid(format!(
                 "cluster id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
@@ -128,12 +136,32 @@ impl NewCluster {
                 "region, gRPC address or HTTP URL too long".into(),
             ));
         }
+        if self.description.len() > 2000 {
+            return Err(RegistryError::Invalid(
+                "description must be at most 2000 characters".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .official_for_tiers
+            .iter()
+            .find(|t| !is_valid_billing_tier(t))
+        {
+            return Err(RegistryError::Invalid(format!(
+                "billing tier {bad:?} must match [a-z0-9][a-z0-9-]{{0,62}}"
+            )));
+        }
         Ok(())
     }
 }
 
-const CLUSTER_COLUMNS: &str = "id, name, region, latitude, longitude, tier, pricing_model, \
-     price_cents, visibility, requires_approval, owner_tenant_id, grpc_addr, http_url, created_at";
+/// Billing tiers are labels like cluster ids (`free`, `pro`, `enterprise`).
+pub fn is_valid_billing_tier(tier: &str) -> bool {
+    is_valid_label(tier)
+}
+
+pub(super) const CLUSTER_COLUMNS: &str = "id, name, region, latitude, longitude, tier, \
+     pricing_model, price_cents, visibility, requires_approval, owner_tenant_id, \
+     official_for_tiers, description, grpc_addr, http_url, created_at";
 
 impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
     fn from_row(row: &'r super::Row) -> sqlx::Result<Self> {
@@ -163,6 +191,13 @@ impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
                 .map_err(|e| parse("visibility", e))?,
             requires_approval: row.try_get::<i64, _>("requires_approval")? != 0,
             owner_tenant_id: row.try_get("owner_tenant_id")?,
+            official_for_tiers: row
+                .try_get::<String, _>("official_for_tiers")?
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            description: row.try_get("description")?,
             grpc_addr: row.try_get("grpc_addr")?,
             http_url: row.try_get("http_url")?,
             created_at: row.try_get("created_at")?,
@@ -170,11 +205,49 @@ impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
     }
 }
 
+/// Inserts a validated cluster on `conn` (a pooled connection or a transaction).
+pub(super) async fn insert_cluster(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewCluster,
+    if_absent: bool,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO clusters (id, name, region, tier, pricing_model, visibility, \
+         requires_approval, owner_tenant_id, official_for_tiers, description, grpc_addr, \
+         http_url, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13){}",
+        if if_absent {
+            " ON CONFLICT (id) DO NOTHING"
+        } else {
+            ""
+        }
+    );
+    sqlx::query(&sql)
+        .bind(&new.id)
+        .bind(&new.name)
+        .bind(&new.region)
+        .bind(new.tier.as_str())
+        .bind(new.pricing_model.as_str())
+        .bind(new.visibility.as_str())
+        .bind(i64::from(new.requires_approval))
+        .bind(new.owner_tenant_id.clone())
+        .bind(new.official_for_tiers.join(","))
+        .bind(&new.description)
+        .bind(&new.grpc_addr)
+        .bind(&new.http_url)
+        .bind(now_ms())
+        .execute(conn)
+        .await
+        .map_err(|e| RegistryError::unique(e, format!("cluster {:?} already exists", new.id)))?;
+    Ok(())
+}
+
 impl Registry {
     /// Creates a cluster; `Conflict` when the id is taken.
     pub async fn create_cluster(&self, new: &NewCluster) -> Result<Cluster> {
         new.validate()?;
-        self.insert_cluster(new, false).await?;
+        let mut conn = self.pool.acquire().await?;
+        insert_cluster(&mut conn, new, false).await?;
+        drop(conn);
         self.cluster(&new.id)
             .await?
             .ok_or(RegistryError::NotFound("cluster"))
@@ -183,41 +256,12 @@ impl Registry {
     /// Creates the cluster unless one with that id exists; returns the stored row either way.
     pub async fn ensure_cluster(&self, new: &NewCluster) -> Result<Cluster> {
         new.validate()?;
-        self.insert_cluster(new, true).await?;
+        let mut conn = self.pool.acquire().await?;
+        insert_cluster(&mut conn, new, true).await?;
+        drop(conn);
         self.cluster(&new.id)
             .await?
             .ok_or(RegistryError::NotFound("cluster"))
-    }
-
-    async fn insert_cluster(&self, new: &NewCluster, if_absent: bool) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO clusters (id, name, region, tier, pricing_model, visibility, \
-             requires_approval, owner_tenant_id, grpc_addr, http_url, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11){}",
-            if if_absent {
-                " ON CONFLICT (id) DO NOTHING"
-            } else {
-                ""
-            }
-        );
-        sqlx::query(&sql)
-            .bind(&new.id)
-            .bind(&new.name)
-            .bind(&new.region)
-            .bind(new.tier.as_str())
-            .bind(new.pricing_model.as_str())
-            .bind(new.visibility.as_str())
-            .bind(i64::from(new.requires_approval))
-            .bind(new.owner_tenant_id.clone())
-            .bind(&new.grpc_addr)
-            .bind(&new.http_url)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                RegistryError::unique(e, format!("cluster {:?} already exists", new.id))
-            })?;
-        Ok(())
     }
 
     /// The cluster with this id, if any.

@@ -89,6 +89,16 @@ const NODE_COLUMNS: &str = "node_id, cluster_id, owner_tenant_id, status, extern
      host_fingerprint, capabilities, public_base_url, cpu_cores, ram_bytes, disk_bytes, \
      enrolled_at, last_seen_at, created_at";
 
+/// A node id held by pre-registration until the node enrolls with the same token.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Reservation {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub enrollment_token_id: String,
+    pub external_ip: Option<String>,
+    pub created_at: i64,
+}
+
 /// A successful enrollment: the node and its credential, to be sent once and forgotten.
 #[derive(Debug, Clone)]
 pub struct Enrolled {
@@ -175,6 +185,60 @@ impl<'r> sqlx::FromRow<'r, super::Row> for EnrollmentToken {
 const TOKEN_COLUMNS: &str = "id, cluster_id, tenant_id, lookup, usage_limit, usage_count, \
      expires_at, expected_cidr, created_at, revoked_at";
 
+impl NewEnrollmentToken {
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.usage_limit < 1 || self.usage_limit > 100_000 {
+            return Err(RegistryError::Invalid(
+                "usage limit must be between 1 and 100000".into(),
+            ));
+        }
+        if self.expires_at <= now_ms() {
+            return Err(RegistryError::Invalid(
+                "expiry must be in the future".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a validated token on `conn` (a pooled connection or a transaction); returns the row and
+/// the secret, shown once.
+pub(super) async fn insert_enrollment_token(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewEnrollmentToken,
+) -> Result<(EnrollmentToken, String)> {
+    let secret = secret::mint(SecretKind::EnrollmentToken);
+    let token = EnrollmentToken {
+        id: new_id(),
+        cluster_id: new.cluster_id.clone(),
+        tenant_id: new.tenant_id.clone(),
+        lookup: secret.lookup.clone(),
+        usage_limit: new.usage_limit,
+        usage_count: 0,
+        expires_at: new.expires_at,
+        expected_cidr: new.expected_cidr.map(|c| c.to_string()),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (id, cluster_id, tenant_id, lookup, token_hash, \
+         usage_limit, usage_count, expires_at, expected_cidr, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9)",
+    )
+    .bind(&token.id)
+    .bind(&token.cluster_id)
+    .bind(&token.tenant_id)
+    .bind(&token.lookup)
+    .bind(&secret.hash)
+    .bind(token.usage_limit)
+    .bind(token.expires_at)
+    .bind(token.expected_cidr.clone())
+    .bind(token.created_at)
+    .execute(conn)
+    .await?;
+    Ok((token, secret.plain))
+}
+
 /// A fresh node id: 6 random bytes as 12 lowercase hex characters.
 pub fn new_node_id() -> String {
     secret::random_hex(6)
@@ -186,16 +250,7 @@ impl Registry {
         &self,
         new: &NewEnrollmentToken,
     ) -> Result<(EnrollmentToken, String)> {
-        if new.usage_limit < 1 || new.usage_limit > 100_000 {
-            return Err(RegistryError::Invalid(
-                "usage limit must be between 1 and 100000".into(),
-            ));
-        }
-        if new.expires_at <= now_ms() {
-            return Err(RegistryError::Invalid(
-                "expiry must be in the future".into(),
-            ));
-        }
+        new.validate()?;
         if self.cluster(&new.cluster_id).await?.is_none() {
             return Err(RegistryError::Invalid(format!(
                 "cluster {:?} does not exist",
@@ -208,36 +263,8 @@ impl Registry {
                 new.tenant_id
             )));
         }
-        let secret = secret::mint(SecretKind::EnrollmentToken);
-        let token = EnrollmentToken {
-            id: new_id(),
-            cluster_id: new.cluster_id.clone(),
-            tenant_id: new.tenant_id.clone(),
-            lookup: secret.lookup.clone(),
-            usage_limit: new.usage_limit,
-            usage_count: 0,
-            expires_at: new.expires_at,
-            expected_cidr: new.expected_cidr.map(|c| c.to_string()),
-            created_at: now_ms(),
-            revoked_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO enrollment_tokens (id, cluster_id, tenant_id, lookup, token_hash, \
-             usage_limit, usage_count, expires_at, expected_cidr, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9)",
-        )
-        .bind(&token.id)
-        .bind(&token.cluster_id)
-        .bind(&token.tenant_id)
-        .bind(&token.lookup)
-        .bind(&secret.hash)
-        .bind(token.usage_limit)
-        .bind(token.expires_at)
-        .bind(token.expected_cidr.clone())
-        .bind(token.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok((token, secret.plain))
+        let mut conn = self.pool.acquire().await?;
+        insert_enrollment_token(&mut conn, new).await
     }
 
     /// The token with this id, if any.
@@ -284,30 +311,31 @@ impl Registry {
         Ok(None)
     }
 
-    /// Validates and consumes an enrollment token and creates the node, all or nothing.
-    pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
+    /// Finds `plain` and checks that it may enroll a node connecting from `ip` right now,
+    /// without consuming it.
+    async fn usable_enrollment_token(
+        &self,
+        plain: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<EnrollmentToken, EnrollError> {
         let token = self
-            .find_enrollment_token(&req.token)
+            .find_enrollment_token(plain)
             .await?
             .ok_or(EnrollError::Unknown)?;
-        let now = now_ms();
         if token.revoked_at.is_some() {
             return Err(EnrollError::Revoked);
         }
-        if token.expires_at <= now {
+        if token.expires_at <= now_ms() {
             return Err(EnrollError::Expired);
         }
         if token.usage_count >= token.usage_limit {
             return Err(EnrollError::UsedUp);
         }
-        if token.cluster_id != req.cluster_id {
-            return Err(EnrollError::WrongCluster(token.cluster_id));
-        }
         if let Some(cidr) = &token.expected_cidr {
             let net: IpNet = cidr.parse().map_err(|_| {
                 RegistryError::Invalid(format!("stored CIDR {cidr:?} is malformed"))
             })?;
-            match req.peer_ip {
+            match ip {
                 Some(ip) if net.contains(&canonical_ip(ip)) => {}
                 other => {
                     return Err(EnrollError::OutsideCidr(
@@ -317,14 +345,108 @@ impl Registry {
                 }
             }
         }
+        Ok(token)
+    }
+
+    /// Pre-registers a node: checks the token without consuming it and reserves a node id for it.
+    ///
+    /// Asking again for the same token and address returns the same reservation, so a provisioning
+    /// run can be repeated. A token reserves at most as many ids as it has uses left.
+    pub async fn pre_register(
+        &self,
+        token: &str,
+        external_ip: Option<IpAddr>,
+        preferred_node_id: Option<&str>,
+    ) -> Result<Reservation, EnrollError> {
+        let token = self.usable_enrollment_token(token, external_ip).await?;
+        let ip = external_ip.map(|ip| canonical_ip(ip).to_string());
+        let held: Vec<Reservation> = sqlx::query_as(
+            "SELECT node_id, cluster_id, enrollment_token_id, external_ip, created_at \
+             FROM node_reservations WHERE enrollment_token_id = $1 ORDER BY created_at",
+        )
+        .bind(&token.id)
+        .fetch_all(&self.pool)
+        .await?;
+        if let Some(same) = held.iter().find(|r| r.external_ip == ip) {
+            let wanted = preferred_node_id.filter(|id| !id.is_empty());
+            if wanted.is_none_or(|id| id == same.node_id) {
+                return Ok(same.clone());
+            }
+        }
+        if token.usage_count + held.len() as i64 >= token.usage_limit {
+            return Err(EnrollError::UsedUp);
+        }
+        let node_id = match preferred_node_id.filter(|id| !id.is_empty()) {
+            Some(id) if is_valid_label(id) => id.to_string(),
+            Some(id) => return Err(EnrollError::NodeIdUnavailable(id.to_string())),
+            None => new_node_id(),
+        };
+        if self.node(&node_id).await?.is_some() {
+            return Err(EnrollError::NodeIdUnavailable(node_id));
+        }
+        let reservation = Reservation {
+            node_id,
+            cluster_id: token.cluster_id.clone(),
+            enrollment_token_id: token.id.clone(),
+            external_ip: ip,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO node_reservations (node_id, cluster_id, enrollment_token_id, \
+             external_ip, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&reservation.node_id)
+        .bind(&reservation.cluster_id)
+        .bind(&reservation.enrollment_token_id)
+        .bind(reservation.external_ip.clone())
+        .bind(reservation.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match RegistryError::unique(e, "node id") {
+            RegistryError::Conflict(_) => EnrollError::NodeIdUnavailable(reservation.node_id.clone()),
+            other => other.into(),
+        })?;
+        Ok(reservation)
+    }
+
+    /// Validates and consumes an enrollment token and creates the node, all or nothing.
+    ///
+    /// A node id reserved by [`Registry::pre_register`] is honoured for the token that reserved it
+    /// only; without a requested id, the token's reservation for the connecting address is used.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
+        let token = self.usable_enrollment_token(&req.token, req.peer_ip).await?;
+        let now = now_ms();
+        if token.cluster_id != req.cluster_id {
+            return Err(EnrollError::WrongCluster(token.cluster_id));
+        }
         let node_id = match &req.requested_node_id {
             Some(id) if !id.is_empty() => {
                 if !is_valid_label(id) {
                     return Err(EnrollError::NodeIdUnavailable(id.clone()));
                 }
+                let reserved_by: Option<String> = sqlx::query_scalar(
+                    "SELECT enrollment_token_id FROM node_reservations WHERE node_id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                if reserved_by.is_some_and(|t| t != token.id) {
+                    return Err(EnrollError::NodeIdUnavailable(id.clone()));
+                }
                 id.clone()
             }
-            _ => new_node_id(),
+            _ => {
+                let ip = req.peer_ip.map(|ip| canonical_ip(ip).to_string());
+                let reserved: Option<String> = sqlx::query_scalar(
+                    "SELECT node_id FROM node_reservations WHERE enrollment_token_id = $1 \
+                     AND external_ip = $2 ORDER BY created_at LIMIT 1",
+                )
+                .bind(&token.id)
+                .bind(ip)
+                .fetch_optional(&self.pool)
+                .await?;
+                reserved.unwrap_or_else(new_node_id)
+            }
         };
         let credential = secret::mint(SecretKind::NodeCredential);
 
@@ -370,6 +492,10 @@ impl Registry {
                 other => other.into(),
             });
         }
+        sqlx::query("DELETE FROM node_reservations WHERE node_id = $1")
+            .bind(&node_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         // Built from what was just written rather than read back: once the commit has consumed
         // the token, a failed re-read must not cost the edge its one-time credential.

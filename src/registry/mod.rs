@@ -8,7 +8,9 @@
 mod clusters;
 mod enrollment;
 mod playback;
+mod marketplace;
 mod streams;
+mod subscriptions;
 mod tenants;
 
 use std::str::FromStr;
@@ -20,10 +22,14 @@ use sqlx::{AnyPool, Executor};
 pub use clusters::{Cluster, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{
     EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken, Node, NodeAuthError,
-    NodeProfile,
+    NodeProfile, Reservation,
+};
+pub use marketplace::{
+    ClusterUtilization, MarketplaceFilter, MarketplaceRow, NewPrivateCluster, PrivateCluster,
 };
 pub use playback::{PlaybackCache, Resolved};
 pub use streams::{IngestVerdict, Stream};
+pub use subscriptions::{Invite, InviteStatus, Subscribed, Subscription, SubscriptionStatus};
 pub use tenants::{ApiToken, Principal, Role, Tenant};
 
 /// Which SQL engine the registry talks to.
@@ -42,6 +48,9 @@ pub enum RegistryError {
     Conflict(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The caller may see the thing but not do this to it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("registry unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
     #[error("registry migration failed: {0}")]

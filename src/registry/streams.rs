@@ -86,6 +86,11 @@ impl Registry {
         self.stream_where("id", id).await
     }
 
+    /// The stream `id` if it belongs to `tenant_id`; `None` for another tenant's stream too.
+    pub async fn stream_of_tenant(&self, tenant_id: &str, id: &str) -> Result<Option<Stream>> {
+        Ok(self.stream(id).await?.filter(|s| s.tenant_id == tenant_id))
+    }
+
     /// The stream with this public playback id, if any.
     pub async fn stream_by_playback_id(&self, playback_id: &str) -> Result<Option<Stream>> {
         self.stream_where("playback_id", playback_id).await

@@ -20,7 +20,7 @@ impl Role {
 }
 
 /// A tenant row.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -49,8 +49,31 @@ pub struct Principal {
 }
 
 impl Registry {
+    /// Creates a tenant on `billing_tier`; its official cluster is the one official for the tier.
+    pub async fn create_tenant_in_tier(&self, name: &str, billing_tier: &str) -> Result<Tenant> {
+        let official = self
+            .official_cluster_for_tier(billing_tier)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "no cluster is official for billing tier {billing_tier:?}"
+                ))
+            })?;
+        self.create_tenant_on(name, billing_tier, &official).await
+    }
+
     /// Creates a tenant whose official (and, until set otherwise, preferred) cluster is given.
     pub async fn create_tenant(&self, name: &str, official_cluster_id: &str) -> Result<Tenant> {
+        self.create_tenant_on(name, "free", official_cluster_id).await
+    }
+
+    /// Creates a tenant on `billing_tier` with an explicitly chosen official cluster.
+    pub async fn create_tenant_on(
+        &self,
+        name: &str,
+        billing_tier: &str,
+        official_cluster_id: &str,
+    ) -> Result<Tenant> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(RegistryError::Invalid(
@@ -65,10 +88,11 @@ impl Registry {
         let id = new_id();
         sqlx::query(
             "INSERT INTO tenants (id, name, billing_tier, official_cluster_id, created_at) \
-             VALUES ($1, $2, 'free', $3, $4)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(name)
+        .bind(billing_tier)
         .bind(official_cluster_id)
         .bind(now_ms())
         .execute(&self.pool)

@@ -1,0 +1,542 @@
+//! Subscriptions, approval, invites, private clusters, enrollment tokens, nodes and billing tiers.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check_cluster_id, check_uuid, managed_cluster, parse_ttl, sees_all, truncate,
+    visible_cluster, ClusterSummary,
+};
+use crate::app::AppState;
+use crate::http::ApiError;
+use crate::registry::{
+    EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal, Subscription,
+    SubscriptionStatus, Tenant,
+};
+
+/// Default lifetime of an enrollment token (DESIGN.md §3).
+const ENROLLMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default lifetime of an invite.
+const INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Input of `POST /subscriptions` and `subscribe_to_cluster`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    pub cluster_id: String,
+    /// An invite (`inv_...`) from the cluster's owner: activates at once, even when the cluster
+    /// requires approval or is not listed.
+    pub invite_token: Option<String>,
+}
+
+/// A subscription as its tenant sees it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SubscriptionView {
+    pub cluster_id: String,
+    /// `pending`, `active`, `rejected` or `cancelled`; only `active` counts as subscribed.
+    pub status: String,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+    /// Whether an invite activated it.
+    pub via_invite: bool,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        SubscriptionView {
+            cluster_id: s.cluster_id.clone(),
+            status: s.status.to_string(),
+            requested_at: s.requested_at,
+            decided_at: s.decided_at,
+            via_invite: s.invite_id.is_some(),
+        }
+    }
+}
+
+/// The answer to a subscribe call.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SubscribeResult {
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    /// False when the tenant already had this subscription.
+    pub changed: bool,
+    /// What happens next, in words.
+    pub message: String,
+}
+
+/// `POST /subscriptions`, `subscribe_to_cluster`: Connect (`active`) or Request Access (`pending`).
+pub async fn subscribe(
+    state: &AppState,
+    caller: &Principal,
+    input: Subscribe,
+) -> Result<SubscribeResult, ApiError> {
+    check_cluster_id(&input.cluster_id)?;
+    if input.invite_token.as_ref().is_some_and(|t| t.len() > 200) {
+        return Err(ApiError::BadRequest("invite_token is too long".into()));
+    }
+    let done = state
+        .registry
+        .subscribe(
+            &caller.tenant_id,
+            &input.cluster_id,
+            input.invite_token.as_deref(),
+            sees_all(caller),
+        )
+        .await?;
+    let message = match done.subscription.status {
+        SubscriptionStatus::Active => format!(
+            "subscribed to {}; set it as your preferred cluster with \
+             PUT /api/v1/tenant/preferred-cluster",
+            input.cluster_id
+        ),
+        _ => format!(
+            "access to {} requested; its owner must approve it",
+            input.cluster_id
+        ),
+    };
+    Ok(SubscribeResult {
+        subscription: SubscriptionView::from(&done.subscription),
+        changed: done.changed,
+        message,
+    })
+}
+
+/// `GET /subscriptions`: every subscription of the caller's tenant.
+pub async fn list_subscriptions(
+    state: &AppState,
+    caller: &Principal,
+) -> Result<Vec<SubscriptionView>, ApiError> {
+    let all = state
+        .registry
+        .subscriptions_of_tenant(&caller.tenant_id)
+        .await?;
+    Ok(all.iter().map(SubscriptionView::from).collect())
+}
+
+/// `DELETE /subscriptions/{cluster_id}`.
+pub async fn cancel_subscription(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+) -> Result<SubscriptionView, ApiError> {
+    check_cluster_id(cluster_id)?;
+    let cancelled = state
+        .registry
+        .cancel_subscription(&caller.tenant_id, cluster_id)
+        .await?;
+    Ok(SubscriptionView::from(&cancelled))
+}
+
+/// A subscription request as the cluster's manager sees it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SubscriptionRequest {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub cluster_id: String,
+    pub status: String,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+async fn request_view(
+    state: &AppState,
+    s: &Subscription,
+) -> Result<SubscriptionRequest, ApiError> {
+    let tenant_name = state
+        .registry
+        .tenant(&s.tenant_id)
+        .await?
+        .map(|t| t.name)
+        .unwrap_or_default();
+    Ok(SubscriptionRequest {
+        tenant_id: s.tenant_id.clone(),
+        tenant_name,
+        cluster_id: s.cluster_id.clone(),
+        status: s.status.to_string(),
+        requested_at: s.requested_at,
+        decided_at: s.decided_at,
+    })
+}
+
+/// `GET /clusters/{id}/subscription-requests`: pending requests, for the cluster's manager.
+pub async fn subscription_requests(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+) -> Result<Vec<SubscriptionRequest>, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    let pending = state
+        .registry
+        .subscriptions_of_cluster(cluster_id, SubscriptionStatus::Pending)
+        .await?;
+    let mut out = Vec::with_capacity(pending.len());
+    for s in &pending {
+        out.push(request_view(state, s).await?);
+    }
+    Ok(out)
+}
+
+/// `POST /clusters/{id}/subscription-requests/{tenant}/approve|reject`.
+pub async fn decide_subscription(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+    tenant_id: &str,
+    approve: bool,
+) -> Result<SubscriptionRequest, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    check_uuid("tenant", tenant_id)?;
+    let decided = state
+        .registry
+        .decide_subscription(cluster_id, tenant_id, approve, &caller.tenant_id)
+        .await?;
+    request_view(state, &decided).await
+}
+
+/// Input of `POST /clusters/{id}/invites`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvite {
+    /// Only this tenant may use the invite (it also lets that tenant see the cluster).
+    pub tenant_id: Option<String>,
+    /// Lifetime like `7d` (default) or `12h`; 1m to 365d.
+    pub ttl: Option<String>,
+}
+
+/// An invite as its cluster's manager sees it (never the token).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct InviteView {
+    pub id: String,
+    pub cluster_id: String,
+    pub tenant_id: Option<String>,
+    /// `open`, `used` or `revoked`.
+    pub status: String,
+    pub expires_at: i64,
+    pub used_by: Option<String>,
+    pub used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl From<&Invite> for InviteView {
+    fn from(i: &Invite) -> Self {
+        InviteView {
+            id: i.id.clone(),
+            cluster_id: i.cluster_id.clone(),
+            tenant_id: i.invited_tenant_id.clone(),
+            status: i.status.to_string(),
+            expires_at: i.expires_at,
+            used_by: i.used_by.clone(),
+            used_at: i.used_at,
+            created_at: i.created_at,
+        }
+    }
+}
+
+/// A new invite with its token, shown once.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct InviteCreated {
+    pub invite: InviteView,
+    /// Give this to the invited tenant; it is not shown again.
+    pub token: String,
+}
+
+/// `POST /clusters/{id}/invites`.
+pub async fn create_invite(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+    input: CreateInvite,
+) -> Result<InviteCreated, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    if let Some(tenant) = &input.tenant_id {
+        check_uuid("tenant", tenant)?;
+    }
+    let expires_at = parse_ttl(input.ttl.as_deref(), INVITE_TTL)?;
+    let (invite, token) = state
+        .registry
+        .create_invite(
+            cluster_id,
+            input.tenant_id.as_deref(),
+            expires_at,
+            &caller.tenant_id,
+        )
+        .await?;
+    Ok(InviteCreated {
+        invite: InviteView::from(&invite),
+        token,
+    })
+}
+
+/// `GET /clusters/{id}/invites`.
+pub async fn list_invites(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+) -> Result<Vec<InviteView>, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    let invites = state.registry.invites_of_cluster(cluster_id).await?;
+    Ok(invites.iter().map(InviteView::from).collect())
+}
+
+/// `DELETE /clusters/{id}/invites/{invite_id}`.
+pub async fn revoke_invite(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+    invite_id: &str,
+) -> Result<InviteView, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    check_uuid("invite", invite_id)?;
+    let invite = state.registry.revoke_invite(cluster_id, invite_id).await?;
+    Ok(InviteView::from(&invite))
+}
+
+/// Input of `POST /private-clusters` and `create_private_cluster`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrivateCluster {
+    /// Display name; the cluster id is derived from it.
+    pub name: String,
+    pub region: Option<String>,
+    pub description: Option<String>,
+}
+
+/// An enrollment token as listed (never the secret).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EnrollmentTokenView {
+    pub id: String,
+    pub cluster_id: String,
+    pub usage_limit: i64,
+    pub usage_count: i64,
+    pub expires_at: i64,
+    pub expected_cidr: Option<String>,
+}
+
+impl From<&EnrollmentToken> for EnrollmentTokenView {
+    fn from(t: &EnrollmentToken) -> Self {
+        EnrollmentTokenView {
+            id: t.id.clone(),
+            cluster_id: t.cluster_id.clone(),
+            usage_limit: t.usage_limit,
+            usage_count: t.usage_count,
+            expires_at: t.expires_at,
+            expected_cidr: t.expected_cidr.clone(),
+        }
+    }
+}
+
+/// A new enrollment token with its secret, shown once, and how to use it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EnrollmentTokenCreated {
+    #[serde(flatten)]
+    pub enrollment_token: EnrollmentTokenView,
+    /// The secret (`enroll_...`); it is not shown again.
+    pub token: String,
+    /// Provisions an edge with it over SSH.
+    pub provision_command: String,
+}
+
+fn token_created(token: &EnrollmentToken, secret: String) -> EnrollmentTokenCreated {
+    EnrollmentTokenCreated {
+        enrollment_token: EnrollmentTokenView::from(token),
+        provision_command: format!(
+            "frameworks edge provision --enrollment-token {secret} --ssh user@host"
+        ),
+        token: secret,
+    }
+}
+
+/// The answer to `POST /private-clusters`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PrivateClusterCreated {
+    pub cluster: ClusterSummary,
+    pub subscription: SubscriptionView,
+    pub enrollment_token: EnrollmentTokenCreated,
+}
+
+/// `POST /private-clusters`, `create_private_cluster`: the cluster, the owner subscription and a
+/// first enrollment token, in one transaction.
+pub async fn create_private_cluster(
+    state: &AppState,
+    caller: &Principal,
+    input: CreatePrivateCluster,
+) -> Result<PrivateClusterCreated, ApiError> {
+    let expires_at = parse_ttl(None, ENROLLMENT_TTL)?;
+    let created = state
+        .registry
+        .create_private_cluster(&NewPrivateCluster {
+            tenant_id: caller.tenant_id.clone(),
+            name: input.name,
+            region: input.region.unwrap_or_default(),
+            description: input.description.unwrap_or_default(),
+            enrollment_expires_at: expires_at,
+        })
+        .await?;
+    Ok(PrivateClusterCreated {
+        cluster: ClusterSummary::of(&created.cluster, &caller.tenant_id),
+        subscription: SubscriptionView::from(&created.subscription),
+        enrollment_token: token_created(&created.enrollment_token, created.enrollment_secret),
+    })
+}
+
+/// Body of `POST /clusters/{id}/enrollment-tokens`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentTokenOptions {
+    /// Lifetime like `30d` (default) or `12h`; 1m to 365d.
+    pub ttl: Option<String>,
+    /// How many edges may enroll with it (default 1, at most 100000).
+    pub usage_limit: Option<i64>,
+    /// Only edges connecting from this network may use it, e.g. `203.0.113.0/24`.
+    pub expected_cidr: Option<String>,
+}
+
+/// Input of the `create_enrollment_token` tool: the cluster and the options.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    pub cluster_id: String,
+    pub ttl: Option<String>,
+    pub usage_limit: Option<i64>,
+    pub expected_cidr: Option<String>,
+}
+
+/// `POST /clusters/{id}/enrollment-tokens`, `create_enrollment_token`: for the cluster's manager.
+pub async fn create_enrollment_token(
+    state: &AppState,
+    caller: &Principal,
+    input: CreateEnrollmentToken,
+) -> Result<EnrollmentTokenCreated, ApiError> {
+    let cluster = managed_cluster(state, caller, &input.cluster_id).await?;
+    let expected_cidr = input
+        .expected_cidr
+        .as_deref()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "expected_cidr {:?} is not a network like 203.0.113.0/24",
+                    truncate(text)
+                ))
+            })
+        })
+        .transpose()?;
+    let new = NewEnrollmentToken {
+        cluster_id: cluster.id.clone(),
+        // Nodes enrolled with it belong to the cluster's owner (the caller's tenant for a
+        // platform cluster).
+        tenant_id: cluster
+            .owner_tenant_id
+            .clone()
+            .unwrap_or_else(|| caller.tenant_id.clone()),
+        usage_limit: input.usage_limit.unwrap_or(1),
+        expires_at: parse_ttl(input.ttl.as_deref(), ENROLLMENT_TTL)?,
+        expected_cidr,
+    };
+    let (token, secret) = state.registry.create_enrollment_token(&new).await?;
+    Ok(token_created(&token, secret))
+}
+
+impl CreateEnrollmentToken {
+    /// The tool input from the REST path and body.
+    pub fn from_parts(cluster_id: String, options: EnrollmentTokenOptions) -> Self {
+        CreateEnrollmentToken {
+            cluster_id,
+            ttl: options.ttl,
+            usage_limit: options.usage_limit,
+            expected_cidr: options.expected_cidr,
+        }
+    }
+}
+
+/// A node of a cluster, from the registry and, for this Foghorn's own cluster, its live state.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NodeView {
+    pub node_id: String,
+    pub cluster_id: String,
+    /// `active`, or what an operator set.
+    pub status: String,
+    pub external_ip: Option<String>,
+    pub capabilities: String,
+    pub public_base_url: String,
+    pub enrolled_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    /// Open control stream right now (only known for this Foghorn's cluster).
+    pub connected: Option<bool>,
+    /// Receiving viewers right now (only known for this Foghorn's cluster).
+    pub routable: Option<bool>,
+    /// Bytes per second sent, from the last stats.
+    pub bandwidth_used: Option<u64>,
+    pub viewers: Option<u64>,
+}
+
+/// `GET /clusters/{id}/nodes`: for the cluster's manager.
+pub async fn list_nodes(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+) -> Result<Vec<NodeView>, ApiError> {
+    let cluster = managed_cluster(state, caller, cluster_id).await?;
+    let local = cluster.id == state.config.cluster.id;
+    let nodes = state.registry.nodes_of_cluster(&cluster.id).await?;
+    Ok(nodes
+        .into_iter()
+        .map(|node| {
+            let live = local.then(|| state.edges.get(&node.node_id)).flatten();
+            let stats = live.as_ref().and_then(|v| v.stats.as_ref());
+            NodeView {
+                connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),
+                routable: local.then(|| live.as_ref().is_some_and(|v| v.routable)),
+                bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
+                viewers: stats.map(|s| s.streams.iter().map(|x| u64::from(x.viewers)).sum()),
+                node_id: node.node_id,
+                cluster_id: node.cluster_id,
+                status: node.status,
+                external_ip: node.external_ip,
+                capabilities: node.capabilities,
+                public_base_url: node.public_base_url,
+                enrolled_at: node.enrolled_at,
+                last_seen_at: node.last_seen_at,
+            }
+        })
+        .collect())
+}
+
+/// Body of `PUT /tenants/{id}/billing-tier` (operators).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBillingTier {
+    /// e.g. `free`, `pro`; the tenant's official cluster becomes the one official for it.
+    pub billing_tier: String,
+}
+
+/// `PUT /tenants/{id}/billing-tier`: operators change a tenant's tier; its official cluster
+/// follows.
+pub async fn set_billing_tier(
+    state: &AppState,
+    caller: &Principal,
+    tenant_id: &str,
+    input: SetBillingTier,
+) -> Result<Tenant, ApiError> {
+    if !caller.role.is_operator() {
+        return Err(ApiError::Forbidden(
+            "an operator or admin token is required".into(),
+        ));
+    }
+    check_uuid("tenant", tenant_id)?;
+    Ok(state
+        .registry
+        .set_billing_tier(tenant_id, &input.billing_tier)
+        .await?)
+}
+
+/// Used by [`super::visible_cluster`] callers that only need the summary.
+pub async fn cluster_summary(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+) -> Result<ClusterSummary, ApiError> {
+    let cluster = visible_cluster(state, caller, cluster_id).await?;
+    Ok(ClusterSummary::of(&cluster, &caller.tenant_id))
+}

@@ -1,0 +1,194 @@
+//! MCP (Model Context Protocol) at `/mcp`, over streamable HTTP with the `rmcp` crate.
+//!
+//! Every request needs the same bearer token as the REST API: a middleware authenticates it and
+//! puts the [`Principal`] in the request's extensions, which rmcp hands to each tool with the
+//! HTTP request parts. Each tool calls the same [`crate::api`] function as its REST route, so
+//! the rules are one code path. Failures come back as tool results with `isError` and the same
+//! `{"error": {"code", "message"}}` body the REST API answers.
+//!
+//! The server is stateless (no MCP session is kept between requests), so any replica behind the
+//! load balancer can answer any request.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rmcp::handler::server::tool::{Extension, ToolRouter};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler};
+use serde::Serialize;
+
+use super::ApiError;
+use crate::api::{self, *};
+use crate::app::AppState;
+use crate::registry::Principal;
+
+/// The MCP endpoint, authenticated like `/api/v1`.
+pub fn router(state: AppState) -> Router<AppState> {
+    let factory_state = state.clone();
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_max_request_body_bytes(state.config.server.max_body_bytes)
+        .with_cancellation_token(state.shutdown.child_token())
+        // Foghorn answers on public names (`foghorn.{cluster}.{root}`), and every request carries
+        // a bearer token a DNS-rebinding page cannot attach, so the Host check protecting
+        // unauthenticated local servers does not apply.
+        .disable_allowed_hosts();
+    let service = StreamableHttpService::new(
+        move || Ok(Tools::new(factory_state.clone())),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Refuses requests without a valid bearer token before rmcp sees them.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match super::auth::principal_from_headers(req.headers(), &state).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The tools, bound to one server's state.
+#[derive(Clone)]
+pub struct Tools {
+    state: AppState,
+    tool_router: ToolRouter<Tools>,
+}
+
+/// The request's HTTP parts, where [`authenticate`] left the caller.
+type Parts = Extension<axum::http::request::Parts>;
+
+fn caller(parts: &Parts) -> Result<&Principal, ErrorData> {
+    parts
+        .0
+        .extensions
+        .get::<Principal>()
+        .ok_or_else(|| ErrorData::internal_error("request was not authenticated", None))
+}
+
+/// The tool result of an API call: its JSON, or the API error body flagged `isError`.
+fn reply<T: Serialize>(result: Result<T, ApiError>) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(value) => {
+            let value = serde_json::to_value(value)
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            // Structured content must be an object; lists are wrapped.
+            let value = if value.is_object() {
+                value
+            } else {
+                serde_json::json!({ "items": value })
+            };
+            Ok(CallToolResult::structured(value))
+        }
+        Err(e) => Ok(CallToolResult::structured_error(e.body())),
+    }
+}
+
+#[tool_router]
+impl Tools {
+    fn new(state: AppState) -> Self {
+        Tools {
+            state,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "List the clusters you can use or subscribe to, with region, tier, pricing, \
+            whether approval is needed, your subscription status and live utilization \
+            (bandwidth used / limit over healthy edges, edge count, viewers). Filter by \
+            pricing_model, tier or region; page with cursor and limit."
+    )]
+    async fn browse_marketplace(
+        &self,
+        parts: Parts,
+        Parameters(query): Parameters<MarketplaceQuery>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::browse_marketplace(&self.state, caller(&parts)?, query).await)
+    }
+
+    #[tool(
+        description = "Subscribe to a cluster. Active at once unless the cluster requires \
+            approval (then pending until its owner approves); an invite token activates at once."
+    )]
+    async fn subscribe_to_cluster(
+        &self,
+        parts: Parts,
+        Parameters(input): Parameters<Subscribe>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::subscribe(&self.state, caller(&parts)?, input).await)
+    }
+
+    #[tool(
+        description = "Make a cluster your preferred one: new streams get its ingest and playback \
+            URLs. It must be a cluster you are actively subscribed to, own, or your official \
+            cluster; null goes back to the official cluster."
+    )]
+    async fn set_preferred_cluster(
+        &self,
+        parts: Parts,
+        Parameters(input): Parameters<SetPreferredCluster>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::set_preferred_cluster(&self.state, caller(&parts)?, input).await)
+    }
+
+    #[tool(
+        description = "Create a private cluster for your own edges. Returns the cluster and a \
+            first enrollment token (shown once) with the `frameworks edge provision` command."
+    )]
+    async fn create_private_cluster(
+        &self,
+        parts: Parts,
+        Parameters(input): Parameters<CreatePrivateCluster>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::create_private_cluster(&self.state, caller(&parts)?, input).await)
+    }
+
+    #[tool(
+        description = "Create an enrollment token for a cluster you own (shown once): ttl like \
+            30d, usage_limit, optional expected_cidr the edges connect from."
+    )]
+    async fn create_enrollment_token(
+        &self,
+        parts: Parts,
+        Parameters(input): Parameters<CreateEnrollmentToken>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::create_enrollment_token(&self.state, caller(&parts)?, input).await)
+    }
+
+    #[tool(
+        description = "Ingest (RTMP, WHIP, SRT) and playback (HLS, DASH, WHEP) URLs of one of \
+            your streams, or of all of them, for your preferred cluster and, when different, \
+            your official cluster."
+    )]
+    async fn get_streaming_config(
+        &self,
+        parts: Parts,
+        Parameters(query): Parameters<StreamingConfigQuery>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(api::streaming_config(&self.state, caller(&parts)?, query).await)
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "Foghorn: browse the cluster marketplace, subscribe, choose your preferred cluster, \
+             create private clusters and enrollment tokens, and get streaming URLs.",
+        )
+    }
+}

@@ -129,6 +129,7 @@ async fn bench(sizes: Sizes) {
     let sim = tokio::spawn(foghorn::sim::run(foghorn::sim::SimArgs {
         grpc: a.grpc_url(),
         enrollment_token: Some(token),
+        pre_registered_node_id: None,
         edges: sizes.edges,
         state_dir: None,
         region_center: (50.11, 8.68),

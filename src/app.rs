@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::geoip::GeoIp;
 use crate::metrics::Metrics;
-use crate::registry::{NewCluster, PlaybackCache, Registry};
+use crate::registry::{now_ms, ClusterUtilization, NewCluster, PlaybackCache, Registry};
 use crate::routing::Router;
 
 /// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
@@ -188,6 +188,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config: config.clone(),
     }));
 
+    tokio::spawn(publish_load(state.clone(), shutdown.child_token()));
+
     let http_listener = TcpListener::bind(config.server.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.server.http_addr))?;
@@ -272,6 +274,30 @@ impl Server {
         }
         tracing::info!("Foghorn stopped");
         Ok(())
+    }
+}
+
+/// Publishes this cluster's live load to the registry every `cluster.report_interval` while this
+/// replica leads, so the marketplaces served by other clusters' Foghorns show it.
+async fn publish_load(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.cluster.report_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !state.leadership.is_leader() {
+            continue;
+        }
+        let load = ClusterUtilization::from_live(&state.edges.utilization(), now_ms());
+        if let Err(e) = state
+            .registry
+            .report_utilization(&state.config.cluster.id, &load)
+            .await
+        {
+            tracing::debug!(error = %e, "could not publish the cluster's load");
+        }
     }
 }
 

@@ -331,17 +331,46 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
         Err(NodeAuthError::WrongCluster(_))
     ));
 
-    // A pre-registered id is honoured once; reusing it is refused and consumes nothing.
+    // A pre-registered id is honoured once, for the token that reserved it; an id the edge picks
+    // itself is refused; reusing one is refused; refusals consume nothing.
     let (_, plain2) = registry
         .create_enrollment_token(&token_for("alpha", &tenant, 2))
         .await
         .expect("token");
     let mut req = enroll_req(&plain2, "alpha");
     req.requested_node_id = Some("0123456789ab".into());
+    assert!(matches!(
+        registry.enroll(&req).await,
+        Err(EnrollError::NotPreRegistered(_))
+    ));
+    let reserved = registry
+        .pre_register(&plain2, None, Some("0123456789ab"))
+        .await
+        .expect("pre-register");
+    assert_eq!(reserved.node_id, "0123456789ab");
+    let again = registry
+        .pre_register(&plain2, None, None)
+        .await
+        .expect("same reservation");
+    assert_eq!(again, reserved, "asking again answers the same reservation");
+    assert_eq!(
+        registry
+            .enrollment_token(&reserved.enrollment_token_id)
+            .await
+            .expect("read")
+            .expect("token")
+            .usage_count,
+        0,
+        "pre-registration does not consume"
+    );
     let c = registry.enroll(&req).await.expect("pre-registered id");
     assert_eq!(c.node.node_id, "0123456789ab");
     assert!(matches!(
         registry.enroll(&req).await,
+        Err(EnrollError::NotPreRegistered(_))
+    ));
+    assert!(matches!(
+        registry.pre_register(&plain2, None, Some("0123456789ab")).await,
         Err(EnrollError::NodeIdUnavailable(_))
     ));
     assert_eq!(registry.node_count().await.expect("count"), 3);

@@ -469,9 +469,9 @@ async fn authenticate(
                 token,
                 cluster_id,
                 peer_ip,
-                // Honoured only once PreRegisterEdge reserves ids for a token; until then an edge
-                // must not pick its own identity.
-                requested_node_id: None,
+                // Only an id PreRegisterEdge reserved for this very token is honoured.
+                requested_node_id: Some(register.pre_registered_node_id.clone())
+                    .filter(|id| !id.is_empty()),
                 profile,
             };
             match state.registry.enroll(&req).await {

@@ -1,8 +1,10 @@
-//! tonic adapters: the gRPC listener with HelmsmanControl, `grpc.health.v1` and server reflection.
+//! tonic adapters: the gRPC listener with HelmsmanControl, EdgeProvisioning, `grpc.health.v1` and
+//! server reflection.
 
 mod codec;
 mod convert;
 mod helmsman;
+mod provisioning;
 
 use std::time::Duration;
 
@@ -11,10 +13,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::proto::edge_provisioning_server::EdgeProvisioningServer;
 use crate::proto::helmsman_control_server::HelmsmanControlServer;
 
 pub use codec::CompactCodec;
 pub use helmsman::HelmsmanService;
+pub use provisioning::ProvisioningService;
 
 /// The protocol version this Foghorn speaks on the control stream.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -44,11 +48,20 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(4 * 1024 * 1024);
 
+    health
+        .set_serving::<EdgeProvisioningServer<ProvisioningService>>()
+        .await;
+    let provisioning = EdgeProvisioningServer::new(ProvisioningService::new(state.clone()))
+        .max_decoding_message_size(16 * 1024);
+
     let not_serving = health.clone();
     let stop = async move {
         shutdown.cancelled().await;
         not_serving
             .set_not_serving::<HelmsmanControlServer<HelmsmanService>>()
+            .await;
+        not_serving
+            .set_not_serving::<EdgeProvisioningServer<ProvisioningService>>()
             .await;
     };
     tonic::transport::Server::builder()
@@ -60,6 +73,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(helmsman)
+        .add_service(provisioning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await
 }

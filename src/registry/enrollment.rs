@@ -123,6 +123,8 @@ pub enum EnrollError {
     OutsideCidr(String, String),
     #[error("node id {0:?} is invalid or already taken")]
     NodeIdUnavailable(String),
+    #[error("node id {0:?} was not pre-registered with this enrollment token")]
+    NotPreRegistered(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -411,8 +413,8 @@ impl Registry {
 
     /// Validates and consumes an enrollment token and creates the node, all or nothing.
     ///
-    /// A node id reserved by [`Registry::pre_register`] is honoured for the token that reserved it
-    /// only; without a requested id, the token's reservation for the connecting address is used.
+    /// A requested node id must have been reserved by [`Registry::pre_register`] for this token;
+    /// without one, the token's reservation for the connecting address is used, else a fresh id.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
         let token = self.usable_enrollment_token(&req.token, req.peer_ip).await?;
         let now = now_ms();
@@ -424,14 +426,15 @@ impl Registry {
                 if !is_valid_label(id) {
                     return Err(EnrollError::NodeIdUnavailable(id.clone()));
                 }
+                // Only an id this token reserved: an edge does not pick its own identity.
                 let reserved_by: Option<String> = sqlx::query_scalar(
                     "SELECT enrollment_token_id FROM node_reservations WHERE node_id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-                if reserved_by.is_some_and(|t| t != token.id) {
-                    return Err(EnrollError::NodeIdUnavailable(id.clone()));
+                if reserved_by.as_deref() != Some(token.id.as_str()) {
+                    return Err(EnrollError::NotPreRegistered(id.clone()));
                 }
                 id.clone()
             }

@@ -32,6 +32,10 @@ pub struct SimArgs {
     /// Enrollment token for edges without saved credentials (needs --usage-limit ≥ --edges).
     #[arg(long)]
     pub enrollment_token: Option<String>,
+    /// Node id reserved by PreRegisterEdge for --enrollment-token; sent by the first edge when it
+    /// enrolls, so it keeps that id.
+    #[arg(long)]
+    pub pre_registered_node_id: Option<String>,
     /// Number of simulated edges.
     #[arg(long, default_value_t = 1)]
     pub edges: usize,
@@ -295,7 +299,11 @@ fn register_frame(
                 disk_bytes: 500 << 30,
             }),
             host_fingerprint: format!("sim-{}", profile.index),
-            pre_registered_node_id: String::new(),
+            // Only the first edge was pre-registered; the others get fresh ids.
+            pre_registered_node_id: match (identity, profile.index) {
+                (None, 0) => args.pre_registered_node_id.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
         })),
     })
 }
@@ -484,6 +492,7 @@ mod tests {
         let args = SimArgs {
             grpc: String::new(),
             enrollment_token: None,
+            pre_registered_node_id: None,
             edges: 1,
             state_dir: None,
             region_center: (48.85, 2.35),

@@ -1,0 +1,109 @@
+//! `foghorn.v1.EdgeProvisioning`: pre-registration of self-hosted edges (DESIGN.md §8).
+//!
+//! Any Foghorn answers for any cluster: the registry is shared, and the answer tells the CLI which
+//! cluster's Foghorn the edge must dial.
+
+use std::net::IpAddr;
+
+use tonic::{Request, Response, Status};
+
+use crate::app::AppState;
+use crate::proto::edge_provisioning_server::EdgeProvisioning;
+use crate::proto::{PreRegisterEdgeRequest, PreRegisterEdgeResponse};
+use crate::registry::EnrollError;
+
+/// Longest token or node id looked at.
+const MAX_FIELD_BYTES: usize = 256;
+
+/// The EdgeProvisioning service.
+#[derive(Clone)]
+pub struct ProvisioningService {
+    state: AppState,
+}
+
+impl ProvisioningService {
+    pub fn new(state: AppState) -> Self {
+        ProvisioningService { state }
+    }
+}
+
+#[tonic::async_trait]
+impl EdgeProvisioning for ProvisioningService {
+    async fn pre_register_edge(
+        &self,
+        request: Request<PreRegisterEdgeRequest>,
+    ) -> Result<Response<PreRegisterEdgeResponse>, Status> {
+        let req = request.into_inner();
+        for (name, value) in [
+            ("enrollment_token", &req.enrollment_token),
+            ("external_ip", &req.external_ip),
+            ("preferred_node_id", &req.preferred_node_id),
+        ] {
+            if value.len() > MAX_FIELD_BYTES {
+                return Err(Status::invalid_argument(format!("{name} is too long")));
+            }
+        }
+        if req.enrollment_token.is_empty() {
+            return Err(Status::invalid_argument("enrollment_token is required"));
+        }
+        let external_ip = match req.external_ip.as_str() {
+            "" => None,
+            text => Some(text.parse::<IpAddr>().map_err(|_| {
+                Status::invalid_argument(format!("external_ip {text:?} is not an IP address"))
+            })?),
+        };
+        let preferred = Some(req.preferred_node_id.as_str()).filter(|id| !id.is_empty());
+        let state = &self.state;
+        let reservation = state
+            .registry
+            .pre_register(&req.enrollment_token, external_ip, preferred)
+            .await
+            .map_err(|e| match e {
+                EnrollError::Registry(e) => {
+                    tracing::error!(error = %e, "pre-registration failed in the registry");
+                    Status::unavailable("registry unavailable, retry later")
+                }
+                EnrollError::NodeIdUnavailable(_) => Status::already_exists(e.public_message()),
+                EnrollError::Unknown => Status::unauthenticated(e.public_message()),
+                refused => Status::permission_denied(refused.public_message()),
+            })?;
+        let cluster = state
+            .registry
+            .cluster(&reservation.cluster_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading the token's cluster");
+                Status::unavailable("registry unavailable, retry later")
+            })?
+            .ok_or_else(|| Status::not_found("the token's cluster no longer exists"))?;
+        let token = state
+            .registry
+            .enrollment_token(&reservation.enrollment_token_id)
+            .await
+            .map_err(|_| Status::unavailable("registry unavailable, retry later"))?
+            .ok_or_else(|| Status::not_found("the enrollment token no longer exists"))?;
+        let root = &state.config.cluster.root_domain;
+        let id = &cluster.id;
+        let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
+            format!("foghorn.{id}.{root}:{}", state.config.server.grpc_addr.port())
+        } else {
+            cluster.grpc_addr.clone()
+        };
+        tracing::info!(
+            node_id = %reservation.node_id,
+            cluster = %id,
+            "edge pre-registered"
+        );
+        Ok(Response::new(PreRegisterEdgeResponse {
+            edge_domain: format!("edge-{}.{id}.{root}", reservation.node_id),
+            pool_domain: format!("edge.{id}.{root}"),
+            foghorn_grpc_addr,
+            balancer_base_url: format!("https://foghorn.{id}.{root}"),
+            ca_bundle_pem: String::new(),
+            tls: None,
+            token_expires_at_unix: token.expires_at / 1000,
+            node_id: reservation.node_id,
+            cluster_id: cluster.id,
+        }))
+    }
+}

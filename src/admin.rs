@@ -41,6 +41,8 @@ pub enum AdminCommand {
     },
 }
 
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Create a cluster.

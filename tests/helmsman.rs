@@ -290,13 +290,19 @@ async fn wrong_credentials_and_tokens_are_refused_and_register_nothing() {
         "the expected network is not revealed: {message}"
     );
 
-    // An edge cannot choose its own node id (only pre-registration may reserve one).
+    // An edge cannot choose its own node id: only an id PreRegisterEdge reserved for this very
+    // token is honoured, anything else is refused and consumes nothing.
     let fresh = server.enrollment_token(&tenant, 1).await;
     let mut chosen = register_with_token(&fresh);
     if let Some(edge_message::Payload::Register(r)) = &mut chosen.payload {
         r.pre_registered_node_id = "foghorn".into();
     }
     let mut c = EdgeConn::open(&url, chosen).await;
+    let (code, message) = c.error_frame().await;
+    assert_eq!(code, ErrorCode::EnrollmentFailed);
+    assert!(message.contains("not pre-registered"), "{message}");
+    drop(c);
+    let mut c = EdgeConn::open(&url, register_with_token(&fresh)).await;
     let picked = c.seed().await.node_id;
     assert_ne!(picked, "foghorn");
     assert_eq!(picked.len(), 12);

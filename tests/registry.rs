@@ -370,7 +370,9 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
         Err(EnrollError::NotPreRegistered(_))
     ));
     assert!(matches!(
-        registry.pre_register(&plain2, None, Some("0123456789ab")).await,
+        registry
+            .pre_register(&plain2, None, Some("0123456789ab"))
+            .await,
         Err(EnrollError::NodeIdUnavailable(_))
     ));
     assert_eq!(registry.node_count().await.expect("count"), 3);

@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_cluster_id, check_uuid, managed_cluster, parse_ttl, sees_all, truncate,
-    visible_cluster, ClusterSummary,
+    check_cluster_id, check_uuid, managed_cluster, parse_ttl, sees_all, truncate, visible_cluster,
+    ClusterSummary,
 };
 use crate::app::AppState;
 use crate::http::ApiError;
@@ -140,10 +140,7 @@ pub struct SubscriptionRequest {
     pub decided_at: Option<i64>,
 }
 
-async fn request_view(
-    state: &AppState,
-    s: &Subscription,
-) -> Result<SubscriptionRequest, ApiError> {
+async fn request_view(state: &AppState, s: &Subscription) -> Result<SubscriptionRequest, ApiError> {
     let tenant_name = state
         .registry
         .tenant(&s.tenant_id)

@@ -132,7 +132,12 @@ pub async fn browse_marketplace(
             .map(str::parse)
             .transpose()
             .map_err(bad)?,
-        tier: query.tier.as_deref().map(str::parse).transpose().map_err(bad)?,
+        tier: query
+            .tier
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(bad)?,
         region: query.region,
         after: query.cursor,
         // One more than asked tells whether another page follows.
@@ -209,10 +214,7 @@ pub async fn network(state: &AppState, caller: &Principal) -> Result<Network, Ap
         .preferred_cluster_id
         .clone()
         .unwrap_or_else(|| tenant.official_cluster_id.clone());
-    let subscriptions = state
-        .registry
-        .subscriptions_of_tenant(&tenant.id)
-        .await?;
+    let subscriptions = state.registry.subscriptions_of_tenant(&tenant.id).await?;
     let clusters = state.registry.usable_clusters(&tenant.id).await?;
     let clusters = clusters
         .iter()
@@ -227,9 +229,10 @@ pub async fn network(state: &AppState, caller: &Principal) -> Result<Network, Ap
             if cluster.owner_tenant_id.as_deref() == Some(tenant.id.as_str()) {
                 roles.push("owned");
             }
-            if subscriptions.iter().any(|s| {
-                s.cluster_id == cluster.id && s.status == SubscriptionStatus::Active
-            }) {
+            if subscriptions
+                .iter()
+                .any(|s| s.cluster_id == cluster.id && s.status == SubscriptionStatus::Active)
+            {
                 roles.push("subscribed");
             }
             let pair = roles.contains(&"official") || roles.contains(&"preferred");

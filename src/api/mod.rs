@@ -94,7 +94,10 @@ async fn visible_cluster(
     let found = if sees_all(caller) {
         state.registry.cluster(id).await?
     } else {
-        state.registry.visible_cluster(&caller.tenant_id, id).await?
+        state
+            .registry
+            .visible_cluster(&caller.tenant_id, id)
+            .await?
     };
     found.ok_or_else(|| ApiError::NotFound(format!("cluster {id:?} not found")))
 }

@@ -93,7 +93,10 @@ fn stream_view(root: &str, tenant: &Tenant, stream: &Stream, key: Option<String>
             ingest_on(official, "official"),
         ]
     };
-    let play = format!("https://foghorn.{preferred}.{root}/play/{}", stream.playback_id);
+    let play = format!(
+        "https://foghorn.{preferred}.{root}/play/{}",
+        stream.playback_id
+    );
     StreamView {
         id: stream.id.clone(),
         name: stream.name.clone(),

@@ -656,7 +656,11 @@ impl EdgeState {
             load.healthy_edges += 1;
             load.bw_used += stats.up_bytes_per_sec;
             load.bw_limit += stats.bw_limit_bytes_per_sec;
-            load.viewers += stats.streams.iter().map(|s| u64::from(s.viewers)).sum::<u64>();
+            load.viewers += stats
+                .streams
+                .iter()
+                .map(|s| u64::from(s.viewers))
+                .sum::<u64>();
         }
         load
     }

@@ -85,7 +85,10 @@ impl EdgeProvisioning for ProvisioningService {
         let root = &state.config.cluster.root_domain;
         let id = &cluster.id;
         let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
-            format!("foghorn.{id}.{root}:{}", state.config.server.grpc_addr.port())
+            format!(
+                "foghorn.{id}.{root}:{}",
+                state.config.server.grpc_addr.port()
+            )
         } else {
             cluster.grpc_addr.clone()
         };

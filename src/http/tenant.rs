@@ -110,7 +110,10 @@ fn created<T>(value: T) -> Reply<T> {
 }
 
 const MARKETPLACE_QUERY: &[(&str, &str)] = &[
-    ("pricing_model", "FREE_UNMETERED, TIER_INHERIT, METERED or MONTHLY"),
+    (
+        "pricing_model",
+        "FREE_UNMETERED, TIER_INHERIT, METERED or MONTHLY",
+    ),
     ("tier", "shared-community, shared-lb or dedicated"),
     ("region", "region label"),
     ("cursor", "next_cursor of the previous page"),
@@ -124,114 +127,219 @@ pub fn router() -> Router<AppState> {
     let post = Method::POST;
     Documented::default()
         .route::<NoBody, MarketplacePage, _, _>(
-            Op::new(get.clone(), "/marketplace", "browseMarketplace",
-                "Clusters the caller may see, with pricing, subscription status and live load", T)
-                .query(MARKETPLACE_QUERY),
+            Op::new(
+                get.clone(),
+                "/marketplace",
+                "browseMarketplace",
+                "Clusters the caller may see, with pricing, subscription status and live load",
+                T,
+            )
+            .query(MARKETPLACE_QUERY),
             marketplace,
         )
         .route::<NoBody, ClusterSummary, _, _>(
-            Op::new(get.clone(), "/clusters/{cluster_id}", "getCluster",
-                "One cluster the caller may see", T),
+            Op::new(
+                get.clone(),
+                "/clusters/{cluster_id}",
+                "getCluster",
+                "One cluster the caller may see",
+                T,
+            ),
             cluster,
         )
         .route::<Subscribe, SubscribeResult, _, _>(
-            Op::new(post.clone(), "/subscriptions", "subscribe",
-                "Connect (active) or request access (pending); an invite token activates at once", T)
-                .status(201),
+            Op::new(
+                post.clone(),
+                "/subscriptions",
+                "subscribe",
+                "Connect (active) or request access (pending); an invite token activates at once",
+                T,
+            )
+            .status(201),
             subscribe,
         )
         .route::<NoBody, Vec<SubscriptionView>, _, _>(
-            Op::new(get.clone(), "/subscriptions", "listSubscriptions",
-                "The caller's subscriptions, every status", T),
+            Op::new(
+                get.clone(),
+                "/subscriptions",
+                "listSubscriptions",
+                "The caller's subscriptions, every status",
+                T,
+            ),
             subscriptions,
         )
         .route::<NoBody, SubscriptionView, _, _>(
-            Op::new(Method::DELETE, "/subscriptions/{cluster_id}", "cancelSubscription",
-                "Cancel an active or pending subscription", T),
+            Op::new(
+                Method::DELETE,
+                "/subscriptions/{cluster_id}",
+                "cancelSubscription",
+                "Cancel an active or pending subscription",
+                T,
+            ),
             cancel,
         )
         .route::<NoBody, Vec<SubscriptionRequest>, _, _>(
-            Op::new(get.clone(), "/clusters/{cluster_id}/subscription-requests",
-                "listSubscriptionRequests", "Pending requests (cluster owner or operator)", T),
+            Op::new(
+                get.clone(),
+                "/clusters/{cluster_id}/subscription-requests",
+                "listSubscriptionRequests",
+                "Pending requests (cluster owner or operator)",
+                T,
+            ),
             requests,
         )
         .route::<NoBody, SubscriptionRequest, _, _>(
-            Op::new(post.clone(),
+            Op::new(
+                post.clone(),
                 "/clusters/{cluster_id}/subscription-requests/{tenant_id}/approve",
-                "approveSubscription", "Approve a pending request (cluster owner or operator)", T),
+                "approveSubscription",
+                "Approve a pending request (cluster owner or operator)",
+                T,
+            ),
             approve,
         )
         .route::<NoBody, SubscriptionRequest, _, _>(
-            Op::new(post.clone(),
+            Op::new(
+                post.clone(),
                 "/clusters/{cluster_id}/subscription-requests/{tenant_id}/reject",
-                "rejectSubscription", "Reject a pending request (cluster owner or operator)", T),
+                "rejectSubscription",
+                "Reject a pending request (cluster owner or operator)",
+                T,
+            ),
             reject,
         )
         .route::<CreateInvite, InviteCreated, _, _>(
-            Op::new(post.clone(), "/clusters/{cluster_id}/invites", "createInvite",
-                "Invite token, shown once; optionally bound to one tenant", T)
-                .status(201),
+            Op::new(
+                post.clone(),
+                "/clusters/{cluster_id}/invites",
+                "createInvite",
+                "Invite token, shown once; optionally bound to one tenant",
+                T,
+            )
+            .status(201),
             create_invite,
         )
         .route::<NoBody, Vec<InviteView>, _, _>(
-            Op::new(get.clone(), "/clusters/{cluster_id}/invites", "listInvites",
-                "Invites of a cluster (never their tokens)", T),
+            Op::new(
+                get.clone(),
+                "/clusters/{cluster_id}/invites",
+                "listInvites",
+                "Invites of a cluster (never their tokens)",
+                T,
+            ),
             invites,
         )
         .route::<NoBody, InviteView, _, _>(
-            Op::new(Method::DELETE, "/clusters/{cluster_id}/invites/{invite_id}",
-                "revokeInvite", "Revoke an open invite", T),
+            Op::new(
+                Method::DELETE,
+                "/clusters/{cluster_id}/invites/{invite_id}",
+                "revokeInvite",
+                "Revoke an open invite",
+                T,
+            ),
             revoke_invite,
         )
         .route::<SetPreferredCluster, Network, _, _>(
-            Op::new(Method::PUT, "/tenant/preferred-cluster", "setPreferredCluster",
-                "Set the preferred cluster (409 unless subscribed, owned or official)", T),
+            Op::new(
+                Method::PUT,
+                "/tenant/preferred-cluster",
+                "setPreferredCluster",
+                "Set the preferred cluster (409 unless subscribed, owned or official)",
+                T,
+            ),
             preferred,
         )
         .route::<NoBody, Network, _, _>(
-            Op::new(get.clone(), "/tenant/network", "getNetwork",
-                "Official, preferred and subscribed clusters with their peering", T),
+            Op::new(
+                get.clone(),
+                "/tenant/network",
+                "getNetwork",
+                "Official, preferred and subscribed clusters with their peering",
+                T,
+            ),
             network,
         )
         .route::<CreatePrivateCluster, PrivateClusterCreated, _, _>(
-            Op::new(post.clone(), "/private-clusters", "createPrivateCluster",
-                "A private cluster, its owner subscription and a first enrollment token", T)
-                .status(201),
+            Op::new(
+                post.clone(),
+                "/private-clusters",
+                "createPrivateCluster",
+                "A private cluster, its owner subscription and a first enrollment token",
+                T,
+            )
+            .status(201),
             private_cluster,
         )
         .route::<EnrollmentTokenOptions, EnrollmentTokenCreated, _, _>(
-            Op::new(post.clone(), "/clusters/{cluster_id}/enrollment-tokens",
-                "createEnrollmentToken", "Enrollment token for edges, shown once", T)
-                .status(201),
+            Op::new(
+                post.clone(),
+                "/clusters/{cluster_id}/enrollment-tokens",
+                "createEnrollmentToken",
+                "Enrollment token for edges, shown once",
+                T,
+            )
+            .status(201),
             enrollment_token,
         )
         .route::<NoBody, Vec<NodeView>, _, _>(
-            Op::new(get.clone(), "/clusters/{cluster_id}/nodes", "listNodes",
-                "Nodes of a cluster the caller manages, with live state", T),
+            Op::new(
+                get.clone(),
+                "/clusters/{cluster_id}/nodes",
+                "listNodes",
+                "Nodes of a cluster the caller manages, with live state",
+                T,
+            ),
             nodes,
         )
         .route::<CreateStream, StreamView, _, _>(
-            Op::new(post.clone(), "/streams", "createStream",
-                "A stream: key (shown once), playback id, ingest and playback URLs", T)
-                .status(201),
+            Op::new(
+                post.clone(),
+                "/streams",
+                "createStream",
+                "A stream: key (shown once), playback id, ingest and playback URLs",
+                T,
+            )
+            .status(201),
             create_stream,
         )
         .route::<NoBody, Vec<StreamView>, _, _>(
-            Op::new(get.clone(), "/streams", "listStreams", "The caller's streams", T),
+            Op::new(
+                get.clone(),
+                "/streams",
+                "listStreams",
+                "The caller's streams",
+                T,
+            ),
             streams,
         )
         .route::<NoBody, StreamView, _, _>(
-            Op::new(get.clone(), "/streams/{stream_id}", "getStream", "One of the caller's streams", T),
+            Op::new(
+                get.clone(),
+                "/streams/{stream_id}",
+                "getStream",
+                "One of the caller's streams",
+                T,
+            ),
             stream,
         )
         .route::<SetBillingTier, Tenant, _, _>(
-            Op::new(Method::PUT, "/tenants/{tenant_id}/billing-tier", "setBillingTier",
-                "Change a tenant's billing tier; its official cluster follows (operators)", Op_),
+            Op::new(
+                Method::PUT,
+                "/tenants/{tenant_id}/billing-tier",
+                "setBillingTier",
+                "Change a tenant's billing tier; its official cluster follows (operators)",
+                Op_,
+            ),
             billing_tier,
         )
         .route::<NoBody, EdgeList, _, _>(
-            Op::new(get, "/edges", "listEdges",
-                "This cluster's edges with last stats and routability (operators)", Op_),
+            Op::new(
+                get,
+                "/edges",
+                "listEdges",
+                "This cluster's edges with last stats and routability (operators)",
+                Op_,
+            ),
             edges,
         )
         .finish()

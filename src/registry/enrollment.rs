@@ -405,7 +405,9 @@ impl Registry {
         .execute(&self.pool)
         .await
         .map_err(|e| match RegistryError::unique(e, "node id") {
-            RegistryError::Conflict(_) => EnrollError::NodeIdUnavailable(reservation.node_id.clone()),
+            RegistryError::Conflict(_) => {
+                EnrollError::NodeIdUnavailable(reservation.node_id.clone())
+            }
             other => other.into(),
         })?;
         Ok(reservation)
@@ -416,7 +418,9 @@ impl Registry {
     /// A requested node id must have been reserved by [`Registry::pre_register`] for this token;
     /// without one, the token's reservation for the connecting address is used, else a fresh id.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
-        let token = self.usable_enrollment_token(&req.token, req.peer_ip).await?;
+        let token = self
+            .usable_enrollment_token(&req.token, req.peer_ip)
+            .await?;
         let now = now_ms();
         if token.cluster_id != req.cluster_id {
             return Err(EnrollError::WrongCluster(token.cluster_id));

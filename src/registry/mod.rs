@@ -7,8 +7,8 @@
 
 mod clusters;
 mod enrollment;
-mod playback;
 mod marketplace;
+mod playback;
 mod streams;
 mod subscriptions;
 mod tenants;

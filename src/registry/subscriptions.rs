@@ -230,20 +230,19 @@ impl Registry {
         } else {
             self.visible_cluster(tenant_id, cluster_id).await?
         };
-        let invite = match invite_token.filter(|t| !t.is_empty()) {
-            None => None,
-            Some(token) => match self.find_invite(token).await? {
-                Some(invite) if invite_usable(&invite, tenant_id, cluster_id) => Some(invite),
-                _ if visible.is_none() => return Err(RegistryError::NotFound("cluster")),
-                _ => {
-                    return Err(RegistryError::Forbidden(
+        let invite =
+            match invite_token.filter(|t| !t.is_empty()) {
+                None => None,
+                Some(token) => match self.find_invite(token).await? {
+                    Some(invite) if invite_usable(&invite, tenant_id, cluster_id) => Some(invite),
+                    _ if visible.is_none() => return Err(RegistryError::NotFound("cluster")),
+                    _ => return Err(RegistryError::Forbidden(
                         "the invite token is not valid for this cluster: unknown, used, revoked, \
                          expired or issued to another tenant"
                             .into(),
-                    ))
-                }
-            },
-        };
+                    )),
+                },
+            };
         let cluster = match visible {
             Some(c) => c,
             None if invite.is_some() => self
@@ -438,8 +437,9 @@ impl Registry {
 
     /// The invite `id` of `cluster_id`, if any.
     pub async fn invite(&self, cluster_id: &str, id: &str) -> Result<Option<Invite>> {
-        let sql =
-            format!("SELECT {INVITE_COLUMNS} FROM cluster_invites WHERE id = $1 AND cluster_id = $2");
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM cluster_invites WHERE id = $1 AND cluster_id = $2"
+        );
         Ok(sqlx::query_as(&sql)
             .bind(id)
             .bind(cluster_id)

@@ -64,7 +64,8 @@ impl Registry {
 
     /// Creates a tenant whose official (and, until set otherwise, preferred) cluster is given.
     pub async fn create_tenant(&self, name: &str, official_cluster_id: &str) -> Result<Tenant> {
-        self.create_tenant_on(name, "free", official_cluster_id).await
+        self.create_tenant_on(name, "free", official_cluster_id)
+            .await
     }
 
     /// Creates a tenant on `billing_tier` with an explicitly chosen official cluster.

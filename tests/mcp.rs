@@ -1,0 +1,235 @@
+//! MCP at `/mcp` with a real MCP client (rmcp over streamable HTTP): the six tools, their input
+//! schemas, the same rules as REST, tenant isolation and authentication.
+
+#[macro_use]
+mod common;
+
+use common::{Db, TestServer};
+use foghorn::registry::{NewCluster, Role};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn connect(server: &TestServer, token: &str) -> Result<Client, String> {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(server.http("/mcp")).auth_header(token);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    ().serve(transport).await.map_err(|e| e.to_string())
+}
+
+/// Calls `tool` with `args`; the structured answer and whether it is an error.
+async fn call(client: &Client, tool: &'static str, args: Value) -> (bool, Value) {
+    let args = args.as_object().expect("object arguments").clone();
+    let result: CallToolResult = client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let value = result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| panic!("{tool}: structured content in {result:?}"));
+    (result.is_error == Some(true), value)
+}
+
+async fn tenant_token(server: &TestServer, name: &str) -> String {
+    let registry = server.registry();
+    let tenant = registry.create_tenant(name, "test").await.expect("tenant");
+    registry
+        .create_api_token(&tenant.id, Role::Tenant)
+        .await
+        .expect("token")
+        .1
+}
+
+async fn tools_follow_the_rest_rules(db: Db) {
+    let server = TestServer::start(db).await;
+    server
+        .registry()
+        .create_cluster(&NewCluster::platform("eu-west", "EU West"))
+        .await
+        .expect("cluster");
+    let a_token = tenant_token(&server, "A").await;
+    let b_token = tenant_token(&server, "B").await;
+    let a = connect(&server, &a_token).await.expect("connect");
+
+    // Six tools, each with an object input schema.
+    let tools = a.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "browse_marketplace",
+            "create_enrollment_token",
+            "create_private_cluster",
+            "get_streaming_config",
+            "set_preferred_cluster",
+            "subscribe_to_cluster",
+        ]
+    );
+    for tool in &tools {
+        assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
+        assert!(tool.description.as_deref().is_some_and(|d| d.len() > 20));
+    }
+    let subscribe = tools
+        .iter()
+        .find(|t| t.name == "subscribe_to_cluster")
+        .expect("subscribe tool");
+    assert_eq!(subscribe.input_schema["required"], json!(["cluster_id"]));
+
+    // Browse, subscribe, prefer: the same answers as REST.
+    let (error, page) = call(&a, "browse_marketplace", json!({ "region": "nowhere" })).await;
+    assert!(!error);
+    assert_eq!(page["clusters"], json!([]), "no cluster is in that region");
+    let (error, page) = call(&a, "browse_marketplace", json!({})).await;
+    assert!(!error, "{page}");
+    let listed: Vec<&str> = page["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(listed, ["eu-west", "test"]);
+
+    let (error, refused) = call(
+        &a,
+        "set_preferred_cluster",
+        json!({ "cluster_id": "eu-west" }),
+    )
+    .await;
+    assert!(error, "not subscribed yet: {refused}");
+    assert_eq!(refused["error"]["code"], "conflict");
+    let (error, sub) = call(
+        &a,
+        "subscribe_to_cluster",
+        json!({ "cluster_id": "eu-west" }),
+    )
+    .await;
+    assert!(!error, "{sub}");
+    assert_eq!(sub["status"], "active");
+    let (error, network) = call(
+        &a,
+        "set_preferred_cluster",
+        json!({ "cluster_id": "eu-west" }),
+    )
+    .await;
+    assert!(!error, "{network}");
+    assert_eq!(network["preferred_cluster_id"], "eu-west");
+
+    // Private cluster and an enrollment token for it.
+    let (error, created) = call(&a, "create_private_cluster", json!({ "name": "A Lab" })).await;
+    assert!(!error, "{created}");
+    let private = created["cluster"]["id"].as_str().expect("id").to_string();
+    assert!(created["enrollment_token"]["token"]
+        .as_str()
+        .expect("token")
+        .starts_with("enroll_"));
+    let (error, token) = call(
+        &a,
+        "create_enrollment_token",
+        json!({ "cluster_id": private, "ttl": "2h", "usage_limit": 3 }),
+    )
+    .await;
+    assert!(!error, "{token}");
+    assert_eq!(token["usage_limit"], 3);
+
+    // Streaming config follows the preferred cluster.
+    let created = reqwest::Client::new()
+        .post(server.http("/api/v1/streams"))
+        .bearer_auth(&a_token)
+        .json(&json!({ "name": "main" }))
+        .send()
+        .await
+        .expect("create stream")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let stream_id = created["id"].as_str().expect("id").to_string();
+    let (error, config) = call(
+        &a,
+        "get_streaming_config",
+        json!({ "stream_id": stream_id }),
+    )
+    .await;
+    assert!(!error, "{config}");
+    let stream = &config["items"][0];
+    assert_eq!(stream["ingest"][0]["cluster_id"], "eu-west");
+    assert_eq!(stream["ingest"][1]["cluster_id"], "test");
+    assert!(stream.get("stream_key").is_none());
+    let (_, all) = call(&a, "get_streaming_config", json!({})).await;
+    assert_eq!(all["items"].as_array().expect("items").len(), 1);
+
+    // Bad input: a JSON error result or a protocol error, never a change.
+    let (error, bad) = call(
+        &a,
+        "subscribe_to_cluster",
+        json!({ "cluster_id": "NOT VALID" }),
+    )
+    .await;
+    assert!(error);
+    assert_eq!(bad["error"]["code"], "bad_request");
+    let unknown_field = a
+        .call_tool(
+            CallToolRequestParams::new("subscribe_to_cluster").with_arguments(
+                json!({ "cluster_id": "eu-west", "owner": "me" })
+                    .as_object()
+                    .expect("object")
+                    .clone(),
+            ),
+        )
+        .await;
+    let unknown_field = unknown_field.expect("a tool result");
+    assert_eq!(
+        unknown_field.is_error,
+        Some(true),
+        "unknown fields are refused"
+    );
+    assert!(format!("{:?}", unknown_field.content).contains("unknown field `owner`"));
+
+    // Tenant B sees none of A's things.
+    let b = connect(&server, &b_token).await.expect("connect B");
+    let (error, answer) = call(
+        &b,
+        "get_streaming_config",
+        json!({ "stream_id": stream_id }),
+    )
+    .await;
+    assert!(error);
+    assert_eq!(answer["error"]["code"], "not_found");
+    let (error, answer) = call(
+        &b,
+        "create_enrollment_token",
+        json!({ "cluster_id": private }),
+    )
+    .await;
+    assert!(error);
+    assert_eq!(answer["error"]["code"], "not_found");
+    let (error, answer) = call(&b, "subscribe_to_cluster", json!({ "cluster_id": private })).await;
+    assert!(error);
+    assert_eq!(answer["error"]["code"], "not_found");
+    let (_, all) = call(&b, "get_streaming_config", json!({})).await;
+    assert_eq!(all["items"], json!([]));
+
+    // No token, or a wrong one: no session at all.
+    assert!(connect(&server, "fhk_wrong").await.is_err());
+    let res = reqwest::Client::new()
+        .post(server.http("/mcp"))
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    a.cancel().await.ok();
+    b.cancel().await.ok();
+    server.stop().await;
+}
+
+on_both!(tools_follow_the_rest_rules);

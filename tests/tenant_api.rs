@@ -1,0 +1,1054 @@
+//! The tenant API end to end over real HTTP (and gRPC for PreRegisterEdge), on PostgreSQL and
+//! SQLite: marketplace, subscriptions, approval, invites, preferred cluster, network, private
+//! clusters, enrollment, streams, billing tiers, isolation and bad input, the OpenAPI document.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Db, TestServer};
+use foghorn::registry::{NewCluster, PricingModel, Role, Tier, Visibility};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A client of `/api/v1` holding one bearer token.
+#[derive(Clone)]
+struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(server: &TestServer, token: &str) -> Api {
+        Api {
+            base: server.http("/api/v1"),
+            token: token.to_string(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status} {path}: not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// The marketplace's cluster ids (first page of 200).
+    async fn marketplace_ids(&self) -> Vec<String> {
+        let (status, page) = self.get("/marketplace?limit=200").await;
+        assert_eq!(status, 200, "{page}");
+        ids(&page["clusters"])
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("array")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// A tenant whose official cluster is this server's (`test`), with a token of `role`.
+async fn tenant(server: &TestServer, name: &str, role: Role) -> (String, Api) {
+    let registry = server.registry();
+    let tenant = registry.create_tenant(name, "test").await.expect("tenant");
+    let (_, token) = registry
+        .create_api_token(&tenant.id, role)
+        .await
+        .expect("token");
+    (tenant.id, Api::new(server, &token))
+}
+
+async fn cluster(server: &TestServer, new: NewCluster) {
+    server
+        .registry()
+        .create_cluster(&new)
+        .await
+        .expect("cluster");
+}
+
+fn platform(id: &str) -> NewCluster {
+    NewCluster {
+        region: "eu".into(),
+        ..NewCluster::platform(id, id.to_uppercase())
+    }
+}
+
+/// Browse → connect → preferred → stream → URLs for both clusters; filters and pages; the
+/// preferred rule; cancelling the preferred cluster's subscription falls back to the official one.
+async fn browse_connect_prefer_stream(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(&server, platform("eu-west")).await;
+    cluster(
+        &server,
+        NewCluster {
+            tier: Tier::Dedicated,
+            pricing_model: PricingModel::Monthly,
+            region: "us".into(),
+            ..platform("us-dedicated")
+        },
+    )
+    .await;
+    cluster(
+        &server,
+        NewCluster {
+            visibility: Visibility::Unlisted,
+            ..platform("unlisted-one")
+        },
+    )
+    .await;
+    cluster(
+        &server,
+        NewCluster {
+            visibility: Visibility::Private,
+            ..platform("private-one")
+        },
+    )
+    .await;
+    let (_, api) = tenant(&server, "Acme", Role::Tenant).await;
+
+    // Visibility: public clusters only (the official one is public too).
+    assert_eq!(
+        api.marketplace_ids().await,
+        ["eu-west", "test", "us-dedicated"]
+    );
+    let (_, page) = api.get("/marketplace").await;
+    let local = page["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["id"] == "test")
+        .expect("the local cluster");
+    assert_eq!(local["utilization"]["source"], "live");
+    assert_eq!(local["utilization"]["edges"], 0);
+    assert!(local.get("subscription_status").is_none());
+
+    // Filters and pages.
+    let (_, page) = api.get("/marketplace?tier=dedicated").await;
+    assert_eq!(ids(&page["clusters"]), ["us-dedicated"]);
+    let (_, page) = api
+        .get("/marketplace?pricing_model=MONTHLY&region=us")
+        .await;
+    assert_eq!(ids(&page["clusters"]), ["us-dedicated"]);
+    let (_, page) = api.get("/marketplace?region=eu").await;
+    assert_eq!(ids(&page["clusters"]), ["eu-west"]);
+    let (_, first) = api.get("/marketplace?limit=2").await;
+    assert_eq!(ids(&first["clusters"]), ["eu-west", "test"]);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = api
+        .get(&format!("/marketplace?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(ids(&second["clusters"]), ["us-dedicated"]);
+    assert!(second.get("next_cursor").is_none(), "last page");
+    for bad in [
+        "/marketplace?tier=gold",
+        "/marketplace?limit=0",
+        "/marketplace?limit=x",
+        "/marketplace?colour=red",
+    ] {
+        let (status, body) = api.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(error_code(&body), "bad_request");
+    }
+    // Hidden clusters are not found by id either.
+    for hidden in ["unlisted-one", "private-one", "no-such-cluster"] {
+        let (status, _) = api.get(&format!("/clusters/{hidden}")).await;
+        assert_eq!(status, 404, "{hidden}");
+    }
+
+    // Preferred: refused until subscribed.
+    let (status, body) = api
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "eu-west" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("subscribe"),
+        "{body}"
+    );
+
+    // Connect.
+    let (status, sub) = api
+        .post("/subscriptions", json!({ "cluster_id": "eu-west" }))
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    assert_eq!(sub["status"], "active");
+    let (status, again) = api
+        .post("/subscriptions", json!({ "cluster_id": "eu-west" }))
+        .await;
+    assert_eq!((status, &again["changed"]), (StatusCode::OK, &json!(false)));
+    let (_, page) = api.get("/marketplace?region=eu").await;
+    assert_eq!(page["clusters"][0]["subscription_status"], "active");
+
+    let (status, network) = api
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "eu-west" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{network}");
+    assert_eq!(network["preferred_cluster_id"], "eu-west");
+    assert_eq!(network["official_cluster_id"], "test");
+    for c in network["clusters"].as_array().expect("clusters") {
+        assert_eq!(c["peering"], "always-on", "{c}");
+        assert_eq!(c["channel"], "none", "{c}");
+    }
+    assert_eq!(ids(&network["clusters"]), ["eu-west", "test"]);
+
+    // A stream: key once, URLs for the preferred and the official cluster.
+    let (status, stream) = api.post("/streams", json!({ "name": "main" })).await;
+    assert_eq!(status, 201, "{stream}");
+    let key = stream["stream_key"].as_str().expect("key shown once");
+    assert!(key.starts_with("sk_"));
+    let pid = stream["playback_id"].as_str().expect("playback id");
+    assert_eq!(stream["ingest"][0]["label"], "preferred");
+    assert_eq!(
+        stream["ingest"][0]["rtmp"],
+        format!("rtmp://edge-ingest.eu-west.example.net:1935/live/{key}")
+    );
+    assert_eq!(
+        stream["ingest"][0]["whip"],
+        format!("https://edge-ingest.eu-west.example.net/webrtc/{key}")
+    );
+    assert_eq!(stream["ingest"][1]["label"], "official");
+    assert_eq!(
+        stream["ingest"][1]["rtmp"],
+        format!("rtmp://edge-ingest.test.example.net:1935/live/{key}")
+    );
+    assert_eq!(
+        stream["playback"]["hls"],
+        format!("https://foghorn.eu-west.example.net/play/{pid}/hls/index.m3u8")
+    );
+    assert_eq!(
+        stream["playback"]["dash"],
+        format!("https://foghorn.eu-west.example.net/play/{pid}/dash/index.mpd")
+    );
+    assert_eq!(
+        stream["playback"]["whep"],
+        format!("https://foghorn.eu-west.example.net/play/{pid}/whep")
+    );
+    let id = stream["id"].as_str().expect("id");
+    let (status, read) = api.get(&format!("/streams/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(read.get("stream_key").is_none(), "the key is shown once");
+    assert_eq!(
+        read["ingest"][0]["rtmp"],
+        "rtmp://edge-ingest.eu-west.example.net:1935/live/{stream_key}"
+    );
+    let (_, list) = api.get("/streams").await;
+    assert_eq!(ids(&list), [id]);
+    let (status, dup) = api.post("/streams", json!({ "name": "main" })).await;
+    assert_eq!(status, 409, "{dup}");
+
+    // The playback id resolves here (no edge yet: 503, not 404).
+    let res = reqwest::get(server.http(&format!("/play/{pid}/hls/index.m3u8")))
+        .await
+        .expect("play");
+    assert_eq!(res.status(), 503);
+
+    // Cancelling the preferred cluster's subscription falls back to the official cluster, and
+    // the URLs follow at once; the playback id stays the same.
+    let (status, cancelled) = api.delete("/subscriptions/eu-west").await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let (_, network) = api.get("/tenant/network").await;
+    assert_eq!(network["preferred_cluster_id"], "test");
+    assert_eq!(network["clusters"][0]["peering"], "none");
+    let (_, read) = api.get(&format!("/streams/{id}")).await;
+    assert_eq!(read["playback_id"], pid);
+    assert_eq!(read["ingest"].as_array().expect("ingest").len(), 1);
+    assert_eq!(read["ingest"][0]["label"], "preferred+official");
+    assert_eq!(
+        read["playback"]["hls"],
+        format!("https://foghorn.test.example.net/play/{pid}/hls/index.m3u8")
+    );
+    let (status, _) = api.delete("/subscriptions/eu-west").await;
+    assert_eq!(status, 404, "nothing left to cancel");
+    let (_, subs) = api.get("/subscriptions").await;
+    assert_eq!(subs[0]["status"], "cancelled");
+    server.stop().await;
+}
+
+/// Request access → pending → approve → active; reject; who may decide.
+async fn approval_flow(db: Db) {
+    let server = TestServer::start(db).await;
+    let (owner_id, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    cluster(
+        &server,
+        NewCluster {
+            requires_approval: true,
+            owner_tenant_id: Some(owner_id.clone()),
+            ..platform("owned-eu")
+        },
+    )
+    .await;
+    cluster(
+        &server,
+        NewCluster {
+            requires_approval: true,
+            ..platform("platform-eu")
+        },
+    )
+    .await;
+    let (a_id, a) = tenant(&server, "A", Role::Tenant).await;
+    let (c_id, c) = tenant(&server, "C", Role::Tenant).await;
+    let (_, operator) = tenant(&server, "Ops", Role::Operator).await;
+
+    let (status, sub) = a
+        .post("/subscriptions", json!({ "cluster_id": "owned-eu" }))
+        .await;
+    assert_eq!(
+        (status, &sub["status"]),
+        (StatusCode::CREATED, &json!("pending"))
+    );
+    let (status, _) = a
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "owned-eu" }),
+        )
+        .await;
+    assert_eq!(status, 409, "pending is not subscribed");
+
+    // Only the owner decides for its cluster; an operator does not, a tenant does not.
+    let requests = "/clusters/owned-eu/subscription-requests";
+    for outsider in [&a, &c, &operator] {
+        let (status, body) = outsider.get(requests).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, _) = outsider
+            .post(&format!("{requests}/{a_id}/approve"), json!({}))
+            .await;
+        assert_eq!(status, 403);
+    }
+    let (status, pending) = owner.get(requests).await;
+    assert_eq!(status, 200);
+    assert_eq!(pending[0]["tenant_id"], a_id.as_str());
+    assert_eq!(pending[0]["tenant_name"], "A");
+    let (status, approved) = owner
+        .post(&format!("{requests}/{a_id}/approve"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &approved["status"]),
+        (StatusCode::OK, &json!("active"))
+    );
+    let (status, body) = owner
+        .post(&format!("{requests}/{a_id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = a
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "owned-eu" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, pending) = owner.get(requests).await;
+    assert_eq!(pending, json!([]));
+
+    // Reject.
+    c.post("/subscriptions", json!({ "cluster_id": "owned-eu" }))
+        .await;
+    let (status, rejected) = owner
+        .post(&format!("{requests}/{c_id}/reject"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &rejected["status"]),
+        (StatusCode::OK, &json!("rejected"))
+    );
+    let (_, subs) = c.get("/subscriptions").await;
+    assert_eq!(subs[0]["status"], "rejected");
+    let (status, _) = c
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "owned-eu" }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = owner
+        .post(
+            &format!("{requests}/{}/approve", uuid::Uuid::new_v4()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "no such request");
+
+    // A platform cluster's requests are decided by a platform operator, not by tenants.
+    let platform_requests = "/clusters/platform-eu/subscription-requests";
+    a.post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
+        .await;
+    let (status, _) = owner
+        .post(&format!("{platform_requests}/{a_id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = operator
+        .post(&format!("{platform_requests}/{a_id}/approve"), json!({}))
+        .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("active")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+/// Invites: bound and unbound, single use, revocable, and the only way into a private cluster.
+async fn invites(db: Db) {
+    let server = TestServer::start(db).await;
+    let (_, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    let (_, a) = tenant(&server, "A", Role::Tenant).await;
+    let (b_id, b) = tenant(&server, "B", Role::Tenant).await;
+    let (_, c) = tenant(&server, "C", Role::Tenant).await;
+
+    let (status, created) = owner
+        .post(
+            "/private-clusters",
+            json!({ "name": "Owner Studio", "region": "berlin" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["cluster"]["id"].as_str().expect("id").to_string();
+    assert!(id.starts_with("owner-studio-"), "{id}");
+    assert_eq!(created["cluster"]["visibility"], "private");
+    assert_eq!(created["cluster"]["tier"], "shared-lb");
+    assert_eq!(created["cluster"]["owned"], true);
+    assert_eq!(created["subscription"]["status"], "active");
+    let enroll = created["enrollment_token"]["token"]
+        .as_str()
+        .expect("token");
+    assert!(enroll.starts_with("enroll_"));
+    assert_eq!(
+        created["enrollment_token"]["provision_command"],
+        format!("frameworks edge provision --enrollment-token {enroll} --ssh user@host")
+    );
+    assert!(owner.marketplace_ids().await.contains(&id));
+
+    // Not visible, not subscribable without an invite.
+    assert!(!a.marketplace_ids().await.contains(&id));
+    let (status, _) = a.get(&format!("/clusters/{id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = a.post("/subscriptions", json!({ "cluster_id": id })).await;
+    assert_eq!(status, 404);
+    let (status, _) = a
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": "inv_0000000000000000000000000000000000" }),
+        )
+        .await;
+    assert_eq!(status, 404, "a bogus invite reveals nothing");
+
+    // An invite bound to B: B sees the cluster and joins without approval; A cannot use it.
+    let invites = format!("/clusters/{id}/invites");
+    let (status, bound) = owner
+        .post(&invites, json!({ "tenant_id": b_id, "ttl": "2d" }))
+        .await;
+    assert_eq!(status, 201, "{bound}");
+    let bound_token = bound["token"].as_str().expect("token").to_string();
+    assert!(bound_token.starts_with("inv_"));
+    assert!(b.marketplace_ids().await.contains(&id));
+    let (status, _) = a
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": bound_token }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, joined) = b
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": bound_token }),
+        )
+        .await;
+    assert_eq!(
+        (status, &joined["status"]),
+        (StatusCode::CREATED, &json!("active")),
+        "{joined}"
+    );
+    assert_eq!(joined["via_invite"], true);
+    let (_, listed) = owner.get(&invites).await;
+    assert_eq!(listed[0]["status"], "used");
+    assert!(listed[0].get("token").is_none(), "tokens are never listed");
+
+    // An unbound invite is single use: A joins, C cannot reuse it.
+    let (_, open) = owner.post(&invites, json!({})).await;
+    let open_token = open["token"].as_str().expect("token").to_string();
+    let (status, _) = a
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": open_token }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = c
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": open_token }),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // A revoked invite is dead; revoking twice is a conflict.
+    let (_, revoked) = owner.post(&invites, json!({})).await;
+    let revoked_id = revoked["invite"]["id"].as_str().expect("id");
+    let (status, body) = owner.delete(&format!("{invites}/{revoked_id}")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("revoked"))
+    );
+    let (status, _) = owner.delete(&format!("{invites}/{revoked_id}")).await;
+    assert_eq!(status, 409);
+    let (status, _) = c
+        .post(
+            "/subscriptions",
+            json!({ "cluster_id": id, "invite_token": revoked["token"] }),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Invites need a sane lifetime; only the owner makes them.
+    let (status, _) = owner.post(&invites, json!({ "ttl": "5s" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = owner.post(&invites, json!({ "ttl": "soon" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = a.post(&invites, json!({})).await;
+    assert_eq!(
+        status, 403,
+        "a subscriber sees the cluster but does not manage it"
+    );
+    server.stop().await;
+}
+
+/// Private cluster → enrollment token → PreRegisterEdge → a simulated edge registers with the
+/// reserved node id on the private cluster's own Foghorn, shows in the nodes list and in the
+/// marketplace utilization, live there and as reported on the platform cluster's Foghorn.
+async fn private_cluster_enrollment(db: Db) {
+    let platform = TestServer::start_with(db, |c| {
+        c.cluster.report_interval = Duration::from_millis(200);
+    })
+    .await;
+    let (_, owner) = tenant(&platform, "Owner", Role::Tenant).await;
+    let (_, other) = tenant(&platform, "Other", Role::Tenant).await;
+    let (_, created) = owner
+        .post("/private-clusters", json!({ "name": "Home Lab" }))
+        .await;
+    let id = created["cluster"]["id"].as_str().expect("id").to_string();
+
+    let tokens = format!("/clusters/{id}/enrollment-tokens");
+    let (status, token) = owner
+        .post(
+            &tokens,
+            json!({ "ttl": "1h", "usage_limit": 2, "expected_cidr": "127.0.0.0/8" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    assert_eq!(token["usage_limit"], 2);
+    let secret = token["token"].as_str().expect("secret").to_string();
+    for bad in [
+        json!({ "expected_cidr": "not-a-net" }),
+        json!({ "usage_limit": 0 }),
+        json!({ "ttl": "400d" }),
+    ] {
+        let (status, body) = owner.post(&tokens, bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = other.post(&tokens, json!({})).await;
+    assert_eq!(
+        status, 404,
+        "another tenant cannot even see the private cluster"
+    );
+
+    // PreRegisterEdge on the platform's Foghorn: validates without consuming.
+    let channel = tonic::transport::Endpoint::from_shared(platform.grpc_url())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut provisioning =
+        foghorn::proto::edge_provisioning_client::EdgeProvisioningClient::new(channel);
+    let ask = |token: &str, ip: &str| foghorn::proto::PreRegisterEdgeRequest {
+        enrollment_token: token.into(),
+        external_ip: ip.into(),
+        preferred_node_id: String::new(),
+    };
+    let reserved = provisioning
+        .pre_register_edge(ask(&secret, "127.0.0.1"))
+        .await
+        .expect("pre-register")
+        .into_inner();
+    let node_id = reserved.node_id.clone();
+    assert_eq!(node_id.len(), 12);
+    assert!(node_id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+    assert_eq!(reserved.cluster_id, id);
+    assert_eq!(
+        reserved.edge_domain,
+        format!("edge-{node_id}.{id}.example.net")
+    );
+    assert_eq!(reserved.pool_domain, format!("edge.{id}.example.net"));
+    assert!(reserved
+        .foghorn_grpc_addr
+        .starts_with(&format!("foghorn.{id}.example.net:")));
+    let again = provisioning
+        .pre_register_edge(ask(&secret, "127.0.0.1"))
+        .await
+        .expect("again")
+        .into_inner();
+    assert_eq!(again.node_id, node_id, "repeating is safe");
+    for (token, ip, code) in [
+        ("enroll_nope", "127.0.0.1", tonic::Code::Unauthenticated),
+        (
+            secret.as_str(),
+            "203.0.113.9",
+            tonic::Code::PermissionDenied,
+        ),
+        (secret.as_str(), "not-an-ip", tonic::Code::InvalidArgument),
+        ("", "127.0.0.1", tonic::Code::InvalidArgument),
+    ] {
+        let err = provisioning
+            .pre_register_edge(ask(token, ip))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{token} from {ip}: {err}");
+    }
+    let token_id = token["id"].as_str().expect("id");
+    let stored = platform
+        .registry()
+        .enrollment_token(token_id)
+        .await
+        .expect("read")
+        .expect("token");
+    assert_eq!(stored.usage_count, 0, "pre-registration consumes nothing");
+
+    // The private cluster's own Foghorn; a simulated edge enrolls with the reserved id.
+    let private = platform
+        .replica(|c| {
+            c.cluster.id = id.clone();
+            c.redis.url = String::new();
+        })
+        .await;
+    let sim = tokio::spawn(foghorn::sim::run(foghorn::sim::SimArgs {
+        grpc: private.grpc_url(),
+        enrollment_token: Some(secret.clone()),
+        pre_registered_node_id: Some(node_id.clone()),
+        edges: 1,
+        state_dir: None,
+        region_center: (52.52, 13.40),
+        region_radius_km: 10.0,
+        publish: None,
+        publish_for: None,
+        interval: Some(Duration::from_millis(200)),
+        reconnect_every: None,
+        seed: Some(3),
+    }));
+    let owner_there = Api::new(&private, &owner.token);
+    let nodes = format!("/clusters/{id}/nodes");
+    eventually(Duration::from_secs(10), "the edge routable", || {
+        let owner_there = owner_there.clone();
+        let nodes = nodes.clone();
+        async move {
+            let (_, list) = owner_there.get(&nodes).await;
+            list[0]["routable"] == true
+        }
+    })
+    .await;
+    let (_, list) = owner_there.get(&nodes).await;
+    assert_eq!(list.as_array().expect("nodes").len(), 1);
+    assert_eq!(list[0]["node_id"], node_id.as_str());
+    assert_eq!(list[0]["connected"], true);
+    assert!(list[0]["bandwidth_used"].as_u64().expect("load") > 0);
+    let stored = platform
+        .registry()
+        .enrollment_token(token_id)
+        .await
+        .expect("read")
+        .expect("token");
+    assert_eq!(stored.usage_count, 1, "registering consumed one use");
+
+    // Live utilization on the private cluster's Foghorn.
+    let (_, page) = owner_there.get("/marketplace").await;
+    let entry = page["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .expect("own private cluster listed")
+        .clone();
+    assert_eq!(entry["utilization"]["source"], "live");
+    assert_eq!(entry["utilization"]["edges"], 1);
+    assert_eq!(entry["utilization"]["healthy_edges"], 1);
+    assert!(
+        entry["utilization"]["bandwidth_limit"]
+            .as_i64()
+            .expect("limit")
+            > 0
+    );
+
+    // As published, on the platform's Foghorn; the node list there comes from the registry.
+    eventually(Duration::from_secs(10), "the load reported", || {
+        let owner = owner.clone();
+        let id = id.clone();
+        async move {
+            let (_, page) = owner.get("/marketplace").await;
+            page["clusters"]
+                .as_array()
+                .expect("clusters")
+                .iter()
+                .any(|c| {
+                    c["id"] == id.as_str()
+                        && c["utilization"]["source"] == "reported"
+                        && c["utilization"]["healthy_edges"] == 1
+                        && c["utilization"]["bandwidth_used"].as_i64().unwrap_or(0) > 0
+                })
+        }
+    })
+    .await;
+    let (_, list) = owner.get(&nodes).await;
+    assert_eq!(list[0]["node_id"], node_id.as_str());
+    assert_eq!(
+        list[0]["connected"],
+        Value::Null,
+        "not this Foghorn's cluster"
+    );
+    let (status, _) = other.get(&nodes).await;
+    assert_eq!(status, 404);
+
+    sim.abort();
+    private.stop().await;
+    platform.stop().await;
+}
+
+/// The official cluster follows the billing tier; only operators change it.
+async fn billing_tier_moves_the_official_cluster(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(
+        &server,
+        NewCluster {
+            official_for_tiers: vec!["pro".into(), "enterprise".into()],
+            ..platform("pro-eu")
+        },
+    )
+    .await;
+    let (a_id, a) = tenant(&server, "A", Role::Tenant).await;
+    let (_, operator) = tenant(&server, "Ops", Role::Operator).await;
+    let path = format!("/tenants/{a_id}/billing-tier");
+
+    let (status, _) = a.put(&path, json!({ "billing_tier": "pro" })).await;
+    assert_eq!(status, 403);
+    let (status, tenant) = operator.put(&path, json!({ "billing_tier": "pro" })).await;
+    assert_eq!(status, 200, "{tenant}");
+    assert_eq!(tenant["official_cluster_id"], "pro-eu");
+    let (_, network) = a.get("/tenant/network").await;
+    assert_eq!(network["official_cluster_id"], "pro-eu");
+    assert_eq!(network["preferred_cluster_id"], "pro-eu");
+    let (_, stream) = a.post("/streams", json!({ "name": "s" })).await;
+    assert_eq!(stream["ingest"][0]["cluster_id"], "pro-eu");
+
+    let (status, body) = operator.put(&path, json!({ "billing_tier": "gold" })).await;
+    assert_eq!(status, 409, "no cluster is official for gold: {body}");
+    let (status, _) = operator
+        .put(
+            &format!("/tenants/{}/billing-tier", uuid::Uuid::new_v4()),
+            json!({ "billing_tier": "pro" }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, network) = a.get("/tenant/network").await;
+    assert_eq!(
+        network["billing_tier"], "pro",
+        "a refused change changes nothing"
+    );
+    server.stop().await;
+}
+
+/// A tenant never reaches another's streams, clusters, subscriptions, tokens or nodes, by listing
+/// or by guessing ids; malformed input is a JSON 4xx and writes nothing.
+async fn isolation_and_bad_input(db: Db) {
+    let server = TestServer::start(db).await;
+    let (a_id, a) = tenant(&server, "A", Role::Tenant).await;
+    let (b_id, b) = tenant(&server, "B", Role::Tenant).await;
+    let (_, stream) = a.post("/streams", json!({ "name": "secret-show" })).await;
+    let stream_id = stream["id"].as_str().expect("id");
+    let (_, created) = a
+        .post("/private-clusters", json!({ "name": "A Private" }))
+        .await;
+    let private = created["cluster"]["id"].as_str().expect("id");
+    let (_, invite) = a
+        .post(&format!("/clusters/{private}/invites"), json!({}))
+        .await;
+    let invite_id = invite["invite"]["id"].as_str().expect("id");
+
+    // B, by id and by guessing.
+    let guessed = uuid::Uuid::new_v4().to_string();
+    for path in [
+        format!("/streams/{stream_id}"),
+        format!("/streams/{guessed}"),
+        format!("/clusters/{private}"),
+        format!("/clusters/{private}/nodes"),
+        format!("/clusters/{private}/invites"),
+        format!("/clusters/{private}/subscription-requests"),
+    ] {
+        let (status, body) = b.get(&path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(error_code(&body), "not_found");
+    }
+    for (path, body) in [
+        (format!("/clusters/{private}/invites"), json!({})),
+        (format!("/clusters/{private}/enrollment-tokens"), json!({})),
+        (
+            format!("/clusters/{private}/subscription-requests/{b_id}/approve"),
+            json!({}),
+        ),
+        (
+            "/subscriptions".to_string(),
+            json!({ "cluster_id": private }),
+        ),
+    ] {
+        let (status, answer) = b.post(&path, body).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+    for path in [
+        format!("/clusters/{private}/invites/{invite_id}"),
+        format!("/subscriptions/{private}"),
+    ] {
+        let (status, _) = b.delete(&path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = b
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": private }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (_, streams) = b.get("/streams").await;
+    assert_eq!(streams, json!([]));
+    let (_, subs) = b.get("/subscriptions").await;
+    assert_eq!(subs, json!([]));
+    assert!(!b.marketplace_ids().await.contains(&private.to_string()));
+    let (_, network) = b.get("/tenant/network").await;
+    assert_eq!(network["tenant_id"], b_id.as_str());
+    assert_eq!(ids(&network["clusters"]), ["test"]);
+    // A's invite is still open after all that.
+    let (_, listed) = a.get(&format!("/clusters/{private}/invites")).await;
+    assert_eq!(listed[0]["status"], "open");
+
+    // Bad ids.
+    for path in [
+        "/streams/not-a-uuid",
+        "/clusters/UPPER",
+        "/clusters/a%20b/nodes",
+    ] {
+        let (status, body) = b.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "bad_request");
+    }
+
+    // Bad bodies: each a JSON 4xx, none writes anything.
+    let raw = |body: &'static str, kind: &'static str| {
+        let url = b.base.clone() + "/streams";
+        let token = b.token.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", kind)
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let status = res.status();
+            let body: Value = res.json().await.expect("JSON error body");
+            (status, body)
+        }
+    };
+    for (body, kind, expected) in [
+        ("{\"name\": ", "application/json", 400),
+        (
+            "{\"name\": \"x\", \"owner\": \"a\"}",
+            "application/json",
+            400,
+        ),
+        ("{\"name\": 7}", "application/json", 400),
+        ("[]", "application/json", 400),
+        ("{\"name\": \"x\"} trailing", "application/json", 400),
+        ("name=x", "application/x-www-form-urlencoded", 415),
+    ] {
+        let (status, answer) = raw(body, kind).await;
+        assert_eq!(status.as_u16(), expected, "{body}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    let huge = json!({ "name": "x".repeat(70_000) });
+    let (status, body) = b.post("/streams", huge).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(error_code(&body), "payload_too_large");
+    let (status, _) = b.post("/streams", json!({ "name": "../../etc" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = b.post("/private-clusters", json!({ "name": "" })).await;
+    assert_eq!(status, 400);
+    let (_, streams) = b.get("/streams").await;
+    assert_eq!(streams, json!([]), "nothing was written");
+    let (_, network) = b.get("/tenant/network").await;
+    assert_eq!(
+        ids(&network["clusters"]),
+        ["test"],
+        "no private cluster was created"
+    );
+
+    // Tokens.
+    for token in [
+        "",
+        "nonsense",
+        "fhk_0000000000000000000000000000000000000000",
+    ] {
+        let anon = Api {
+            base: a.base.clone(),
+            token: token.into(),
+        };
+        let (status, body) = anon.get("/streams").await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+    }
+    let (status, _) = a.get("/edges").await;
+    assert_eq!(status, 403, "operators only");
+    let (status, _) = a
+        .put(
+            &format!("/tenants/{a_id}/billing-tier"),
+            json!({ "billing_tier": "free" }),
+        )
+        .await;
+    assert_eq!(status, 403, "a tenant cannot change its own tier");
+    server.stop().await;
+}
+
+/// Every operation in the OpenAPI document is routed (a token-less call answers 401, not "no such
+/// route"), and the document lists every operation the issue names.
+async fn openapi_matches_routes(db: Db) {
+    let server = TestServer::start(db).await;
+    let doc: Value = reqwest::get(server.http("/api/v1/openapi.json"))
+        .await
+        .expect("GET openapi.json")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = Vec::new();
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().expect("methods") {
+            operations.push(format!("{} {path}", method.to_uppercase()));
+            let concrete = path
+                .replace("{cluster_id}", "some-cluster")
+                .replace("{tenant_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{invite_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string());
+            assert!(!concrete.contains('{'), "unfilled parameter in {path}");
+            let res = reqwest::Client::new()
+                .request(
+                    method.to_uppercase().parse().expect("method"),
+                    server.http(&format!("/api/v1{concrete}")),
+                )
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(
+                res.status(),
+                401,
+                "{method} {path} is routed and authenticated"
+            );
+            // Every $ref points at a component.
+            for schema in [
+                &op["requestBody"]["content"]["application/json"]["schema"],
+                &op["responses"]
+                    .as_object()
+                    .expect("responses")
+                    .values()
+                    .next()
+                    .expect("a success response")["content"]["application/json"]["schema"],
+            ] {
+                if let Some(reference) = schema["$ref"].as_str() {
+                    let name = reference
+                        .strip_prefix("#/components/schemas/")
+                        .expect("component ref");
+                    assert!(
+                        doc["components"]["schemas"][name].is_object(),
+                        "{reference} is defined"
+                    );
+                }
+            }
+        }
+    }
+    for expected in [
+        "GET /marketplace",
+        "POST /subscriptions",
+        "GET /subscriptions",
+        "DELETE /subscriptions/{cluster_id}",
+        "GET /clusters/{cluster_id}/subscription-requests",
+        "POST /clusters/{cluster_id}/subscription-requests/{tenant_id}/approve",
+        "POST /clusters/{cluster_id}/subscription-requests/{tenant_id}/reject",
+        "POST /clusters/{cluster_id}/invites",
+        "DELETE /clusters/{cluster_id}/invites/{invite_id}",
+        "PUT /tenant/preferred-cluster",
+        "GET /tenant/network",
+        "POST /private-clusters",
+        "POST /clusters/{cluster_id}/enrollment-tokens",
+        "GET /clusters/{cluster_id}/nodes",
+        "POST /streams",
+        "GET /streams",
+        "GET /streams/{stream_id}",
+        "PUT /tenants/{tenant_id}/billing-tier",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == expected),
+            "{expected} documented"
+        );
+    }
+    // The subscribe body schema refuses unknown fields, as the route does.
+    let subscribe = &doc["components"]["schemas"]["Subscribe"];
+    assert_eq!(subscribe["additionalProperties"], false, "{subscribe}");
+    let res = reqwest::get(server.http("/api/v1/no-such-thing"))
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 404);
+    server.stop().await;
+}
+
+on_both!(
+    browse_connect_prefer_stream,
+    approval_flow,
+    invites,
+    private_cluster_enrollment,
+    billing_tier_moves_the_official_cluster,
+    isolation_and_bad_input,
+    openapi_matches_routes,
+);

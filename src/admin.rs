@@ -90,7 +90,7 @@ pub enum TenantCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Official cluster; by default the cluster official for --tier.
+        /// Official cluster; by default the cluster official for --tier, else this Foghorn's.
         #[arg(long)]
         official_cluster: Option<String>,
         /// Billing tier (used to find the official cluster when --official-cluster is not given).
@@ -153,7 +153,7 @@ pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::
     let registry = Registry::open(&config.database_url(), 2, config.database.connect_timeout)
         .await
         .context("opening the registry")?;
-    let out = execute(&registry, command).await;
+    let out = execute(&registry, &config.cluster.id, command).await;
     registry.close().await;
     let (value, human) = out?;
     if json {
@@ -164,9 +164,11 @@ pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::
     Ok(())
 }
 
-/// Executes a command; returns the JSON result and its human rendering.
+/// Executes a command; returns the JSON result and its human rendering. `local_cluster` is the
+/// cluster of the configured Foghorn.
 pub async fn execute(
     registry: &Registry,
+    local_cluster: &str,
     command: AdminCommand,
 ) -> anyhow::Result<(Value, String)> {
     Ok(match command {
@@ -225,7 +227,15 @@ pub async fn execute(
         } => {
             let tenant = match official_cluster {
                 Some(cluster) => registry.create_tenant_on(&name, &tier, &cluster).await?,
-                None => registry.create_tenant_in_tier(&name, &tier).await?,
+                // No cluster official for the tier yet (a fresh embedded registry): this
+                // Foghorn's own cluster serves it.
+                None => {
+                    let official = registry
+                        .official_cluster_for_tier(&tier)
+                        .await?
+                        .unwrap_or_else(|| local_cluster.to_string());
+                    registry.create_tenant_on(&name, &tier, &official).await?
+                }
             };
             let human = tenant.id.clone();
             (serde_json::to_value(tenant)?, human)

@@ -295,22 +295,14 @@ impl Registry {
 
     /// Finds the token whose hash matches `plain`, comparing hashes in constant time.
     async fn find_enrollment_token(&self, plain: &str) -> Result<Option<EnrollmentToken>> {
-        let Some(lookup) = secret::lookup_prefix(SecretKind::EnrollmentToken, plain) else {
-            return Ok(None);
-        };
-        let sql =
-            format!("SELECT {TOKEN_COLUMNS}, token_hash FROM enrollment_tokens WHERE lookup = $1");
-        let rows = sqlx::query(&sql)
-            .bind(&lookup)
-            .fetch_all(&self.pool)
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, token_hash AS secret_hash FROM enrollment_tokens \
+             WHERE lookup = $1"
+        );
+        let row = self
+            .find_by_secret(SecretKind::EnrollmentToken, plain, &sql)
             .await?;
-        for row in rows {
-            let hash: String = row.try_get("token_hash")?;
-            if secret::verify(plain, &hash) {
-                return Ok(Some(sqlx::FromRow::from_row(&row)?));
-            }
-        }
-        Ok(None)
+        Ok(row.map(|r| sqlx::FromRow::from_row(&r)).transpose()?)
     }
 
     /// Finds `plain` and checks that it may enroll a node connecting from `ip` right now,

@@ -167,6 +167,34 @@ fn create_sqlite_parent(url: &str) -> Result<()> {
     Ok(())
 }
 
+impl Registry {
+    /// The row that holds the secret `plain`: `select` reads candidate rows by lookup prefix (`$1`)
+    /// and names the stored hash `secret_hash`; the one whose hash matches, compared in constant
+    /// time, is returned. Malformed secrets match nothing without a query.
+    async fn find_by_secret(
+        &self,
+        kind: crate::secret::SecretKind,
+        plain: &str,
+        select: &str,
+    ) -> Result<Option<AnyRow>> {
+        use sqlx::Row as _;
+        let Some(lookup) = crate::secret::lookup_prefix(kind, plain) else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(select)
+            .bind(&lookup)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let hash: String = row.try_get("secret_hash")?;
+            if crate::secret::verify(plain, &hash) {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Wall-clock time in Unix milliseconds, as stored in every `*_at` column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -114,23 +114,17 @@ impl Registry {
     /// A cluster with an owner (a tenant's private cluster) only takes that tenant's streams; a
     /// platform cluster takes every tenant's.
     pub async fn check_ingest(&self, stream_key: &str, cluster_id: &str) -> Result<IngestVerdict> {
-        let Some(lookup) = secret::lookup_prefix(SecretKind::StreamKey, stream_key) else {
+        let Some(row) = self
+            .find_by_secret(
+                SecretKind::StreamKey,
+                stream_key,
+                "SELECT id, key_hash AS secret_hash FROM streams WHERE key_lookup = $1",
+            )
+            .await?
+        else {
             return Ok(IngestVerdict::UnknownKey);
         };
-        let rows = sqlx::query("SELECT id, key_hash FROM streams WHERE key_lookup = $1")
-            .bind(&lookup)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut found = None;
-        for row in rows {
-            let hash: String = row.try_get("key_hash")?;
-            if secret::verify(stream_key, &hash) {
-                found = Some(row.try_get::<String, _>("id")?);
-            }
-        }
-        let Some(id) = found else {
-            return Ok(IngestVerdict::UnknownKey);
-        };
+        let id: String = row.try_get("id")?;
         let stream = self
             .stream(&id)
             .await?

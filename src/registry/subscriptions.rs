@@ -484,22 +484,14 @@ impl Registry {
 
     /// Finds the invite whose hash matches `plain`, comparing hashes in constant time.
     async fn find_invite(&self, plain: &str) -> Result<Option<Invite>> {
-        let Some(lookup) = secret::lookup_prefix(SecretKind::ClusterInvite, plain) else {
-            return Ok(None);
-        };
-        let sql =
-            format!("SELECT {INVITE_COLUMNS}, token_hash FROM cluster_invites WHERE lookup = $1");
-        let rows = sqlx::query(&sql)
-            .bind(&lookup)
-            .fetch_all(&self.pool)
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS}, token_hash AS secret_hash FROM cluster_invites \
+             WHERE lookup = $1"
+        );
+        let row = self
+            .find_by_secret(SecretKind::ClusterInvite, plain, &sql)
             .await?;
-        for row in rows {
-            let hash: String = row.try_get("token_hash")?;
-            if secret::verify(plain, &hash) {
-                return Ok(Some(sqlx::FromRow::from_row(&row)?));
-            }
-        }
-        Ok(None)
+        Ok(row.map(|r| sqlx::FromRow::from_row(&r)).transpose()?)
     }
 }
 

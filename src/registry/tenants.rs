@@ -49,19 +49,6 @@ pub struct Principal {
 }
 
 impl Registry {
-    /// Creates a tenant on `billing_tier`; its official cluster is the one official for the tier.
-    pub async fn create_tenant_in_tier(&self, name: &str, billing_tier: &str) -> Result<Tenant> {
-        let official = self
-            .official_cluster_for_tier(billing_tier)
-            .await?
-            .ok_or_else(|| {
-                RegistryError::Invalid(format!(
-                    "no cluster is official for billing tier {billing_tier:?}"
-                ))
-            })?;
-        self.create_tenant_on(name, billing_tier, &official).await
-    }
-
     /// Creates a tenant whose official (and, until set otherwise, preferred) cluster is given.
     pub async fn create_tenant(&self, name: &str, official_cluster_id: &str) -> Result<Tenant> {
         self.create_tenant_on(name, "free", official_cluster_id)
@@ -75,6 +62,11 @@ impl Registry {
         billing_tier: &str,
         official_cluster_id: &str,
     ) -> Result<Tenant> {
+        if !super::clusters::is_valid_billing_tier(billing_tier) {
+            return Err(RegistryError::Invalid(format!(
+                "billing tier {billing_tier:?} must match [a-z0-9][a-z0-9-]{{0,62}}"
+            )));
+        }
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(RegistryError::Invalid(
@@ -150,34 +142,29 @@ impl Registry {
 
     /// Resolves a bearer token to its principal; `None` for unknown, malformed or revoked tokens.
     pub async fn authenticate_api_token(&self, plain: &str) -> Result<Option<Principal>> {
-        let Some(lookup) = secret::lookup_prefix(SecretKind::ApiToken, plain) else {
+        let Some(row) = self
+            .find_by_secret(
+                SecretKind::ApiToken,
+                plain,
+                "SELECT id, tenant_id, role, token_hash AS secret_hash FROM api_tokens \
+                 WHERE lookup = $1 AND revoked_at IS NULL",
+            )
+            .await?
+        else {
             return Ok(None);
         };
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, role, token_hash FROM api_tokens \
-             WHERE lookup = $1 AND revoked_at IS NULL",
-        )
-        .bind(&lookup)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let hash: String = row.try_get("token_hash")?;
-            if secret::verify(plain, &hash) {
-                let token_id: String = row.try_get("id")?;
-                let role: String = row.try_get("role")?;
-                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-                    .bind(now_ms())
-                    .bind(&token_id)
-                    .execute(&self.pool)
-                    .await?;
-                return Ok(Some(Principal {
-                    tenant_id: row.try_get("tenant_id")?,
-                    role: role.parse()?,
-                    token_id,
-                }));
-            }
-        }
-        Ok(None)
+        let token_id: String = row.try_get("id")?;
+        let role: String = row.try_get("role")?;
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(Principal {
+            tenant_id: row.try_get("tenant_id")?,
+            role: role.parse()?,
+            token_id,
+        }))
     }
 
     /// Revokes a token of this tenant; `NotFound` when it is not theirs or does not exist.

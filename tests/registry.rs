@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use common::{Db, TestDb};
 use foghorn::registry::{
     now_ms, EnrollError, EnrollRequest, IngestVerdict, NewCluster, NewEnrollmentToken,
-    NodeAuthError, NodeProfile, Registry, RegistryError, Role, Tier,
+    NodeAuthError, NodeProfile, Registry, RegistryError, Role, SubscriptionStatus, Tier,
 };
 
 on_both!(
@@ -344,15 +344,36 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
         Err(EnrollError::NotPreRegistered(_))
     ));
     let reserved = registry
-        .pre_register(&plain2, None, Some("0123456789ab"))
+        .pre_register(&plain2, None, Some("0123456789ab"), Some("host-1"))
         .await
         .expect("pre-register");
     assert_eq!(reserved.node_id, "0123456789ab");
     let again = registry
-        .pre_register(&plain2, None, None)
+        .pre_register(&plain2, None, None, Some("host-1"))
         .await
         .expect("same reservation");
-    assert_eq!(again, reserved, "asking again answers the same reservation");
+    assert_eq!(
+        again, reserved,
+        "the same host asking again gets the same reservation"
+    );
+    let anonymous = registry
+        .pre_register(&plain2, None, None, None)
+        .await
+        .expect("another reservation");
+    let anonymous_again = registry
+        .pre_register(&plain2, None, None, None)
+        .await
+        .expect("yet another reservation");
+    assert_ne!(
+        anonymous.node_id, anonymous_again.node_id,
+        "no host, no sharing"
+    );
+    assert!(matches!(
+        registry
+            .pre_register(&plain2, None, Some(&"a".repeat(59)), None)
+            .await,
+        Err(EnrollError::NodeIdUnavailable(_))
+    ));
     assert_eq!(
         registry
             .enrollment_token(&reserved.enrollment_token_id)
@@ -371,7 +392,7 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
     ));
     assert!(matches!(
         registry
-            .pre_register(&plain2, None, Some("0123456789ab"))
+            .pre_register(&plain2, None, Some("0123456789ab"), None)
             .await,
         Err(EnrollError::NodeIdUnavailable(_))
     ));
@@ -516,7 +537,7 @@ async fn streams_keys_and_live_location(db: Db) {
 
     // A stream live on one node cannot be claimed by another from its stats.
     assert!(!registry
-        .claim_live(&stream.internal_name, "alpha", &other.node.node_id, None)
+        .claim_live(&stream.internal_name, "alpha", &other.node.node_id)
         .await
         .expect("claim"));
 
@@ -539,11 +560,11 @@ async fn streams_keys_and_live_location(db: Db) {
 
     // Once not live anywhere, the node reporting it as an origin claims it; a disconnect clears it.
     assert!(registry
-        .claim_live(&stream.internal_name, "alpha", &other.node.node_id, None)
+        .claim_live(&stream.internal_name, "alpha", &other.node.node_id)
         .await
         .expect("claim"));
     assert!(!registry
-        .claim_live("live+unknown", "alpha", &other.node.node_id, None)
+        .claim_live("live+unknown", "alpha", &other.node.node_id)
         .await
         .expect("claim"));
     assert_eq!(
@@ -603,12 +624,41 @@ async fn private_clusters_take_only_their_owners_streams(db: Db) {
             .expect("ok"),
         IngestVerdict::NotPermitted
     );
-    // Platform clusters take everyone's.
+    // A platform cluster takes the streams of tenants that may use it: its official tenants
+    // and active subscribers, not pending ones.
     assert!(matches!(
         registry
             .check_ingest(&their_key, "alpha")
             .await
             .expect("ok"),
+        IngestVerdict::Accept(_)
+    ));
+    let mut gated = NewCluster::platform("gated", "Gated");
+    gated.requires_approval = true;
+    registry.create_cluster(&gated).await.expect("cluster");
+    let verdict = |key: String| {
+        let registry = registry.clone();
+        async move { registry.check_ingest(&key, "gated").await.expect("ok") }
+    };
+    assert_eq!(
+        verdict(their_key.clone()).await,
+        IngestVerdict::NotPermitted
+    );
+    let asked = registry
+        .subscribe(&outsider.id, "gated", None, false)
+        .await
+        .expect("subscribe");
+    assert_eq!(asked.subscription.status, SubscriptionStatus::Pending);
+    assert_eq!(
+        verdict(their_key.clone()).await,
+        IngestVerdict::NotPermitted
+    );
+    registry
+        .decide_subscription("gated", &outsider.id, true, "ops")
+        .await
+        .expect("approve");
+    assert!(matches!(
+        verdict(their_key.clone()).await,
         IngestVerdict::Accept(_)
     ));
 
@@ -622,21 +672,11 @@ async fn private_clusters_take_only_their_owners_streams(db: Db) {
         .expect("node");
     // Nor can its edge claim the outsider's stream by reporting it in stats.
     assert!(!registry
-        .claim_live(
-            &theirs.internal_name,
-            "acme-private",
-            &node.node.node_id,
-            Some(&owner)
-        )
+        .claim_live(&theirs.internal_name, "acme-private", &node.node.node_id,)
         .await
         .expect("claim"));
     assert!(registry
-        .claim_live(
-            &own.internal_name,
-            "acme-private",
-            &node.node.node_id,
-            Some(&owner)
-        )
+        .claim_live(&own.internal_name, "acme-private", &node.node.node_id,)
         .await
         .expect("claim"));
 }

@@ -175,6 +175,7 @@ async fn browse_connect_prefer_stream(db: Db) {
         "/marketplace?limit=0",
         "/marketplace?limit=x",
         "/marketplace?colour=red",
+        "/marketplace?region=%00",
     ] {
         let (status, body) = api.get(bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
@@ -391,6 +392,20 @@ async fn approval_flow(db: Db) {
     );
     let (_, subs) = c.get("/subscriptions").await;
     assert_eq!(subs[0]["status"], "rejected");
+    let (status, again) = c
+        .post("/subscriptions", json!({ "cluster_id": "owned-eu" }))
+        .await;
+    assert_eq!(
+        (status, &again["status"]),
+        (StatusCode::OK, &json!("rejected")),
+        "a rejection stands"
+    );
+    let (_, pending) = owner.get(requests).await;
+    assert_eq!(
+        pending,
+        json!([]),
+        "and does not come back to the owner's queue"
+    );
     let (status, _) = c
         .put(
             "/tenant/preferred-cluster",
@@ -602,6 +617,7 @@ async fn private_cluster_enrollment(db: Db) {
         enrollment_token: token.into(),
         external_ip: ip.into(),
         preferred_node_id: String::new(),
+        host_fingerprint: "machine-id-hash-1".into(),
     };
     let reserved = provisioning
         .pre_register_edge(ask(&secret, "127.0.0.1"))
@@ -915,8 +931,14 @@ async fn isolation_and_bad_input(db: Db) {
     assert_eq!(error_code(&body), "payload_too_large");
     let (status, _) = b.post("/streams", json!({ "name": "../../etc" })).await;
     assert_eq!(status, 400);
-    let (status, _) = b.post("/private-clusters", json!({ "name": "" })).await;
-    assert_eq!(status, 400);
+    for body in [
+        json!({ "name": "" }),
+        json!({ "name": "nul\u{0}byte" }),
+        json!({ "name": "ok", "description": "bell\u{7}" }),
+    ] {
+        let (status, answer) = b.post("/private-clusters", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
     let (_, streams) = b.get("/streams").await;
     assert_eq!(streams, json!([]), "nothing was written");
     let (_, network) = b.get("/tenant/network").await;

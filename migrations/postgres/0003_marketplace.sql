@@ -21,7 +21,9 @@ CREATE TABLE cluster_invites (
     id                TEXT PRIMARY KEY,
     cluster_id        TEXT NOT NULL REFERENCES clusters (id),
     -- Bound invites work for this tenant only (and show it the cluster); NULL: whoever holds it.
-    invited_tenant_id TEXT REFERENCES tenants (id),
+    -- No foreign key: binding to an unknown tenant must look like binding to a known one, so
+    -- invites cannot be used to probe which tenant ids exist.
+    invited_tenant_id TEXT,
     lookup            TEXT NOT NULL,
     token_hash        TEXT NOT NULL,
     created_by        TEXT NOT NULL,
@@ -41,6 +43,9 @@ CREATE TABLE node_reservations (
     cluster_id          TEXT NOT NULL REFERENCES clusters (id),
     enrollment_token_id TEXT NOT NULL REFERENCES enrollment_tokens (id),
     external_ip         TEXT,
+    -- Hash of the host's machine-id as the provisioning CLI read it; same token and fingerprint
+    -- answer the same reservation.
+    host_fingerprint    TEXT,
     created_at          BIGINT NOT NULL
 );
 

@@ -122,8 +122,8 @@ pub async fn browse_marketplace(
             ApiError::BadRequest(format!("cursor {:?} is not valid", truncate(cursor)))
         })?;
     }
-    if query.region.as_ref().is_some_and(|r| r.len() > 100) {
-        return Err(ApiError::BadRequest("region is too long".into()));
+    if let Some(region) = &query.region {
+        crate::registry::check_text("region", region, 100)?;
     }
     let filter = MarketplaceFilter {
         pricing_model: query

@@ -653,14 +653,14 @@ impl EdgeState {
             let Some(stats) = view.stats.as_ref().filter(|_| view.routable) else {
                 continue;
             };
+            // Saturating: the values come from edges, self-hosted ones included.
             load.healthy_edges += 1;
-            load.bw_used += stats.up_bytes_per_sec;
-            load.bw_limit += stats.bw_limit_bytes_per_sec;
-            load.viewers += stats
-                .streams
-                .iter()
-                .map(|s| u64::from(s.viewers))
-                .sum::<u64>();
+            load.bw_used = load.bw_used.saturating_add(stats.up_bytes_per_sec);
+            load.bw_limit = load.bw_limit.saturating_add(stats.bw_limit_bytes_per_sec);
+            let viewers = stats.streams.iter().map(|s| u64::from(s.viewers));
+            load.viewers = load
+                .viewers
+                .saturating_add(viewers.fold(0, u64::saturating_add));
         }
         load
     }

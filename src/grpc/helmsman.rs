@@ -234,11 +234,6 @@ async fn run_session(
         public_base_url: register.public_base_url.clone(),
         peer_ip: peer_ip.map(crate::net::canonical_ip),
     };
-    // Which tenant's streams this cluster may carry (None: a platform cluster, every tenant).
-    let cluster_owner = match Box::pin(state.registry.cluster(&node.cluster_id)).await {
-        Ok(cluster) => cluster.and_then(|c| c.owner_tenant_id),
-        Err(e) => return Err(End::internal("reading the node's cluster", e)),
-    };
     // With replicas, the session's fencing token: above any session of this node so far, here or
     // on another replica, so the newest session is the one that lives.
     let token = match &state.replication {
@@ -300,14 +295,7 @@ async fn run_session(
                         .map(|s| s.internal_name.clone())
                         .collect();
                     state.edges.apply_stats(&attached.handle, stats);
-                    Box::pin(reconcile_origins(
-                        state,
-                        &node,
-                        cluster_owner.as_deref(),
-                        &origins,
-                        &reported,
-                    ))
-                    .await;
+                    Box::pin(reconcile_origins(state, &node, &origins, &reported)).await;
                     origins = reported;
                 }
                 Err(why) => break Err(End::violation(format!("bad NodeStats: {why}"))),
@@ -389,14 +377,13 @@ async fn run_session(
 async fn reconcile_origins(
     state: &AppState,
     node: &Node,
-    cluster_owner: Option<&str>,
     known: &HashSet<String>,
     reported: &HashSet<String>,
 ) {
     for name in reported.difference(known) {
         if let Err(e) = state
             .registry
-            .claim_live(name, &node.cluster_id, &node.node_id, cluster_owner)
+            .claim_live(name, &node.cluster_id, &node.node_id)
             .await
         {
             tracing::warn!(node_id = %node.node_id, stream = %name, error = %e, "could not reconcile a live stream");

@@ -38,6 +38,7 @@ impl EdgeProvisioning for ProvisioningService {
             ("enrollment_token", &req.enrollment_token),
             ("external_ip", &req.external_ip),
             ("preferred_node_id", &req.preferred_node_id),
+            ("host_fingerprint", &req.host_fingerprint),
         ] {
             if value.len() > MAX_FIELD_BYTES {
                 return Err(Status::invalid_argument(format!("{name} is too long")));
@@ -56,7 +57,12 @@ impl EdgeProvisioning for ProvisioningService {
         let state = &self.state;
         let reservation = state
             .registry
-            .pre_register(&req.enrollment_token, external_ip, preferred)
+            .pre_register(
+                &req.enrollment_token,
+                external_ip,
+                preferred,
+                Some(req.host_fingerprint.as_str()),
+            )
             .await
             .map_err(|e| match e {
                 EnrollError::Registry(e) => {

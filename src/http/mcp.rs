@@ -158,8 +158,9 @@ impl Tools {
     }
 
     #[tool(
-        description = "Create an enrollment token for a cluster you own (shown once): ttl like \
-            30d, usage_limit, optional expected_cidr the edges connect from."
+        description = "Create an enrollment token (shown once) for a cluster you own, or, with an \
+            operator token, a platform cluster: ttl like 30d, usage_limit, optional expected_cidr \
+            the edges connect from."
     )]
     async fn create_enrollment_token(
         &self,

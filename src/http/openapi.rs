@@ -39,6 +39,8 @@ pub struct Op {
     pub status: u16,
     /// Query parameters: name and description.
     pub query: &'static [(&'static str, &'static str)],
+    /// Another success status with the same answer (`200` when a create finds it done already).
+    pub also: Option<u16>,
 }
 
 impl Op {
@@ -57,11 +59,17 @@ impl Op {
             access,
             status: 200,
             query: &[],
+            also: None,
         }
     }
 
     pub fn status(mut self, status: u16) -> Self {
         self.status = status;
+        self
+    }
+
+    pub fn also(mut self, status: u16) -> Self {
+        self.also = Some(status);
         self
     }
 
@@ -189,6 +197,7 @@ fn error_response(description: &str) -> Value {
 }
 
 fn describe(op: &Op, body: Option<Value>, answer: schemars::Schema) -> Value {
+    let answer = answer.to_value();
     let mut parameters: Vec<Value> = path_params(op.path)
         .map(|name| {
             json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
@@ -205,7 +214,7 @@ fn describe(op: &Op, body: Option<Value>, answer: schemars::Schema) -> Value {
         op.status.to_string(),
         json!({
             "description": "success",
-            "content": { "application/json": { "schema": answer.to_value() } }
+            "content": { "application/json": { "schema": answer.clone() } }
         }),
     );
     responses.insert(
@@ -220,6 +229,21 @@ fn describe(op: &Op, body: Option<Value>, answer: schemars::Schema) -> Value {
         "404".into(),
         error_response("not found, or not visible to the caller"),
     );
+    if op.method != Method::GET {
+        responses.insert(
+            "409".into(),
+            error_response("conflicts with the current state (already exists, not pending, not allowed as preferred, ...)"),
+        );
+    }
+    if let Some(also) = op.also {
+        responses.insert(
+            also.to_string(),
+            json!({
+                "description": "success, nothing changed",
+                "content": { "application/json": { "schema": answer.clone() } }
+            }),
+        );
+    }
     responses.insert(
         "503".into(),
         error_response("registry unavailable; retry later"),

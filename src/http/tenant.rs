@@ -155,7 +155,8 @@ pub fn router() -> Router<AppState> {
                 "Connect (active) or request access (pending); an invite token activates at once",
                 T,
             )
-            .status(201),
+            .status(201)
+            .also(200),
             subscribe,
         )
         .route::<NoBody, Vec<SubscriptionView>, _, _>(

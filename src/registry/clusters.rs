@@ -101,6 +101,28 @@ pub struct NewCluster {
 }
 
 impl NewCluster {
+    /// The row this creates, stamped `created_at`.
+    pub(super) fn to_cluster(&self, created_at: i64) -> Cluster {
+        Cluster {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            region: self.region.clone(),
+            latitude: None,
+            longitude: None,
+            tier: self.tier,
+            pricing_model: self.pricing_model,
+            price_cents: 0,
+            visibility: self.visibility,
+            requires_approval: self.requires_approval,
+            owner_tenant_id: self.owner_tenant_id.clone(),
+            official_for_tiers: self.official_for_tiers.clone(),
+            description: self.description.clone(),
+            grpc_addr: self.grpc_addr.clone(),
+            http_url: self.http_url.clone(),
+            created_at,
+        }
+    }
+
     /// A public platform cluster with default tier and pricing.
     pub fn platform(id: impl Into<String>, name: impl Into<String>) -> Self {
         NewCluster {
@@ -126,21 +148,16 @@ impl NewCluster {
                 self.id
             )));
         }
-        if self.name.trim().is_empty() || self.name.len() > 200 {
+        if self.name.trim().is_empty() {
             return Err(RegistryError::Invalid(
                 "cluster name must be 1 to 200 characters".into(),
             ));
         }
-        if self.region.len() > 100 || self.grpc_addr.len() > 300 || self.http_url.len() > 300 {
-            return Err(RegistryError::Invalid(
-                "region, gRPC address or HTTP URL too long".into(),
-            ));
-        }
-        if self.description.len() > 2000 {
-            return Err(RegistryError::Invalid(
-                "description must be at most 2000 characters".into(),
-            ));
-        }
+        super::check_text("cluster name", &self.name, 200)?;
+        super::check_text("region", &self.region, 100)?;
+        super::check_text("description", &self.description, 2000)?;
+        super::check_text("gRPC address", &self.grpc_addr, 300)?;
+        super::check_text("HTTP URL", &self.http_url, 300)?;
         if let Some(bad) = self
             .official_for_tiers
             .iter()
@@ -210,6 +227,7 @@ pub(super) async fn insert_cluster(
     conn: &mut sqlx::AnyConnection,
     new: &NewCluster,
     if_absent: bool,
+    created_at: i64,
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO clusters (id, name, region, tier, pricing_model, visibility, \
@@ -234,7 +252,7 @@ pub(super) async fn insert_cluster(
         .bind(&new.description)
         .bind(&new.grpc_addr)
         .bind(&new.http_url)
-        .bind(now_ms())
+        .bind(created_at)
         .execute(conn)
         .await
         .map_err(|e| RegistryError::unique(e, format!("cluster {:?} already exists", new.id)))?;
@@ -242,11 +260,20 @@ pub(super) async fn insert_cluster(
 }
 
 impl Registry {
-    /// Creates a cluster; `Conflict` when the id is taken.
+    /// Creates a cluster; `Conflict` when the id is taken or another cluster is already official
+    /// for one of its billing tiers (a tier has one official cluster, or tenants could not tell
+    /// which one they get).
     pub async fn create_cluster(&self, new: &NewCluster) -> Result<Cluster> {
         new.validate()?;
+        for tier in &new.official_for_tiers {
+            if let Some(other) = self.official_cluster_for_tier(tier).await? {
+                return Err(RegistryError::Conflict(format!(
+                    "cluster {other:?} is already the official cluster of billing tier {tier:?}"
+                )));
+            }
+        }
         let mut conn = self.pool.acquire().await?;
-        insert_cluster(&mut conn, new, false).await?;
+        insert_cluster(&mut conn, new, false, now_ms()).await?;
         drop(conn);
         self.cluster(&new.id)
             .await?
@@ -257,7 +284,7 @@ impl Registry {
     pub async fn ensure_cluster(&self, new: &NewCluster) -> Result<Cluster> {
         new.validate()?;
         let mut conn = self.pool.acquire().await?;
-        insert_cluster(&mut conn, new, true).await?;
+        insert_cluster(&mut conn, new, true, now_ms()).await?;
         drop(conn);
         self.cluster(&new.id)
             .await?

@@ -96,7 +96,16 @@ pub struct Reservation {
     pub cluster_id: String,
     pub enrollment_token_id: String,
     pub external_ip: Option<String>,
+    pub host_fingerprint: Option<String>,
     pub created_at: i64,
+}
+
+/// Reservations a token may hold beyond its remaining uses (hosts provisioned and abandoned).
+pub const MAX_SPARE_RESERVATIONS: i64 = 16;
+
+/// Whether `id` may be a node id: a DNS label short enough that `edge-{id}` is one too.
+pub fn is_valid_node_id(id: &str) -> bool {
+    id.len() <= 58 && is_valid_label(id)
 }
 
 /// A successful enrollment: the node and its credential, to be sent once and forgotten.
@@ -344,34 +353,35 @@ impl Registry {
 
     /// Pre-registers a node: checks the token without consuming it and reserves a node id for it.
     ///
-    /// Asking again for the same token and address returns the same reservation, so a provisioning
-    /// run can be repeated. A token reserves at most as many ids as it has uses left.
+    /// Asking again with the same token and host fingerprint answers the same reservation, so a
+    /// provisioning run can be repeated; without a fingerprint every call reserves a new id.
+    /// Reservations do not use up the token (only registering does); a token keeps at most
+    /// [`MAX_SPARE_RESERVATIONS`] more than it has uses left, the oldest giving way.
     pub async fn pre_register(
         &self,
         token: &str,
         external_ip: Option<IpAddr>,
         preferred_node_id: Option<&str>,
+        host_fingerprint: Option<&str>,
     ) -> Result<Reservation, EnrollError> {
         let token = self.usable_enrollment_token(token, external_ip).await?;
-        let ip = external_ip.map(|ip| canonical_ip(ip).to_string());
+        let fingerprint = host_fingerprint.filter(|f| !f.is_empty());
         let held: Vec<Reservation> = sqlx::query_as(
-            "SELECT node_id, cluster_id, enrollment_token_id, external_ip, created_at \
-             FROM node_reservations WHERE enrollment_token_id = $1 ORDER BY created_at",
+            "SELECT node_id, cluster_id, enrollment_token_id, external_ip, host_fingerprint, \
+             created_at FROM node_reservations WHERE enrollment_token_id = $1 \
+             ORDER BY created_at, node_id",
         )
         .bind(&token.id)
         .fetch_all(&self.pool)
         .await?;
-        if let Some(same) = held.iter().find(|r| r.external_ip == ip) {
-            let wanted = preferred_node_id.filter(|id| !id.is_empty());
-            if wanted.is_none_or(|id| id == same.node_id) {
-                return Ok(same.clone());
-            }
-        }
-        if token.usage_count + held.len() as i64 >= token.usage_limit {
-            return Err(EnrollError::UsedUp);
+        if let Some(same) = fingerprint.and_then(|f| {
+            held.iter()
+                .find(|r| r.host_fingerprint.as_deref() == Some(f))
+        }) {
+            return Ok(same.clone());
         }
         let node_id = match preferred_node_id.filter(|id| !id.is_empty()) {
-            Some(id) if is_valid_label(id) => id.to_string(),
+            Some(id) if is_valid_node_id(id) => id.to_string(),
             Some(id) => return Err(EnrollError::NodeIdUnavailable(id.to_string())),
             None => new_node_id(),
         };
@@ -382,17 +392,19 @@ impl Registry {
             node_id,
             cluster_id: token.cluster_id.clone(),
             enrollment_token_id: token.id.clone(),
-            external_ip: ip,
+            external_ip: external_ip.map(|ip| canonical_ip(ip).to_string()),
+            host_fingerprint: fingerprint.map(str::to_string),
             created_at: now_ms(),
         };
         sqlx::query(
             "INSERT INTO node_reservations (node_id, cluster_id, enrollment_token_id, \
-             external_ip, created_at) VALUES ($1, $2, $3, $4, $5)",
+             external_ip, host_fingerprint, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&reservation.node_id)
         .bind(&reservation.cluster_id)
         .bind(&reservation.enrollment_token_id)
         .bind(reservation.external_ip.clone())
+        .bind(reservation.host_fingerprint.clone())
         .bind(reservation.created_at)
         .execute(&self.pool)
         .await
@@ -402,13 +414,21 @@ impl Registry {
             }
             other => other.into(),
         })?;
+        let keep = (token.usage_limit - token.usage_count).max(0) + MAX_SPARE_RESERVATIONS;
+        let excess = (held.len() as i64 + 1 - keep).max(0) as usize;
+        for old in held.iter().take(excess) {
+            sqlx::query("DELETE FROM node_reservations WHERE node_id = $1")
+                .bind(&old.node_id)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(reservation)
     }
 
     /// Validates and consumes an enrollment token and creates the node, all or nothing.
     ///
     /// A requested node id must have been reserved by [`Registry::pre_register`] for this token;
-    /// without one, the token's reservation for the connecting address is used, else a fresh id.
+    /// without one, the token's reservation for this host fingerprint is used, else a fresh id.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<Enrolled, EnrollError> {
         let token = self
             .usable_enrollment_token(&req.token, req.peer_ip)
@@ -419,7 +439,7 @@ impl Registry {
         }
         let node_id = match &req.requested_node_id {
             Some(id) if !id.is_empty() => {
-                if !is_valid_label(id) {
+                if !is_valid_node_id(id) {
                     return Err(EnrollError::NodeIdUnavailable(id.clone()));
                 }
                 // Only an id this token reserved: an edge does not pick its own identity.
@@ -435,15 +455,19 @@ impl Registry {
                 id.clone()
             }
             _ => {
-                let ip = req.peer_ip.map(|ip| canonical_ip(ip).to_string());
-                let reserved: Option<String> = sqlx::query_scalar(
-                    "SELECT node_id FROM node_reservations WHERE enrollment_token_id = $1 \
-                     AND external_ip = $2 ORDER BY created_at LIMIT 1",
-                )
-                .bind(&token.id)
-                .bind(ip)
-                .fetch_optional(&self.pool)
-                .await?;
+                let fingerprint = &req.profile.host_fingerprint;
+                let reserved: Option<String> = if fingerprint.is_empty() {
+                    None
+                } else {
+                    sqlx::query_scalar(
+                        "SELECT node_id FROM node_reservations WHERE enrollment_token_id = $1 \
+                         AND host_fingerprint = $2 ORDER BY created_at LIMIT 1",
+                    )
+                    .bind(&token.id)
+                    .bind(fingerprint)
+                    .fetch_optional(&self.pool)
+                    .await?
+                };
                 reserved.unwrap_or_else(new_node_id)
             }
         };
@@ -491,10 +515,16 @@ impl Registry {
                 other => other.into(),
             });
         }
-        sqlx::query("DELETE FROM node_reservations WHERE node_id = $1")
-            .bind(&node_id)
-            .execute(&mut *tx)
-            .await?;
+        // The node's reservation is spent; a token used up leaves none behind.
+        sqlx::query(
+            "DELETE FROM node_reservations WHERE node_id = $1 OR (enrollment_token_id = $2 \
+             AND EXISTS (SELECT 1 FROM enrollment_tokens t WHERE t.id = $2 \
+                         AND t.usage_count >= t.usage_limit))",
+        )
+        .bind(&node_id)
+        .bind(&token.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         // Built from what was just written rather than read back: once the commit has consumed
         // the token, a failed re-read must not cost the edge its one-time credential.

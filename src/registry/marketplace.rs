@@ -7,7 +7,7 @@ use sqlx::Row as _;
 
 use super::clusters::{insert_cluster, CLUSTER_COLUMNS};
 use super::enrollment::insert_enrollment_token;
-use super::subscriptions::{revalidate_preferred, visible_to, USABLE_BY_TENANT};
+use super::subscriptions::{lock_tenant, revalidate_preferred, usable_by, visible_to};
 use super::{
     now_ms, Cluster, EnrollmentToken, NewCluster, NewEnrollmentToken, PricingModel, Registry,
     RegistryError, Result, Subscription, SubscriptionStatus, Tenant, Tier, Visibility,
@@ -229,7 +229,8 @@ impl Registry {
     /// The clusters a tenant may stream through: owned, official, actively subscribed; by id.
     pub async fn usable_clusters(&self, tenant_id: &str) -> Result<Vec<Cluster>> {
         let sql = format!(
-            "SELECT {CLUSTER_COLUMNS} FROM clusters c WHERE {USABLE_BY_TENANT} ORDER BY c.id"
+            "SELECT {CLUSTER_COLUMNS} FROM clusters c WHERE {} ORDER BY c.id",
+            usable_by("$1")
         );
         Ok(sqlx::query_as(&sql)
             .bind(tenant_id)
@@ -239,33 +240,39 @@ impl Registry {
 
     /// Sets (or with `None` clears, falling back to the official cluster) the preferred cluster.
     ///
-    /// One conditional `UPDATE`, so a subscription cancelled meanwhile cannot slip through:
-    /// `Conflict` unless the tenant owns the cluster, it is its official cluster, or it holds an
-    /// active subscription to it.
+    /// One conditional `UPDATE` under the tenant's row lock (see `lock_tenant`), so a subscription
+    /// cancelled meanwhile cannot slip through: `Conflict` unless the tenant owns the cluster, it
+    /// is its official cluster, or it holds an active subscription to it.
     pub async fn set_preferred_cluster(
         &self,
         tenant_id: &str,
         cluster_id: Option<&str>,
     ) -> Result<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        if !lock_tenant(&mut tx, tenant_id).await? {
+            return Err(RegistryError::NotFound("tenant"));
+        }
         let done = match cluster_id {
             Some(cluster_id) => {
                 let sql = format!(
                     "UPDATE tenants SET preferred_cluster_id = $2 WHERE id = $1 AND EXISTS \
-                     (SELECT 1 FROM clusters c WHERE c.id = $2 AND {USABLE_BY_TENANT})"
+                     (SELECT 1 FROM clusters c WHERE c.id = $2 AND {})",
+                    usable_by("$1")
                 );
                 sqlx::query(&sql)
                     .bind(tenant_id)
                     .bind(cluster_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?
             }
             None => {
                 sqlx::query("UPDATE tenants SET preferred_cluster_id = NULL WHERE id = $1")
                     .bind(tenant_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?
             }
         };
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             self.tenant(tenant_id)
                 .await?
@@ -334,8 +341,27 @@ impl Registry {
     /// all in one transaction (DESIGN.md §3).
     pub async fn create_private_cluster(&self, new: &NewPrivateCluster) -> Result<PrivateCluster> {
         let base = slug(&new.name);
+        // The id is the name's slug and 24 random bits; a clash is retried with new bits.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .try_create_private_cluster(new, format!("{base}-{}", secret::random_hex(3)))
+                .await
+            {
+                Err(RegistryError::Conflict(_)) if attempts < 4 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_create_private_cluster(
+        &self,
+        new: &NewPrivateCluster,
+        id: String,
+    ) -> Result<PrivateCluster> {
         let cluster = NewCluster {
-            id: format!("{base}-{}", secret::random_hex(3)),
+            id,
             name: new.name.trim().to_string(),
             region: new.region.trim().to_string(),
             tier: Tier::SharedLb,
@@ -359,7 +385,7 @@ impl Registry {
         token.validate()?;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        insert_cluster(&mut tx, &cluster, false).await?;
+        insert_cluster(&mut tx, &cluster, false, now).await?;
         sqlx::query(
             "INSERT INTO subscriptions (tenant_id, cluster_id, status, requested_at, decided_at, \
              decided_by) VALUES ($1, $2, 'active', $3, $3, $1)",
@@ -372,15 +398,19 @@ impl Registry {
         let (enrollment_token, enrollment_secret) =
             insert_enrollment_token(&mut tx, &token).await?;
         tx.commit().await?;
+        // Built from what was written: once committed, a failed re-read must not lose the
+        // enrollment token, which is shown only in this answer.
         Ok(PrivateCluster {
-            cluster: self
-                .cluster(&cluster.id)
-                .await?
-                .ok_or(RegistryError::NotFound("cluster"))?,
-            subscription: self
-                .subscription(&new.tenant_id, &cluster.id)
-                .await?
-                .ok_or(RegistryError::NotFound("subscription"))?,
+            subscription: Subscription {
+                tenant_id: new.tenant_id.clone(),
+                cluster_id: cluster.id.clone(),
+                status: SubscriptionStatus::Active,
+                requested_at: now,
+                decided_at: Some(now),
+                decided_by: Some(new.tenant_id.clone()),
+                invite_id: None,
+            },
+            cluster: cluster.to_cluster(now),
             enrollment_token,
             enrollment_secret,
         })

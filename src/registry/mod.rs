@@ -195,6 +195,22 @@ impl Registry {
     }
 }
 
+/// Checks free text given by a user: at most `max` bytes and no control characters (PostgreSQL
+/// cannot store NUL, and nothing shown in a marketplace needs the others).
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(RegistryError::Invalid(format!(
+            "{field} must be at most {max} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Wall-clock time in Unix milliseconds, as stored in every `*_at` column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::Row as _;
 
+use super::subscriptions::usable_by;
 use super::{new_id, now_ms, Registry, RegistryError, Result};
 use crate::secret::{self, SecretKind};
 
@@ -111,8 +112,8 @@ impl Registry {
 
     /// Checks a stream key for an ingest on `cluster_id`, without writing anything.
     ///
-    /// A cluster with an owner (a tenant's private cluster) only takes that tenant's streams; a
-    /// platform cluster takes every tenant's.
+    /// A tenant publishes only on clusters it may use: its own, its official cluster, and those
+    /// it is actively subscribed to (a pending or rejected subscription is not enough).
     pub async fn check_ingest(&self, stream_key: &str, cluster_id: &str) -> Result<IngestVerdict> {
         let Some(row) = self
             .find_by_secret(
@@ -129,14 +130,22 @@ impl Registry {
             .stream(&id)
             .await?
             .ok_or(RegistryError::NotFound("stream"))?;
-        let cluster = self
-            .cluster(cluster_id)
-            .await?
-            .ok_or(RegistryError::NotFound("cluster"))?;
-        match cluster.owner_tenant_id {
-            Some(owner) if owner != stream.tenant_id => Ok(IngestVerdict::NotPermitted),
-            _ => Ok(IngestVerdict::Accept(Box::new(stream))),
+        if self.cluster(cluster_id).await?.is_none() {
+            return Err(RegistryError::NotFound("cluster"));
         }
+        let sql = format!(
+            "SELECT COUNT(*) FROM clusters c WHERE c.id = $2 AND {}",
+            usable_by("$1")
+        );
+        let usable: i64 = sqlx::query_scalar(&sql)
+            .bind(&stream.tenant_id)
+            .bind(cluster_id)
+            .fetch_one(&self.pool)
+            .await?;
+        if usable == 0 {
+            return Ok(IngestVerdict::NotPermitted);
+        }
+        Ok(IngestVerdict::Accept(Box::new(stream)))
     }
 
     /// Records that an accepted stream is live on `(cluster_id, node_id)`. The latest publisher
@@ -157,33 +166,28 @@ impl Registry {
 
     /// Records `internal_name` as live on this node when an edge reports it as an origin in its
     /// stats but the registry does not know it live anywhere (after a reconnect, or when recording
-    /// the ingest failed). Never takes a stream that is live on another node, and on a cluster with
-    /// an owner only that owner's streams. Returns whether a row was claimed.
+    /// the ingest failed). Never takes a stream that is live on another node, nor one whose tenant
+    /// may not use this cluster (the rule of [`Registry::check_ingest`]). Returns whether a row was
+    /// claimed.
     pub async fn claim_live(
         &self,
         internal_name: &str,
         cluster_id: &str,
         node_id: &str,
-        cluster_owner: Option<&str>,
     ) -> Result<bool> {
-        let scope = if cluster_owner.is_some() {
-            " AND tenant_id = $5"
-        } else {
-            ""
-        };
         let sql = format!(
             "UPDATE streams SET live_cluster_id = $1, live_node_id = $2, live_since = $3 \
-             WHERE internal_name = $4 AND live_node_id IS NULL{scope}"
+             WHERE internal_name = $4 AND live_node_id IS NULL \
+             AND EXISTS (SELECT 1 FROM clusters c WHERE c.id = $1 AND {})",
+            usable_by("streams.tenant_id")
         );
-        let mut query = sqlx::query(&sql)
+        let done = sqlx::query(&sql)
             .bind(cluster_id)
             .bind(node_id)
             .bind(now_ms())
-            .bind(internal_name);
-        if let Some(owner) = cluster_owner {
-            query = query.bind(owner);
-        }
-        let done = query.execute(&self.pool).await?;
+            .bind(internal_name)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 

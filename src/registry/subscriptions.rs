@@ -49,6 +49,7 @@ pub struct Invite {
     pub cluster_id: String,
     /// Only this tenant may use it; `None`: whoever holds the token.
     pub invited_tenant_id: Option<String>,
+    #[serde(skip)]
     pub lookup: String,
     pub status: InviteStatus,
     pub expires_at: i64,
@@ -131,12 +132,28 @@ pub(super) fn visible_to(tenant: &str, now: &str) -> String {
     )
 }
 
-/// SQL condition: tenant `$1` may make cluster `c` its preferred one (owns it, it is its official
-/// cluster, or an active subscription).
-pub(super) const USABLE_BY_TENANT: &str = "(c.owner_tenant_id = $1 \
-     OR c.id = (SELECT t.official_cluster_id FROM tenants t WHERE t.id = $1) \
-     OR EXISTS (SELECT 1 FROM subscriptions s WHERE s.cluster_id = c.id AND s.tenant_id = $1 \
-                AND s.status = 'active'))";
+/// SQL condition: the tenant `tenant` (a placeholder or a column) may use cluster `c` — stream
+/// through it, make it its preferred cluster: it owns it, it is its official cluster, or it holds
+/// an active subscription to it.
+pub(super) fn usable_by(tenant: &str) -> String {
+    format!(
+        "(c.owner_tenant_id = {tenant} \
+         OR c.id = (SELECT t.official_cluster_id FROM tenants t WHERE t.id = {tenant}) \
+         OR EXISTS (SELECT 1 FROM subscriptions s WHERE s.cluster_id = c.id \
+                    AND s.tenant_id = {tenant} AND s.status = 'active'))"
+    )
+}
+
+/// Locks the tenant's row until the transaction ends (a no-op update: portable, unlike `SELECT ...
+/// FOR UPDATE`). Every transaction that changes what a tenant may use, or its preferred cluster,
+/// takes it first, so a preferred cluster is never set on a subscription being cancelled.
+pub(super) async fn lock_tenant(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE tenants SET billing_tier = billing_tier WHERE id = $1")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
 
 /// Clears a preferred cluster the tenant may no longer use, so it falls back to the official one.
 pub(super) async fn revalidate_preferred(
@@ -146,7 +163,8 @@ pub(super) async fn revalidate_preferred(
     let sql = format!(
         "UPDATE tenants SET preferred_cluster_id = NULL WHERE id = $1 \
          AND preferred_cluster_id IS NOT NULL AND NOT EXISTS \
-         (SELECT 1 FROM clusters c WHERE c.id = tenants.preferred_cluster_id AND {USABLE_BY_TENANT})"
+         (SELECT 1 FROM clusters c WHERE c.id = tenants.preferred_cluster_id AND {})",
+        usable_by("$1")
     );
     sqlx::query(&sql).bind(tenant_id).execute(conn).await?;
     Ok(())
@@ -253,10 +271,12 @@ impl Registry {
         };
         let existing = self.subscription(tenant_id, cluster_id).await?;
         if let Some(current) = &existing {
+            // A rejection stands until the owner sends an invite: asking again would let a
+            // rejected tenant fill the owner's queue.
             let settled = match current.status {
                 SubscriptionStatus::Active => true,
-                SubscriptionStatus::Pending => invite.is_none(),
-                _ => false,
+                SubscriptionStatus::Pending | SubscriptionStatus::Rejected => invite.is_none(),
+                SubscriptionStatus::Cancelled => false,
             };
             if settled {
                 return Ok(Subscribed {
@@ -335,6 +355,7 @@ impl Registry {
             ));
         }
         let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query(
             "UPDATE subscriptions SET status = 'cancelled', decided_at = $1, decided_by = $2 \
              WHERE tenant_id = $2 AND cluster_id = $3 AND status IN ('active', 'pending')",
@@ -404,34 +425,37 @@ impl Registry {
                 "expiry must be in the future".into(),
             ));
         }
-        if let Some(invited) = invited_tenant_id {
-            if self.tenant(invited).await?.is_none() {
-                return Err(RegistryError::Invalid(format!(
-                    "tenant {invited:?} does not exist"
-                )));
-            }
-        }
+        // Whether the bound tenant exists is not checked: the answer would tell any cluster owner
+        // which tenant ids exist. An invite bound to nobody is never usable.
         let secret = secret::mint(SecretKind::ClusterInvite);
-        let id = new_id();
+        let invite = Invite {
+            id: new_id(),
+            cluster_id: cluster_id.to_string(),
+            invited_tenant_id: invited_tenant_id.map(str::to_string),
+            lookup: secret.lookup.clone(),
+            status: InviteStatus::Open,
+            expires_at,
+            used_by: None,
+            used_at: None,
+            created_by: created_by.to_string(),
+            created_at: now_ms(),
+        };
         sqlx::query(
             "INSERT INTO cluster_invites (id, cluster_id, invited_tenant_id, lookup, token_hash, \
              created_by, expires_at, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8)",
         )
-        .bind(&id)
-        .bind(cluster_id)
-        .bind(invited_tenant_id.map(str::to_string))
-        .bind(&secret.lookup)
+        .bind(&invite.id)
+        .bind(&invite.cluster_id)
+        .bind(invite.invited_tenant_id.clone())
+        .bind(&invite.lookup)
         .bind(&secret.hash)
-        .bind(created_by)
-        .bind(expires_at)
-        .bind(now_ms())
+        .bind(&invite.created_by)
+        .bind(invite.expires_at)
+        .bind(invite.created_at)
         .execute(&self.pool)
         .await?;
-        let invite = self
-            .invite(cluster_id, &id)
-            .await?
-            .ok_or(RegistryError::NotFound("invite"))?;
+        // Built from what was written: a failed re-read must not lose the one-time token.
         Ok((invite, secret.plain))
     }
 

@@ -68,11 +68,12 @@ impl Registry {
             )));
         }
         let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
+        if name.is_empty() {
             return Err(RegistryError::Invalid(
                 "tenant name must be 1 to 200 characters".into(),
             ));
         }
+        super::check_text("tenant name", name, 200)?;
         if self.cluster(official_cluster_id).await?.is_none() {
             return Err(RegistryError::Invalid(format!(
                 "official cluster {official_cluster_id:?} does not exist"

@@ -273,8 +273,19 @@ async fn browse_connect_prefer_stream(db: Db) {
     );
     let (_, list) = api.get("/streams").await;
     assert_eq!(ids(&list), [id]);
+
     let (status, dup) = api.post("/streams", json!({ "name": "main" })).await;
     assert_eq!(status, 409, "{dup}");
+    // JSON labelled as a form, the way `curl -d` sends it, is read as JSON.
+    let res = reqwest::Client::new()
+        .post(format!("{}/streams", api.base))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"name": "from-curl"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
 
     // The playback id resolves here (no edge yet: 503, not 404).
     let res = reqwest::get(server.http(&format!("/play/{pid}/hls/index.m3u8")))
@@ -920,6 +931,7 @@ async fn isolation_and_bad_input(db: Db) {
         ("[]", "application/json", 400),
         ("{\"name\": \"x\"} trailing", "application/json", 400),
         ("name=x", "application/x-www-form-urlencoded", 415),
+        ("<name>x</name>", "text/xml", 415),
     ] {
         let (status, answer) = raw(body, kind).await;
         assert_eq!(status.as_u16(), expected, "{body}: {answer}");

@@ -31,18 +31,23 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON request body: `application/json` (or no content type), at most `server.max_body_bytes`,
-/// no unknown fields. Every refusal is the JSON error body.
+/// A JSON request body: `application/json` (or no content type, or JSON sent as a form the way
+/// `curl -d` does), at most `server.max_body_bytes`, no unknown fields. Every refusal is the JSON
+/// error body.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        // `curl -d` labels JSON as a form; such a body is read as JSON when it is JSON. Other
+        // declared types are refused.
+        let mut form = false;
         if let Some(kind) = req.headers().get(header::CONTENT_TYPE) {
             let kind = kind.to_str().unwrap_or("");
             let essence = kind.split(';').next().unwrap_or("").trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
+            form = essence.eq_ignore_ascii_case("application/x-www-form-urlencoded");
+            if !form && !essence.eq_ignore_ascii_case("application/json") {
                 return Err(ApiError::UnsupportedMediaType(
                     "the body must be application/json".into(),
                 ));
@@ -60,6 +65,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                     ApiError::BadRequest("the body could not be read".into())
                 }
             })?;
+        if form && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON, sent as application/json".into(),
+            ));
+        }
         let mut json = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
             let at = e.path().to_string();

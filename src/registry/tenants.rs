@@ -19,6 +19,9 @@ impl Role {
     }
 }
 
+/// How stale an API token's `last_used_at` may get before a request refreshes it.
+const LAST_USED_PRECISION_MS: i64 = 60_000;
+
 /// A tenant row.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Tenant {
@@ -147,8 +150,8 @@ impl Registry {
             .find_by_secret(
                 SecretKind::ApiToken,
                 plain,
-                "SELECT id, tenant_id, role, token_hash AS secret_hash FROM api_tokens \
-                 WHERE lookup = $1 AND revoked_at IS NULL",
+                "SELECT id, tenant_id, role, last_used_at, token_hash AS secret_hash \
+                 FROM api_tokens WHERE lookup = $1 AND revoked_at IS NULL",
             )
             .await?
         else {
@@ -156,11 +159,17 @@ impl Registry {
         };
         let token_id: String = row.try_get("id")?;
         let role: String = row.try_get("role")?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(&token_id)
-            .execute(&self.pool)
-            .await?;
+        // `last_used_at` is for people auditing tokens: minute precision is plenty, and a write
+        // per request would serialize every API call on SQLite.
+        let last_used: Option<i64> = row.try_get("last_used_at")?;
+        let now = now_ms();
+        if last_used.is_none_or(|at| now - at >= LAST_USED_PRECISION_MS) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&token_id)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(Some(Principal {
             tenant_id: row.try_get("tenant_id")?,
             role: role.parse()?,

@@ -23,6 +23,7 @@ on_both!(
     expected_cidr_is_enforced,
     streams_keys_and_live_location,
     migrations_are_idempotent,
+    racing_tenants_for_one_invite_exactly_one_joins,
 );
 
 async fn setup(db: Db) -> (TestDb, Registry, String) {
@@ -679,4 +680,74 @@ async fn private_clusters_take_only_their_owners_streams(db: Db) {
         .claim_live(&own.internal_name, "acme-private", &node.node.node_id,)
         .await
         .expect("claim"));
+}
+
+/// Eight tenants race for one single-use invite to a private cluster: exactly one subscription is
+/// activated, the invite is used by that tenant, and every loser is refused with nothing written.
+async fn racing_tenants_for_one_invite_exactly_one_joins(db: Db) {
+    let (_db, registry, owner) = setup(db).await;
+    let mut private = NewCluster::platform("acme-lab", "Acme lab");
+    private.owner_tenant_id = Some(owner.clone());
+    private.visibility = foghorn::registry::Visibility::Private;
+    private.requires_approval = true;
+    registry.create_cluster(&private).await.expect("cluster");
+    let (invite, token) = registry
+        .create_invite("acme-lab", None, now_ms() + 60_000, &owner)
+        .await
+        .expect("invite");
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let tenant = registry
+            .create_tenant(&format!("Racer {i}"), "alpha")
+            .await
+            .expect("tenant");
+        racers.push(tenant.id);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(racers.len()));
+    let attempts: Vec<_> = racers
+        .iter()
+        .map(|tenant| {
+            let (registry, tenant, token, barrier) = (
+                registry.clone(),
+                tenant.clone(),
+                token.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                registry
+                    .subscribe(&tenant, "acme-lab", Some(&token), false)
+                    .await
+                    .map(|s| (tenant, s))
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok((tenant, done)) => {
+                assert_eq!(done.subscription.status, SubscriptionStatus::Active);
+                winners.push(tenant);
+            }
+            Err(RegistryError::Forbidden(_) | RegistryError::NotFound(_)) => {}
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one tenant joins");
+    let used = registry
+        .invite("acme-lab", &invite.id)
+        .await
+        .expect("read")
+        .expect("invite");
+    assert_eq!(used.used_by.as_deref(), Some(winners[0].as_str()));
+    for tenant in racers.iter().filter(|t| **t != winners[0]) {
+        assert_eq!(
+            registry
+                .subscription(tenant, "acme-lab")
+                .await
+                .expect("read"),
+            None,
+            "a loser has no subscription row"
+        );
+    }
 }

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/foghorn/v1/helmsman.proto",
         "proto/foghorn/v1/provisioning.proto",
+        "proto/foghorn/v1/federation.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;

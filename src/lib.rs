@@ -4,6 +4,7 @@
 //! - [`config`]: typed, layered, validated configuration.
 //! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes, streams.
 //! - [`edge`]: in-process state of connected edges: sessions, stats, liveness. No transport types.
+//! - [`federation`]: peering with other clusters' Foghorns: edge summaries, remote edges.
 //! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot.
 //! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.
 //! - [`api`]: what tenants and operators can do, shared by the REST API and the MCP tools.
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod federation;
 pub mod geoip;
 pub mod grpc;
 pub mod http;

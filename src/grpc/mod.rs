@@ -4,6 +4,7 @@
 mod codec;
 mod convert;
 mod helmsman;
+pub mod peer;
 mod provisioning;
 
 use std::time::Duration;

@@ -21,8 +21,8 @@ use sqlx::{AnyPool, Executor};
 
 pub use clusters::{Cluster, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{
-    EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken, Node, NodeAuthError,
-    NodeProfile, Reservation,
+    is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
+    Node, NodeAuthError, NodeProfile, Reservation,
 };
 pub use marketplace::{
     ClusterUtilization, MarketplaceFilter, MarketplaceRow, NewPrivateCluster, PrivateCluster,

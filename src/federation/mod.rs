@@ -1,0 +1,8 @@
+//! Federation with the Foghorns of other clusters (DESIGN.md §7): what a cluster tells its peers
+//! about its edges, and what their summaries become in the routing pool.
+//!
+//! Free of transport types; `crate::grpc` carries the messages.
+
+mod summary;
+
+pub use summary::{ClusterSummary, EdgeSummary, Smoother};

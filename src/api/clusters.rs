@@ -10,6 +10,7 @@ use super::{
     ClusterSummary,
 };
 use crate::app::AppState;
+use crate::edge::Stats;
 use crate::http::ApiError;
 use crate::registry::{
     EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal, Subscription,
@@ -486,7 +487,7 @@ pub async fn list_nodes(
                 connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),
                 routable: local.then(|| live.as_ref().is_some_and(|v| v.routable)),
                 bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
-                viewers: stats.map(|s| s.streams.iter().map(|x| u64::from(x.viewers)).sum()),
+                viewers: stats.map(Stats::viewers),
                 node_id: node.node_id,
                 cluster_id: node.cluster_id,
                 status: node.status,

@@ -90,6 +90,16 @@ pub struct Stats {
     pub streams: Vec<StreamLoad>,
 }
 
+impl Stats {
+    /// Viewers over all streams, saturating (the counts come from edges, self-hosted ones too).
+    pub fn viewers(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|s| u64::from(s.viewers))
+            .fold(0, u64::saturating_add)
+    }
+}
+
 /// Summed load of a cluster's edges; bandwidth in bytes per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Utilization {
@@ -109,6 +119,18 @@ pub struct EdgeInfo {
     pub public_base_url: String,
     /// Address the control stream comes from (IPv4-mapped addresses unwrapped).
     pub peer_ip: Option<std::net::IpAddr>,
+}
+
+impl EdgeInfo {
+    /// Where viewers are sent: the base URL the edge registered, else `default()` (the name of
+    /// DESIGN.md §2).
+    pub fn base_url_or(&self, default: impl FnOnce() -> String) -> String {
+        if self.public_base_url.is_empty() {
+            default()
+        } else {
+            self.public_base_url.trim_end_matches('/').to_string()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -595,6 +617,15 @@ impl EdgeState {
         }
     }
 
+    /// DESIGN.md §4: routable while its stream is open and its last stats are younger than the
+    /// liveness window.
+    fn routable_at(&self, edge: &Edge, now: Instant) -> bool {
+        !matches!(edge.holder, Holder::Nobody)
+            && edge
+                .last_stats_at
+                .is_some_and(|t| now.saturating_duration_since(t) < self.liveness)
+    }
+
     fn view(&self, node_id: &str, edge: &Edge, now: Instant) -> EdgeView {
         let age = edge.last_stats_at.map(|t| now.saturating_duration_since(t));
         let connected = !matches!(edge.holder, Holder::Nobody);
@@ -607,7 +638,7 @@ impl EdgeState {
                 Holder::Replica { replica, .. } => Some(replica.clone()),
                 _ => None,
             },
-            routable: connected && age.is_some_and(|a| a < self.liveness),
+            routable: self.routable_at(edge, now),
             last_stats_age_ms: age.map(|a| a.as_millis() as u64),
             connected_for_ms: match &edge.holder {
                 Holder::Here(s) => {
@@ -641,26 +672,31 @@ impl EdgeState {
 
     /// Whether the edge may receive viewers right now (open stream, fresh stats).
     pub fn is_routable(&self, node_id: &str) -> bool {
-        self.get(node_id).is_some_and(|v| v.routable)
+        let now = Instant::now();
+        self.lock()
+            .get(node_id)
+            .is_some_and(|edge| self.routable_at(edge, now))
     }
 
     /// Load of the cluster as the marketplace shows it: every connected edge (here or on another
     /// replica) counts as an edge; bandwidth and viewers are summed over the routable ones.
     pub fn utilization(&self) -> Utilization {
+        let now = Instant::now();
         let mut load = Utilization::default();
-        for view in self.list().into_iter().filter(|v| v.connected) {
+        let edges = self.lock();
+        for edge in edges.values() {
+            if matches!(edge.holder, Holder::Nobody) {
+                continue;
+            }
             load.edges += 1;
-            let Some(stats) = view.stats.as_ref().filter(|_| view.routable) else {
+            let Some(stats) = edge.stats.as_ref().filter(|_| self.routable_at(edge, now)) else {
                 continue;
             };
             // Saturating: the values come from edges, self-hosted ones included.
             load.healthy_edges += 1;
             load.bw_used = load.bw_used.saturating_add(stats.up_bytes_per_sec);
             load.bw_limit = load.bw_limit.saturating_add(stats.bw_limit_bytes_per_sec);
-            let viewers = stats.streams.iter().map(|s| u64::from(s.viewers));
-            load.viewers = load
-                .viewers
-                .saturating_add(viewers.fold(0, u64::saturating_add));
+            load.viewers = load.viewers.saturating_add(stats.viewers());
         }
         load
     }

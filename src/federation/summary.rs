@@ -87,11 +87,7 @@ impl Smoother {
                 cpu_tenths: u64::from(stats.cpu_tenths),
                 ram_used: stats.ram_used_bytes,
                 ram_max: stats.ram_max_bytes,
-                viewers: stats
-                    .streams
-                    .iter()
-                    .map(|s| u64::from(s.viewers))
-                    .fold(0, u64::saturating_add),
+                viewers: stats.viewers(),
             };
             let mut streams: Vec<String> = stats
                 .streams
@@ -102,11 +98,7 @@ impl Smoother {
             streams.dedup();
             let latest = EdgeSummary {
                 node_id: view.node_id.clone(),
-                base_url: if view.info.public_base_url.is_empty() {
-                    base_url(&view.node_id)
-                } else {
-                    view.info.public_base_url.trim_end_matches('/').to_string()
-                },
+                base_url: view.info.base_url_or(|| base_url(&view.node_id)),
                 position: stats.latitude.zip(stats.longitude),
                 bw_used: 0,
                 bw_limit: 0,

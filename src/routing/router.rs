@@ -197,11 +197,9 @@ impl Router {
             inputs: s.inputs,
             replicated: s.replicated,
         }));
-        let base_url = if input.info.public_base_url.is_empty() {
-            self.local_base_url(input.node_id)
-        } else {
-            input.info.public_base_url.trim_end_matches('/').to_string()
-        };
+        let base_url = input
+            .info
+            .base_url_or(|| self.local_base_url(input.node_id));
         Candidate {
             node_id: Arc::from(input.node_id),
             cluster_id: self.cluster_id.clone(),

@@ -517,11 +517,7 @@ pub async fn set_billing_tier(
     tenant_id: &str,
     input: SetBillingTier,
 ) -> Result<Tenant, ApiError> {
-    if !caller.role.is_operator() {
-        return Err(ApiError::Forbidden(
-            "an operator or admin token is required".into(),
-        ));
-    }
+    super::require_operator(caller)?;
     check_uuid("tenant", tenant_id)?;
     Ok(state
         .registry
@@ -529,7 +525,7 @@ pub async fn set_billing_tier(
         .await?)
 }
 
-/// Used by [`super::visible_cluster`] callers that only need the summary.
+/// `GET /clusters/{id}`: one cluster the caller may see (404 when hidden or absent alike).
 pub async fn cluster_summary(
     state: &AppState,
     caller: &Principal,

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{check_cluster_id, truncate, ClusterSummary};
+use super::{caller_tenant, check_cluster_id, truncate, ClusterSummary};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::registry::{
@@ -205,11 +205,7 @@ pub struct NetworkCluster {
 
 /// `GET /tenant/network`.
 pub async fn network(state: &AppState, caller: &Principal) -> Result<Network, ApiError> {
-    let tenant = state
-        .registry
-        .tenant(&caller.tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
+    let tenant = caller_tenant(state, caller).await?;
     let preferred = tenant
         .preferred_cluster_id
         .clone()
@@ -235,17 +231,12 @@ pub async fn network(state: &AppState, caller: &Principal) -> Result<Network, Ap
             {
                 roles.push("subscribed");
             }
+            // The preferred and official clusters peer permanently when they are two clusters.
             let pair = roles.contains(&"official") || roles.contains(&"preferred");
-            let peering = if preferred == tenant.official_cluster_id {
-                if pair {
-                    "none"
-                } else {
-                    "on-demand"
-                }
-            } else if pair {
-                "always-on"
-            } else {
-                "on-demand"
+            let peering = match (pair, preferred != tenant.official_cluster_id) {
+                (true, true) => "always-on",
+                (true, false) => "none",
+                (false, _) => "on-demand",
             };
             NetworkCluster {
                 cluster: ClusterSummary::of(cluster, &tenant.id),

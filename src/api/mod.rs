@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::config::is_valid_label;
 use crate::http::ApiError;
-use crate::registry::{Cluster, Principal, Role};
+use crate::registry::{Cluster, Principal, Role, Tenant};
 
 pub use clusters::*;
 pub use marketplace::*;
@@ -77,6 +77,26 @@ fn parse_ttl(ttl: Option<&str>, default: std::time::Duration) -> Result<i64, Api
         ));
     }
     Ok(crate::registry::now_ms().saturating_add(ttl.as_millis() as i64))
+}
+
+/// 403 unless the caller holds an operator or admin token.
+pub fn require_operator(caller: &Principal) -> Result<(), ApiError> {
+    if caller.role.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "an operator or admin token is required".into(),
+        ))
+    }
+}
+
+/// The caller's tenant row.
+async fn caller_tenant(state: &AppState, caller: &Principal) -> Result<Tenant, ApiError> {
+    state
+        .registry
+        .tenant(&caller.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))
 }
 
 /// Whether the caller sees every cluster (platform operators and admins).

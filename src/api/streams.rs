@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::check_uuid;
+use super::{caller_tenant, check_uuid};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::registry::{Principal, Stream, Tenant};
@@ -119,14 +119,6 @@ fn stream_view(root: &str, tenant: &Tenant, stream: &Stream, key: Option<String>
             info: play,
         },
     }
-}
-
-async fn caller_tenant(state: &AppState, caller: &Principal) -> Result<Tenant, ApiError> {
-    state
-        .registry
-        .tenant(&caller.tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("tenant not found".into()))
 }
 
 /// `POST /streams`: the stream key (once), playback id, ingest and playback URLs.

@@ -47,11 +47,7 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let p = principal(parts, state).await?;
-        if !p.role.is_operator() {
-            return Err(ApiError::Forbidden(
-                "an operator or admin token is required".into(),
-            ));
-        }
+        crate::api::require_operator(&p)?;
         Ok(Operator(p))
     }
 }

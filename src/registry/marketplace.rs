@@ -247,7 +247,7 @@ impl Registry {
         &self,
         tenant_id: &str,
         cluster_id: Option<&str>,
-    ) -> Result<Tenant> {
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if !lock_tenant(&mut tx, tenant_id).await? {
             return Err(RegistryError::NotFound("tenant"));
@@ -274,9 +274,6 @@ impl Registry {
         };
         tx.commit().await?;
         if done.rows_affected() == 0 {
-            self.tenant(tenant_id)
-                .await?
-                .ok_or(RegistryError::NotFound("tenant"))?;
             return Err(RegistryError::Conflict(format!(
                 "cluster {:?} cannot be your preferred cluster: subscribe to it (and be approved) \
                  first; only a cluster you are actively subscribed to, own, or your official \
@@ -284,9 +281,7 @@ impl Registry {
                 cluster_id.unwrap_or_default()
             )));
         }
-        self.tenant(tenant_id)
-            .await?
-            .ok_or(RegistryError::NotFound("tenant"))
+        Ok(())
     }
 
     /// The cluster that is official for `billing_tier`: the lowest id among those that list it.

@@ -347,12 +347,14 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
     let reserved = registry
         .pre_register(&plain2, None, Some("0123456789ab"), Some("host-1"))
         .await
-        .expect("pre-register");
+        .expect("pre-register")
+        .reservation;
     assert_eq!(reserved.node_id, "0123456789ab");
     let again = registry
         .pre_register(&plain2, None, None, Some("host-1"))
         .await
-        .expect("same reservation");
+        .expect("same reservation")
+        .reservation;
     assert_eq!(
         again, reserved,
         "the same host asking again gets the same reservation"
@@ -360,11 +362,13 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
     let anonymous = registry
         .pre_register(&plain2, None, None, None)
         .await
-        .expect("another reservation");
+        .expect("another reservation")
+        .reservation;
     let anonymous_again = registry
         .pre_register(&plain2, None, None, None)
         .await
-        .expect("yet another reservation");
+        .expect("yet another reservation")
+        .reservation;
     assert_ne!(
         anonymous.node_id, anonymous_again.node_id,
         "no host, no sharing"

@@ -55,7 +55,7 @@ impl EdgeProvisioning for ProvisioningService {
         };
         let preferred = Some(req.preferred_node_id.as_str()).filter(|id| !id.is_empty());
         let state = &self.state;
-        let reservation = state
+        let pre = state
             .registry
             .pre_register(
                 &req.enrollment_token,
@@ -73,6 +73,7 @@ impl EdgeProvisioning for ProvisioningService {
                 EnrollError::Unknown => Status::unauthenticated(e.public_message()),
                 refused => Status::permission_denied(refused.public_message()),
             })?;
+        let reservation = &pre.reservation;
         let cluster = state
             .registry
             .cluster(&reservation.cluster_id)
@@ -82,12 +83,6 @@ impl EdgeProvisioning for ProvisioningService {
                 Status::unavailable("registry unavailable, retry later")
             })?
             .ok_or_else(|| Status::not_found("the token's cluster no longer exists"))?;
-        let token = state
-            .registry
-            .enrollment_token(&reservation.enrollment_token_id)
-            .await
-            .map_err(|_| Status::unavailable("registry unavailable, retry later"))?
-            .ok_or_else(|| Status::not_found("the enrollment token no longer exists"))?;
         let root = &state.config.cluster.root_domain;
         let id = &cluster.id;
         let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
@@ -110,8 +105,8 @@ impl EdgeProvisioning for ProvisioningService {
             balancer_base_url: format!("https://foghorn.{id}.{root}"),
             ca_bundle_pem: String::new(),
             tls: None,
-            token_expires_at_unix: token.expires_at / 1000,
-            node_id: reservation.node_id,
+            token_expires_at_unix: pre.token_expires_at / 1000,
+            node_id: reservation.node_id.clone(),
             cluster_id: cluster.id,
         }))
     }

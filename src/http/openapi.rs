@@ -263,18 +263,14 @@ fn describe(op: &Op, body: Option<Value>, answer: schemars::Schema) -> Value {
         operation["security"] = json!([]);
     }
     if let Some(schema) = body {
-        responses_insert_body_errors(&mut operation);
+        operation["responses"]["413"] = error_response("body larger than server.max_body_bytes");
+        operation["responses"]["415"] = error_response("body is not application/json");
         operation["requestBody"] = json!({
             "required": true,
             "content": { "application/json": { "schema": schema } }
         });
     }
     operation
-}
-
-fn responses_insert_body_errors(operation: &mut Value) {
-    operation["responses"]["413"] = error_response("body larger than server.max_body_bytes");
-    operation["responses"]["415"] = error_response("body is not application/json");
 }
 
 /// The `{name}` segments of a path.

@@ -100,6 +100,14 @@ pub struct Reservation {
     pub created_at: i64,
 }
 
+/// What pre-registration answers: the reservation and until when its token can register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreRegistration {
+    pub reservation: Reservation,
+    /// Unix milliseconds.
+    pub token_expires_at: i64,
+}
+
 /// Reservations a token may hold beyond its remaining uses (hosts provisioned and abandoned).
 pub const MAX_SPARE_RESERVATIONS: i64 = 16;
 
@@ -363,7 +371,7 @@ impl Registry {
         external_ip: Option<IpAddr>,
         preferred_node_id: Option<&str>,
         host_fingerprint: Option<&str>,
-    ) -> Result<Reservation, EnrollError> {
+    ) -> Result<PreRegistration, EnrollError> {
         let token = self.usable_enrollment_token(token, external_ip).await?;
         let fingerprint = host_fingerprint.filter(|f| !f.is_empty());
         let held: Vec<Reservation> = sqlx::query_as(
@@ -378,7 +386,10 @@ impl Registry {
             held.iter()
                 .find(|r| r.host_fingerprint.as_deref() == Some(f))
         }) {
-            return Ok(same.clone());
+            return Ok(PreRegistration {
+                reservation: same.clone(),
+                token_expires_at: token.expires_at,
+            });
         }
         let node_id = match preferred_node_id.filter(|id| !id.is_empty()) {
             Some(id) if is_valid_node_id(id) => id.to_string(),
@@ -422,7 +433,10 @@ impl Registry {
                 .execute(&self.pool)
                 .await?;
         }
-        Ok(reservation)
+        Ok(PreRegistration {
+            reservation,
+            token_expires_at: token.expires_at,
+        })
     }
 
     /// Validates and consumes an enrollment token and creates the node, all or nothing.

@@ -22,7 +22,7 @@ use sqlx::{AnyPool, Executor};
 pub use clusters::{Cluster, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{
     is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
-    Node, NodeAuthError, NodeProfile, Reservation,
+    Node, NodeAuthError, NodeProfile, PreRegistration, Reservation,
 };
 pub use marketplace::{
     ClusterUtilization, MarketplaceFilter, MarketplaceRow, NewPrivateCluster, PrivateCluster,

@@ -94,6 +94,15 @@ fn cluster_columns_of_c() -> String {
         .join(", ")
 }
 
+/// Adds `value` to a query built at run time and returns its placeholder (`$n`).
+fn placeholder<'q, T>(args: &mut sqlx::any::AnyArguments<'q>, value: T) -> String
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    args.add(value).expect("text and integers always bind");
+    format!("${}", args.len())
+}
+
 /// A DNS label from a display name: lowercase ASCII letters and digits, other runs become `-`.
 fn slug(name: &str) -> String {
     let mut out = String::new();
@@ -124,38 +133,29 @@ impl Registry {
         filter: &MarketplaceFilter,
     ) -> Result<Vec<MarketplaceRow>> {
         let mut args = sqlx::any::AnyArguments::default();
-        let mut bind = |value: Option<String>| -> String {
-            args.add(value).expect("text binds");
-            format!("${}", args.len())
-        };
-        let tenant = bind(Some(tenant_id.to_string()));
+        let tenant = placeholder(&mut args, tenant_id.to_string());
         let mut conditions = Vec::new();
         if !see_all {
-            let now = {
-                args.add(now_ms()).expect("integer binds");
-                format!("${}", args.len())
-            };
+            let now = placeholder(&mut args, now_ms());
             conditions.push(visible_to(&tenant, &now));
         }
-        let mut bind = |value: String| -> String {
-            args.add(Some(value)).expect("text binds");
-            format!("${}", args.len())
-        };
         if let Some(model) = filter.pricing_model {
-            conditions.push(format!("c.pricing_model = {}", bind(model.as_str().into())));
+            let model = placeholder(&mut args, model.as_str());
+            conditions.push(format!("c.pricing_model = {model}"));
         }
         if let Some(tier) = filter.tier {
-            conditions.push(format!("c.tier = {}", bind(tier.as_str().into())));
+            let tier = placeholder(&mut args, tier.as_str());
+            conditions.push(format!("c.tier = {tier}"));
         }
         if let Some(region) = &filter.region {
-            conditions.push(format!("c.region = {}", bind(region.clone())));
+            let region = placeholder(&mut args, region.clone());
+            conditions.push(format!("c.region = {region}"));
         }
         if let Some(after) = &filter.after {
-            conditions.push(format!("c.id > {}", bind(after.clone())));
+            let after = placeholder(&mut args, after.clone());
+            conditions.push(format!("c.id > {after}"));
         }
-        let limit = i64::from(filter.limit.clamp(1, 1000));
-        args.add(limit).expect("integer binds");
-        let limit = format!("${}", args.len());
+        let limit = placeholder(&mut args, i64::from(filter.limit.clamp(1, 1000)));
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {

@@ -69,6 +69,9 @@ fn pool(local: usize, remote: usize, rng: &mut StdRng) -> Vec<Candidate> {
         .collect()
 }
 
+/// The peered cluster whose edges the viewers' tenant may use.
+static PEERS: std::sync::LazyLock<[Arc<str>; 1]> = std::sync::LazyLock::new(|| [Arc::from("peer")]);
+
 /// A viewer at `viewer` asking for the popular stream.
 fn viewing(viewer: Option<Position>, now: Instant) -> Request<'static> {
     Request {
@@ -76,6 +79,7 @@ fn viewing(viewer: Option<Position>, now: Instant) -> Request<'static> {
         stream: Some("live+popular"),
         need: Need::Viewers,
         now,
+        remote_clusters: &*PEERS,
     }
 }
 
@@ -160,6 +164,7 @@ fn decisions(c: &mut Criterion) {
                         stream: Some("live+popular"),
                         need: Need::Viewers,
                         now: Instant::now(),
+                        remote_clusters: &*PEERS,
                     };
                     let top = snapshot.rank(&req, 1);
                     if let Some(c) = top.first().map(|p| snapshot.candidate(p)) {

@@ -22,7 +22,55 @@ pub struct Config {
     pub edges: EdgesConfig,
     pub viewers: ViewersConfig,
     pub geoip: GeoIpConfig,
+    pub federation: FederationConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// This Foghorn's peer credential (`fpc_` + 48 hex); empty: the one kept in
+    /// `{data_dir}/federation.key`, created on first start.
+    pub credential: String,
+    /// Where peers dial this cluster's gRPC (`http://host:port`); empty: the gRPC listener's
+    /// address when it is bound to one, else `http://foghorn.{cluster}.{root}:{port}`.
+    pub advertise_grpc: String,
+    /// How often a `ClusterEdgeSummary` goes to each peer; load is averaged over the same window.
+    #[serde(with = "humantime_serde_compat")]
+    pub summary_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// A peer's edges stop being scored this long after its last summary...
+    #[serde(with = "humantime_serde_compat")]
+    pub summary_ttl: Duration,
+    /// ...or this long after its last heartbeat, whichever comes first.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_ttl: Duration,
+    /// How often the always-on peer set is recomputed from the registry.
+    #[serde(with = "humantime_serde_compat")]
+    pub reconcile_interval: Duration,
+    /// Budget for dialing a peer and for each unary call to it.
+    #[serde(with = "humantime_serde_compat")]
+    pub rpc_timeout: Duration,
+    /// Longest wait between two attempts to reach a peer (exponential backoff with jitter).
+    #[serde(with = "humantime_serde_compat")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            credential: String::new(),
+            advertise_grpc: String::new(),
+            summary_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            summary_ttl: Duration::from_secs(90),
+            heartbeat_ttl: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(300),
+            rpc_timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -221,6 +269,33 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_MAX_STRING_BYTES", "edges.max_string_bytes"),
     ("FOGHORN_TRUSTED_PROXIES", "viewers.trusted_proxies"),
     ("FOGHORN_GEOIP_MMDB_PATH", "geoip.mmdb_path"),
+    ("FOGHORN_FEDERATION_CREDENTIAL", "federation.credential"),
+    (
+        "FOGHORN_FEDERATION_ADVERTISE_GRPC",
+        "federation.advertise_grpc",
+    ),
+    (
+        "FOGHORN_FEDERATION_SUMMARY_INTERVAL",
+        "federation.summary_interval",
+    ),
+    (
+        "FOGHORN_FEDERATION_HEARTBEAT_INTERVAL",
+        "federation.heartbeat_interval",
+    ),
+    ("FOGHORN_FEDERATION_SUMMARY_TTL", "federation.summary_ttl"),
+    (
+        "FOGHORN_FEDERATION_HEARTBEAT_TTL",
+        "federation.heartbeat_ttl",
+    ),
+    (
+        "FOGHORN_FEDERATION_RECONCILE_INTERVAL",
+        "federation.reconcile_interval",
+    ),
+    ("FOGHORN_FEDERATION_RPC_TIMEOUT", "federation.rpc_timeout"),
+    (
+        "FOGHORN_FEDERATION_RECONNECT_MAX",
+        "federation.reconnect_max",
+    ),
     ("FOGHORN_LOG", "log.filter"),
     ("FOGHORN_LOG_FORMAT", "log.format"),
 ];
@@ -406,6 +481,77 @@ impl Config {
                 return Err((
                     "viewers.trusted_proxies",
                     format!("{cidr:?} is not an IP address or CIDR"),
+                ));
+            }
+        }
+        let f = &self.federation;
+        if !(f.credential.is_empty()
+            || crate::secret::lookup_prefix(
+                crate::secret::SecretKind::PeerCredential,
+                &f.credential,
+            )
+            .is_some())
+        {
+            return Err((
+                "federation.credential",
+                "must be fpc_ followed by 48 hex characters (or empty)".into(),
+            ));
+        }
+        if !(f.advertise_grpc.is_empty()
+            || f.advertise_grpc.starts_with("http://")
+            || f.advertise_grpc.starts_with("https://"))
+        {
+            return Err((
+                "federation.advertise_grpc",
+                "must start with http:// or https:// (or be empty)".into(),
+            ));
+        }
+        let secs = Duration::from_secs;
+        for (key, value, range) in [
+            (
+                "federation.summary_interval",
+                f.summary_interval,
+                Duration::from_millis(100)..=secs(300),
+            ),
+            (
+                "federation.heartbeat_interval",
+                f.heartbeat_interval,
+                Duration::from_millis(100)..=secs(300),
+            ),
+            (
+                "federation.summary_ttl",
+                f.summary_ttl,
+                f.summary_interval..=secs(3600),
+            ),
+            (
+                "federation.heartbeat_ttl",
+                f.heartbeat_ttl,
+                f.heartbeat_interval..=secs(3600),
+            ),
+            (
+                "federation.reconcile_interval",
+                f.reconcile_interval,
+                Duration::from_millis(100)..=secs(86400),
+            ),
+            (
+                "federation.rpc_timeout",
+                f.rpc_timeout,
+                Duration::from_millis(50)..=secs(60),
+            ),
+            (
+                "federation.reconnect_max",
+                f.reconnect_max,
+                Duration::from_millis(100)..=secs(600),
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err((
+                    key,
+                    format!(
+                        "must be from {} to {}",
+                        humantime::format_duration(*range.start()),
+                        humantime::format_duration(*range.end())
+                    ),
                 ));
             }
         }

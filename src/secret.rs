@@ -1,4 +1,4 @@
-//! Secrets: API tokens, enrollment tokens, node credentials, stream keys.
+//! Secrets: API tokens, enrollment tokens, node credentials, stream keys, invites, peer credentials.
 //!
 //! Every secret carries ≥ 160 bits from the OS CSPRNG behind a recognisable prefix (`fhk_`,
 //! `enroll_`, `sk_`, `nc_`) that secret scanners can match. Only the SHA-256 of a secret is stored;
@@ -23,6 +23,8 @@ pub enum SecretKind {
     NodeCredential,
     StreamKey,
     ClusterInvite,
+    /// What a cluster's Foghorn presents to its federation peers.
+    PeerCredential,
 }
 
 impl SecretKind {
@@ -33,6 +35,7 @@ impl SecretKind {
             SecretKind::NodeCredential => "nc_",
             SecretKind::StreamKey => "sk_",
             SecretKind::ClusterInvite => "inv_",
+            SecretKind::PeerCredential => "fpc_",
         }
     }
 }

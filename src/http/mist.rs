@@ -57,6 +57,8 @@ fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<
         stream,
         need,
         now: tokio::time::Instant::now(),
+        // MistServer's balancer calls come from this cluster's own edges: local edges only.
+        remote_clusters: &[],
     }
 }
 
@@ -246,6 +248,7 @@ fn best_source<'s>(snapshot: &'s Snapshot, stream: &str, viewer: &Viewer) -> Opt
         stream: Some(stream),
         need: Need::Source,
         now: tokio::time::Instant::now(),
+        remote_clusters: &[],
     };
     let mut best: Option<(u64, &Candidate)> = None;
     for (i, c) in snapshot.candidates().enumerate() {

@@ -191,13 +191,20 @@ fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>, now: Instant
     Session::new()
 }
 
-fn rank(snapshot: &Snapshot, viewer: &Viewer, stream: &str, k: usize, now: Instant) -> Vec<Pick> {
+fn rank(
+    snapshot: &Snapshot,
+    viewer: &Viewer,
+    resolved: &Resolved,
+    k: usize,
+    now: Instant,
+) -> Vec<Pick> {
     snapshot.rank(
         &Request {
             viewer: viewer.position,
-            stream: Some(stream),
+            stream: Some(&resolved.internal_name),
             need: Need::Viewers,
             now,
+            remote_clusters: &resolved.usable_clusters,
         },
         k,
     )
@@ -227,7 +234,7 @@ async fn play_json(
     let picks = rank(
         &snapshot,
         &viewer,
-        stream,
+        &resolved,
         if explain { EXPLAIN } else { CHOICES },
         now,
     );
@@ -327,7 +334,7 @@ pub(super) async fn redirect(
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let now = Instant::now();
-    let picks = rank(&snapshot, &viewer, stream, 1, now);
+    let picks = rank(&snapshot, &viewer, &resolved, 1, now);
     let edge = chosen(&snapshot, &picks, &state.metrics.play_decisions)?;
     let returning = q.get(SESSION_PARAM);
     let session = debit(edge, stream, returning.as_deref(), now);
@@ -384,6 +391,7 @@ async fn ingest(
             stream: None,
             need: Need::Ingest,
             now: tokio::time::Instant::now(),
+            remote_clusters: &[],
         },
         1,
     );

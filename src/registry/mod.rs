@@ -7,6 +7,7 @@
 
 mod clusters;
 mod enrollment;
+mod federation;
 mod marketplace;
 mod playback;
 mod streams;
@@ -24,6 +25,7 @@ pub use enrollment::{
     is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
     Node, NodeAuthError, NodeProfile, PreRegistration, Reservation,
 };
+pub use federation::PeerCluster;
 pub use marketplace::{
     ClusterUtilization, MarketplaceFilter, MarketplaceRow, NewPrivateCluster, PrivateCluster,
 };

@@ -30,10 +30,13 @@ pub struct Resolved {
     pub internal_name: String,
     pub live_cluster_id: Option<String>,
     pub live_node_id: Option<String>,
+    /// The clusters the stream's tenant may use (owned, official, actively subscribed): the
+    /// only peered clusters whose edges may serve its viewers.
+    pub usable_clusters: Arc<[Arc<str>]>,
 }
 
-impl From<Stream> for Resolved {
-    fn from(s: Stream) -> Self {
+impl Resolved {
+    fn new(s: Stream, usable_clusters: Vec<String>) -> Self {
         Resolved {
             stream_id: s.id,
             tenant_id: s.tenant_id,
@@ -41,6 +44,7 @@ impl From<Stream> for Resolved {
             internal_name: s.internal_name,
             live_cluster_id: s.live_cluster_id,
             live_node_id: s.live_node_id,
+            usable_clusters: usable_clusters.into_iter().map(Arc::from).collect(),
         }
     }
 }
@@ -91,11 +95,13 @@ impl PlaybackCache {
     }
 
     async fn fetch(&self, id: &str) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        let value = self
-            .registry
-            .stream_by_playback_id(id)
-            .await?
-            .map(|s| Arc::new(Resolved::from(s)));
+        let value = match self.registry.stream_by_playback_id(id).await? {
+            Some(stream) => {
+                let usable = self.registry.usable_cluster_ids(&stream.tenant_id).await?;
+                Some(Arc::new(Resolved::new(stream, usable)))
+            }
+            None => None,
+        };
         self.put(id, value.clone());
         Ok(value)
     }

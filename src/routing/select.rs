@@ -108,6 +108,20 @@ pub struct Request<'a> {
     pub stream: Option<&'a str>,
     pub need: Need,
     pub now: Instant,
+    /// The peered clusters whose edges this request may use: the clusters the stream's tenant may
+    /// use (DESIGN.md §7.2, unsubscribed clusters are never scored). Empty: local edges only.
+    pub remote_clusters: &'a [Arc<str>],
+}
+
+impl Request<'_> {
+    /// Whether a candidate of `cluster` may serve this request.
+    fn admits(&self, c: &Candidate) -> bool {
+        !c.remote
+            || self
+                .remote_clusters
+                .iter()
+                .any(|id| Arc::ptr_eq(id, &c.cluster_id) || **id == *c.cluster_id)
+    }
 }
 
 /// A scored candidate: its index in the snapshot and its score parts.
@@ -358,7 +372,7 @@ impl Pool {
             Need::Ingest => c.takes_ingest,
             Need::Source => true,
         };
-        if !capable || req.now >= c.fresh_until {
+        if !capable || req.now >= c.fresh_until || !req.admits(c) {
             return None;
         }
         let pending = self.pending(index);
@@ -574,7 +588,9 @@ impl Snapshot {
         let bonus = self.weights().bonus as i64;
         let mut bar = threshold(&top);
         let mut any_carrier = false;
-        for (p, pool) in self.pools.iter().enumerate() {
+        // Without a peered cluster to use, the remote pool is not looked at at all.
+        let pools = if req.remote_clusters.is_empty() { 1 } else { 2 };
+        for (p, pool) in self.pools.iter().enumerate().take(pools) {
             let carriers: &[u32] = req
                 .stream
                 .and_then(|s| pool.by_stream.get(s))
@@ -597,6 +613,9 @@ impl Snapshot {
             }
         }
         for &(group_bound, geo_bound, p, g) in order {
+            if usize::from(p) >= pools {
+                continue;
+            }
             let pool = &self.pools[p as usize];
             let group = &pool.groups[g as usize];
             if let Some((t, _)) = &bar {
@@ -640,6 +659,11 @@ mod tests {
     use proptest::prelude::*;
     use std::time::Duration;
 
+    /// Both peered clusters of the test pools.
+    fn peers() -> [Arc<str>; 2] {
+        [Arc::from("peer-a"), Arc::from("peer-b")]
+    }
+
     fn candidate(
         i: usize,
         lat: Option<f64>,
@@ -654,7 +678,11 @@ mod tests {
         streams.dedup();
         Candidate {
             node_id: Arc::from(format!("{i:012x}").as_str()),
-            cluster_id: Arc::from(if remote { "remote" } else { "local" }),
+            cluster_id: Arc::from(match (remote, i % 3) {
+                (false, _) => "local",
+                (true, 0) => "peer-b",
+                (true, _) => "peer-a",
+            }),
             remote,
             base_url: Arc::from(""),
             serves_viewers: true,
@@ -714,6 +742,7 @@ mod tests {
             k in 1usize..=5,
             growth in proptest::collection::vec((0usize..120, 0u64..=60_000_000), 0..20),
             shrink in proptest::collection::vec(0usize..120, 0..10),
+            peered in 0usize..=2,
         ) {
             let snapshot = Snapshot::build(Weights::default(), pool);
             // Redirects after the build: pending grows.
@@ -735,6 +764,8 @@ mod tests {
                 stream,
                 need: if ingest { Need::Ingest } else { Need::Viewers },
                 now: Instant::now(),
+                // None, one or both of the peered clusters may be used.
+                remote_clusters: &peers()[..peered],
             };
             prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
         }
@@ -768,6 +799,7 @@ mod tests {
                 stream: Some("live+a"),
                 need: Need::Viewers,
                 now: Instant::now(),
+                remote_clusters: &peers(),
             };
             prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
         }
@@ -803,6 +835,7 @@ mod tests {
                 stream: None,
                 need: Need::Viewers,
                 now: Instant::now(),
+                remote_clusters: &peers(),
             };
             prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
         }
@@ -818,6 +851,7 @@ mod tests {
             stream: None,
             need: Need::Viewers,
             now: Instant::now(),
+            remote_clusters: &peers(),
         };
         let top = snapshot.rank(&req, 2);
         assert_eq!(&*snapshot.candidate(&top[0]).node_id, "000000000001");
@@ -840,6 +874,7 @@ mod tests {
             stream: None,
             need: Need::Viewers,
             now: Instant::now(),
+            remote_clusters: &peers(),
         };
         assert!(snapshot.rank(&req, 5).is_empty());
         assert!(snapshot.rank_exhaustive(&req, 5).is_empty());

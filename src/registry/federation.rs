@@ -1,0 +1,174 @@
+//! What federation needs from the registry (DESIGN.md §7): the credentials a cluster's Foghorns
+//! present to each other, who may peer with whom, and where a peer listens.
+
+use sqlx::Row as _;
+
+use super::subscriptions::usable_by;
+use super::{new_id, now_ms, Registry, Result};
+use crate::secret::{self, SecretKind};
+
+/// A credential unused for this long is forgotten (a Foghorn whose data directory is gone).
+const CREDENTIAL_IDLE_MS: i64 = 30 * 24 * 3_600_000;
+/// How stale a credential's `last_used_at` may get before a use refreshes it.
+const LAST_USED_PRECISION_MS: i64 = 3_600_000;
+
+/// A cluster this one peers with, and where its Foghorns listen for gRPC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerCluster {
+    pub cluster_id: String,
+    pub grpc_addr: String,
+}
+
+impl Registry {
+    /// Registers `plain` as a credential of `cluster_id` (or refreshes it when it is already one),
+    /// and forgets the cluster's credentials nobody has used for a month.
+    pub async fn register_peer_credential(&self, cluster_id: &str, plain: &str) -> Result<()> {
+        let Some(lookup) = secret::lookup_prefix(SecretKind::PeerCredential, plain) else {
+            return Err(super::RegistryError::Invalid(
+                "a peer credential is fpc_ followed by 48 hex characters".into(),
+            ));
+        };
+        let now = now_ms();
+        if let Some(id) = self.find_peer_credential(cluster_id, plain).await? {
+            sqlx::query("UPDATE peer_credentials SET last_used_at = $2 WHERE id = $1")
+                .bind(&id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO peer_credentials (id, cluster_id, lookup, secret_hash, created_at, \
+                 last_used_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(new_id())
+            .bind(cluster_id)
+            .bind(&lookup)
+            .bind(secret::hash(plain))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        }
+        sqlx::query("DELETE FROM peer_credentials WHERE cluster_id = $1 AND last_used_at < $2")
+            .bind(cluster_id)
+            .bind(now - CREDENTIAL_IDLE_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id of the credential row of `cluster_id` that `plain` matches (hashes compared in
+    /// constant time).
+    async fn find_peer_credential(&self, cluster_id: &str, plain: &str) -> Result<Option<String>> {
+        let Some(lookup) = secret::lookup_prefix(SecretKind::PeerCredential, plain) else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT id, secret_hash, last_used_at FROM peer_credentials \
+             WHERE lookup = $1 AND cluster_id = $2",
+        )
+        .bind(&lookup)
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            if secret::verify(plain, &row.try_get::<String, _>("secret_hash")?) {
+                return Ok(Some(row.try_get("id")?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `plain` is a credential of `cluster_id`.
+    pub async fn authenticate_peer(&self, cluster_id: &str, plain: &str) -> Result<bool> {
+        let Some(id) = self.find_peer_credential(cluster_id, plain).await? else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE peer_credentials SET last_used_at = $2 WHERE id = $1 AND last_used_at < $3",
+        )
+        .bind(&id)
+        .bind(now)
+        .bind(now - LAST_USED_PRECISION_MS)
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
+    /// Whether some tenant may use both clusters (owns, is official on, or is actively subscribed
+    /// to each): the only reason two clusters may peer.
+    pub async fn clusters_share_a_tenant(&self, a: &str, b: &str) -> Result<bool> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM tenants t WHERE \
+             EXISTS (SELECT 1 FROM clusters c WHERE c.id = $1 AND {usable}) \
+             AND EXISTS (SELECT 1 FROM clusters c WHERE c.id = $2 AND {usable})",
+            usable = usable_by("t.id")
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(a)
+            .bind(b)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether tenant `tenant_id` may use cluster `cluster_id`.
+    pub async fn tenant_may_use(&self, tenant_id: &str, cluster_id: &str) -> Result<bool> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM clusters c WHERE c.id = $2 AND {}",
+            usable_by("$1")
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(tenant_id)
+            .bind(cluster_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The ids of the clusters a tenant may use, sorted.
+    pub async fn usable_cluster_ids(&self, tenant_id: &str) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT c.id FROM clusters c WHERE {} ORDER BY c.id",
+            usable_by("$1")
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The always-on peers of `cluster_id` (DESIGN.md §7.2): the other cluster of every tenant
+    /// whose preferred cluster differs from its official one, when one of the two is this one.
+    pub async fn always_on_peers(&self, cluster_id: &str) -> Result<Vec<PeerCluster>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT c.id, c.grpc_addr FROM tenants t JOIN clusters c ON \
+             (c.id = t.preferred_cluster_id AND t.official_cluster_id = $1) \
+             OR (c.id = t.official_cluster_id AND t.preferred_cluster_id = $1) \
+             WHERE t.preferred_cluster_id IS NOT NULL \
+             AND t.preferred_cluster_id <> t.official_cluster_id AND c.id <> $1 ORDER BY c.id",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PeerCluster {
+                    cluster_id: r.try_get("id")?,
+                    grpc_addr: r.try_get("grpc_addr")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records where this cluster's Foghorns take gRPC (the address peers dial).
+    pub async fn set_cluster_grpc_addr(&self, cluster_id: &str, grpc_addr: &str) -> Result<()> {
+        super::check_text("gRPC address", grpc_addr, 300)?;
+        sqlx::query("UPDATE clusters SET grpc_addr = $2 WHERE id = $1")
+            .bind(cluster_id)
+            .bind(grpc_addr)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

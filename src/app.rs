@@ -47,6 +47,10 @@ pub struct Shared {
     pub redis: Option<RedisLink>,
     /// Edge-state sync with the other replicas (with Redis only).
     pub replication: Option<Replication>,
+    /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
+    pub federation: crate::grpc::Hub,
+    /// The control streams of the edges connected here, for commands like `OriginPull`.
+    pub edge_links: crate::grpc::EdgeLinks,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.
@@ -104,6 +108,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .ensure_cluster(&local)
         .await
         .context("registering this cluster in the registry")?;
+    let credential = peer_credential(&config)?;
+    registry
+        .register_peer_credential(&config.cluster.id, &credential)
+        .await
+        .context("registering this Foghorn's peer credential")?;
 
     let shutdown = CancellationToken::new();
     let sync_stop = CancellationToken::new();
@@ -168,8 +177,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             (Some(replication), leadership)
         }
     };
+    let peers = crate::federation::Peers::new(
+        &config.cluster.id,
+        crate::federation::Ttls {
+            summary: config.federation.summary_ttl,
+            heartbeat: config.federation.heartbeat_ttl,
+        },
+        router.clone(),
+    );
     let state = AppState(Arc::new(Shared {
         edges,
+        federation: crate::grpc::Hub::new(peers, credential),
+        edge_links: crate::grpc::EdgeLinks::default(),
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone())),
         trusted_proxies: Arc::new(config.trusted_proxies()),
@@ -198,6 +217,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("binding gRPC on {}", config.server.grpc_addr))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
+
+    let advertised = advertised_grpc(&config, grpc_addr);
+    state
+        .registry
+        .set_cluster_grpc_addr(&config.cluster.id, &advertised)
+        .await
+        .context("publishing this cluster's gRPC address")?;
+    tokio::spawn(crate::grpc::federation::feed(
+        state.clone(),
+        shutdown.child_token(),
+    ));
+    tokio::spawn(crate::grpc::federation::supervise(
+        state.clone(),
+        shutdown.child_token(),
+    ));
 
     let http = tokio::spawn(crate::http::serve(
         http_listener,
@@ -298,6 +332,61 @@ async fn publish_load(state: AppState, stop: CancellationToken) {
         {
             tracing::debug!(error = %e, "could not publish the cluster's load");
         }
+    }
+}
+
+/// This Foghorn's peer credential: the configured one, else the one kept in the data directory
+/// (created there, readable by this user only, on first start).
+fn peer_credential(config: &Config) -> anyhow::Result<String> {
+    use crate::secret::{mint, SecretKind};
+    if !config.federation.credential.is_empty() {
+        return Ok(config.federation.credential.clone());
+    }
+    let path = config.server.data_dir.join("federation.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim().to_string();
+            anyhow::ensure!(
+                crate::secret::lookup_prefix(SecretKind::PeerCredential, &text).is_some(),
+                "{} does not hold a peer credential (fpc_ + 48 hex); remove it to make a new one",
+                path.display()
+            );
+            Ok(text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::create_dir_all(&config.server.data_dir)
+                .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
+            let plain = mint(SecretKind::PeerCredential).plain;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(file, "{plain}").with_context(|| format!("writing {}", path.display()))?;
+            Ok(plain)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Where peers dial this cluster: `federation.advertise_grpc`, else the gRPC listener's address
+/// when it is bound to one, else the cluster's Foghorn name on the listener's port.
+fn advertised_grpc(config: &Config, bound: SocketAddr) -> String {
+    if !config.federation.advertise_grpc.is_empty() {
+        return config.federation.advertise_grpc.clone();
+    }
+    if bound.ip().is_unspecified() {
+        format!(
+            "http://foghorn.{}.{}:{}",
+            config.cluster.id,
+            config.cluster.root_domain,
+            bound.port()
+        )
+    } else {
+        format!("http://{bound}")
     }
 }
 

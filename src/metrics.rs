@@ -44,6 +44,14 @@ pub struct PoolLabels {
     pub pool: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `query_stream` or `notify_origin_pull`.
+    pub rpc: &'static str,
+    /// `out` (this Foghorn called a peer) or `in` (a peer called this one).
+    pub direction: &'static str,
+}
+
 /// Routing decisions of one endpoint by result, created once: counting a decision is one atomic
 /// add, no label lookup on the hot path.
 #[derive(Debug, Clone)]
@@ -106,6 +114,15 @@ pub struct Metrics {
     pub replication_synced: Gauge,
     /// 1 while this replica holds the cluster's leader lease.
     pub leader: Gauge,
+    /// Cross-cluster unary calls (QueryStream, NotifyOriginPull), by direction.
+    pub federation_rpcs: Family<RpcLabels, Counter>,
+    /// PeerChannels open now (both directions).
+    pub federation_channels: Gauge,
+    /// Frames received from peers, by kind.
+    pub federation_frames: Family<FrameLabels, Counter>,
+    /// Peer calls and channels refused: bad credentials, no shared subscription, frames that
+    /// speak for another cluster, malformed summaries.
+    pub federation_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -139,6 +156,10 @@ impl Metrics {
             replication_errors: Counter::default(),
             replication_synced: Gauge::default(),
             leader: Gauge::default(),
+            federation_rpcs: Family::default(),
+            federation_channels: Gauge::default(),
+            federation_frames: Family::default(),
+            federation_refusals: Counter::default(),
         };
         registry.register(
             "edges_connected",
@@ -214,6 +235,26 @@ impl Metrics {
             "leader",
             "1 while this replica holds the cluster's leader lease",
             m.leader.clone(),
+        );
+        registry.register(
+            "federation_rpcs",
+            "Cross-cluster unary calls (QueryStream, NotifyOriginPull) by direction",
+            m.federation_rpcs.clone(),
+        );
+        registry.register(
+            "federation_channels",
+            "PeerChannels open with other clusters' Foghorns",
+            m.federation_channels.clone(),
+        );
+        registry.register(
+            "federation_frames",
+            "Frames received from peers, by kind",
+            m.federation_frames.clone(),
+        );
+        registry.register(
+            "federation_refusals",
+            "Peer channels and calls refused (credentials, no shared subscription, impostor frames)",
+            m.federation_refusals.clone(),
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m

@@ -198,9 +198,12 @@ pub struct NetworkCluster {
     /// `always-on` for the preferred and official clusters when they differ, `on-demand` for
     /// other subscribed clusters, `none` when no peering is needed.
     pub peering: &'static str,
-    /// Whether a federation channel to this cluster is open. Federation is not built yet, so this
-    /// is `none` everywhere.
+    /// The federation channel between the Foghorn answering and this cluster: `local` (the
+    /// cluster answering), `open`, `connecting` (being dialed, or needed by a stream) or `none`.
     pub channel: &'static str,
+    /// Whether this cluster's edges are scored for viewers here now (its last summary is within
+    /// its TTLs); always true for the cluster answering.
+    pub edges_scored: bool,
 }
 
 /// `GET /tenant/network`.
@@ -238,11 +241,18 @@ pub async fn network(state: &AppState, caller: &Principal) -> Result<Network, Ap
                 (true, false) => "none",
                 (false, _) => "on-demand",
             };
+            let here = cluster.id == state.config.cluster.id;
+            let peers = &state.federation.peers;
             NetworkCluster {
                 cluster: ClusterSummary::of(cluster, &tenant.id),
                 roles,
                 peering,
-                channel: "none",
+                channel: if here {
+                    "local"
+                } else {
+                    peers.channel_state(&cluster.id)
+                },
+                edges_scored: here || peers.is_scored(&cluster.id),
             }
         })
         .collect();

@@ -3,6 +3,8 @@
 //!
 //! Free of transport types; `crate::grpc` carries the messages.
 
+mod peers;
 mod summary;
 
+pub use peers::{Direction, Origin, Peers, Ttls};
 pub use summary::{ClusterSummary, EdgeSummary, Smoother};

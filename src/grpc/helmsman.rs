@@ -7,9 +7,9 @@
 //! Register authenticated. A bad, oversized or out-of-order frame ends this session with an `Error`
 //! frame and a matching gRPC status; other sessions are unaffected.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
@@ -53,6 +53,45 @@ impl HelmsmanService {
 /// channel's slots 32 at a time, and unboxed frames would cost ~8 KiB per connected edge.
 type Frame = Result<Box<ControlMessage>, Box<Status>>;
 type Outbound = mpsc::Sender<Frame>;
+
+/// The control streams of the edges connected to this replica, for commands that do not answer
+/// an edge's own frame (an `OriginPull` arranged with a peer cluster).
+#[derive(Debug, Default)]
+pub struct EdgeLinks(Mutex<HashMap<String, (u64, Outbound)>>);
+
+impl EdgeLinks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Outbound)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, node_id: &str, session_id: u64, tx: &Outbound) {
+        self.lock()
+            .insert(node_id.to_string(), (session_id, tx.clone()));
+    }
+
+    /// Forgets the stream of a session, unless a newer session of the node replaced it.
+    fn remove(&self, node_id: &str, session_id: u64) {
+        let mut links = self.lock();
+        if links.get(node_id).is_some_and(|(s, _)| *s == session_id) {
+            links.remove(node_id);
+        }
+    }
+
+    /// Tells `node_id` to pull `stream` from `source_url`; `false` when the edge's control stream
+    /// is not on this replica or its buffer is full.
+    pub fn origin_pull(&self, node_id: &str, stream: &str, source_url: &str) -> bool {
+        let Some(tx) = self.lock().get(node_id).map(|(_, tx)| tx.clone()) else {
+            return false;
+        };
+        let frame = ControlMessage {
+            payload: Some(control_message::Payload::OriginPull(proto::OriginPull {
+                internal_name: stream.to_string(),
+                source_url: source_url.to_string(),
+            })),
+        };
+        tx.try_send(Ok(Box::new(frame))).is_ok()
+    }
+}
 
 #[tonic::async_trait]
 impl HelmsmanControl for HelmsmanService {
@@ -147,6 +186,9 @@ struct Attached<'a> {
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
+        self.state
+            .edge_links
+            .remove(&self.handle.node_id, self.handle.session_id);
         self.state.edges.detach(&self.handle);
         self.state
             .metrics
@@ -247,6 +289,9 @@ async fn run_session(
         handle: state.edges.attach(&node.node_id, info.clone(), token),
         state,
     };
+    state
+        .edge_links
+        .insert(&node.node_id, attached.handle.session_id, tx);
     let mut mode = attached.handle.mode;
     let mut seed_version = 1u64;
     send(tx, seed(state, &node, credential, mode, seed_version)).await?;

@@ -1,8 +1,9 @@
-//! tonic adapters: the gRPC listener with HelmsmanControl, EdgeProvisioning, `grpc.health.v1` and
-//! server reflection.
+//! tonic adapters: the gRPC listener with HelmsmanControl, EdgeProvisioning, Federation,
+//! `grpc.health.v1` and server reflection.
 
 mod codec;
 mod convert;
+pub mod federation;
 mod helmsman;
 pub mod peer;
 mod provisioning;
@@ -15,10 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::proto::edge_provisioning_server::EdgeProvisioningServer;
+use crate::proto::federation_server::FederationServer;
 use crate::proto::helmsman_control_server::HelmsmanControlServer;
 
 pub use codec::CompactCodec;
-pub use helmsman::HelmsmanService;
+pub use federation::{FederationService, Hub};
+pub use helmsman::{EdgeLinks, HelmsmanService};
 pub use provisioning::ProvisioningService;
 
 /// The protocol version this Foghorn speaks on the control stream.
@@ -55,6 +58,13 @@ pub async fn serve(
     let provisioning = EdgeProvisioningServer::new(ProvisioningService::new(state.clone()))
         .max_decoding_message_size(16 * 1024);
 
+    health
+        .set_serving::<FederationServer<FederationService>>()
+        .await;
+    let federation = FederationServer::new(FederationService::new(state.clone()))
+        .max_decoding_message_size(federation::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(federation::MAX_MESSAGE_BYTES);
+
     let not_serving = health.clone();
     let stop = async move {
         shutdown.cancelled().await;
@@ -63,6 +73,9 @@ pub async fn serve(
             .await;
         not_serving
             .set_not_serving::<EdgeProvisioningServer<ProvisioningService>>()
+            .await;
+        not_serving
+            .set_not_serving::<FederationServer<FederationService>>()
             .await;
     };
     tonic::transport::Server::builder()
@@ -75,6 +88,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(helmsman)
         .add_service(provisioning)
+        .add_service(federation)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await
 }

@@ -13,7 +13,6 @@
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use axum::extract::{Path, Request as HttpRequest, State};
 use axum::http::header;
@@ -24,14 +23,12 @@ use serde_json::{json, Value};
 
 use super::auth::principal_from_headers;
 use super::params::Params;
-use super::play::{chosen, host_of, peer_of, protocol_url, temporary_redirect};
+use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
+use crate::routing::{dtsc_url, host_of};
 use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
-
-/// MistServer's DTSC port.
-const DTSC_PORT: u16 = 4200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -106,6 +103,27 @@ async fn best_host(
     }
 }
 
+/// What `?source=` answers: the DTSC URL of the best local origin of `stream`, asked from the
+/// asking edge's position when it is one of ours; else the origin pull arranged with the peer
+/// cluster where the stream is live (DESIGN.md §7.2).
+fn source_url(
+    state: &AppState,
+    snapshot: &Snapshot,
+    stream: &str,
+    viewer: &Viewer,
+) -> Option<String> {
+    let asker = Some(viewer.ip);
+    let position = snapshot
+        .candidates()
+        .find(|c| c.ip.is_some() && c.ip == asker)
+        .and_then(|c| c.position)
+        .or(viewer.position);
+    match snapshot.best_source(stream, asker, position, tokio::time::Instant::now()) {
+        Some(c) => Some(dtsc_url(&c.base_url, stream)),
+        None => state.federation.peers.origin(stream).map(|o| o.dtsc_url),
+    }
+}
+
 async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Response, ApiError> {
     let q = Params::of(req.uri())?;
     let headers = req.headers();
@@ -115,8 +133,7 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         let stream = internal_name(&state, &stream).await?;
         let fallback = q.get("fallback");
         return Ok(text(
-            best_source(&snapshot, &stream, &viewer)
-                .map(|c| format!("dtsc://{}:{DTSC_PORT}/{stream}", host_of(&c.base_url)))
+            source_url(&state, &snapshot, &stream, &viewer)
                 .unwrap_or_else(|| fallback.as_deref().unwrap_or("push://").to_string()),
         ));
     }
@@ -232,44 +249,6 @@ fn describe(c: &Candidate) -> Value {
         "viewers": c.streams.iter().map(|s| u64::from(s.viewers)).sum::<u64>(),
         "position_known": c.position.is_some(),
     })
-}
-
-/// The best origin of `stream`: carries it with an input, is not a replica, is not the asking
-/// host. Scored from the asking edge's position when it is one of ours, else the request's.
-fn best_source<'s>(snapshot: &'s Snapshot, stream: &str, viewer: &Viewer) -> Option<&'s Candidate> {
-    let asker: Option<IpAddr> = Some(viewer.ip);
-    let position = snapshot
-        .candidates()
-        .find(|c| c.ip.is_some() && c.ip == asker)
-        .and_then(|c| c.position)
-        .or(viewer.position);
-    let req = Request {
-        viewer: position,
-        stream: Some(stream),
-        need: Need::Source,
-        now: tokio::time::Instant::now(),
-        remote_clusters: &[],
-    };
-    let mut best: Option<(u64, &Candidate)> = None;
-    for (i, c) in snapshot.candidates().enumerate() {
-        let Some(s) = c.stream(stream) else { continue };
-        if s.inputs == 0 || s.replicated || (c.ip.is_some() && c.ip == asker) {
-            continue;
-        }
-        let Some(parts) = snapshot.score(i as u32, &req) else {
-            continue;
-        };
-        let better = match best {
-            None => true,
-            Some((total, b)) => {
-                parts.total > total || (parts.total == total && c.node_id < b.node_id)
-            }
-        };
-        if better {
-            best = Some((parts.total, c));
-        }
-    }
-    best.map(|(_, c)| c)
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
 use crate::edge::per_viewer_estimate;
+use crate::grpc::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
-use crate::routing::{Candidate, Need, Parts, Pick, Request, Snapshot};
+use crate::routing::{host_of, Candidate, Need, Parts, Pick, Request, Snapshot};
 
 /// Primary plus up to four fallbacks.
 const CHOICES: usize = 5;
@@ -57,12 +58,6 @@ fn valid_token(s: &str) -> bool {
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The host name in an edge's base URL.
-pub(super) fn host_of(base_url: &str) -> &str {
-    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
-    rest.split(['/', ':']).next().unwrap_or(rest)
 }
 
 /// The pieces of the edge URL of a protocol for a stream (MistServer's paths), or `None` for an
@@ -210,6 +205,40 @@ fn rank(
     )
 }
 
+/// For a stream live on another cluster its tenant may use (DESIGN.md §7.2): arranges, once per
+/// stream, the pull into one of this cluster's edges. `Some(base URL)` of the peer's edge when the
+/// peer refused the pull or this cluster has no edge for it: the viewer goes there instead.
+/// Nothing to do (no call, one string compare) for a stream live here or already arranged.
+async fn cross_cluster(state: &AppState, resolved: &Resolved, viewer: &Viewer) -> Option<String> {
+    let live = resolved.live_cluster_id.as_deref()?;
+    if live == state.config.cluster.id
+        || state
+            .federation
+            .peers
+            .origin(&resolved.internal_name)
+            .is_some()
+        || !resolved.usable_clusters.iter().any(|c| **c == *live)
+    {
+        return None;
+    }
+    let arranged = crate::grpc::federation::arrange(
+        state,
+        live,
+        &resolved.tenant_id,
+        &resolved.internal_name,
+        viewer.position,
+    )
+    .await;
+    match arranged {
+        Ok(Arrangement::Local) => None,
+        Ok(Arrangement::Remote { base_url }) => Some(base_url),
+        Err(status) => {
+            tracing::warn!(peer = %live, stream = %resolved.internal_name, code = ?status.code(), message = status.message(), "could not arrange a cross-cluster origin pull");
+            None
+        }
+    }
+}
+
 async fn play_json(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
@@ -219,6 +248,7 @@ async fn play_json(
     let headers = req.headers();
     let resolved = resolve(&state, &playback_id).await?;
     let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
+    let elsewhere = cross_cluster(&state, &resolved, &viewer).await;
     let explain = q.get("explain").is_some_and(|v| v == "1");
     if explain {
         let p = principal_from_headers(headers, &state).await?;
@@ -253,6 +283,7 @@ async fn play_json(
         .collect();
     let mut body = json!({
         "playback_id": resolved.playback_id,
+        "peer_edge": elsewhere,
         "stream": {
             "internal_name": resolved.internal_name,
             "status": if resolved.live_node_id.is_some() { "live" } else { "offline" },
@@ -331,8 +362,15 @@ pub(super) async fn redirect(
     }
     let resolved = resolve(state, playback_id).await?;
     let viewer = Viewer::of(state, peer, &req.headers, &q)?;
-    let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
+    if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await {
+        // The peer would not let this cluster pull the stream: its own edge serves the viewer.
+        state.metrics.play_decisions.count(Some(true));
+        let location = protocol_url(&base_url, proto, stream, rest)
+            .ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+        return temporary_redirect(location);
+    }
+    let snapshot = state.router.snapshot();
     let now = Instant::now();
     let picks = rank(&snapshot, &viewer, &resolved, 1, now);
     let edge = chosen(&snapshot, &picks, &state.metrics.play_decisions)?;

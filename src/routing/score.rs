@@ -90,6 +90,16 @@ impl Position {
         })
     }
 
+    /// Latitude in degrees (for passing a position on, e.g. to a peer cluster).
+    pub fn latitude(&self) -> f64 {
+        self.sin_lat.atan2(self.cos_lat).to_degrees()
+    }
+
+    /// Longitude in degrees.
+    pub fn longitude(&self) -> f64 {
+        self.lon.to_degrees()
+    }
+
     /// Cosine of the central angle to `other`, clamped to [-1, 1].
     pub fn cos_angle(&self, other: &Position) -> f64 {
         (self.sin_lat * other.sin_lat + self.cos_lat * other.cos_lat * (self.lon - other.lon).cos())

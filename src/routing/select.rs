@@ -524,6 +524,43 @@ impl Snapshot {
         }
     }
 
+    /// The best local origin of `stream`: carries it with an input, is not a replica, is not the
+    /// asking host; scored from `position`. Remote edges are never origins here: a stream live on
+    /// a peer is pulled through an arranged origin pull.
+    pub fn best_source(
+        &self,
+        stream: &str,
+        asker: Option<std::net::IpAddr>,
+        position: Option<Position>,
+        now: Instant,
+    ) -> Option<&Candidate> {
+        let req = Request {
+            viewer: position,
+            stream: Some(stream),
+            need: Need::Source,
+            now,
+            remote_clusters: &[],
+        };
+        let mut best: Option<(Pick, &Candidate)> = None;
+        for (i, c) in self.pools[0].candidates.iter().enumerate() {
+            let Some(s) = c.stream(stream) else { continue };
+            if s.inputs == 0 || s.replicated || (c.ip.is_some() && c.ip == asker) {
+                continue;
+            }
+            let Some(parts) = self.score(i as u32, &req) else {
+                continue;
+            };
+            let pick = Pick {
+                index: i as u32,
+                parts,
+            };
+            if best.as_ref().is_none_or(|(b, _)| self.better(&pick, b)) {
+                best = Some((pick, c));
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+
     /// The oracle: scores every candidate and returns the best `k`, best first.
     pub fn rank_exhaustive(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
         let mut top = Vec::with_capacity(k + 1);

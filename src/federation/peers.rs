@@ -1,0 +1,278 @@
+//! What this Foghorn knows about its peers (DESIGN.md §7.2–7.4): the channels open with each, the
+//! last summary, heartbeat and stream advert of each, the streams that keep an on-demand peer
+//! wanted, and the cross-cluster origin pulls arranged for streams live elsewhere.
+//!
+//! Policy only; the transport (`crate::grpc::federation`) opens the channels and feeds this.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::ClusterSummary;
+use crate::routing::Router;
+
+/// Who opened a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// This Foghorn dialed the peer.
+    Outbound,
+    /// The peer dialed this Foghorn.
+    Inbound,
+}
+
+/// A cross-cluster origin pull arranged for a stream live on a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub peer: String,
+    /// Where this cluster's edges pull the stream from (`dtsc://...` on the peer's edge).
+    pub dtsc_url: String,
+    /// The edge of this cluster that was told to pull it.
+    pub node_id: String,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    /// Open channels with this peer, by channel id.
+    channels: HashMap<u64, Direction>,
+    summary: Option<ClusterSummary>,
+    summary_at: Option<Instant>,
+    /// Last frame of any kind (a summary or a stream advert is as good as a heartbeat).
+    heard_at: Option<Instant>,
+    /// Streams live on the peer, from its last advert.
+    streams: HashSet<String>,
+}
+
+/// The timings of DESIGN.md §7.3.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    /// A peer's edges stop being scored this long after its last summary...
+    pub summary: Duration,
+    /// ...or this long after it was last heard from, whichever comes first.
+    pub heartbeat: Duration,
+}
+
+/// Peer state of one Foghorn; shared by the channels, the viewer path and the API.
+#[derive(Debug)]
+pub struct Peers {
+    cluster_id: String,
+    ttls: Ttls,
+    router: Arc<Router>,
+    peers: Mutex<HashMap<String, PeerState>>,
+    /// On-demand peers and the streams that keep each wanted.
+    on_demand: Mutex<HashMap<String, HashSet<String>>>,
+    /// Peers a dialer is trying to reach (set by the transport).
+    dialing: Mutex<HashSet<String>>,
+    origins: RwLock<HashMap<String, Origin>>,
+    /// Woken when the set of wanted on-demand peers changes.
+    wanted_changed: Notify,
+    next_channel: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Peers {
+    pub fn new(cluster_id: &str, ttls: Ttls, router: Arc<Router>) -> Self {
+        Peers {
+            cluster_id: cluster_id.to_string(),
+            ttls,
+            router,
+            peers: Mutex::new(HashMap::new()),
+            on_demand: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
+            origins: RwLock::new(HashMap::new()),
+            wanted_changed: Notify::new(),
+            next_channel: AtomicU64::new(1),
+        }
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Records a channel that just opened; returns its id for [`Peers::channel_closed`].
+    pub fn channel_opened(&self, peer: &str, direction: Direction) -> u64 {
+        let id = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        let mut peers = lock(&self.peers);
+        let state = peers.entry(peer.to_string()).or_default();
+        state.channels.insert(id, direction);
+        state.heard_at = Some(Instant::now());
+        id
+    }
+
+    /// Records the end of a channel. When the last channel with a peer ends on purpose
+    /// (`unpeered`: nobody needs the pair any more), its edges stop being scored at once;
+    /// after a failure they are scored until their TTL, as a reconnect usually comes first.
+    pub fn channel_closed(&self, peer: &str, id: u64, unpeered: bool) {
+        let mut peers = lock(&self.peers);
+        let Some(state) = peers.get_mut(peer) else {
+            return;
+        };
+        state.channels.remove(&id);
+        if state.channels.is_empty() && unpeered {
+            peers.remove(peer);
+            drop(peers);
+            self.router.set_remote_edges(peer, Vec::new());
+        }
+    }
+
+    /// Number of channels open with `peer`.
+    pub fn open_channels(&self, peer: &str) -> usize {
+        lock(&self.peers).get(peer).map_or(0, |s| s.channels.len())
+    }
+
+    /// Every channel open, as (peer, direction).
+    pub fn channels(&self) -> Vec<(String, Direction)> {
+        let peers = lock(&self.peers);
+        let mut all: Vec<(String, Direction)> = peers
+            .iter()
+            .flat_map(|(p, s)| s.channels.values().map(move |d| (p.clone(), *d)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// A peer's summary arrived (already checked to speak for `peer`).
+    pub fn on_summary(&self, peer: &str, summary: ClusterSummary) {
+        let now = Instant::now();
+        let mut peers = lock(&self.peers);
+        let state = peers.entry(peer.to_string()).or_default();
+        state.summary = Some(summary);
+        state.summary_at = Some(now);
+        state.heard_at = Some(now);
+        self.apply(peer, state);
+    }
+
+    /// A heartbeat arrived: the peer's edges stay scored for another heartbeat TTL.
+    pub fn on_heartbeat(&self, peer: &str) {
+        let mut peers = lock(&self.peers);
+        let state = peers.entry(peer.to_string()).or_default();
+        state.heard_at = Some(Instant::now());
+        self.apply(peer, state);
+    }
+
+    /// A stream advert arrived: the streams live on the peer. Origin pulls and on-demand wants of
+    /// streams that are no longer live there end.
+    pub fn on_advert(&self, peer: &str, streams: HashSet<String>) {
+        {
+            let mut peers = lock(&self.peers);
+            let state = peers.entry(peer.to_string()).or_default();
+            state.heard_at = Some(Instant::now());
+            state.streams = streams.clone();
+        }
+        let ended: Vec<String> = {
+            let origins = self.origins.read().unwrap_or_else(|e| e.into_inner());
+            origins
+                .iter()
+                .filter(|(s, o)| o.peer == peer && !streams.contains(*s))
+                .map(|(s, _)| s.clone())
+                .collect()
+        };
+        if !ended.is_empty() {
+            let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+            for s in &ended {
+                origins.remove(s);
+            }
+        }
+        let mut on_demand = lock(&self.on_demand);
+        if let Some(wanted) = on_demand.get_mut(peer) {
+            wanted.retain(|s| streams.contains(s));
+            if wanted.is_empty() {
+                on_demand.remove(peer);
+                drop(on_demand);
+                tracing::info!(%peer, "no stream involves the on-demand peer any more");
+                self.wanted_changed.notify_one();
+            }
+        }
+    }
+
+    /// Streams live on `peer` according to its last advert.
+    pub fn advertised(&self, peer: &str, stream: &str) -> bool {
+        lock(&self.peers)
+            .get(peer)
+            .is_some_and(|s| s.streams.contains(stream))
+    }
+
+    /// Re-scores a peer's edges with the expiry its last summary and last frame give.
+    fn apply(&self, peer: &str, state: &PeerState) {
+        let (Some(summary), Some(summary_at)) = (&state.summary, state.summary_at) else {
+            return;
+        };
+        let heard_at = state.heard_at.unwrap_or(summary_at);
+        let expires_at = (summary_at + self.ttls.summary).min(heard_at + self.ttls.heartbeat);
+        self.router
+            .set_remote_edges(peer, summary.remote_edges(expires_at));
+    }
+
+    /// Whether `peer`'s edges are being scored now (a summary within its TTLs).
+    pub fn is_scored(&self, peer: &str) -> bool {
+        let peers = lock(&self.peers);
+        let Some(state) = peers.get(peer) else {
+            return false;
+        };
+        let (Some(summary_at), Some(heard_at)) = (state.summary_at, state.heard_at) else {
+            return false;
+        };
+        let now = Instant::now();
+        now < summary_at + self.ttls.summary && now < heard_at + self.ttls.heartbeat
+    }
+
+    /// Keeps `peer` wanted (a channel open) while `stream` is live there.
+    pub fn want(&self, peer: &str, stream: &str) {
+        let added = lock(&self.on_demand)
+            .entry(peer.to_string())
+            .or_default()
+            .insert(stream.to_string());
+        if added {
+            self.wanted_changed.notify_one();
+        }
+    }
+
+    /// The on-demand peers wanted now.
+    pub fn wanted(&self) -> Vec<String> {
+        let mut peers: Vec<String> = lock(&self.on_demand).keys().cloned().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Resolves when the wanted on-demand peers change.
+    pub async fn wanted_changed(&self) {
+        self.wanted_changed.notified().await;
+    }
+
+    pub fn set_dialing(&self, peers: HashSet<String>) {
+        *lock(&self.dialing) = peers;
+    }
+
+    /// The channel state of `peer` for the tenant API: `open`, `connecting` or `none`.
+    pub fn channel_state(&self, peer: &str) -> &'static str {
+        if self.open_channels(peer) > 0 {
+            "open"
+        } else if lock(&self.dialing).contains(peer) || lock(&self.on_demand).contains_key(peer) {
+            "connecting"
+        } else {
+            "none"
+        }
+    }
+
+    /// The origin pull arranged for `stream`, if any.
+    pub fn origin(&self, stream: &str) -> Option<Origin> {
+        self.origins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .cloned()
+    }
+
+    pub fn set_origin(&self, stream: &str, origin: Origin) {
+        self.origins
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.to_string(), origin);
+    }
+}

@@ -157,31 +157,33 @@ impl Peers {
     }
 
     /// A stream advert arrived: the streams live on the peer. Origin pulls and on-demand wants of
-    /// streams that are no longer live there end.
+    /// streams the previous advert listed and this one does not end (a stream not advertised yet
+    /// may just be younger than the peer's last sample of its edges).
     pub fn on_advert(&self, peer: &str, streams: HashSet<String>) {
-        {
+        let ended: Vec<String> = {
             let mut peers = lock(&self.peers);
             let state = peers.entry(peer.to_string()).or_default();
             state.heard_at = Some(Instant::now());
-            state.streams = streams.clone();
-        }
-        let ended: Vec<String> = {
-            let origins = self.origins.read().unwrap_or_else(|e| e.into_inner());
-            origins
-                .iter()
-                .filter(|(s, o)| o.peer == peer && !streams.contains(*s))
-                .map(|(s, _)| s.clone())
-                .collect()
+            let ended = state.streams.difference(&streams).cloned().collect();
+            state.streams = streams;
+            ended
         };
-        if !ended.is_empty() {
+        if ended.is_empty() {
+            return;
+        }
+        {
             let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
             for s in &ended {
-                origins.remove(s);
+                if origins.get(s).is_some_and(|o| o.peer == peer) {
+                    origins.remove(s);
+                }
             }
         }
         let mut on_demand = lock(&self.on_demand);
         if let Some(wanted) = on_demand.get_mut(peer) {
-            wanted.retain(|s| streams.contains(s));
+            for s in &ended {
+                wanted.remove(s);
+            }
             if wanted.is_empty() {
                 on_demand.remove(peer);
                 drop(on_demand);

@@ -213,9 +213,7 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let unavailable = |e: crate::registry::RegistryError| {
-        Status::unavailable(format!("registry unavailable: {e}"))
-    };
+    let unavailable = |e: crate::registry::RegistryError| Status::unavailable(e.to_string());
     if !state
         .registry
         .authenticate_peer(claimed, credential)
@@ -461,9 +459,7 @@ impl FederationService {
     async fn check_tenant(&self, caller: &str, tenant: &str, stream: &str) -> Result<(), Status> {
         let state = &self.state;
         let registry = &state.registry;
-        let unavailable = |e: crate::registry::RegistryError| {
-            Status::unavailable(format!("registry unavailable: {e}"))
-        };
+        let unavailable = |e: crate::registry::RegistryError| Status::unavailable(e.to_string());
         checked_stream(stream)?;
         let me = &state.config.cluster.id;
         let may = registry
@@ -656,7 +652,7 @@ async fn client_for(state: &AppState, peer: &str) -> Result<FederationClient<Cha
         .registry
         .cluster(peer)
         .await
-        .map_err(|e| Status::unavailable(format!("registry unavailable: {e}")))?
+        .map_err(|e| Status::unavailable(e.to_string()))?
         .ok_or_else(|| Status::not_found(format!("cluster {peer:?} is not in the registry")))?;
     if cluster.grpc_addr.is_empty() {
         return Err(Status::failed_precondition(format!(

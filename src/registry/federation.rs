@@ -99,10 +99,11 @@ impl Registry {
     /// to each): the only reason two clusters may peer.
     pub async fn clusters_share_a_tenant(&self, a: &str, b: &str) -> Result<bool> {
         let sql = format!(
-            "SELECT COUNT(*) FROM tenants t WHERE \
+            "SELECT COUNT(*) FROM tenants shared WHERE \
              EXISTS (SELECT 1 FROM clusters c WHERE c.id = $1 AND {usable}) \
              AND EXISTS (SELECT 1 FROM clusters c WHERE c.id = $2 AND {usable})",
-            usable = usable_by("t.id")
+            // Not `t`: `usable_by` reads the tenants table under that alias itself.
+            usable = usable_by("shared.id")
         );
         let n: i64 = sqlx::query_scalar(&sql)
             .bind(a)

@@ -400,6 +400,11 @@ impl Pool {
     }
 }
 
+/// Whether `c` comes after the k-th pick `kth` (remote flag, node id) among equal totals.
+fn after(c: &Candidate, kth: &(bool, Arc<str>)) -> bool {
+    (c.remote, &*c.node_id) > (kth.0, &*kth.1)
+}
+
 /// An immutable view of the routable edges: the local pool and the remote pool, built with the
 /// same weights. Picks index the local candidates first, then the remote ones.
 #[derive(Debug, Clone)]
@@ -497,14 +502,16 @@ impl Snapshot {
         pool.score(i, req)
     }
 
-    /// Whether `a` ranks before `b`: higher total, then lower node id (then lower index, so the
-    /// order stays total should two peers ever report the same node id).
+    /// Whether `a` ranks before `b`: higher total; on a tie a local edge before a remote one (a
+    /// remote edge must beat the best local one by more than the penalty), then the lower node id
+    /// (then the lower index, so the order stays total should two peers report the same node id).
     fn better(&self, a: &Pick, b: &Pick) -> bool {
         match a.parts.total.cmp(&b.parts.total) {
             Ordering::Greater => true,
             Ordering::Less => false,
             Ordering::Equal => {
-                (&self.get(a.index).node_id, a.index) < (&self.get(b.index).node_id, b.index)
+                let (ca, cb) = (self.get(a.index), self.get(b.index));
+                (ca.remote, &ca.node_id, a.index) < (cb.remote, &cb.node_id, b.index)
             }
         }
     }
@@ -609,14 +616,17 @@ impl Snapshot {
                 sorted
             }
         };
-        // The k-th best so far: its total and node id. A candidate whose bound is below that
-        // total, or equal to it with a higher node id, cannot enter the top k (ties go to the
-        // lower id). Under a flood, redirects level many edges to the same score, so the tie rule
-        // is what keeps the scan short.
-        let threshold = |top: &Vec<Pick>| -> Option<(i64, Arc<str>)> {
+        // The k-th best so far: its total, whether it is remote, and its node id. A candidate
+        // whose bound is below that total, or equal to it and after it in the tie order (local
+        // first, then the lower id), cannot enter the top k. Under a flood, redirects level many
+        // edges to the same score, so the tie rule is what keeps the scan short.
+        let threshold = |top: &Vec<Pick>| -> Option<(i64, (bool, Arc<str>))> {
             (top.len() == k).then(|| {
-                let kth = &top[k - 1];
-                (kth.parts.total as i64, self.get(kth.index).node_id.clone())
+                let kth = self.get(top[k - 1].index);
+                (
+                    top[k - 1].parts.total as i64,
+                    (kth.remote, kth.node_id.clone()),
+                )
             })
         };
         // Carriers of the stream first: they alone can get the bonus, so their bound is their own
@@ -637,8 +647,8 @@ impl Snapshot {
                 if let Some((t, kth_id)) = &bar {
                     let geo = geo_of_group[p][pool.group_of[i as usize] as usize];
                     let bound = pool.static_bound[i as usize] + bonus + geo;
-                    let id = &pool.candidates[i as usize].node_id;
-                    if bound < *t || (bound == *t && id > kth_id) {
+                    let c = &pool.candidates[i as usize];
+                    if bound < *t || (bound == *t && after(c, kth_id)) {
                         continue;
                     }
                 }
@@ -664,7 +674,7 @@ impl Snapshot {
                 let c = &pool.candidates[i as usize];
                 if let Some((t, kth_id)) = &bar {
                     let bound = geo_bound + pool.static_bound[i as usize];
-                    if bound < *t || (bound == *t && c.node_id > *kth_id) {
+                    if bound < *t || (bound == *t && after(c, kth_id)) {
                         break; // members come in (bound desc, node id asc) order
                     }
                     // The same bound with the pending of this instant: redirects since the build
@@ -672,7 +682,7 @@ impl Snapshot {
                     let bw_now = bw_part(pool.weights.bw, c.up, pool.pending(i), c.bw_limit);
                     let lost = pool.bw_built[i as usize].saturating_sub(bw_now) as i64;
                     let tight = bound - lost;
-                    if tight < *t || (tight == *t && c.node_id > *kth_id) {
+                    if tight < *t || (tight == *t && after(c, kth_id)) {
                         continue;
                     }
                 }

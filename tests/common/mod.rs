@@ -154,7 +154,7 @@ impl TestServer {
     pub async fn operator(&self) -> (String, String) {
         let tenant = self
             .registry()
-            .create_tenant("Operator Org", "test")
+            .create_tenant("Operator Org", &self.server().state.config.cluster.id)
             .await
             .expect("tenant");
         let (_, token) = self
@@ -165,11 +165,11 @@ impl TestServer {
         (tenant.id, token)
     }
 
-    /// An enrollment token for this cluster with `uses` uses, valid for an hour.
+    /// An enrollment token for this server's cluster with `uses` uses, valid for an hour.
     pub async fn enrollment_token(&self, tenant: &str, uses: i64) -> String {
         self.registry()
             .create_enrollment_token(&NewEnrollmentToken {
-                cluster_id: "test".into(),
+                cluster_id: self.server().state.config.cluster.id.clone(),
                 tenant_id: tenant.into(),
                 usage_limit: uses,
                 expires_at: foghorn::registry::now_ms() + 3_600_000,

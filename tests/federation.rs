@@ -1,0 +1,605 @@
+//! Federation end to end (DESIGN.md §7): three Foghorns of three clusters on one PostgreSQL
+//! registry, edges simulated over their real control streams, viewers over real HTTP, peers over
+//! real gRPC. Intervals are shortened so each test runs in seconds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use foghorn::config::Config;
+use foghorn::proto::{
+    control_message, edge_message, federation_client::FederationClient, peer_message,
+    ClusterEdgeSummary, Hello, NodeStats, PeerMessage, Register, StreamStats,
+};
+use foghorn::registry::Role;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const ROOT: &str = "example.net";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn federated(config: &mut Config, cluster: &str) {
+    config.cluster.id = cluster.into();
+    config.redis.url = String::new();
+    let f = &mut config.federation;
+    f.summary_interval = Duration::from_millis(300);
+    f.heartbeat_interval = Duration::from_millis(100);
+    f.summary_ttl = Duration::from_secs(3);
+    f.heartbeat_ttl = Duration::from_secs(1);
+    f.reconcile_interval = Duration::from_millis(300);
+    f.reconnect_max = Duration::from_millis(300);
+}
+
+/// Foghorns of clusters alpha, bravo and charlie on one registry.
+async fn three() -> (TestServer, TestServer, TestServer) {
+    let alpha = TestServer::start_with(Db::Postgres, |c| federated(c, "alpha")).await;
+    let bravo = alpha.replica(|c| federated(c, "bravo")).await;
+    let charlie = alpha.replica(|c| federated(c, "charlie")).await;
+    (alpha, bravo, charlie)
+}
+
+/// A tenant whose official cluster is `official`, with a tenant API token.
+async fn tenant(server: &TestServer, official: &str) -> (String, String) {
+    let registry = server.registry();
+    let t = registry
+        .create_tenant("Streamer", official)
+        .await
+        .expect("tenant");
+    let (_, token) = registry
+        .create_api_token(&t.id, Role::Tenant)
+        .await
+        .expect("token");
+    (t.id, token)
+}
+
+async fn subscribe(server: &TestServer, tenant: &str, cluster: &str) {
+    server
+        .registry()
+        .subscribe(tenant, cluster, None, true)
+        .await
+        .expect("subscribe");
+}
+
+/// One simulated edge of `server`'s cluster: its control stream and node id.
+struct Edge {
+    conn: EdgeConn,
+    node_id: String,
+}
+
+fn stats(cpu_tenths: u32, streams: &[(&str, u32)]) -> foghorn::proto::EdgeMessage {
+    foghorn::proto::EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths,
+            ram_max_bytes: 16 << 30,
+            ram_used_bytes: 4 << 30,
+            up_bytes_per_sec: 1_000_000,
+            down_bytes_per_sec: 0,
+            bw_limit_bytes_per_sec: 125_000_000,
+            latitude: Some(48.85),
+            longitude: Some(2.35),
+            location_name: "Paris".into(),
+            connections: 3,
+            streams: streams
+                .iter()
+                .map(|(name, inputs)| StreamStats {
+                    internal_name: name.to_string(),
+                    inputs: *inputs,
+                    up_bytes_per_sec: 100_000,
+                    viewers: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    }
+}
+
+impl Edge {
+    /// Enrolls an edge (standard base URL) owned by `owner` and sends its first stats.
+    async fn start(server: &TestServer, owner: &str, cpu_tenths: u32) -> Edge {
+        let token = server.enrollment_token(owner, 1).await;
+        let mut register = register_with_token(&token);
+        if let Some(edge_message::Payload::Register(Register {
+            public_base_url, ..
+        })) = &mut register.payload
+        {
+            public_base_url.clear();
+        }
+        let mut conn = EdgeConn::open(&server.grpc_url(), register).await;
+        let node_id = conn.seed().await.node_id;
+        let edge = Edge { conn, node_id };
+        edge.report(cpu_tenths, &[]).await;
+        edge
+    }
+
+    async fn report(&self, cpu_tenths: u32, streams: &[(&str, u32)]) {
+        self.conn.send(stats(cpu_tenths, streams)).await;
+    }
+
+    fn url(&self, cluster: &str) -> String {
+        format!("https://edge-{}.{cluster}.{ROOT}", self.node_id)
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// `GET /play/{id}` (JSON) with a returning session, so no redirect is charged to an edge.
+async fn play(server: &TestServer, playback_id: &str) -> Value {
+    let res = http()
+        .get(server.http(&format!("/play/{playback_id}?fh_sid=test")))
+        .send()
+        .await
+        .expect("GET /play");
+    res.json().await.expect("json")
+}
+
+/// The 307 target of `/play/{id}/hls/index.m3u8`.
+async fn redirect(server: &TestServer, playback_id: &str) -> String {
+    let res = http()
+        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8?fh_sid=test")))
+        .send()
+        .await
+        .expect("GET /play redirect");
+    assert_eq!(res.status(), 307, "{:?}", res.text().await);
+    res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string()
+}
+
+async fn network(server: &TestServer, token: &str) -> Value {
+    let res = http()
+        .get(server.http("/api/v1/tenant/network"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET network");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("json")
+}
+
+/// The `channel` and `edges_scored` of `cluster` in a tenant's network as `server` sees it.
+async fn peering(server: &TestServer, token: &str, cluster: &str) -> (String, bool) {
+    let net = network(server, token).await;
+    let c = net["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["id"] == cluster)
+        .unwrap_or_else(|| panic!("{cluster} in {net}"))
+        .clone();
+    (
+        c["channel"].as_str().expect("channel").to_string(),
+        c["edges_scored"].as_bool().expect("edges_scored"),
+    )
+}
+
+/// The value of a metric line starting with `prefix` (0 when absent).
+async fn metric(server: &TestServer, prefix: &str) -> f64 {
+    let text = reqwest::get(server.http("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().expect("number"))
+}
+
+fn candidates(play: &Value) -> Vec<(String, bool, u64)> {
+    std::iter::once(&play["primary"])
+        .chain(play["fallbacks"].as_array().into_iter().flatten())
+        .filter(|c| !c.is_null())
+        .map(|c| {
+            (
+                c["node_id"].as_str().expect("node").to_string(),
+                c["remote"].as_bool().expect("remote"),
+                c["score"].as_u64().expect("score"),
+            )
+        })
+        .collect()
+}
+
+/// Always-on tier: a tenant preferring bravo over its official alpha keeps the two peered; a
+/// viewer on alpha goes to bravo's edge only when it beats alpha's best edge by more than 200;
+/// another tenant of alpha never sees bravo's edges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_on_pair_scores_remote_edges_with_the_penalty() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (stream, _) = alpha.stream(&t).await;
+    let (other, _) = tenant(&alpha, "alpha").await;
+    let (other_stream, _) = alpha.stream(&other).await;
+
+    let (operator, _) = alpha.operator().await;
+    let ea = Edge::start(&alpha, &operator, 400).await;
+    let eb = Edge::start(&bravo, &operator, 0).await;
+    // cpu 400 ‰ scores 300, cpu 0 scores 500; everything else is equal: bravo's edge minus the
+    // 200 penalty ties alpha's, and the tie goes to the local edge.
+    eventually(WAIT, "alpha scores bravo's edge", || async {
+        candidates(&play(&alpha, &stream.playback_id).await)
+            .iter()
+            .any(|c| c.0 == eb.node_id && c.1)
+    })
+    .await;
+    let seen = candidates(&play(&alpha, &stream.playback_id).await);
+    assert_eq!(seen[0], (ea.node_id.clone(), false, seen[0].2), "{seen:?}");
+    assert_eq!(
+        seen[1],
+        (eb.node_id.clone(), true, seen[0].2),
+        "tie: {seen:?}"
+    );
+    assert!(redirect(&alpha, &stream.playback_id)
+        .await
+        .starts_with(&ea.url("alpha")));
+
+    // One point more load on alpha's edge: bravo's now beats it by 201.
+    ea.report(402, &[]).await;
+    eventually(WAIT, "bravo's edge wins by more than 200", || async {
+        redirect(&alpha, &stream.playback_id)
+            .await
+            .starts_with(&format!("{}/hls/", eb.url("bravo")))
+    })
+    .await;
+    // Both directions exchange summaries: bravo scores alpha's edge too.
+    eventually(WAIT, "bravo scores alpha's edge", || async {
+        candidates(&play(&bravo, &stream.playback_id).await)
+            .iter()
+            .any(|c| c.0 == ea.node_id && c.1)
+    })
+    .await;
+    let (channel, scored) = peering(&alpha, &token, "bravo").await;
+    assert_eq!((channel.as_str(), scored), ("open", true));
+
+    // A tenant of alpha that is not subscribed to bravo never gets bravo's edges.
+    let theirs = candidates(&play(&alpha, &other_stream.playback_id).await);
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].0, ea.node_id);
+    // Charlie is nobody's peer.
+    assert_eq!(metric(&charlie, "foghorn_federation_channels ").await, 0.0);
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// The channel of a peer: its cluster id and credential in metadata, and the frames to send.
+async fn open_channel(
+    server: &TestServer,
+    cluster: &str,
+    credential: &str,
+    frames: Vec<PeerMessage>,
+) -> Result<tonic::Streaming<PeerMessage>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = FederationClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    for f in frames {
+        tx.send(f).await.expect("queue");
+    }
+    // Keep the request stream open for the test's lifetime.
+    std::mem::forget(tx);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    if !cluster.is_empty() {
+        req.metadata_mut()
+            .insert("x-foghorn-cluster", cluster.parse().expect("ascii"));
+    }
+    if !credential.is_empty() {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().expect("ascii"),
+        );
+    }
+    client.peer_channel(req).await.map(|r| r.into_inner())
+}
+
+fn credential(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data.path().join("federation.key"))
+        .expect("federation.key")
+        .trim()
+        .to_string()
+}
+
+fn hello(cluster: &str) -> PeerMessage {
+    PeerMessage {
+        payload: Some(peer_message::Payload::Hello(Hello {
+            cluster_id: cluster.into(),
+            protocol_version: 1,
+        })),
+    }
+}
+
+/// The status that ends a channel (after any frames the server sent first).
+async fn end_of(mut stream: tonic::Streaming<PeerMessage>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the channel ended without an error"),
+            Ok(Err(status)) => return status,
+            Err(_) => panic!("the channel was not ended"),
+        }
+    }
+}
+
+/// Unsubscribed clusters, wrong or missing credentials, and frames speaking for another cluster
+/// are all refused, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribed_and_impostor_peers_are_refused() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await; // alpha and bravo share a tenant; charlie shares none
+
+    let code = |r: Result<tonic::Streaming<PeerMessage>, tonic::Status>| match r {
+        Ok(_) => panic!("channel accepted"),
+        Err(s) => s.code(),
+    };
+    let (charlies, bravos) = (credential(&charlie), credential(&bravo));
+    let from_charlie = open_channel(&alpha, "charlie", &charlies, vec![hello("charlie")]);
+    assert_eq!(code(from_charlie.await), tonic::Code::PermissionDenied);
+    let stolen = open_channel(&alpha, "bravo", &charlies, vec![hello("bravo")]);
+    assert_eq!(code(stolen.await), tonic::Code::Unauthenticated);
+    let anonymous = open_channel(&alpha, "", "", vec![]);
+    assert_eq!(code(anonymous.await), tonic::Code::Unauthenticated);
+    let garbage = open_channel(&alpha, "bravo", "fpc_nope", vec![]);
+    assert_eq!(code(garbage.await), tonic::Code::Unauthenticated);
+
+    // Bravo's own credential opens a channel, but a frame speaking for charlie ends it.
+    let impostor = open_channel(&alpha, "bravo", &bravos, vec![hello("charlie")])
+        .await
+        .expect("bravo may open a channel");
+    assert_eq!(end_of(impostor).await.code(), tonic::Code::PermissionDenied);
+    let summary = PeerMessage {
+        payload: Some(peer_message::Payload::Summary(ClusterEdgeSummary {
+            cluster_id: "charlie".into(),
+            ..Default::default()
+        })),
+    };
+    let impostor = open_channel(&alpha, "bravo", &bravos, vec![hello("bravo"), summary])
+        .await
+        .expect("bravo may open a channel");
+    assert_eq!(end_of(impostor).await.code(), tonic::Code::PermissionDenied);
+    let empty = open_channel(
+        &alpha,
+        "bravo",
+        &bravos,
+        vec![PeerMessage { payload: None }],
+    )
+    .await
+    .expect("bravo may open a channel");
+    assert_eq!(end_of(empty).await.code(), tonic::Code::PermissionDenied);
+    assert!(metric(&alpha, "foghorn_federation_refusals_total ").await >= 7.0);
+
+    // Nobody peers with charlie, and alpha never dialed it.
+    assert_eq!(metric(&charlie, "foghorn_federation_channels ").await, 0.0);
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// Waits until the registry records `stream` live on `cluster`.
+async fn live_on(server: &TestServer, stream: &str, cluster: &str) {
+    eventually(WAIT, "the stream is live", || async {
+        server
+            .registry()
+            .stream(stream)
+            .await
+            .expect("stream")
+            .expect("exists")
+            .live_cluster_id
+            .as_deref()
+            == Some(cluster)
+    })
+    .await;
+}
+
+fn origin_pull(frame: Option<foghorn::proto::ControlMessage>) -> Option<(String, String)> {
+    match frame?.payload? {
+        control_message::Payload::OriginPull(p) => Some((p.internal_name, p.source_url)),
+        _ => None,
+    }
+}
+
+/// Stream-scoped tier: a viewer on alpha asks for a stream live on charlie (a cluster the tenant
+/// is subscribed to, not always-on with alpha): alpha opens a channel, queries charlie, arranges
+/// the pull into its own edge and redirects there; later viewers cost no cross-cluster call; the
+/// channel closes once the stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_origin_pull_then_no_more_calls_then_close() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, _) = alpha.operator().await;
+    let mut ea = Edge::start(&alpha, &operator, 100).await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&name, 1)]).await; // a publisher on charlie's edge
+    live_on(&alpha, &stream.id, "charlie").await;
+    assert_eq!(peering(&alpha, &token, "charlie").await.0, "none");
+
+    // The first viewer: QueryStream + NotifyOriginPull, OriginPull to alpha's edge, 307 there.
+    let location = redirect(&alpha, &stream.playback_id).await;
+    assert!(location.starts_with(&ea.url("alpha")), "{location}");
+    let dtsc = format!("dtsc://edge-{}.charlie.{ROOT}:4200/{name}", ec.node_id);
+    let pull = origin_pull(ea.conn.recv().await.expect("frame"));
+    assert_eq!(pull, Some((name.clone(), dtsc.clone())));
+    let source = http()
+        .get(alpha.http(&format!("/?source={name}")))
+        .send()
+        .await
+        .expect("source")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(source, dtsc);
+    let out = "foghorn_federation_rpcs_total{rpc=\"query_stream\",direction=\"out\"}";
+    let notify = "foghorn_federation_rpcs_total{rpc=\"notify_origin_pull\",direction=\"out\"}";
+    assert_eq!(metric(&alpha, out).await, 1.0);
+    assert_eq!(metric(&alpha, notify).await, 1.0);
+    let served = "foghorn_federation_rpcs_total{rpc=\"notify_origin_pull\",direction=\"in\"}";
+    assert_eq!(metric(&charlie, served).await, 1.0);
+    eventually(WAIT, "the channel with charlie opens", || async {
+        peering(&alpha, &token, "charlie").await == ("open".to_string(), true)
+    })
+    .await;
+
+    // Later viewers: scored from the local cache, zero cross-cluster calls.
+    for _ in 0..20 {
+        let location = redirect(&alpha, &stream.playback_id).await;
+        assert!(location.starts_with(&ea.url("alpha")), "{location}");
+    }
+    assert_eq!(metric(&alpha, out).await, 1.0);
+    assert_eq!(metric(&alpha, notify).await, 1.0);
+
+    // The stream ends on charlie: the arrangement goes, and the channel closes.
+    ec.report(100, &[]).await;
+    eventually(WAIT, "the on-demand channel closes", || async {
+        metric(&alpha, "foghorn_federation_channels ").await == 0.0
+            && metric(&charlie, "foghorn_federation_channels ").await == 0.0
+    })
+    .await;
+    assert_eq!(
+        peering(&alpha, &token, "charlie").await,
+        ("none".into(), false)
+    );
+    let source = http()
+        .get(alpha.http(&format!("/?source={name}&fallback=push://x")))
+        .send()
+        .await
+        .expect("source")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(source, "push://x");
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// A cluster with no edge of its own for the stream sends the viewer to the peer's edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_local_edge_the_viewer_goes_to_the_peer() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (stream, _) = alpha.stream(&t).await;
+    let (operator, _) = alpha.operator().await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&stream.internal_name, 1)]).await;
+    live_on(&alpha, &stream.id, "charlie").await;
+    eventually(WAIT, "alpha redirects to charlie's edge", || async {
+        redirect(&alpha, &stream.playback_id)
+            .await
+            .starts_with(&format!("{}/hls/", ec.url("charlie")))
+    })
+    .await;
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// A peer that dies stops being scored within the heartbeat TTL; local routing goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_stops_being_scored() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (stream, _) = alpha.stream(&t).await;
+    let (operator, _) = alpha.operator().await;
+    let ea = Edge::start(&alpha, &operator, 900).await;
+    let eb = Edge::start(&bravo, &operator, 0).await;
+    eventually(WAIT, "bravo's edge wins", || async {
+        redirect(&alpha, &stream.playback_id)
+            .await
+            .starts_with(&eb.url("bravo"))
+    })
+    .await;
+    bravo.stop().await;
+    let died = tokio::time::Instant::now();
+    eventually(WAIT, "bravo's edge is no longer scored", || async {
+        redirect(&alpha, &stream.playback_id)
+            .await
+            .starts_with(&ea.url("alpha"))
+    })
+    .await;
+    // Heartbeat TTL 1 s (the summary TTL, 3 s, is longer): well before the summary would expire.
+    assert!(
+        died.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        died.elapsed()
+    );
+    assert!(!peering(&alpha, &token, "bravo").await.1);
+    for s in [alpha, charlie] {
+        s.stop().await;
+    }
+}
+
+/// Reconciliation: a tenant moving its preferred cluster from bravo to charlie opens alpha ↔
+/// charlie and closes alpha ↔ bravo, which nobody needs any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_change_is_picked_up_by_reconciliation() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    subscribe(&alpha, &t, "charlie").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (operator, _) = alpha.operator().await;
+    let _eb = Edge::start(&bravo, &operator, 0).await;
+    let _ec = Edge::start(&charlie, &operator, 0).await;
+    eventually(WAIT, "alpha and bravo peer", || async {
+        peering(&alpha, &token, "bravo").await == ("open".to_string(), true)
+    })
+    .await;
+    assert_eq!(
+        peering(&alpha, &token, "charlie").await,
+        ("none".into(), false)
+    );
+
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("charlie"))
+        .await
+        .expect("preferred");
+    eventually(
+        WAIT,
+        "alpha and charlie peer, alpha and bravo no longer",
+        || async {
+            peering(&alpha, &token, "charlie").await == ("open".to_string(), true)
+                && peering(&alpha, &token, "bravo").await == ("none".to_string(), false)
+        },
+    )
+    .await;
+    eventually(WAIT, "bravo sees the channel closed", || async {
+        metric(&bravo, "foghorn_federation_channels ").await == 0.0
+    })
+    .await;
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}

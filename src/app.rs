@@ -148,6 +148,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }
     tokio::spawn(router.clone().run(shutdown.child_token()));
 
+    let peers = Arc::new(crate::federation::Peers::new(
+        &config.cluster.id,
+        crate::federation::Ttls {
+            summary: config.federation.summary_ttl,
+            heartbeat: config.federation.heartbeat_ttl,
+        },
+        router.clone(),
+    ));
     let (replication, leadership) = match &redis {
         None => {
             metrics.leader.set(1);
@@ -163,6 +171,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 &config.cluster.id,
                 &replica_id,
                 config.liveness_window(),
+                peers.clone(),
+                &config.cluster.root_domain,
             );
             sync_tasks.spawn(replication.clone().write(sync_stop.clone()));
             tokio::spawn(replication.clone().subscribe(shutdown.child_token()));
@@ -177,14 +187,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             (Some(replication), leadership)
         }
     };
-    let peers = crate::federation::Peers::new(
-        &config.cluster.id,
-        crate::federation::Ttls {
-            summary: config.federation.summary_ttl,
-            heartbeat: config.federation.heartbeat_ttl,
-        },
-        router.clone(),
-    );
     let state = AppState(Arc::new(Shared {
         edges,
         federation: crate::grpc::Hub::new(peers, credential),

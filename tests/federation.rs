@@ -140,6 +140,22 @@ async fn play(server: &TestServer, playback_id: &str) -> Value {
     res.json().await.expect("json")
 }
 
+/// The 307 target of `/play/{id}/hls/index.m3u8`, or `None` on any other answer (503 while no
+/// edge is eligible).
+async fn try_redirect(server: &TestServer, playback_id: &str) -> Option<String> {
+    let res = http()
+        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8?fh_sid=test")))
+        .send()
+        .await
+        .expect("GET /play redirect");
+    (res.status() == 307).then(|| {
+        res.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string()
+    })
+}
+
 /// The 307 target of `/play/{id}/hls/index.m3u8`.
 async fn redirect(server: &TestServer, playback_id: &str) -> String {
     let res = http()
@@ -505,9 +521,9 @@ async fn without_a_local_edge_the_viewer_goes_to_the_peer() {
     ec.report(100, &[(&stream.internal_name, 1)]).await;
     live_on(&alpha, &stream.id, "charlie").await;
     eventually(WAIT, "alpha redirects to charlie's edge", || async {
-        redirect(&alpha, &stream.playback_id)
+        try_redirect(&alpha, &stream.playback_id)
             .await
-            .starts_with(&format!("{}/hls/", ec.url("charlie")))
+            .is_some_and(|l| l.starts_with(&format!("{}/hls/", ec.url("charlie"))))
     })
     .await;
     for s in [alpha, bravo, charlie] {
@@ -600,6 +616,59 @@ async fn preferred_change_is_picked_up_by_reconciliation() {
     })
     .await;
     for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// With replicas, only the leader dials out, and every replica scores the peer's edges (relayed
+/// through the cluster's Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_remote_edges_and_only_the_leader_dials() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let leader = TestServer::start_with(Db::Postgres, |c| {
+        federated(c, "alpha");
+        c.redis.url = url.clone();
+    })
+    .await;
+    eventually(WAIT, "the first replica leads", || async {
+        metric(&leader, "foghorn_leader ").await == 1.0
+    })
+    .await;
+    let follower = leader
+        .replica(|c| {
+            federated(c, "alpha");
+            c.redis.url = url.clone();
+        })
+        .await;
+    let bravo = leader.replica(|c| federated(c, "bravo")).await;
+    let (t, token) = tenant(&leader, "alpha").await;
+    subscribe(&leader, &t, "bravo").await;
+    leader
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (stream, _) = leader.stream(&t).await;
+    let (operator, _) = leader.operator().await;
+    let eb = Edge::start(&bravo, &operator, 0).await;
+    for replica in [&leader, &follower] {
+        eventually(WAIT, "every replica scores bravo's edge", || async {
+            try_redirect(replica, &stream.playback_id)
+                .await
+                .is_some_and(|l| l.starts_with(&eb.url("bravo")))
+        })
+        .await;
+    }
+    assert_eq!(metric(&follower, "foghorn_leader ").await, 0.0);
+    assert_eq!(metric(&leader, "foghorn_federation_channels ").await, 1.0);
+    assert_eq!(metric(&follower, "foghorn_federation_channels ").await, 0.0);
+    assert_eq!(metric(&bravo, "foghorn_federation_channels ").await, 1.0);
+    assert_eq!(
+        peering(&follower, &token, "bravo").await,
+        ("open".into(), true)
+    );
+    for s in [follower, leader, bravo] {
         s.stop().await;
     }
 }

@@ -15,7 +15,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{Leadership, Lease};
-pub use replication::Replication;
+pub use replication::{PeerNews, Replication};
 
 /// A lazily (re)connected Redis handle.
 #[derive(Clone)]

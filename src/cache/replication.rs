@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
 use crate::edge::{Announcement, EdgeRecord, EdgeState};
+use crate::federation::Peers;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routing::Router;
@@ -114,6 +115,8 @@ struct Keys {
     index: String,
     seq: String,
     channel: String,
+    /// What replicas relay to each other about the cluster's federation peers (binary messages).
+    peers: String,
 }
 
 impl Keys {
@@ -123,6 +126,7 @@ impl Keys {
             index: format!("{prefix}edges"),
             seq: format!("{prefix}seq"),
             channel: format!("{prefix}events"),
+            peers: format!("{prefix}peers"),
             prefix,
         }
     }
@@ -179,6 +183,31 @@ impl<'a> Event<'a> {
     }
 }
 
+/// What one replica relays to the others about a federation peer of the cluster.
+#[derive(Debug, PartialEq)]
+pub enum PeerNews<'a> {
+    /// A frame the peer sent on a channel held by the sending replica (encoded `PeerMessage`).
+    Frame(&'a [u8]),
+    /// A viewer on the sending replica needs `stream` from the peer (the leader opens the
+    /// channel).
+    Want(&'a str),
+}
+
+/// `{replica} {peer} F|W {payload}` on the peers channel.
+fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
+    let mut parts = msg.splitn(4, |b| *b == b' ');
+    let replica = std::str::from_utf8(parts.next()?).ok()?;
+    let peer = std::str::from_utf8(parts.next()?).ok()?;
+    let kind = parts.next()?;
+    let payload = parts.next()?;
+    let news = match kind {
+        b"F" => PeerNews::Frame(payload),
+        b"W" => PeerNews::Want(std::str::from_utf8(payload).ok()?),
+        _ => return None,
+    };
+    Some((replica, peer, news))
+}
+
 /// This replica's side of the edge-state sync.
 #[derive(Debug, Clone)]
 pub struct Replication {
@@ -197,6 +226,9 @@ pub struct Replication {
     release: Arc<Script>,
     /// Subscribed and resynchronised (false while Redis is away).
     synced: Arc<AtomicBool>,
+    /// Federation peers, fed by what the other replicas relay.
+    peers: Arc<Peers>,
+    root_domain: String,
 }
 
 impl Replication {
@@ -210,6 +242,8 @@ impl Replication {
         cluster_id: &str,
         replica: &str,
         ttl: Duration,
+        peers: Arc<Peers>,
+        root_domain: &str,
     ) -> Replication {
         Replication {
             link,
@@ -225,6 +259,8 @@ impl Replication {
             put: Arc::new(Script::new(PUT)),
             release: Arc::new(Script::new(RELEASE)),
             synced: Arc::default(),
+            peers,
+            root_domain: root_domain.to_string(),
         }
     }
 
@@ -421,6 +457,69 @@ impl Replication {
         self.call(publish.query_async::<i64>(&mut conn)).await;
     }
 
+    /// Relays news about federation peer `peer` to the other replicas (fire and forget: every
+    /// frame is periodic, and a lost one is made up by the next).
+    pub fn relay_peer_news(&self, peer: &str, news: PeerNews<'_>) {
+        let Some(mut conn) = self.link.connection() else {
+            return;
+        };
+        let (kind, payload): (&[u8], &[u8]) = match news {
+            PeerNews::Frame(bytes) => (b"F", bytes),
+            PeerNews::Want(stream) => (b"W", stream.as_bytes()),
+        };
+        let mut msg = Vec::with_capacity(self.replica.len() + peer.len() + payload.len() + 4);
+        for part in [self.replica.as_bytes(), peer.as_bytes(), kind] {
+            msg.extend_from_slice(part);
+            msg.push(b' ');
+        }
+        msg.extend_from_slice(payload);
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.keys.peers).arg(msg);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.call(publish.query_async::<i64>(&mut conn)).await;
+        });
+    }
+
+    /// Applies what another replica relayed about a federation peer.
+    fn apply_peer_news(&self, msg: &[u8]) {
+        let Some((replica, peer, news)) = parse_peer_news(msg) else {
+            tracing::warn!("federation relay: unreadable message ignored");
+            return;
+        };
+        if replica == self.replica || peer == self.cluster_id {
+            return;
+        }
+        self.metrics.replication_received.inc();
+        match news {
+            PeerNews::Want(stream) => self.peers.want(peer, stream),
+            PeerNews::Frame(bytes) => {
+                use crate::proto::peer_message::Payload;
+                use prost::Message as _;
+                let Ok(frame) = crate::proto::PeerMessage::decode(bytes) else {
+                    tracing::warn!(%peer, "federation relay: undecodable frame ignored");
+                    return;
+                };
+                match frame.payload {
+                    Some(Payload::Summary(wire)) => {
+                        match crate::grpc::peer::summary_from_proto(&wire, peer, &self.root_domain)
+                        {
+                            Ok(summary) => self.peers.on_summary(peer, summary),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "federation relay: bad summary ignored")
+                            }
+                        }
+                    }
+                    Some(Payload::Heartbeat(_)) => self.peers.on_heartbeat(peer),
+                    Some(Payload::StreamAdvert(advert)) => self
+                        .peers
+                        .on_advert(peer, advert.streams.into_iter().collect()),
+                    Some(Payload::Hello(_)) | None => {}
+                }
+            }
+        }
+    }
+
     /// Subscribes, resynchronises and applies announcements until `stop`; starts over (with
     /// backoff) whenever Redis goes away.
     pub async fn subscribe(self, stop: CancellationToken) {
@@ -445,7 +544,9 @@ impl Replication {
     async fn follow(&self, stop: &CancellationToken) -> anyhow::Result<()> {
         let connect = async {
             let mut pubsub = self.link.client().get_async_pubsub().await?;
-            pubsub.subscribe(&self.keys.channel).await?;
+            pubsub
+                .subscribe(&[&self.keys.channel, &self.keys.peers])
+                .await?;
             redis::RedisResult::Ok(pubsub)
         };
         let pubsub = tokio::time::timeout(CALL_TIMEOUT, connect)
@@ -461,6 +562,10 @@ impl Replication {
             tokio::select! {
                 msg = messages.next() => {
                     let Some(msg) = msg else { anyhow::bail!("subscription closed") };
+                    if msg.get_channel_name() == self.keys.peers {
+                        self.apply_peer_news(msg.get_payload_bytes());
+                        continue;
+                    }
                     match std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(Event::parse) {
                         Some(event) => self.apply(event),
                         None => tracing::warn!("edge-state sync: unreadable message ignored"),
@@ -588,6 +693,21 @@ impl Replication {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_news_parses_and_rejects_garbage() {
+        assert_eq!(
+            parse_peer_news(b"r1 bravo F \x00\x01 x"),
+            Some(("r1", "bravo", PeerNews::Frame(b"\x00\x01 x")))
+        );
+        assert_eq!(
+            parse_peer_news(b"r1 bravo W live+a"),
+            Some(("r1", "bravo", PeerNews::Want("live+a")))
+        );
+        assert_eq!(parse_peer_news(b"r1 bravo X y"), None);
+        assert_eq!(parse_peer_news(b"r1 bravo"), None);
+        assert_eq!(parse_peer_news(b"r1 bravo W \xff"), None);
+    }
 
     #[test]
     fn events_parse_and_reject_garbage() {

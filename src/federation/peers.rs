@@ -251,9 +251,11 @@ impl Peers {
         *lock(&self.dialing) = peers;
     }
 
-    /// The channel state of `peer` for the tenant API: `open`, `connecting` or `none`.
+    /// The channel state of `peer` for the tenant API: `open`, `connecting` or `none`. With
+    /// replicas, a channel held by another replica of the cluster counts as open while its
+    /// relayed summaries keep the peer scored here.
     pub fn channel_state(&self, peer: &str) -> &'static str {
-        if self.open_channels(peer) > 0 {
+        if self.open_channels(peer) > 0 || self.is_scored(peer) {
             "open"
         } else if lock(&self.dialing).contains(peer) || lock(&self.on_demand).contains_key(peer) {
             "connecting"

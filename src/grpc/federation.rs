@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::peer::{summary_from_proto, summary_to_proto};
 use crate::app::AppState;
+use crate::cache::PeerNews;
 use crate::federation::{Direction, Origin, Peers, Smoother};
 use crate::metrics::{FrameLabels, RpcLabels};
 use crate::proto::{
@@ -118,7 +119,7 @@ impl Mailbox {
 /// Federation state shared by the server, the client tasks and the viewer path.
 #[derive(Debug)]
 pub struct Hub {
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     credential: String,
     summary: watch::Sender<Arc<proto::ClusterEdgeSummary>>,
     advert: watch::Sender<Arc<Vec<String>>>,
@@ -131,7 +132,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(peers: Peers, credential: String) -> Hub {
+    pub fn new(peers: Arc<Peers>, credential: String) -> Hub {
         let cluster_id = peers.cluster_id().to_string();
         Hub {
             peers,
@@ -302,6 +303,17 @@ fn handle_frame(
         return Err("the first frame must be Hello".into());
     }
     let peers = &state.federation.peers;
+    // The other replicas of this cluster score the peer's edges too (DESIGN.md §7.3): what this
+    // replica accepts from the peer, it relays to them.
+    let relay = |payload: &peer_message::Payload| {
+        if let Some(sync) = &state.replication {
+            use prost::Message as _;
+            let frame = PeerMessage {
+                payload: Some(payload.clone()),
+            };
+            sync.relay_peer_news(peer, PeerNews::Frame(&frame.encode_to_vec()));
+        }
+    };
     match payload {
         peer_message::Payload::Hello(hello) => {
             speaks_for(&hello.cluster_id)?;
@@ -317,10 +329,12 @@ fn handle_frame(
             let summary = summary_from_proto(&wire, peer, &state.config.cluster.root_domain)
                 .map_err(|e| format!("bad summary: {e}"))?;
             peers.on_summary(peer, summary);
+            relay(&peer_message::Payload::Summary(wire));
         }
         peer_message::Payload::Heartbeat(beat) => {
             speaks_for(&beat.cluster_id)?;
             peers.on_heartbeat(peer);
+            relay(&peer_message::Payload::Heartbeat(beat));
         }
         peer_message::Payload::StreamAdvert(advert) => {
             speaks_for(&advert.cluster_id)?;
@@ -332,7 +346,8 @@ fn handle_frame(
             {
                 return Err("bad stream advert".into());
             }
-            peers.on_advert(peer, advert.streams.into_iter().collect());
+            peers.on_advert(peer, advert.streams.iter().cloned().collect());
+            relay(&peer_message::Payload::StreamAdvert(advert));
         }
     }
     Ok(())
@@ -950,6 +965,14 @@ async fn arrange_now(
         return Ok(Arrangement::Local);
     }
     hub.peers.want(peer, stream);
+    if let Some(sync) = state
+        .replication
+        .as_ref()
+        .filter(|_| !state.leadership.is_leader())
+    {
+        // Only the leader dials: it opens the channel this stream needs.
+        sync.relay_peer_news(peer, PeerNews::Want(stream));
+    }
     let remote = || {
         found
             .candidates

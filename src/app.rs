@@ -108,11 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .ensure_cluster(&local)
         .await
         .context("registering this cluster in the registry")?;
-    let credential = peer_credential(&config)?;
-    registry
-        .register_peer_credential(&config.cluster.id, &credential)
-        .await
-        .context("registering this Foghorn's peer credential")?;
+    let credential = peer_secret(&config)?;
 
     let shutdown = CancellationToken::new();
     let sync_stop = CancellationToken::new();
@@ -192,7 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         federation: crate::grpc::Hub::new(peers, credential),
         edge_links: crate::grpc::EdgeLinks::default(),
         router,
-        playback: Arc::new(PlaybackCache::new(registry.clone())),
+        playback: Arc::new(PlaybackCache::new(registry.clone(), &config.cluster.id)),
         trusted_proxies: Arc::new(config.trusted_proxies()),
         geoip,
         metrics,
@@ -337,9 +333,10 @@ async fn publish_load(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// This Foghorn's peer credential: the configured one, else the one kept in the data directory
-/// (created there, readable by this user only, on first start).
-fn peer_credential(config: &Config) -> anyhow::Result<String> {
+/// This Foghorn's federation secret (its credential towards each peer is derived from it): the
+/// configured one, else the one kept in the data directory (created there, readable by this user
+/// only, on first start).
+fn peer_secret(config: &Config) -> anyhow::Result<String> {
     use crate::secret::{mint, SecretKind};
     if !config.federation.credential.is_empty() {
         return Ok(config.federation.credential.clone());

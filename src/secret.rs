@@ -79,6 +79,19 @@ pub fn verify(plain: &str, stored_hash: &str) -> bool {
     computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// The credential a Foghorn holding `secret` presents to cluster `audience`: good towards that
+/// cluster only, so a peer that receives it cannot replay it to a third one. SHA-256 over the
+/// secret and the audience, domain-separated; same shape as a minted peer credential.
+pub fn peer_credential_for(secret: &str, audience: &str) -> String {
+    let digest =
+        Sha256::digest(format!("foghorn peer credential\n{secret}\n{audience}").as_bytes());
+    format!(
+        "{}{}",
+        SecretKind::PeerCredential.prefix(),
+        &hex::encode(digest)[..SECRET_BYTES * 2]
+    )
+}
+
 /// `n` random bytes from the OS CSPRNG, hex-encoded.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -104,6 +117,22 @@ mod tests {
         assert!(a.plain.starts_with(&a.lookup));
         assert_eq!(a.hash.len(), 64);
         assert!(!a.hash.contains(&a.plain[4..]));
+    }
+
+    #[test]
+    fn peer_credentials_differ_per_audience() {
+        let s = mint(SecretKind::PeerCredential).plain;
+        let (a, b) = (
+            peer_credential_for(&s, "alpha"),
+            peer_credential_for(&s, "bravo"),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, peer_credential_for(&s, "alpha"));
+        assert!(lookup_prefix(SecretKind::PeerCredential, &a).is_some());
+        assert_ne!(
+            a,
+            peer_credential_for(&mint(SecretKind::PeerCredential).plain, "alpha")
+        );
     }
 
     #[test]

@@ -326,11 +326,18 @@ async fn open_channel(
     client.peer_channel(req).await.map(|r| r.into_inner())
 }
 
-fn credential(server: &TestServer) -> String {
-    std::fs::read_to_string(server.data.path().join("federation.key"))
-        .expect("federation.key")
-        .trim()
-        .to_string()
+/// The credential cluster `from` (whose Foghorn is `server`) presents to cluster `to`, registered
+/// as that Foghorn does before it calls `to`.
+async fn credential(server: &TestServer, from: &str, to: &str) -> String {
+    let secret =
+        std::fs::read_to_string(server.data.path().join("federation.key")).expect("federation.key");
+    let credential = foghorn::secret::peer_credential_for(secret.trim(), to);
+    server
+        .registry()
+        .register_peer_credential(from, to, &credential)
+        .await
+        .expect("register");
+    credential
 }
 
 fn hello(cluster: &str) -> PeerMessage {
@@ -366,11 +373,16 @@ async fn unsubscribed_and_impostor_peers_are_refused() {
         Ok(_) => panic!("channel accepted"),
         Err(s) => s.code(),
     };
-    let (charlies, bravos) = (credential(&charlie), credential(&bravo));
+    let charlies = credential(&charlie, "charlie", "alpha").await;
+    let bravos = credential(&bravo, "bravo", "alpha").await;
     let from_charlie = open_channel(&alpha, "charlie", &charlies, vec![hello("charlie")]);
     assert_eq!(code(from_charlie.await), tonic::Code::PermissionDenied);
     let stolen = open_channel(&alpha, "bravo", &charlies, vec![hello("bravo")]);
     assert_eq!(code(stolen.await), tonic::Code::Unauthenticated);
+    // What bravo presents to charlie is no good towards alpha: a peer cannot replay it.
+    let replayed = credential(&bravo, "bravo", "charlie").await;
+    let replay = open_channel(&alpha, "bravo", &replayed, vec![hello("bravo")]);
+    assert_eq!(code(replay.await), tonic::Code::Unauthenticated);
     let anonymous = open_channel(&alpha, "", "", vec![]);
     assert_eq!(code(anonymous.await), tonic::Code::Unauthenticated);
     let garbage = open_channel(&alpha, "bravo", "fpc_nope", vec![]);
@@ -400,7 +412,7 @@ async fn unsubscribed_and_impostor_peers_are_refused() {
     .await
     .expect("bravo may open a channel");
     assert_eq!(end_of(empty).await.code(), tonic::Code::PermissionDenied);
-    assert!(metric(&alpha, "foghorn_federation_refusals_total ").await >= 7.0);
+    assert!(metric(&alpha, "foghorn_federation_refusals_total ").await >= 8.0);
 
     // Nobody peers with charlie, and alpha never dialed it.
     assert_eq!(metric(&charlie, "foghorn_federation_channels ").await, 0.0);

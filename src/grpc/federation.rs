@@ -120,7 +120,10 @@ impl Mailbox {
 #[derive(Debug)]
 pub struct Hub {
     pub peers: Arc<Peers>,
-    credential: String,
+    /// This Foghorn's secret, from which its credential towards each peer is derived.
+    secret: String,
+    /// Peers whose credential this process registered, and when (refreshed daily).
+    registered: Mutex<HashMap<String, Instant>>,
     summary: watch::Sender<Arc<proto::ClusterEdgeSummary>>,
     advert: watch::Sender<Arc<Vec<String>>>,
     /// gRPC clients by address (a tonic channel reconnects by itself).
@@ -129,14 +132,21 @@ pub struct Hub {
     inbound: Mutex<HashMap<u64, (String, CancellationToken)>>,
     /// One arrangement at a time per stream.
     arranging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Arrangements that did not end in a pull here (refused, failed), kept for `RETRY_AFTER`
+    /// so the viewers meanwhile cost no call: by stream, when, and the peer edge's URL if any.
+    unarranged: Mutex<HashMap<String, (Instant, Option<String>)>>,
 }
 
+/// How long a refused or failed arrangement stands before a viewer tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 impl Hub {
-    pub fn new(peers: Arc<Peers>, credential: String) -> Hub {
+    pub fn new(peers: Arc<Peers>, secret: String) -> Hub {
         let cluster_id = peers.cluster_id().to_string();
         Hub {
             peers,
-            credential,
+            secret,
+            registered: Mutex::new(HashMap::new()),
             summary: watch::channel(Arc::new(proto::ClusterEdgeSummary {
                 cluster_id,
                 ..Default::default()
@@ -146,6 +156,7 @@ impl Hub {
             clients: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             arranging: Mutex::new(HashMap::new()),
+            unarranged: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,19 +177,42 @@ impl Hub {
         clients.insert(addr.to_string(), client.clone());
         Ok(client)
     }
+}
 
-    /// `message` with this cluster's id and credential in its metadata.
-    fn authed<T>(&self, cluster_id: &str, message: T) -> Request<T> {
-        let mut req = Request::new(message);
-        let md = req.metadata_mut();
-        if let Ok(v) = cluster_id.parse() {
-            md.insert(CLUSTER_HEADER, v);
-        }
-        if let Ok(v) = format!("Bearer {}", self.credential).parse() {
-            md.insert("authorization", v);
-        }
-        req
+/// How often a credential in use is registered again (keeps it from being forgotten as idle).
+const REREGISTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `message` with this cluster's id and its credential towards `peer` in the metadata; the
+/// credential is registered first (once a day per peer and process).
+async fn authed<T>(state: &AppState, peer: &str, message: T) -> Result<Request<T>, Status> {
+    let hub = &state.federation;
+    let me = &state.config.cluster.id;
+    let credential = crate::secret::peer_credential_for(&hub.secret, peer);
+    let fresh = hub
+        .registered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(peer)
+        .is_some_and(|at| at.elapsed() < REREGISTER);
+    if !fresh {
+        state
+            .registry
+            .register_peer_credential(me, peer, &credential)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        hub.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.to_string(), Instant::now());
     }
+    let mut req = Request::new(message);
+    let md = req.metadata_mut();
+    let (Ok(cluster), Ok(bearer)) = (me.parse(), format!("Bearer {credential}").parse()) else {
+        return Err(Status::internal("credential is not valid metadata"));
+    };
+    md.insert(CLUSTER_HEADER, cluster);
+    md.insert("authorization", bearer);
+    Ok(req)
 }
 
 fn count_rpc(state: &AppState, rpc: &'static str, direction: &'static str) {
@@ -217,7 +251,7 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
     let unavailable = |e: crate::registry::RegistryError| Status::unavailable(e.to_string());
     if !state
         .registry
-        .authenticate_peer(claimed, credential)
+        .authenticate_peer(claimed, me, credential)
         .await
         .map_err(unavailable)?
     {
@@ -687,10 +721,7 @@ async fn connect_and_run(
 ) -> Result<ChannelEnd, Status> {
     let mut client = client_for(state, peer).await?;
     let out = Mailbox::new();
-    let request = state.federation.authed(
-        &state.config.cluster.id,
-        out.clone().stream().filter_map(Result::ok),
-    );
+    let request = authed(state, peer, out.clone().stream().filter_map(Result::ok)).await?;
     let response = tokio::time::timeout(
         state.config.federation.rpc_timeout,
         client.peer_channel(request),
@@ -913,8 +944,21 @@ pub async fn arrange(
     viewer: Option<Position>,
 ) -> Result<Arrangement, Status> {
     let hub = &state.federation;
-    if hub.peers.origin(stream).is_some() {
-        return Ok(Arrangement::Local);
+    let recent = |hub: &Hub| -> Option<Arrangement> {
+        if hub.peers.origin(stream).is_some() {
+            return Some(Arrangement::Local);
+        }
+        let unarranged = hub.unarranged.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, url) = unarranged.get(stream)?;
+        (at.elapsed() < RETRY_AFTER).then(|| match url {
+            Some(base_url) => Arrangement::Remote {
+                base_url: base_url.clone(),
+            },
+            None => Arrangement::Local,
+        })
+    };
+    if let Some(done) = recent(hub) {
+        return Ok(done);
     }
     let gate = hub
         .arranging
@@ -924,10 +968,23 @@ pub async fn arrange(
         .or_default()
         .clone();
     let _one_at_a_time = gate.lock().await;
-    if hub.peers.origin(stream).is_some() {
-        return Ok(Arrangement::Local); // arranged while this request waited
+    if let Some(done) = recent(hub) {
+        return Ok(done); // settled while this request waited
     }
     let result = arrange_now(state, peer, tenant, stream, viewer).await;
+    let unarranged = match &result {
+        Ok(Arrangement::Remote { base_url }) => Some(Some(base_url.clone())),
+        Ok(Arrangement::Local) if hub.peers.origin(stream).is_none() => Some(None),
+        Err(_) => Some(None),
+        Ok(Arrangement::Local) => None,
+    };
+    {
+        let mut map = hub.unarranged.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < RETRY_AFTER);
+        if let Some(url) = unarranged {
+            map.insert(stream.to_string(), (Instant::now(), url));
+        }
+    }
     hub.arranging
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -947,8 +1004,9 @@ async fn arrange_now(
     let timeout = state.config.federation.rpc_timeout;
     let mut client = client_for(state, peer).await?;
     count_rpc(state, "query_stream", "out");
-    let query = hub.authed(
-        me,
+    let query = authed(
+        state,
+        peer,
         proto::QueryStreamRequest {
             stream: stream.to_string(),
             tenant_id: tenant.to_string(),
@@ -956,7 +1014,8 @@ async fn arrange_now(
             viewer_lon: viewer.map(|p| p.longitude()),
             source_selection: false,
         },
-    );
+    )
+    .await?;
     let found = tokio::time::timeout(timeout, client.query_stream(query))
         .await
         .map_err(|_| Status::deadline_exceeded("QueryStream took too long"))??
@@ -973,12 +1032,14 @@ async fn arrange_now(
         // Only the leader dials: it opens the channel this stream needs.
         sync.relay_peer_news(peer, PeerNews::Want(stream));
     }
+    let root = &state.config.cluster.root_domain;
     let remote = || {
         found
             .candidates
-            .first()
+            .iter()
+            .find(|c| crate::registry::is_valid_node_id(&c.node_id))
             .map(|c| Arrangement::Remote {
-                base_url: c.base_url.clone(),
+                base_url: super::peer::peer_base_url(&c.base_url, &c.node_id, peer, root),
             })
             .unwrap_or(Arrangement::Local)
     };
@@ -998,15 +1059,17 @@ async fn arrange_now(
         return Ok(remote());
     };
     count_rpc(state, "notify_origin_pull", "out");
-    let notify = hub.authed(
-        me,
+    let notify = authed(
+        state,
+        peer,
         proto::NotifyOriginPullRequest {
             stream: stream.to_string(),
             tenant_id: tenant.to_string(),
             destination_cluster_id: me.clone(),
             destination_node_id: edge.node_id.to_string(),
         },
-    );
+    )
+    .await?;
     let answer = tokio::time::timeout(timeout, client.notify_origin_pull(notify))
         .await
         .map_err(|_| Status::deadline_exceeded("NotifyOriginPull took too long"))??

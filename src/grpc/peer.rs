@@ -29,6 +29,20 @@ fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
     format!("https://edge-{node_id}.{cluster}.{root}")
 }
 
+/// Where viewers may be sent for edge `node_id` of peer cluster `peer`: the URL the peer gave
+/// when it names a host in the peer's own zone (`*.{peer}.{root}`), else the standard name of
+/// the edge there. A peer can therefore only send viewers to names under its own cluster's zone.
+pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> String {
+    let zone = format!(".{peer}.{root}");
+    let host = crate::routing::host_of(given);
+    let scheme_ok = given.starts_with("https://") || given.starts_with("http://");
+    if scheme_ok && host.ends_with(&zone) && !given.contains(['@', ' ', '\\']) {
+        given.to_string()
+    } else {
+        default_base_url(node_id, peer, root)
+    }
+}
+
 /// The wire fields `(node_id, node_name)` of a node id.
 fn encode_node_id(id: &str) -> (Vec<u8>, String) {
     let hex12 = id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -133,15 +147,10 @@ pub fn summary_from_proto(
         .map(|(i, e)| {
             let node_id = decode_node_id(&e.node_id, &e.node_name)
                 .ok_or(SummaryError::Field(i, "node_id"))?;
-            let base_url = if e.base_url.is_empty() {
-                default_base_url(&node_id, peer_cluster, root)
-            } else if e.base_url.len() <= MAX_TEXT
-                && (e.base_url.starts_with("https://") || e.base_url.starts_with("http://"))
-            {
-                e.base_url.clone()
-            } else {
+            if e.base_url.len() > MAX_TEXT {
                 return Err(SummaryError::Field(i, "base_url"));
-            };
+            }
+            let base_url = peer_base_url(&e.base_url, &node_id, peer_cluster, root);
             let position = match (e.lat_e5, e.lon_e5) {
                 (Some(lat), Some(lon)) => {
                     let (lat, lon) = (f64::from(lat) / 1e5, f64::from(lon) / 1e5);

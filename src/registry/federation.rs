@@ -20,16 +20,24 @@ pub struct PeerCluster {
 }
 
 impl Registry {
-    /// Registers `plain` as a credential of `cluster_id` (or refreshes it when it is already one),
-    /// and forgets the cluster's credentials nobody has used for a month.
-    pub async fn register_peer_credential(&self, cluster_id: &str, plain: &str) -> Result<()> {
+    /// Registers `plain` as the credential `cluster_id` presents to `peer_cluster_id` (or
+    /// refreshes it), and forgets the pair's credentials nobody has used or refreshed for a month.
+    pub async fn register_peer_credential(
+        &self,
+        cluster_id: &str,
+        peer_cluster_id: &str,
+        plain: &str,
+    ) -> Result<()> {
         let Some(lookup) = secret::lookup_prefix(SecretKind::PeerCredential, plain) else {
             return Err(super::RegistryError::Invalid(
                 "a peer credential is fpc_ followed by 48 hex characters".into(),
             ));
         };
         let now = now_ms();
-        if let Some(id) = self.find_peer_credential(cluster_id, plain).await? {
+        if let Some(id) = self
+            .find_peer_credential(cluster_id, peer_cluster_id, plain)
+            .await?
+        {
             sqlx::query("UPDATE peer_credentials SET last_used_at = $2 WHERE id = $1")
                 .bind(&id)
                 .bind(now)
@@ -37,37 +45,48 @@ impl Registry {
                 .await?;
         } else {
             sqlx::query(
-                "INSERT INTO peer_credentials (id, cluster_id, lookup, secret_hash, created_at, \
-                 last_used_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                "INSERT INTO peer_credentials (id, cluster_id, peer_cluster_id, lookup, \
+                 secret_hash, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )
             .bind(new_id())
             .bind(cluster_id)
+            .bind(peer_cluster_id)
             .bind(&lookup)
             .bind(secret::hash(plain))
             .bind(now)
             .execute(&self.pool)
             .await?;
         }
-        sqlx::query("DELETE FROM peer_credentials WHERE cluster_id = $1 AND last_used_at < $2")
-            .bind(cluster_id)
-            .bind(now - CREDENTIAL_IDLE_MS)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM peer_credentials WHERE cluster_id = $1 AND peer_cluster_id = $2 \
+             AND last_used_at < $3",
+        )
+        .bind(cluster_id)
+        .bind(peer_cluster_id)
+        .bind(now - CREDENTIAL_IDLE_MS)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// The id of the credential row of `cluster_id` that `plain` matches (hashes compared in
-    /// constant time).
-    async fn find_peer_credential(&self, cluster_id: &str, plain: &str) -> Result<Option<String>> {
+    /// The id of the credential row of `cluster_id` towards `peer_cluster_id` that `plain`
+    /// matches (hashes compared in constant time).
+    async fn find_peer_credential(
+        &self,
+        cluster_id: &str,
+        peer_cluster_id: &str,
+        plain: &str,
+    ) -> Result<Option<String>> {
         let Some(lookup) = secret::lookup_prefix(SecretKind::PeerCredential, plain) else {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT id, secret_hash, last_used_at FROM peer_credentials \
-             WHERE lookup = $1 AND cluster_id = $2",
+            "SELECT id, secret_hash FROM peer_credentials \
+             WHERE lookup = $1 AND cluster_id = $2 AND peer_cluster_id = $3",
         )
         .bind(&lookup)
         .bind(cluster_id)
+        .bind(peer_cluster_id)
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
@@ -78,9 +97,14 @@ impl Registry {
         Ok(None)
     }
 
-    /// Whether `plain` is a credential of `cluster_id`.
-    pub async fn authenticate_peer(&self, cluster_id: &str, plain: &str) -> Result<bool> {
-        let Some(id) = self.find_peer_credential(cluster_id, plain).await? else {
+    /// Whether `plain` is the credential `cluster_id` presents to `callee` (this cluster).
+    pub async fn authenticate_peer(
+        &self,
+        cluster_id: &str,
+        callee: &str,
+        plain: &str,
+    ) -> Result<bool> {
+        let Some(id) = self.find_peer_credential(cluster_id, callee, plain).await? else {
             return Ok(false);
         };
         let now = now_ms();
@@ -99,9 +123,9 @@ impl Registry {
     /// to each): the only reason two clusters may peer.
     pub async fn clusters_share_a_tenant(&self, a: &str, b: &str) -> Result<bool> {
         let sql = format!(
-            "SELECT COUNT(*) FROM tenants shared WHERE \
+            "SELECT COUNT(*) FROM (SELECT 1 FROM tenants shared WHERE \
              EXISTS (SELECT 1 FROM clusters c WHERE c.id = $1 AND {usable}) \
-             AND EXISTS (SELECT 1 FROM clusters c WHERE c.id = $2 AND {usable})",
+             AND EXISTS (SELECT 1 FROM clusters c WHERE c.id = $2 AND {usable}) LIMIT 1) one",
             // Not `t`: `usable_by` reads the tenants table under that alias itself.
             usable = usable_by("shared.id")
         );

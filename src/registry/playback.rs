@@ -30,8 +30,9 @@ pub struct Resolved {
     pub internal_name: String,
     pub live_cluster_id: Option<String>,
     pub live_node_id: Option<String>,
-    /// The clusters the stream's tenant may use (owned, official, actively subscribed): the
-    /// only peered clusters whose edges may serve its viewers.
+    /// The other clusters the stream's tenant may use (owned, official, actively subscribed;
+    /// this one left out): the only peered clusters whose edges may serve its viewers. Empty for
+    /// most tenants, and then the remote pool is not even looked at.
     pub usable_clusters: Arc<[Arc<str>]>,
 }
 
@@ -60,13 +61,16 @@ struct Entry {
 #[derive(Debug)]
 pub struct PlaybackCache {
     registry: Registry,
+    /// This Foghorn's cluster, left out of `Resolved::usable_clusters`.
+    local_cluster: String,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
 }
 
 impl PlaybackCache {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry, local_cluster: &str) -> Self {
         PlaybackCache {
             registry,
+            local_cluster: local_cluster.to_string(),
             entries: RwLock::new(HashMap::new()),
         }
     }
@@ -97,7 +101,8 @@ impl PlaybackCache {
     async fn fetch(&self, id: &str) -> Result<Option<Arc<Resolved>>, RegistryError> {
         let value = match self.registry.stream_by_playback_id(id).await? {
             Some(stream) => {
-                let usable = self.registry.usable_cluster_ids(&stream.tenant_id).await?;
+                let mut usable = self.registry.usable_cluster_ids(&stream.tenant_id).await?;
+                usable.retain(|c| *c != self.local_cluster);
                 Some(Arc::new(Resolved::new(stream, usable)))
             }
             None => None,

@@ -612,16 +612,14 @@ impl Federation for FederationService {
         let now = Instant::now();
         let origin = snapshot.best_source(&req.stream, None, position, now);
         let live = origin.is_some();
+        let candidate = |c: &crate::routing::Candidate, score: u64| proto::StreamCandidate {
+            node_id: c.node_id.to_string(),
+            base_url: c.base_url.to_string(),
+            dtsc_url: dtsc_url(&c.base_url, &req.stream),
+            score,
+        };
         let candidates = if req.source_selection {
-            origin
-                .map(|c| proto::StreamCandidate {
-                    node_id: c.node_id.to_string(),
-                    base_url: c.base_url.to_string(),
-                    dtsc_url: dtsc_url(&c.base_url, &req.stream),
-                    score: 0,
-                })
-                .into_iter()
-                .collect()
+            origin.map(|c| candidate(c, 0)).into_iter().collect()
         } else if live {
             let route = RouteRequest {
                 viewer: position,
@@ -633,15 +631,7 @@ impl Federation for FederationService {
             snapshot
                 .rank(&route, QUERY_CANDIDATES)
                 .iter()
-                .map(|p| {
-                    let c = snapshot.candidate(p);
-                    proto::StreamCandidate {
-                        node_id: c.node_id.to_string(),
-                        base_url: c.base_url.to_string(),
-                        dtsc_url: dtsc_url(&c.base_url, &req.stream),
-                        score: p.parts.total,
-                    }
-                })
+                .map(|p| candidate(snapshot.candidate(p), p.parts.total))
                 .collect()
         } else {
             Vec::new()

@@ -10,7 +10,7 @@ use common::*;
 use foghorn::config::Config;
 use foghorn::proto::{
     control_message, edge_message, federation_client::FederationClient, peer_message,
-    ClusterEdgeSummary, Hello, NodeStats, PeerMessage, Register, StreamStats,
+    ClusterEdgeSummary, Hello, PeerMessage, Register, StreamStats,
 };
 use foghorn::registry::Role;
 use reqwest::redirect::Policy;
@@ -70,30 +70,17 @@ struct Edge {
 }
 
 fn stats(cpu_tenths: u32, streams: &[(&str, u32)]) -> foghorn::proto::EdgeMessage {
-    foghorn::proto::EdgeMessage {
-        payload: Some(edge_message::Payload::NodeStats(NodeStats {
-            cpu_tenths,
-            ram_max_bytes: 16 << 30,
-            ram_used_bytes: 4 << 30,
-            up_bytes_per_sec: 1_000_000,
-            down_bytes_per_sec: 0,
-            bw_limit_bytes_per_sec: 125_000_000,
-            latitude: Some(48.85),
-            longitude: Some(2.35),
-            location_name: "Paris".into(),
-            connections: 3,
-            streams: streams
-                .iter()
-                .map(|(name, inputs)| StreamStats {
-                    internal_name: name.to_string(),
-                    inputs: *inputs,
-                    up_bytes_per_sec: 100_000,
-                    viewers: 1,
-                    ..Default::default()
-                })
-                .collect(),
-        })),
-    }
+    let streams = streams
+        .iter()
+        .map(|(name, inputs)| StreamStats {
+            internal_name: name.to_string(),
+            inputs: *inputs,
+            up_bytes_per_sec: 100_000,
+            viewers: 1,
+            ..Default::default()
+        })
+        .collect();
+    stats_frame_at_cpu(cpu_tenths, streams)
 }
 
 impl Edge {

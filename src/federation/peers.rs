@@ -200,28 +200,29 @@ impl Peers {
             .is_some_and(|s| s.streams.contains(stream))
     }
 
+    /// Until when a peer's edges are scored: its summary TTL after its last summary, or its
+    /// heartbeat TTL after it was last heard from, whichever comes first (DESIGN.md §7.3).
+    fn expires_at(&self, state: &PeerState) -> Option<Instant> {
+        let summary_at = state.summary_at?;
+        let heard_at = state.heard_at.unwrap_or(summary_at);
+        Some((summary_at + self.ttls.summary).min(heard_at + self.ttls.heartbeat))
+    }
+
     /// Re-scores a peer's edges with the expiry its last summary and last frame give.
     fn apply(&self, peer: &str, state: &PeerState) {
-        let (Some(summary), Some(summary_at)) = (&state.summary, state.summary_at) else {
+        let (Some(summary), Some(expires_at)) = (&state.summary, self.expires_at(state)) else {
             return;
         };
-        let heard_at = state.heard_at.unwrap_or(summary_at);
-        let expires_at = (summary_at + self.ttls.summary).min(heard_at + self.ttls.heartbeat);
         self.router
             .set_remote_edges(peer, summary.remote_edges(expires_at));
     }
 
     /// Whether `peer`'s edges are being scored now (a summary within its TTLs).
     pub fn is_scored(&self, peer: &str) -> bool {
-        let peers = lock(&self.peers);
-        let Some(state) = peers.get(peer) else {
-            return false;
-        };
-        let (Some(summary_at), Some(heard_at)) = (state.summary_at, state.heard_at) else {
-            return false;
-        };
-        let now = Instant::now();
-        now < summary_at + self.ttls.summary && now < heard_at + self.ttls.heartbeat
+        lock(&self.peers)
+            .get(peer)
+            .and_then(|state| self.expires_at(state))
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// Keeps `peer` wanted (a channel open) while `stream` is live there.
@@ -262,6 +263,15 @@ impl Peers {
         } else {
             "none"
         }
+    }
+
+    /// Whether an origin pull is arranged for `stream` (the viewer path asks on every request of
+    /// a stream live elsewhere; nothing is copied).
+    pub fn has_origin(&self, stream: &str) -> bool {
+        self.origins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(stream)
     }
 
     /// The origin pull arranged for `stream`, if any.

@@ -199,7 +199,7 @@ async fn authed<T>(state: &AppState, peer: &str, message: T) -> Result<Request<T
             .registry
             .register_peer_credential(me, peer, &credential)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(registry_status)?;
         hub.registered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,6 +213,11 @@ async fn authed<T>(state: &AppState, peer: &str, message: T) -> Result<Request<T
     md.insert(CLUSTER_HEADER, cluster);
     md.insert("authorization", bearer);
     Ok(req)
+}
+
+/// A registry failure during a federation call: the caller may retry.
+fn registry_status(e: crate::registry::RegistryError) -> Status {
+    Status::unavailable(e.to_string())
 }
 
 fn count_rpc(state: &AppState, rpc: &'static str, direction: &'static str) {
@@ -248,12 +253,11 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let unavailable = |e: crate::registry::RegistryError| Status::unavailable(e.to_string());
     if !state
         .registry
         .authenticate_peer(claimed, me, credential)
         .await
-        .map_err(unavailable)?
+        .map_err(registry_status)?
     {
         return Err(refuse(
             state,
@@ -270,7 +274,7 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
         .registry
         .clusters_share_a_tenant(me, claimed)
         .await
-        .map_err(unavailable)?
+        .map_err(registry_status)?
     {
         return Err(refuse(
             state,
@@ -508,17 +512,12 @@ impl FederationService {
     async fn check_tenant(&self, caller: &str, tenant: &str, stream: &str) -> Result<(), Status> {
         let state = &self.state;
         let registry = &state.registry;
-        let unavailable = |e: crate::registry::RegistryError| Status::unavailable(e.to_string());
         checked_stream(stream)?;
         let me = &state.config.cluster.id;
         let may = registry
-            .tenant_may_use(tenant, caller)
+            .tenant_may_use_both(tenant, caller, me)
             .await
-            .map_err(unavailable)?
-            && registry
-                .tenant_may_use(tenant, me)
-                .await
-                .map_err(unavailable)?;
+            .map_err(registry_status)?;
         if !may {
             return Err(refuse(
                 state,
@@ -530,7 +529,7 @@ impl FederationService {
         let owned = registry
             .stream_by_internal_name(stream)
             .await
-            .map_err(unavailable)?
+            .map_err(registry_status)?
             .is_some_and(|s| s.tenant_id == tenant);
         if !owned {
             return Err(Status::not_found("no such stream of this tenant"));
@@ -691,7 +690,7 @@ async fn client_for(state: &AppState, peer: &str) -> Result<FederationClient<Cha
         .registry
         .cluster(peer)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?
+        .map_err(registry_status)?
         .ok_or_else(|| Status::not_found(format!("cluster {peer:?} is not in the registry")))?;
     if cluster.grpc_addr.is_empty() {
         return Err(Status::failed_precondition(format!(
@@ -935,7 +934,7 @@ pub async fn arrange(
 ) -> Result<Arrangement, Status> {
     let hub = &state.federation;
     let recent = |hub: &Hub| -> Option<Arrangement> {
-        if hub.peers.origin(stream).is_some() {
+        if hub.peers.has_origin(stream) {
             return Some(Arrangement::Local);
         }
         let unarranged = hub.unarranged.lock().unwrap_or_else(|e| e.into_inner());
@@ -964,7 +963,7 @@ pub async fn arrange(
     let result = arrange_now(state, peer, tenant, stream, viewer).await;
     let unarranged = match &result {
         Ok(Arrangement::Remote { base_url }) => Some(Some(base_url.clone())),
-        Ok(Arrangement::Local) if hub.peers.origin(stream).is_none() => Some(None),
+        Ok(Arrangement::Local) if !hub.peers.has_origin(stream) => Some(None),
         Err(_) => Some(None),
         Ok(Arrangement::Local) => None,
     };

@@ -212,11 +212,7 @@ fn rank(
 async fn cross_cluster(state: &AppState, resolved: &Resolved, viewer: &Viewer) -> Option<String> {
     let live = resolved.live_cluster_id.as_deref()?;
     if live == state.config.cluster.id
-        || state
-            .federation
-            .peers
-            .origin(&resolved.internal_name)
-            .is_some()
+        || state.federation.peers.has_origin(&resolved.internal_name)
         || !resolved.usable_clusters.iter().any(|c| **c == *live)
     {
         return None;

@@ -137,18 +137,19 @@ impl Registry {
         Ok(n > 0)
     }
 
-    /// Whether tenant `tenant_id` may use cluster `cluster_id`.
-    pub async fn tenant_may_use(&self, tenant_id: &str, cluster_id: &str) -> Result<bool> {
+    /// Whether tenant `tenant_id` may use both clusters `a` and `b` (one query).
+    pub async fn tenant_may_use_both(&self, tenant_id: &str, a: &str, b: &str) -> Result<bool> {
         let sql = format!(
-            "SELECT COUNT(*) FROM clusters c WHERE c.id = $2 AND {}",
+            "SELECT COUNT(*) FROM clusters c WHERE (c.id = $2 OR c.id = $3) AND {}",
             usable_by("$1")
         );
         let n: i64 = sqlx::query_scalar(&sql)
             .bind(tenant_id)
-            .bind(cluster_id)
+            .bind(a)
+            .bind(b)
             .fetch_one(&self.pool)
             .await?;
-        Ok(n > 0)
+        Ok(n == if a == b { 1 } else { 2 })
     }
 
     /// The ids of the clusters a tenant may use, sorted.

@@ -252,9 +252,18 @@ pub fn register_frame(auth: Option<register::Auth>) -> EdgeMessage {
 }
 
 pub fn stats_frame(streams: Vec<foghorn::proto::StreamStats>) -> EdgeMessage {
+    stats_frame_at_cpu(250, streams)
+}
+
+/// A NodeStats frame of an edge in Paris at `cpu_tenths` load (RAM 4/16 GiB, 1 MB/s up of
+/// 125 MB/s).
+pub fn stats_frame_at_cpu(
+    cpu_tenths: u32,
+    streams: Vec<foghorn::proto::StreamStats>,
+) -> EdgeMessage {
     EdgeMessage {
         payload: Some(edge_message::Payload::NodeStats(NodeStats {
-            cpu_tenths: 250,
+            cpu_tenths,
             ram_max_bytes: 16 << 30,
             ram_used_bytes: 4 << 30,
             up_bytes_per_sec: 1_000_000,

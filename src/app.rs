@@ -149,6 +149,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         crate::federation::Ttls {
             summary: config.federation.summary_ttl,
             heartbeat: config.federation.heartbeat_ttl,
+            // The peer samples its edges at least three times per summary interval and re-sends
+            // its advert with every summary.
+            unadvertised: config.federation.summary_interval,
         },
         router.clone(),
     ));

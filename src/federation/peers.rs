@@ -53,6 +53,9 @@ pub struct Ttls {
     pub summary: Duration,
     /// ...or this long after it was last heard from, whichever comes first.
     pub heartbeat: Duration,
+    /// A stream wanted from a peer that the peer's adverts have not listed for this long is taken
+    /// as ended (it may have ended before the peer's first sample of its edges showed it).
+    pub unadvertised: Duration,
 }
 
 /// Peer state of one Foghorn; shared by the channels, the viewer path and the API.
@@ -62,8 +65,8 @@ pub struct Peers {
     ttls: Ttls,
     router: Arc<Router>,
     peers: Mutex<HashMap<String, PeerState>>,
-    /// On-demand peers and the streams that keep each wanted.
-    on_demand: Mutex<HashMap<String, HashSet<String>>>,
+    /// On-demand peers, and the streams that keep each wanted with when they were first wanted.
+    on_demand: Mutex<HashMap<String, HashMap<String, Instant>>>,
     /// Peers a dialer is trying to reach (set by the transport).
     dialing: Mutex<HashSet<String>>,
     origins: RwLock<HashMap<String, Origin>>,
@@ -156,48 +159,41 @@ impl Peers {
         self.apply(peer, state);
     }
 
-    /// A stream advert arrived: the streams live on the peer. Origin pulls and on-demand wants of
-    /// streams the previous advert listed and this one does not end (a stream not advertised yet
-    /// may just be younger than the peer's last sample of its edges).
+    /// A stream advert arrived: the streams live on the peer. Origin pulls and on-demand wants end
+    /// for the streams the previous advert listed and this one does not, and for wanted streams
+    /// no advert has listed for `Ttls::unadvertised` (a stream not advertised yet may just be
+    /// younger than the peer's last sample of its edges, or have ended before it).
     pub fn on_advert(&self, peer: &str, streams: HashSet<String>) {
-        let ended: Vec<String> = {
+        let mut ended: HashSet<String> = {
             let mut peers = lock(&self.peers);
             let state = peers.entry(peer.to_string()).or_default();
             state.heard_at = Some(Instant::now());
             let ended = state.streams.difference(&streams).cloned().collect();
-            state.streams = streams;
+            state.streams = streams.clone();
             ended
         };
-        if ended.is_empty() {
-            return;
-        }
-        {
-            let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
-            for s in &ended {
-                if origins.get(s).is_some_and(|o| o.peer == peer) {
-                    origins.remove(s);
-                }
-            }
-        }
         let mut on_demand = lock(&self.on_demand);
         if let Some(wanted) = on_demand.get_mut(peer) {
-            for s in &ended {
-                wanted.remove(s);
-            }
+            ended.extend(
+                wanted
+                    .iter()
+                    .filter(|(s, since)| {
+                        !streams.contains(*s) && since.elapsed() >= self.ttls.unadvertised
+                    })
+                    .map(|(s, _)| s.clone()),
+            );
+            wanted.retain(|s, _| !ended.contains(s));
             if wanted.is_empty() {
                 on_demand.remove(peer);
-                drop(on_demand);
                 tracing::info!(%peer, "no stream involves the on-demand peer any more");
                 self.wanted_changed.notify_one();
             }
         }
-    }
-
-    /// Streams live on `peer` according to its last advert.
-    pub fn advertised(&self, peer: &str, stream: &str) -> bool {
-        lock(&self.peers)
-            .get(peer)
-            .is_some_and(|s| s.streams.contains(stream))
+        drop(on_demand);
+        if !ended.is_empty() {
+            let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+            origins.retain(|s, o| o.peer != peer || !ended.contains(s));
+        }
     }
 
     /// Until when a peer's edges are scored: its summary TTL after its last summary, or its
@@ -227,10 +223,13 @@ impl Peers {
 
     /// Keeps `peer` wanted (a channel open) while `stream` is live there.
     pub fn want(&self, peer: &str, stream: &str) {
-        let added = lock(&self.on_demand)
-            .entry(peer.to_string())
-            .or_default()
-            .insert(stream.to_string());
+        let mut on_demand = lock(&self.on_demand);
+        let wanted = on_demand.entry(peer.to_string()).or_default();
+        let added = !wanted.contains_key(stream);
+        if added {
+            wanted.insert(stream.to_string(), Instant::now());
+        }
+        drop(on_demand);
         if added {
             self.wanted_changed.notify_one();
         }

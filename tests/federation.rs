@@ -293,7 +293,7 @@ async fn open_channel(
         .await
         .expect("connect");
     let mut client = FederationClient::new(channel);
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(frames.len().max(16));
     for f in frames {
         tx.send(f).await.expect("queue");
     }
@@ -403,6 +403,52 @@ async fn unsubscribed_and_impostor_peers_are_refused() {
 
     // Nobody peers with charlie, and alpha never dialed it.
     assert_eq!(metric(&charlie, "foghorn_federation_channels ").await, 0.0);
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// A peer that floods its channel is cut off; channels of one peer past four replace the oldest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_cut_off_and_extra_channels_replace_the_oldest() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    let bravos = credential(&bravo, "bravo", "alpha").await;
+    let beat = PeerMessage {
+        payload: Some(peer_message::Payload::Heartbeat(
+            foghorn::proto::PeerHeartbeat {
+                cluster_id: "bravo".into(),
+                sent_at_unix_ms: 0,
+            },
+        )),
+    };
+    let mut flood = vec![hello("bravo")];
+    flood.extend(std::iter::repeat_n(beat, 400));
+    let refusals = metric(&alpha, "foghorn_federation_refusals_total ").await;
+    let flooding = open_channel(&alpha, "bravo", &bravos, flood)
+        .await
+        .expect("bravo may open a channel");
+    assert_eq!(
+        end_of(flooding).await.code(),
+        tonic::Code::ResourceExhausted
+    );
+    assert!(metric(&alpha, "foghorn_federation_refusals_total ").await > refusals);
+
+    let mut channels = Vec::new();
+    for _ in 0..5 {
+        let channel = open_channel(&alpha, "bravo", &bravos, vec![hello("bravo")])
+            .await
+            .expect("bravo may open a channel");
+        channels.push(channel);
+    }
+    let oldest = channels.remove(0);
+    assert_eq!(end_of(oldest).await.code(), tonic::Code::Aborted);
+    eventually(WAIT, "alpha holds the four newest channels", || async {
+        metric(&alpha, "foghorn_federation_channels ").await == 4.0
+    })
+    .await;
+    drop(channels);
     for s in [alpha, bravo, charlie] {
         s.stop().await;
     }

@@ -3,8 +3,10 @@
 //!
 //! Free of transport types; `crate::grpc` carries the messages.
 
+pub mod budget;
 mod peers;
 mod summary;
 
+pub use budget::FrameBudget;
 pub use peers::{Direction, Origin, Peers, Ttls};
 pub use summary::{ClusterSummary, EdgeSummary, Smoother};

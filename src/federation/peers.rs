@@ -44,6 +44,8 @@ struct PeerState {
     heard_at: Option<Instant>,
     /// Streams live on the peer, from its last advert.
     streams: HashSet<String>,
+    /// The expiry the routing pool holds for the peer's edges.
+    applied_until: Option<Instant>,
 }
 
 /// The timings of DESIGN.md §7.3.
@@ -151,12 +153,20 @@ impl Peers {
         self.apply(peer, state);
     }
 
-    /// A heartbeat arrived: the peer's edges stay scored for another heartbeat TTL.
+    /// A heartbeat arrived: the peer's edges stay scored for another heartbeat TTL. The pool is
+    /// rebuilt only when that moves their expiry by a quarter of the TTL or more, so heartbeats,
+    /// however many, rebuild it at most four times per TTL.
     pub fn on_heartbeat(&self, peer: &str) {
         let mut peers = lock(&self.peers);
         let state = peers.entry(peer.to_string()).or_default();
         state.heard_at = Some(Instant::now());
-        self.apply(peer, state);
+        let moved = match (self.expires_at(state), state.applied_until) {
+            (Some(new), Some(old)) => new.saturating_duration_since(old) >= self.ttls.heartbeat / 4,
+            _ => true,
+        };
+        if moved {
+            self.apply(peer, state);
+        }
     }
 
     /// A stream advert arrived: the streams live on the peer. Origin pulls and on-demand wants end
@@ -205,12 +215,13 @@ impl Peers {
     }
 
     /// Re-scores a peer's edges with the expiry its last summary and last frame give.
-    fn apply(&self, peer: &str, state: &PeerState) {
+    fn apply(&self, peer: &str, state: &mut PeerState) {
         let (Some(summary), Some(expires_at)) = (&state.summary, self.expires_at(state)) else {
             return;
         };
         self.router
             .set_remote_edges(peer, summary.remote_edges(expires_at));
+        state.applied_until = Some(expires_at);
     }
 
     /// Whether `peer`'s edges are being scored now (a summary within its TTLs).

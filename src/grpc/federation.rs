@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::peer::{summary_from_proto, summary_to_proto};
 use crate::app::AppState;
 use crate::cache::PeerNews;
-use crate::federation::{Direction, Origin, Peers, Smoother};
+use crate::federation::{Direction, FrameBudget, Origin, Peers, Smoother};
 use crate::metrics::{FrameLabels, RpcLabels};
 use crate::proto::{
     self, federation_client::FederationClient, federation_server::Federation, peer_message,
@@ -38,8 +38,12 @@ pub const CLUSTER_HEADER: &str = "x-foghorn-cluster";
 pub const FEDERATION_VERSION: u32 = 1;
 /// Frames queued towards one peer; past that the oldest is dropped (each is periodic or TTL-bound).
 const MAILBOX: usize = 64;
-/// Largest federation message accepted (a summary of 10,000 edges is ~0.5 MB).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest federation message accepted (a summary of 10,000 edges is ~0.5 MB; of the 100,000 a
+/// summary may hold, ~5 MB).
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Channels one peer may have open here at once (its replicas around a leader change, a
+/// reconnect before the old channel was noticed dead); a newer one replaces the oldest.
+const MAX_INBOUND_PER_PEER: usize = 4;
 /// Most stream names in one advert.
 const MAX_ADVERT: usize = 100_000;
 /// Longest stream name accepted from a peer.
@@ -128,8 +132,9 @@ pub struct Hub {
     advert: watch::Sender<Arc<Vec<String>>>,
     /// gRPC clients by address (a tonic channel reconnects by itself).
     clients: Mutex<HashMap<String, FederationClient<Channel>>>,
-    /// Channels peers opened here, with what ends each.
-    inbound: Mutex<HashMap<u64, (String, CancellationToken)>>,
+    /// Channels peers opened here, by order of opening, with what ends each.
+    inbound: Mutex<HashMap<u64, Inbound>>,
+    next_inbound: std::sync::atomic::AtomicU64,
     /// One arrangement at a time per stream.
     arranging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Arrangements that did not end in a pull here (refused, failed), kept for `RETRY_AFTER`
@@ -155,6 +160,7 @@ impl Hub {
             advert: watch::channel(Arc::new(Vec::new())).0,
             clients: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
+            next_inbound: std::sync::atomic::AtomicU64::new(0),
             arranging: Mutex::new(HashMap::new()),
             unarranged: Mutex::new(HashMap::new()),
         }
@@ -286,11 +292,25 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
     Ok(claimed.to_string())
 }
 
+/// A channel a peer opened here.
+#[derive(Debug, Clone)]
+struct Inbound {
+    peer: String,
+    /// Cancelled when the pair shares no tenant any more.
+    unpeer: CancellationToken,
+    /// Cancelled when newer channels of the same peer replace this one.
+    replace: CancellationToken,
+}
+
 /// Why a channel ended.
 #[derive(Debug)]
 enum ChannelEnd {
     /// Nobody needs the pair any more (this side closed it).
     Unpeered,
+    /// A newer channel of the same peer took its place.
+    Replaced,
+    /// The peer sent more than a channel's allowance.
+    Flooded,
     /// The peer finished the channel cleanly.
     PeerClosed,
     ShuttingDown,
@@ -393,7 +413,8 @@ fn handle_frame(
 
 /// Runs one channel with `peer` (either direction) until it ends: sends Hello, the current summary
 /// and advert, then every new summary and advert and a heartbeat every interval; applies the
-/// peer's frames.
+/// peer's frames, within a [`FrameBudget`]. `stop` ends it as no longer needed, `replace` as
+/// replaced by a newer channel.
 async fn run_channel<S>(
     state: &AppState,
     peer: &str,
@@ -401,6 +422,7 @@ async fn run_channel<S>(
     inbound: &mut S,
     out: &Mailbox,
     stop: &CancellationToken,
+    replace: &CancellationToken,
 ) -> ChannelEnd
 where
     S: Stream<Item = Result<PeerMessage, Status>> + Unpin,
@@ -430,10 +452,12 @@ where
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut budget = FrameBudget::new(last_heard);
     let mut hello_seen = false;
     let end = loop {
         tokio::select! {
             _ = stop.cancelled() => break ChannelEnd::Unpeered,
+            _ = replace.cancelled() => break ChannelEnd::Replaced,
             _ = state.shutdown.cancelled() => break ChannelEnd::ShuttingDown,
             changed = summaries.changed() => {
                 if changed.is_err() {
@@ -464,7 +488,12 @@ where
                 None => break ChannelEnd::PeerClosed,
                 Some(Err(status)) => break ChannelEnd::Failed(status.message().to_string()),
                 Some(Ok(frame)) => {
+                    use prost::Message as _;
                     last_heard = Instant::now();
+                    if !budget.admit(last_heard, frame.encoded_len()) {
+                        state.metrics.federation_refusals.inc();
+                        break ChannelEnd::Flooded;
+                    }
                     if let Err(why) = handle_frame(state, peer, frame, &mut hello_seen) {
                         state.metrics.federation_refusals.inc();
                         break ChannelEnd::Refused(why);
@@ -481,6 +510,9 @@ where
     state.metrics.federation_channels.dec();
     match &end {
         ChannelEnd::Refused(why) => tracing::warn!(%peer, %why, "peer channel refused"),
+        ChannelEnd::Flooded => {
+            tracing::warn!(%peer, "peer channel ended: the peer sent more than its allowance")
+        }
         ChannelEnd::Failed(why) => tracing::warn!(%peer, %why, "peer channel failed"),
         other => tracing::info!(%peer, end = ?other, "peer channel closed"),
     }
@@ -555,14 +587,32 @@ impl Federation for FederationService {
         let peer = authenticate(&state, request.metadata()).await?;
         let mut inbound = request.into_inner();
         let out = Mailbox::new();
-        let stop = CancellationToken::new();
-        let key = rand::random::<u64>();
-        state
-            .federation
-            .inbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (peer.clone(), stop.clone()));
+        let hub = &state.federation;
+        let this = Inbound {
+            peer: peer.clone(),
+            unpeer: CancellationToken::new(),
+            replace: CancellationToken::new(),
+        };
+        let key = hub
+            .next_inbound
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut inbound = hub.inbound.lock().unwrap_or_else(|e| e.into_inner());
+            inbound.insert(key, this.clone());
+            let mut same_peer: Vec<u64> = inbound
+                .iter()
+                .filter(|(_, c)| c.peer == peer)
+                .map(|(k, _)| *k)
+                .collect();
+            if same_peer.len() > MAX_INBOUND_PER_PEER {
+                same_peer.sort_unstable();
+                for oldest in &same_peer[..same_peer.len() - MAX_INBOUND_PER_PEER] {
+                    if let Some(c) = inbound.remove(oldest) {
+                        c.replace.cancel();
+                    }
+                }
+            }
+        }
         let mailbox = out.clone();
         let tasks = state.tasks.clone();
         tasks.spawn(async move {
@@ -572,7 +622,8 @@ impl Federation for FederationService {
                 Direction::Inbound,
                 &mut inbound,
                 &mailbox,
-                &stop,
+                &this.unpeer,
+                &this.replace,
             )
             .await;
             state
@@ -587,6 +638,14 @@ impl Federation for FederationService {
                     mailbox.fail(Status::unavailable("Foghorn is shutting down"))
                 }
                 ChannelEnd::Silent => mailbox.fail(Status::deadline_exceeded("peer went silent")),
+                ChannelEnd::Flooded => mailbox.fail(Status::resource_exhausted(format!(
+                    "more than {} frames or {} bytes per second on one channel",
+                    crate::federation::budget::FRAMES_PER_SEC,
+                    crate::federation::budget::BYTES_PER_SEC
+                ))),
+                ChannelEnd::Replaced => mailbox.fail(Status::aborted(
+                    "newer channels of this cluster replaced this one",
+                )),
                 _ => mailbox.close(),
             }
         });
@@ -718,7 +777,17 @@ async fn connect_and_run(
     .await
     .map_err(|_| Status::deadline_exceeded("peer did not answer in time"))??;
     let mut inbound = response.into_inner();
-    let end = run_channel(state, peer, Direction::Outbound, &mut inbound, &out, stop).await;
+    let never = CancellationToken::new();
+    let end = run_channel(
+        state,
+        peer,
+        Direction::Outbound,
+        &mut inbound,
+        &out,
+        stop,
+        &never,
+    )
+    .await;
     out.close();
     if matches!(end, ChannelEnd::Unpeered) {
         // Let the peer see a clean end (it then stops scoring our edges at once).
@@ -827,7 +896,7 @@ pub async fn supervise(state: AppState, stop: CancellationToken) {
 
 /// Ends the channels peers opened here whose pair shares no tenant any more.
 async fn close_unshared_inbound(state: &AppState) {
-    let inbound: Vec<(String, CancellationToken)> = state
+    let inbound: Vec<Inbound> = state
         .federation
         .inbound
         .lock()
@@ -836,7 +905,7 @@ async fn close_unshared_inbound(state: &AppState) {
         .cloned()
         .collect();
     let mut checked: HashMap<String, bool> = HashMap::new();
-    for (peer, stop) in inbound {
+    for Inbound { peer, unpeer, .. } in inbound {
         let shared = match checked.get(&peer) {
             Some(s) => *s,
             None => {
@@ -851,7 +920,7 @@ async fn close_unshared_inbound(state: &AppState) {
         };
         if !shared {
             tracing::info!(%peer, "peer shares no subscription any more; closing its channel");
-            stop.cancel();
+            unpeer.cancel();
         }
     }
 }

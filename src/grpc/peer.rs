@@ -13,6 +13,12 @@ use crate::proto;
 
 /// Longest stream name, node id or URL accepted from a peer.
 const MAX_TEXT: usize = 512;
+/// Most edges one summary may describe.
+pub const MAX_EDGES: usize = 100_000;
+/// Most bytes of stream names the edges of one summary may carry in all, counting a name once per
+/// edge that carries it (each edge gets its own copy in the routing pool). 10,000 edges with 100
+/// streams of 30 characters each come to 30 MB.
+pub const MAX_STREAM_BYTES: usize = 64 << 20;
 
 /// Why a peer's summary was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -23,6 +29,8 @@ pub enum SummaryError {
     StreamIndex(usize, u32),
     #[error("edge {0}: {1}")]
     Field(usize, &'static str),
+    #[error("too large: {0}")]
+    TooLarge(&'static str),
 }
 
 fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
@@ -140,6 +148,27 @@ pub fn summary_from_proto(
             peer_cluster.to_string(),
         ));
     }
+    if wire.edges.len() > MAX_EDGES {
+        return Err(SummaryError::TooLarge("more than 100,000 edges"));
+    }
+    if wire
+        .streams
+        .iter()
+        .any(|s| s.is_empty() || s.len() > MAX_TEXT)
+    {
+        return Err(SummaryError::Field(0, "stream name"));
+    }
+    let stream_bytes = wire
+        .edges
+        .iter()
+        .flat_map(|e| &e.streams)
+        .try_fold(0usize, |sum, &k| {
+            let len = wire.streams.get(k as usize).map_or(0, String::len);
+            Some(sum + len).filter(|&sum| sum <= MAX_STREAM_BYTES)
+        });
+    if stream_bytes.is_none() {
+        return Err(SummaryError::TooLarge("stream names of the edges"));
+    }
     let edges = wire
         .edges
         .iter()
@@ -167,7 +196,6 @@ pub fn summary_from_proto(
                 .map(|&k| {
                     wire.streams
                         .get(k as usize)
-                        .filter(|s| s.len() <= MAX_TEXT)
                         .cloned()
                         .ok_or(SummaryError::StreamIndex(i, k))
                 })
@@ -283,5 +311,42 @@ mod tests {
         let wire = summary_to_proto(&named, "example.net");
         assert_eq!(wire.edges[0].node_name, "berlin-1");
         assert_eq!(summary_from_proto(&wire, "eu", "example.net"), Ok(named));
+    }
+
+    #[test]
+    fn oversized_summaries_are_refused_before_anything_is_copied() {
+        let mut wire = summary_to_proto(
+            &ClusterSummary {
+                cluster_id: "eu".into(),
+                window: Duration::from_secs(30),
+                edges: vec![edge(1, vec!["live+a".into()])],
+            },
+            "example.net",
+        );
+        // 512-byte names, each edge listing every one of 200: 100 KB per edge, 64 MB at 655 edges.
+        wire.streams = (0..200).map(|i| format!("{i:0>512}")).collect();
+        let all: Vec<u32> = (0..200).collect();
+        wire.edges = (0..700)
+            .map(|i| proto::EdgeSummary {
+                node_id: vec![0, 0, 0, 0, (i >> 8) as u8, i as u8],
+                streams: all.clone(),
+                ..wire.edges[0].clone()
+            })
+            .collect();
+        assert_eq!(
+            summary_from_proto(&wire, "eu", "example.net"),
+            Err(SummaryError::TooLarge("stream names of the edges"))
+        );
+        wire.edges.truncate(600);
+        assert!(summary_from_proto(&wire, "eu", "example.net").is_ok());
+
+        wire.streams[3] = "x".repeat(513);
+        assert!(summary_from_proto(&wire, "eu", "example.net").is_err());
+        let edge = wire.edges[0].clone();
+        wire.edges = vec![edge; MAX_EDGES + 1];
+        assert_eq!(
+            summary_from_proto(&wire, "eu", "example.net"),
+            Err(SummaryError::TooLarge("more than 100,000 edges"))
+        );
     }
 }

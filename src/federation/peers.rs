@@ -67,7 +67,8 @@ pub struct Peers {
     ttls: Ttls,
     router: Arc<Router>,
     peers: Mutex<HashMap<String, PeerState>>,
-    /// On-demand peers, and the streams that keep each wanted with when they were first wanted.
+    /// On-demand peers, and the streams that keep each wanted, with when each was wanted or
+    /// last listed by the peer's advert, whichever is later.
     on_demand: Mutex<HashMap<String, HashMap<String, Instant>>>,
     /// Peers a dialer is trying to reach (set by the transport).
     dialing: Mutex<HashSet<String>>,
@@ -154,14 +155,19 @@ impl Peers {
     }
 
     /// A heartbeat arrived: the peer's edges stay scored for another heartbeat TTL. The pool is
-    /// rebuilt only when that moves their expiry by a quarter of the TTL or more, so heartbeats,
-    /// however many, rebuild it at most four times per TTL.
+    /// rebuilt only when that moves their expiry by a quarter of the TTL or more, or to the cap
+    /// the last summary sets, so heartbeats, however many, rebuild it about four times per TTL.
     pub fn on_heartbeat(&self, peer: &str) {
         let mut peers = lock(&self.peers);
         let state = peers.entry(peer.to_string()).or_default();
         state.heard_at = Some(Instant::now());
         let moved = match (self.expires_at(state), state.applied_until) {
-            (Some(new), Some(old)) => new.saturating_duration_since(old) >= self.ttls.heartbeat / 4,
+            (Some(new), Some(old)) => {
+                // The summary's own TTL caps the expiry: reaching the cap is applied exactly.
+                let capped = state.summary_at.map(|t| t + self.ttls.summary) == Some(new);
+                new.saturating_duration_since(old) >= self.ttls.heartbeat / 4
+                    || (capped && new != old)
+            }
             _ => true,
         };
         if moved {
@@ -174,24 +180,59 @@ impl Peers {
     /// no advert has listed for `Ttls::unadvertised` (a stream not advertised yet may just be
     /// younger than the peer's last sample of its edges, or have ended before it).
     pub fn on_advert(&self, peer: &str, streams: HashSet<String>) {
+        let now = Instant::now();
         let mut ended: HashSet<String> = {
             let mut peers = lock(&self.peers);
             let state = peers.entry(peer.to_string()).or_default();
-            state.heard_at = Some(Instant::now());
+            state.heard_at = Some(now);
             let ended = state.streams.difference(&streams).cloned().collect();
             state.streams = streams.clone();
             ended
         };
+        if let Some(wanted) = lock(&self.on_demand).get_mut(peer) {
+            for (stream, listed) in wanted.iter_mut() {
+                if streams.contains(stream) {
+                    *listed = now;
+                } else if now.saturating_duration_since(*listed) >= self.ttls.unadvertised {
+                    ended.insert(stream.clone());
+                }
+            }
+        }
+        self.end_streams(peer, &ended);
+    }
+
+    /// Ends the wants and origin pulls of streams no advert of their peer listed for a summary
+    /// TTL: the peer went silent, or no channel with it ever opened (it is unreachable), so
+    /// nothing else would end them. Called periodically.
+    pub fn expire_wants(&self) {
+        let now = Instant::now();
+        let stale: Vec<(String, HashSet<String>)> = lock(&self.on_demand)
+            .iter()
+            .map(|(peer, wanted)| {
+                let stale = wanted
+                    .iter()
+                    .filter(|(_, listed)| {
+                        now.saturating_duration_since(**listed) >= self.ttls.summary
+                    })
+                    .map(|(s, _)| s.clone())
+                    .collect::<HashSet<_>>();
+                (peer.clone(), stale)
+            })
+            .filter(|(_, stale)| !stale.is_empty())
+            .collect();
+        for (peer, streams) in stale {
+            tracing::info!(%peer, streams = streams.len(), "no advert of the peer listed the streams wanted from it; giving them up");
+            self.end_streams(&peer, &streams);
+        }
+    }
+
+    /// The streams `ended` on `peer` no longer keep it wanted nor have an origin pull.
+    fn end_streams(&self, peer: &str, ended: &HashSet<String>) {
+        if ended.is_empty() {
+            return;
+        }
         let mut on_demand = lock(&self.on_demand);
         if let Some(wanted) = on_demand.get_mut(peer) {
-            ended.extend(
-                wanted
-                    .iter()
-                    .filter(|(s, since)| {
-                        !streams.contains(*s) && since.elapsed() >= self.ttls.unadvertised
-                    })
-                    .map(|(s, _)| s.clone()),
-            );
             wanted.retain(|s, _| !ended.contains(s));
             if wanted.is_empty() {
                 on_demand.remove(peer);
@@ -200,10 +241,8 @@ impl Peers {
             }
         }
         drop(on_demand);
-        if !ended.is_empty() {
-            let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
-            origins.retain(|s, o| o.peer != peer || !ended.contains(s));
-        }
+        let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+        origins.retain(|s, o| o.peer != peer || !ended.contains(s));
     }
 
     /// Until when a peer's edges are scored: its summary TTL after its last summary, or its
@@ -298,5 +337,133 @@ impl Peers {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(stream.to_string(), origin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::{Capabilities, EdgeState};
+    use crate::federation::EdgeSummary;
+    use crate::metrics::Metrics;
+
+    const TTLS: Ttls = Ttls {
+        summary: Duration::from_secs(90),
+        heartbeat: Duration::from_secs(30),
+        unadvertised: Duration::from_secs(30),
+    };
+
+    fn peers() -> (Peers, Arc<Router>) {
+        let router = Router::new(
+            Arc::new(EdgeState::new(Duration::from_secs(15))),
+            "us",
+            "example.net",
+            Arc::new(Metrics::new()),
+        );
+        (Peers::new("us", TTLS, router.clone()), router)
+    }
+
+    fn summary() -> ClusterSummary {
+        ClusterSummary {
+            cluster_id: "eu".into(),
+            window: Duration::from_secs(30),
+            edges: vec![EdgeSummary {
+                node_id: "0000000000e1".into(),
+                base_url: "https://edge-0000000000e1.eu.example.net".into(),
+                position: None,
+                bw_used: 0,
+                bw_limit: 1 << 30,
+                cpu_tenths: 0,
+                ram_used: 0,
+                ram_max: 1 << 30,
+                viewers: 0,
+                capabilities: Capabilities {
+                    edge: true,
+                    ..Capabilities::default()
+                },
+                streams: Vec::new(),
+            }],
+        }
+    }
+
+    fn fresh_until(router: &Router) -> Option<Instant> {
+        router.snapshot().candidates().next().map(|c| c.fresh_until)
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            peer: "eu".into(),
+            dtsc_url: "dtsc://edge-0000000000e1.eu.example.net:4200/live+a".into(),
+            node_id: "0000000000a1".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_extend_the_expiry_but_rebuild_rarely() {
+        let (peers, router) = peers();
+        peers.on_summary("eu", summary());
+        let first = fresh_until(&router).expect("scored");
+        assert_eq!(first, Instant::now() + TTLS.heartbeat);
+        // A heartbeat moving the expiry by less than a quarter of the TTL leaves the pool be.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        peers.on_heartbeat("eu");
+        assert_eq!(fresh_until(&router), Some(first));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        peers.on_heartbeat("eu");
+        assert_eq!(fresh_until(&router), Some(Instant::now() + TTLS.heartbeat));
+        // Heartbeats never carry the edges past the summary's own TTL.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            peers.on_heartbeat("eu");
+        }
+        assert_eq!(
+            fresh_until(&router),
+            Some(first + TTLS.summary - TTLS.heartbeat)
+        );
+        assert!(!peers.is_scored("eu"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wants_end_when_the_stream_leaves_the_advert_or_no_advert_ever_lists_it() {
+        let (peers, _router) = peers();
+        let listed = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        peers.want("eu", "live+a");
+        peers.set_origin("live+a", origin());
+        peers.on_advert("eu", listed(&["live+a"]));
+        // Listed by every advert, it stays wanted however long it lives.
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            peers.on_advert("eu", listed(&["live+a"]));
+            peers.expire_wants();
+        }
+        assert_eq!(peers.wanted(), ["eu"]);
+        assert!(peers.has_origin("live+a"));
+        // Gone from the advert: the want and the origin pull end.
+        peers.on_advert("eu", listed(&[]));
+        assert!(peers.wanted().is_empty());
+        assert!(!peers.has_origin("live+a"));
+
+        // Never advertised (it ended before the peer's first sample): ends after `unadvertised`.
+        peers.want("eu", "live+b");
+        peers.on_advert("eu", listed(&[]));
+        assert_eq!(peers.wanted(), ["eu"]);
+        tokio::time::advance(TTLS.unadvertised).await;
+        peers.on_advert("eu", listed(&[]));
+        assert!(peers.wanted().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wants_of_a_peer_that_never_answers_expire() {
+        let (peers, _router) = peers();
+        peers.want("eu", "live+a");
+        peers.set_origin("live+a", origin());
+        tokio::time::advance(TTLS.summary - Duration::from_secs(1)).await;
+        peers.expire_wants();
+        assert_eq!(peers.wanted(), ["eu"]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        peers.expire_wants();
+        assert!(peers.wanted().is_empty());
+        assert!(!peers.has_origin("live+a"));
+        assert_eq!(peers.channel_state("eu"), "none");
     }
 }

@@ -860,6 +860,7 @@ pub async fn supervise(state: AppState, stop: CancellationToken) {
             }
             close_unshared_inbound(&state).await;
         }
+        peers.expire_wants();
         let mut want: HashSet<String> = HashSet::new();
         if state.leadership.is_leader() {
             want.extend(always_on.iter().cloned());

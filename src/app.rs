@@ -50,7 +50,7 @@ pub struct Shared {
     /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
     pub federation: crate::grpc::Hub,
     /// The control streams of the edges connected here, for commands like `OriginPull`.
-    pub edge_links: crate::grpc::EdgeLinks,
+    pub edge_links: Arc<crate::grpc::EdgeLinks>,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.
@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         },
         router.clone(),
     ));
+    let edge_links = Arc::new(crate::grpc::EdgeLinks::default());
     let (replication, leadership) = match &redis {
         None => {
             metrics.leader.set(1);
@@ -170,8 +171,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 &config.cluster.id,
                 &replica_id,
                 config.liveness_window(),
-                peers.clone(),
-                &config.cluster.root_domain,
+                crate::cache::PeerRelay {
+                    peers: peers.clone(),
+                    edge_links: edge_links.clone(),
+                    root_domain: config.cluster.root_domain.clone(),
+                },
             );
             sync_tasks.spawn(replication.clone().write(sync_stop.clone()));
             tokio::spawn(replication.clone().subscribe(shutdown.child_token()));
@@ -189,7 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state = AppState(Arc::new(Shared {
         edges,
         federation: crate::grpc::Hub::new(peers, credential),
-        edge_links: crate::grpc::EdgeLinks::default(),
+        edge_links,
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone(), &config.cluster.id)),
         trusted_proxies: Arc::new(config.trusted_proxies()),

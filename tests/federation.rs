@@ -717,3 +717,76 @@ async fn replicas_share_remote_edges_and_only_the_leader_dials() {
         s.stop().await;
     }
 }
+
+/// With replicas, an origin pull arranged on one replica reaches the edge held by another, every
+/// replica answers the edge's `?source=`, and a replica that starts later learns the arrangement
+/// from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_pass_on_origin_pulls_and_a_late_replica_catches_up() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let with_redis = |c: &mut Config| {
+        federated(c, "alpha");
+        c.redis.url = url.clone();
+    };
+    let leader = TestServer::start_with(Db::Postgres, with_redis).await;
+    eventually(WAIT, "the first replica leads", || async {
+        metric(&leader, "foghorn_leader ").await == 1.0
+    })
+    .await;
+    let follower = leader.replica(with_redis).await;
+    let charlie = leader.replica(|c| federated(c, "charlie")).await;
+    let (t, _) = tenant(&leader, "alpha").await;
+    subscribe(&leader, &t, "charlie").await;
+    let (stream, _) = leader.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, op_token) = leader.operator().await;
+    let mut ea = Edge::start(&leader, &operator, 100).await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&name, 1)]).await;
+    live_on(&leader, &stream.id, "charlie").await;
+    eventually(WAIT, "the follower sees the leader's edge", || {
+        follower.routable(&op_token, &ea.node_id)
+    })
+    .await;
+
+    // A viewer on the follower: the pull is arranged there, and the leader tells its edge.
+    let location = redirect(&follower, &stream.playback_id).await;
+    assert!(location.starts_with(&ea.url("alpha")), "{location}");
+    let dtsc = format!("dtsc://edge-{}.charlie.{ROOT}:4200/{name}", ec.node_id);
+    let pull = tokio::time::timeout(WAIT, ea.conn.recv())
+        .await
+        .expect("the edge is told in time")
+        .expect("frame");
+    assert_eq!(origin_pull(pull), Some((name.clone(), dtsc.clone())));
+    let source = |server: &TestServer| {
+        let url = server.http(&format!("/?source={name}&fallback=push://x"));
+        async move {
+            http()
+                .get(url)
+                .send()
+                .await
+                .expect("source")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    assert_eq!(source(&leader).await, dtsc);
+    assert_eq!(source(&follower).await, dtsc);
+    // Only the leader dials the on-demand peer.
+    eventually(WAIT, "the leader opens the channel", || async {
+        metric(&leader, "foghorn_federation_channels ").await == 1.0
+    })
+    .await;
+    assert_eq!(metric(&follower, "foghorn_federation_channels ").await, 0.0);
+
+    let late = leader.replica(with_redis).await;
+    eventually(WAIT, "the late replica learns the arrangement", || async {
+        source(&late).await == dtsc
+    })
+    .await;
+    for s in [late, follower, leader, charlie] {
+        s.stop().await;
+    }
+}

@@ -15,7 +15,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{Leadership, Lease};
-pub use replication::{PeerNews, Replication};
+pub use replication::{PeerNews, PeerRelay, Replication};
 
 /// A lazily (re)connected Redis handle.
 #[derive(Clone)]

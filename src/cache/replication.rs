@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
 use crate::edge::{Announcement, EdgeRecord, EdgeState};
-use crate::federation::Peers;
+use crate::federation::{Origin, Peers};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routing::Router;
@@ -191,9 +191,24 @@ pub enum PeerNews<'a> {
     /// A viewer on the sending replica needs `stream` from the peer (the leader opens the
     /// channel).
     Want(&'a str),
+    /// The sending replica arranged (or knows of) an origin pull of `stream` from the peer; the
+    /// replica holding the edge's control stream tells the edge.
+    Origin {
+        stream: &'a str,
+        dtsc_url: &'a str,
+        node_id: &'a str,
+    },
+    /// The sending replica just (re)subscribed: the others relay what they know of their peers
+    /// (the last summary and advert of each peer they hold a channel with, and the origin
+    /// pulls), so it scores remote edges without waiting for the next summary.
+    Sync,
 }
 
-/// `{replica} {peer} F|W {payload}` on the peers channel.
+/// The peer field of news about no peer in particular.
+const NO_PEER: &str = "-";
+
+/// `{replica} {peer} F|W|O|S {payload}` on the peers channel; an origin's payload is
+/// `{node_id} {dtsc_url} {stream}`.
 fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
     let mut parts = msg.splitn(4, |b| *b == b' ');
     let replica = std::str::from_utf8(parts.next()?).ok()?;
@@ -203,9 +218,37 @@ fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
     let news = match kind {
         b"F" => PeerNews::Frame(payload),
         b"W" => PeerNews::Want(std::str::from_utf8(payload).ok()?),
+        b"O" => {
+            let mut fields = std::str::from_utf8(payload).ok()?.splitn(3, ' ');
+            let node_id = fields.next()?;
+            let dtsc_url = fields.next()?;
+            let stream = fields.next()?;
+            let sane = crate::registry::is_valid_node_id(node_id)
+                && dtsc_url.starts_with("dtsc://")
+                && !stream.is_empty()
+                && stream.len() <= 512;
+            if !sane {
+                return None;
+            }
+            PeerNews::Origin {
+                stream,
+                dtsc_url,
+                node_id,
+            }
+        }
+        b"S" if payload.is_empty() => PeerNews::Sync,
         _ => return None,
     };
     Some((replica, peer, news))
+}
+
+/// What the edge-state sync needs of federation: the peers to feed, and the edges' control
+/// streams, to pass on origin pulls arranged by another replica.
+#[derive(Debug, Clone)]
+pub struct PeerRelay {
+    pub peers: Arc<Peers>,
+    pub edge_links: Arc<crate::grpc::EdgeLinks>,
+    pub root_domain: String,
 }
 
 /// This replica's side of the edge-state sync.
@@ -227,8 +270,7 @@ pub struct Replication {
     /// Subscribed and resynchronised (false while Redis is away).
     synced: Arc<AtomicBool>,
     /// Federation peers, fed by what the other replicas relay.
-    peers: Arc<Peers>,
-    root_domain: String,
+    federation: PeerRelay,
 }
 
 impl Replication {
@@ -242,8 +284,7 @@ impl Replication {
         cluster_id: &str,
         replica: &str,
         ttl: Duration,
-        peers: Arc<Peers>,
-        root_domain: &str,
+        federation: PeerRelay,
     ) -> Replication {
         Replication {
             link,
@@ -259,8 +300,7 @@ impl Replication {
             put: Arc::new(Script::new(PUT)),
             release: Arc::new(Script::new(RELEASE)),
             synced: Arc::default(),
-            peers,
-            root_domain: root_domain.to_string(),
+            federation,
         }
     }
 
@@ -463,9 +503,19 @@ impl Replication {
         let Some(mut conn) = self.link.connection() else {
             return;
         };
+        let origin;
         let (kind, payload): (&[u8], &[u8]) = match news {
             PeerNews::Frame(bytes) => (b"F", bytes),
             PeerNews::Want(stream) => (b"W", stream.as_bytes()),
+            PeerNews::Origin {
+                stream,
+                dtsc_url,
+                node_id,
+            } => {
+                origin = format!("{node_id} {dtsc_url} {stream}");
+                (b"O", origin.as_bytes())
+            }
+            PeerNews::Sync => (b"S", b""),
         };
         let mut msg = Vec::with_capacity(self.replica.len() + peer.len() + payload.len() + 4);
         for part in [self.replica.as_bytes(), peer.as_bytes(), kind] {
@@ -491,8 +541,30 @@ impl Replication {
             return;
         }
         self.metrics.replication_received.inc();
+        let peers = &self.federation.peers;
         match news {
-            PeerNews::Want(stream) => self.peers.want(peer, stream),
+            PeerNews::Sync => self.relay_what_peers_said(),
+            PeerNews::Want(stream) => peers.want(peer, stream),
+            PeerNews::Origin {
+                stream,
+                dtsc_url,
+                node_id,
+            } => {
+                let origin = Origin {
+                    peer: peer.to_string(),
+                    dtsc_url: dtsc_url.to_string(),
+                    node_id: node_id.to_string(),
+                };
+                // Told once: a repeated relay (after a resync) finds the origin known.
+                if peers.set_origin(stream, origin)
+                    && self
+                        .federation
+                        .edge_links
+                        .origin_pull(node_id, stream, dtsc_url)
+                {
+                    tracing::info!(%peer, %stream, node = %node_id, source = %dtsc_url, "cross-cluster origin pull arranged by another replica passed on to the edge");
+                }
+            }
             PeerNews::Frame(bytes) => {
                 use crate::proto::peer_message::Payload;
                 use prost::Message as _;
@@ -500,23 +572,62 @@ impl Replication {
                     tracing::warn!(%peer, "federation relay: undecodable frame ignored");
                     return;
                 };
+                let root = &self.federation.root_domain;
                 match frame.payload {
                     Some(Payload::Summary(wire)) => {
-                        match crate::grpc::peer::summary_from_proto(&wire, peer, &self.root_domain)
-                        {
-                            Ok(summary) => self.peers.on_summary(peer, summary),
+                        match crate::grpc::peer::summary_from_proto(&wire, peer, root) {
+                            Ok(summary) => peers.on_summary(peer, summary),
                             Err(e) => {
                                 tracing::warn!(%peer, error = %e, "federation relay: bad summary ignored")
                             }
                         }
                     }
-                    Some(Payload::Heartbeat(_)) => self.peers.on_heartbeat(peer),
-                    Some(Payload::StreamAdvert(advert)) => self
-                        .peers
-                        .on_advert(peer, advert.streams.into_iter().collect()),
+                    Some(Payload::Heartbeat(_)) => peers.on_heartbeat(peer),
+                    Some(Payload::StreamAdvert(advert)) => {
+                        peers.on_advert(peer, advert.streams.into_iter().collect())
+                    }
                     Some(Payload::Hello(_)) | None => {}
                 }
             }
+        }
+    }
+
+    /// Relays the last summary and advert of every peer this replica holds a channel with, and
+    /// every origin pull it knows, for a replica that just (re)subscribed.
+    fn relay_what_peers_said(&self) {
+        use crate::proto::{peer_message::Payload, PeerMessage, StreamAdvert};
+        use prost::Message as _;
+        let peers = &self.federation.peers;
+        for (peer, summary, streams) in peers.held() {
+            let frames = [
+                summary.map(|s| {
+                    Payload::Summary(crate::grpc::peer::summary_to_proto(
+                        &s,
+                        &self.federation.root_domain,
+                    ))
+                }),
+                Some(Payload::StreamAdvert(StreamAdvert {
+                    cluster_id: peer.clone(),
+                    streams,
+                })),
+            ];
+            for payload in frames.into_iter().flatten() {
+                let frame = PeerMessage {
+                    payload: Some(payload),
+                }
+                .encode_to_vec();
+                self.relay_peer_news(&peer, PeerNews::Frame(&frame));
+            }
+        }
+        for (stream, origin) in peers.origins() {
+            self.relay_peer_news(
+                &origin.peer,
+                PeerNews::Origin {
+                    stream: &stream,
+                    dtsc_url: &origin.dtsc_url,
+                    node_id: &origin.node_id,
+                },
+            );
         }
     }
 
@@ -555,6 +666,7 @@ impl Replication {
         let (mut sink, mut messages) = pubsub.split();
         // Subscribed first, then read back: whatever changes meanwhile arrives as a message.
         self.resync().await?;
+        self.relay_peer_news(NO_PEER, PeerNews::Sync);
         self.set_synced(true);
         tracing::info!(replica = %self.replica, "edge-state sync: subscribed and resynchronised");
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -707,6 +819,38 @@ mod tests {
         assert_eq!(parse_peer_news(b"r1 bravo X y"), None);
         assert_eq!(parse_peer_news(b"r1 bravo"), None);
         assert_eq!(parse_peer_news(b"r1 bravo W \xff"), None);
+        assert_eq!(
+            parse_peer_news(
+                b"r1 bravo O 0123456789ab dtsc://edge-x.bravo.example.net:4200/live+a live a"
+            ),
+            Some((
+                "r1",
+                "bravo",
+                PeerNews::Origin {
+                    stream: "live a",
+                    dtsc_url: "dtsc://edge-x.bravo.example.net:4200/live+a",
+                    node_id: "0123456789ab"
+                }
+            ))
+        );
+        for bad in [
+            &b"r1 bravo O ../x dtsc://h/s s"[..],
+            b"r1 bravo O 0123456789ab http://h/s s",
+            b"r1 bravo O 0123456789ab dtsc://h/s ",
+            b"r1 bravo O 0123456789ab dtsc://h/s",
+            b"r1 - S x",
+        ] {
+            assert_eq!(
+                parse_peer_news(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_peer_news(b"r1 - S "),
+            Some(("r1", "-", PeerNews::Sync))
+        );
     }
 
     #[test]

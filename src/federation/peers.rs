@@ -332,11 +332,37 @@ impl Peers {
             .cloned()
     }
 
-    pub fn set_origin(&self, stream: &str, origin: Origin) {
-        self.origins
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream.to_string(), origin);
+    /// Records the origin pull of `stream`; `false` when it was known already.
+    pub fn set_origin(&self, stream: &str, origin: Origin) -> bool {
+        let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+        origins.get(stream) != Some(&origin) && {
+            origins.insert(stream.to_string(), origin);
+            true
+        }
+    }
+
+    /// Every origin pull arranged, by stream.
+    pub fn origins(&self) -> Vec<(String, Origin)> {
+        let origins = self.origins.read().unwrap_or_else(|e| e.into_inner());
+        origins
+            .iter()
+            .map(|(s, o)| (s.clone(), o.clone()))
+            .collect()
+    }
+
+    /// What the peers this Foghorn holds a channel with said last: per peer, its last summary (if
+    /// one came) and the streams of its last advert.
+    pub fn held(&self) -> Vec<(String, Option<ClusterSummary>, Vec<String>)> {
+        let peers = lock(&self.peers);
+        peers
+            .iter()
+            .filter(|(_, s)| !s.channels.is_empty())
+            .map(|(peer, s)| {
+                let mut streams: Vec<String> = s.streams.iter().cloned().collect();
+                streams.sort_unstable();
+                (peer.clone(), s.summary.clone(), streams)
+            })
+            .collect()
     }
 }
 

@@ -1145,6 +1145,17 @@ async fn arrange_now(
             node_id: edge.node_id.to_string(),
         },
     );
+    // Every replica answers the edge's `?source=`; the one holding its control stream tells it.
+    if let Some(sync) = &state.replication {
+        sync.relay_peer_news(
+            peer,
+            PeerNews::Origin {
+                stream,
+                dtsc_url: &answer.dtsc_url,
+                node_id: &edge.node_id,
+            },
+        );
+    }
     let told = state
         .edge_links
         .origin_pull(&edge.node_id, stream, &answer.dtsc_url);

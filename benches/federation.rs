@@ -2,23 +2,39 @@
 //! ≤ 1 MB): build (average the window's samples), encode (wire form + protobuf), and apply on the
 //! peer (decode, check, convert, rebuild the remote routing pool). Prints the encoded size.
 //!
+//! `build_send_apply` does it all over a real `PeerChannel`: tonic client and server on
+//! loopback TCP (HTTP/2, the federation message limits), the server decoding, checking and
+//! applying each summary through the peer state exactly as a Foghorn does, then answering with a
+//! heartbeat, which the client awaits before the next summary.
+//!
 //!   cargo bench --bench federation
 
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use foghorn::edge::{Capabilities, EdgeInfo, EdgeState, EdgeView, Mode, Stats, StreamLoad};
-use foghorn::federation::Smoother;
+use foghorn::federation::{Peers, Smoother, Ttls};
+use foghorn::grpc::federation::MAX_MESSAGE_BYTES;
 use foghorn::grpc::peer::{summary_from_proto, summary_to_proto};
 use foghorn::metrics::Metrics;
-use foghorn::proto::ClusterEdgeSummary;
+use foghorn::proto::federation_client::FederationClient;
+use foghorn::proto::federation_server::{Federation, FederationServer};
+use foghorn::proto::{
+    peer_message, ClusterEdgeSummary, NotifyOriginPullRequest, NotifyOriginPullResponse,
+    PeerHeartbeat, PeerMessage, QueryStreamRequest, QueryStreamResponse,
+};
 use foghorn::routing::Router;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 const ROOT: &str = "example.net";
 
@@ -64,7 +80,113 @@ fn views(n: usize, rng: &mut StdRng) -> Vec<EdgeView> {
         .collect()
 }
 
+/// The receiving Foghorn's side of a channel: applies every summary to its peer state (which
+/// rebuilds its remote routing pool), then acknowledges it.
+struct Receiver {
+    peers: Arc<Peers>,
+}
+
+type Frames = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Federation for Receiver {
+    type PeerChannelStream = Frames;
+
+    async fn peer_channel(
+        &self,
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<Frames>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let peers = self.peers.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = inbound.next().await {
+                if let Some(peer_message::Payload::Summary(wire)) = frame.payload {
+                    let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
+                    peers.on_summary("eu", summary);
+                    let ack = PeerMessage {
+                        payload: Some(peer_message::Payload::Heartbeat(PeerHeartbeat {
+                            cluster_id: "us".into(),
+                            sent_at_unix_ms: 0,
+                        })),
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn query_stream(
+        &self,
+        _: Request<QueryStreamRequest>,
+    ) -> Result<Response<QueryStreamResponse>, Status> {
+        Err(Status::unimplemented("not in this bench"))
+    }
+
+    async fn notify_origin_pull(
+        &self,
+        _: Request<NotifyOriginPullRequest>,
+    ) -> Result<Response<NotifyOriginPullResponse>, Status> {
+        Err(Status::unimplemented("not in this bench"))
+    }
+}
+
+/// A channel to a [`Receiver`] on loopback: the sender of summaries and the stream of acks.
+async fn channel_to_receiver() -> (mpsc::Sender<PeerMessage>, Streaming<PeerMessage>) {
+    let router = Router::new(
+        Arc::new(EdgeState::new(Duration::from_secs(15))),
+        "us",
+        ROOT,
+        Arc::new(Metrics::new()),
+    );
+    let ttls = Ttls {
+        summary: Duration::from_secs(90),
+        heartbeat: Duration::from_secs(30),
+        unadvertised: Duration::from_secs(30),
+    };
+    let receiver = Receiver {
+        peers: Arc::new(Peers::new("us", ttls, router)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                FederationServer::new(receiver)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(4);
+    let acks = client
+        .peer_channel(ReceiverStream::new(rx))
+        .await
+        .expect("channel")
+        .into_inner();
+    (tx, acks)
+}
+
 fn summary(c: &mut Criterion) {
+    let network = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -125,6 +247,21 @@ fn summary(c: &mut Criterion) {
                     "eu",
                     summary.remote_edges(Instant::now() + Duration::from_secs(90)),
                 );
+            })
+        });
+        let (tx, mut acks) = network.block_on(channel_to_receiver());
+        group.bench_with_input(BenchmarkId::new("build_send_apply", n), &n, |b, _| {
+            b.iter(|| {
+                let frame = PeerMessage {
+                    payload: Some(peer_message::Payload::Summary(summary_to_proto(
+                        &smoother.summary("eu"),
+                        ROOT,
+                    ))),
+                };
+                network.block_on(async {
+                    tx.send(frame).await.expect("send");
+                    acks.message().await.expect("ack").expect("frame");
+                })
             })
         });
     }

@@ -128,7 +128,9 @@ pub struct Hub {
     secret: String,
     /// Peers whose credential this process registered, and when (refreshed daily).
     registered: Mutex<HashMap<String, Instant>>,
-    summary: watch::Sender<Arc<proto::ClusterEdgeSummary>>,
+    /// The last summary built; none until the edges had a moment to (re)connect after a start,
+    /// so peers keep what they had of this cluster instead of an empty summary.
+    summary: watch::Sender<Option<Arc<proto::ClusterEdgeSummary>>>,
     advert: watch::Sender<Arc<Vec<String>>>,
     /// gRPC clients by address (a tonic channel reconnects by itself).
     clients: Mutex<HashMap<String, FederationClient<Channel>>>,
@@ -147,16 +149,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl Hub {
     pub fn new(peers: Arc<Peers>, secret: String) -> Hub {
-        let cluster_id = peers.cluster_id().to_string();
         Hub {
             peers,
             secret,
             registered: Mutex::new(HashMap::new()),
-            summary: watch::channel(Arc::new(proto::ClusterEdgeSummary {
-                cluster_id,
-                ..Default::default()
-            }))
-            .0,
+            summary: watch::channel(None).0,
             advert: watch::channel(Arc::new(Vec::new())).0,
             clients: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
@@ -445,10 +442,12 @@ where
         cluster_id: me.clone(),
         protocol_version: FEDERATION_VERSION,
     }));
-    out.send(peer_message::Payload::Summary(
-        (**summaries.borrow_and_update()).clone(),
-    ));
-    out.send(advert(&adverts.borrow_and_update()));
+    // Nothing about this cluster's edges and streams until its first summary: after a restart,
+    // an empty summary or advert would make the peer forget them before they reconnect here.
+    if let Some(summary) = summaries.borrow_and_update().as_deref() {
+        out.send(peer_message::Payload::Summary(summary.clone()));
+        out.send(advert(&adverts.borrow_and_update()));
+    }
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
@@ -463,8 +462,9 @@ where
                 if changed.is_err() {
                     break ChannelEnd::ShuttingDown;
                 }
-                let summary = summaries.borrow_and_update().clone();
-                out.send(peer_message::Payload::Summary((*summary).clone()));
+                if let Some(summary) = summaries.borrow_and_update().clone() {
+                    out.send(peer_message::Payload::Summary((*summary).clone()));
+                }
                 // The advert goes with every summary too (DESIGN.md §7.1: on change and every 30 s).
                 out.send(advert(&adverts.borrow()));
             }
@@ -941,7 +941,12 @@ pub async fn feed(state: AppState, stop: CancellationToken) {
         .max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(sample_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut next_summary = Instant::now() + cfg.summary_interval;
+    // The first summary goes out once the edges had two stats intervals to (re)connect and
+    // report (after a restart they come back within seconds), not a whole interval later.
+    let mut next_summary = Instant::now()
+        + cfg
+            .summary_interval
+            .min(state.config.edges.stats_interval * 2);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -952,6 +957,10 @@ pub async fn feed(state: AppState, stop: CancellationToken) {
         smoother.observe(now, &views, |node| {
             format!("https://edge-{node}.{me}.{root}")
         });
+        let summary_due = now >= next_summary;
+        if !summary_due && state.federation.summary.borrow().is_none() {
+            continue; // no advert before the first summary (see `run_channel`)
+        }
         let mut live: Vec<String> = views
             .iter()
             .filter(|v| v.routable)
@@ -969,10 +978,14 @@ pub async fn feed(state: AppState, stop: CancellationToken) {
             *current = Arc::new(live);
             true
         });
-        if now >= next_summary {
+        // After the advert: a channel sends the advert it sees along with the summary.
+        if summary_due {
             next_summary = now + cfg.summary_interval;
             let summary = summary_to_proto(&smoother.summary(&me), &root);
-            state.federation.summary.send_replace(Arc::new(summary));
+            state
+                .federation
+                .summary
+                .send_replace(Some(Arc::new(summary)));
         }
     }
 }

@@ -34,8 +34,8 @@ fn remote_edges(n: usize) -> Vec<RemoteEdge> {
         .map(|i| {
             let (lat, lon) = sites[i % sites.len()];
             RemoteEdge {
-                node_id: format!("{:012x}", 0xf000_0000_0000u64 + i as u64),
-                base_url: format!("https://edge-{i}.peer.example.net"),
+                node_id: format!("{:012x}", 0xf000_0000_0000u64 + i as u64).into(),
+                base_url: format!("https://edge-{i}.peer.example.net").into(),
                 serves_viewers: true,
                 cpu_tenths: rng.random_range(0..900),
                 ram_used: rng.random_range(1u64..15) << 30,

@@ -4,6 +4,7 @@
 //! Free of transport types: `crate::grpc` converts to and from the wire messages.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,11 +13,14 @@ use crate::edge::{Capabilities, EdgeView};
 use crate::routing::RemoteEdge;
 
 /// One healthy edge as a summary describes it. Load values are averages over the window.
+///
+/// Text is shared (`Arc<str>`): a summary is copied into the routing pool every time it is
+/// applied, and a stream name is mentioned by many edges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeSummary {
-    pub node_id: String,
+    pub node_id: Arc<str>,
     /// `https://edge-{node}.{cluster}.{root}` unless the edge registered another base URL.
-    pub base_url: String,
+    pub base_url: Arc<str>,
     pub position: Option<(f64, f64)>,
     /// Bytes per second.
     pub bw_used: u64,
@@ -27,7 +31,7 @@ pub struct EdgeSummary {
     pub viewers: u32,
     pub capabilities: Capabilities,
     /// Internal names of the streams it carries, sorted.
-    pub streams: Vec<String>,
+    pub streams: Vec<Arc<str>>,
 }
 
 /// The healthy edges of one cluster.
@@ -89,16 +93,16 @@ impl Smoother {
                 ram_max: stats.ram_max_bytes,
                 viewers: stats.viewers(),
             };
-            let mut streams: Vec<String> = stats
+            let mut streams: Vec<&str> = stats
                 .streams
                 .iter()
-                .map(|s| s.internal_name.clone())
+                .map(|s| s.internal_name.as_str())
                 .collect();
             streams.sort_unstable();
             streams.dedup();
             let latest = EdgeSummary {
-                node_id: view.node_id.clone(),
-                base_url: view.info.base_url_or(|| base_url(&view.node_id)),
+                node_id: Arc::from(view.node_id.as_str()),
+                base_url: Arc::from(view.info.base_url_or(|| base_url(&view.node_id))),
                 position: stats.latitude.zip(stats.longitude),
                 bw_used: 0,
                 bw_limit: 0,
@@ -107,7 +111,7 @@ impl Smoother {
                 ram_max: 0,
                 viewers: 0,
                 capabilities: view.info.capabilities,
-                streams,
+                streams: streams.into_iter().map(Arc::from).collect(),
             };
             let tracked = self
                 .edges
@@ -255,8 +259,8 @@ mod tests {
             (200, 2),
             "average of 100 and 300, 1 and 3"
         );
-        assert_eq!(a.base_url, "https://edge-a.c.example.net");
-        assert_eq!(a.streams, ["live+b"]);
+        assert_eq!(&*a.base_url, "https://edge-a.c.example.net");
+        assert_eq!(a.streams, [Arc::from("live+b")]);
         assert_eq!(a.position, Some((50.0, 8.0)));
 
         // 31 s later the first sample is out of the window.

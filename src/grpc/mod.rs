@@ -11,7 +11,6 @@ mod provisioning;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
@@ -82,13 +81,17 @@ pub async fn serve(
         // Dead edges behind a silent network are noticed within ~20 s even between stats frames.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(helmsman)
         .add_service(provisioning)
         .add_service(federation)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        // The builder's `tcp_nodelay` is ignored for a listener bound elsewhere: set it here, or
+        // small frames (an IngestDecision, a heartbeat) wait on Nagle and delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop,
+        )
         .await
 }

@@ -5,6 +5,7 @@
 //! are fixed-point, RAM is in MiB, and stream names are sent once per summary.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::edge::Capabilities;
@@ -37,10 +38,23 @@ fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
     format!("https://edge-{node_id}.{cluster}.{root}")
 }
 
+/// Whether `url` is [`default_base_url`] (without building it: a summary asks for every edge).
+fn is_default_base_url(url: &str, node_id: &str, cluster: &str, root: &str) -> bool {
+    url.strip_prefix("https://edge-")
+        .and_then(|r| r.strip_prefix(node_id))
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_prefix(cluster))
+        .and_then(|r| r.strip_prefix('.'))
+        == Some(root)
+}
+
 /// Where viewers may be sent for edge `node_id` of peer cluster `peer`: the URL the peer gave
 /// when it names a host in the peer's own zone (`*.{peer}.{root}`), else the standard name of
 /// the edge there. A peer can therefore only send viewers to names under its own cluster's zone.
 pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> String {
+    if given.is_empty() {
+        return default_base_url(node_id, peer, root);
+    }
     let zone = format!(".{peer}.{root}");
     let host = crate::routing::host_of(given);
     let scheme_ok = given.starts_with("https://") || given.starts_with("http://");
@@ -98,21 +112,21 @@ pub fn summary_to_proto(summary: &ClusterSummary, root: &str) -> proto::ClusterE
                 .streams
                 .iter()
                 .map(|s| {
-                    *names.entry(s.as_str()).or_insert_with(|| {
-                        streams.push(s.clone());
+                    *names.entry(s).or_insert_with(|| {
+                        streams.push(s.to_string());
                         (streams.len() - 1) as u32
                     })
                 })
                 .collect();
-            let default_url = default_base_url(&e.node_id, &summary.cluster_id, root);
             let (node_id, node_name) = encode_node_id(&e.node_id);
             proto::EdgeSummary {
                 node_id,
                 node_name,
-                base_url: if e.base_url == default_url {
+                base_url: if is_default_base_url(&e.base_url, &e.node_id, &summary.cluster_id, root)
+                {
                     String::new()
                 } else {
-                    e.base_url.clone()
+                    e.base_url.to_string()
                 },
                 dtsc_url: String::new(),
                 lat_e5: e.position.map(|p| (p.0 * 1e5).round() as i32),
@@ -169,6 +183,8 @@ pub fn summary_from_proto(
     if stream_bytes.is_none() {
         return Err(SummaryError::TooLarge("stream names of the edges"));
     }
+    // Each name once, shared by the edges that carry it.
+    let names: Vec<Arc<str>> = wire.streams.iter().map(|s| Arc::from(s.as_str())).collect();
     let edges = wire
         .edges
         .iter()
@@ -194,15 +210,15 @@ pub fn summary_from_proto(
                 .streams
                 .iter()
                 .map(|&k| {
-                    wire.streams
+                    names
                         .get(k as usize)
                         .cloned()
                         .ok_or(SummaryError::StreamIndex(i, k))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(EdgeSummary {
-                node_id,
-                base_url,
+                node_id: node_id.into(),
+                base_url: base_url.into(),
                 position,
                 bw_used: e.bw_used,
                 bw_limit: e.bw_limit,
@@ -227,11 +243,11 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    fn edge(i: usize, streams: Vec<String>) -> EdgeSummary {
+    fn edge(i: usize, streams: Vec<Arc<str>>) -> EdgeSummary {
         let node_id = format!("{i:012x}");
         EdgeSummary {
-            base_url: default_base_url(&node_id, "eu", "example.net"),
-            node_id,
+            base_url: default_base_url(&node_id, "eu", "example.net").into(),
+            node_id: node_id.into(),
             position: Some((52.52, 13.405)),
             bw_used: 87_500_000,
             bw_limit: 125_000_000,
@@ -269,7 +285,7 @@ mod tests {
 
     #[test]
     fn stream_names_are_sent_once_and_peers_are_checked() {
-        let live = |n: &str| n.to_string();
+        let live = |n: &str| Arc::<str>::from(n);
         let summary = ClusterSummary {
             cluster_id: "eu".into(),
             window: Duration::from_secs(30),
@@ -307,7 +323,7 @@ mod tests {
         // An operator's id hint travels by name.
         let mut named = summary.clone();
         named.edges[0].node_id = "berlin-1".into();
-        named.edges[0].base_url = default_base_url("berlin-1", "eu", "example.net");
+        named.edges[0].base_url = default_base_url("berlin-1", "eu", "example.net").into();
         let wire = summary_to_proto(&named, "example.net");
         assert_eq!(wire.edges[0].node_name, "berlin-1");
         assert_eq!(summary_from_proto(&wire, "eu", "example.net"), Ok(named));

@@ -30,8 +30,8 @@ pub const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
 /// An edge of a peered cluster, as its summary described it.
 #[derive(Debug, Clone)]
 pub struct RemoteEdge {
-    pub node_id: String,
-    pub base_url: String,
+    pub node_id: Arc<str>,
+    pub base_url: Arc<str>,
     pub serves_viewers: bool,
     pub cpu_tenths: u64,
     pub ram_used: u64,
@@ -40,7 +40,9 @@ pub struct RemoteEdge {
     pub bw_limit: u64,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
-    pub streams: Vec<String>,
+    /// Shared with the summary it came from: a stream name is one allocation however many edges
+    /// carry it.
+    pub streams: Vec<Arc<str>>,
     /// Scored until then (summary TTL).
     pub expires_at: Instant,
 }
@@ -146,12 +148,18 @@ impl Router {
         let candidates = edges
             .into_iter()
             .map(|e| {
-                let streams = sorted_streams(e.streams.iter().map(|s| StreamRef::named(s)));
+                let streams = sorted_streams(e.streams.into_iter().map(|name| StreamRef {
+                    name,
+                    up: 0,
+                    viewers: 0,
+                    inputs: 0,
+                    replicated: false,
+                }));
                 Candidate {
-                    node_id: Arc::from(e.node_id.as_str()),
+                    node_id: e.node_id,
                     cluster_id: cluster.clone(),
                     remote: true,
-                    base_url: Arc::from(e.base_url.as_str()),
+                    base_url: e.base_url,
                     serves_viewers: e.serves_viewers,
                     // Publishers of this cluster ingest here; a peer's ingest edges are theirs.
                     takes_ingest: false,

@@ -156,7 +156,7 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = foghorn::app::start(config).await?;
     println!(
-        "Foghorn ready: cluster {:?}\n  HTTP  http://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  http://{}  (HelmsmanControl, EdgeProvisioning, grpc.health.v1, reflection)",
+        "Foghorn ready: cluster {:?}\n  HTTP  http://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  http://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)",
         server.state.config.cluster.id, server.http_addr, server.grpc_addr
     );
     shutdown_signal().await;

@@ -313,6 +313,50 @@ async fn open_channel(
     client.peer_channel(req).await.map(|r| r.into_inner())
 }
 
+/// A channel of `cluster` that says Hello and then keeps heartbeating, as a live peer does.
+async fn open_live_channel(
+    server: &TestServer,
+    cluster: &str,
+    credential: &str,
+) -> tonic::Streaming<PeerMessage> {
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(hello(cluster)).await.expect("queue");
+    let beat = heartbeat(cluster);
+    tokio::spawn(async move {
+        while tx.send(beat.clone()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("x-foghorn-cluster", cluster.parse().expect("ascii"));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().expect("ascii"),
+    );
+    FederationClient::new(channel)
+        .peer_channel(req)
+        .await
+        .expect("a live channel opens")
+        .into_inner()
+}
+
+fn heartbeat(cluster: &str) -> PeerMessage {
+    PeerMessage {
+        payload: Some(peer_message::Payload::Heartbeat(
+            foghorn::proto::PeerHeartbeat {
+                cluster_id: cluster.into(),
+                sent_at_unix_ms: 0,
+            },
+        )),
+    }
+}
+
 /// The credential cluster `from` (whose Foghorn is `server`) presents to cluster `to`, registered
 /// as that Foghorn does before it calls `to`.
 async fn credential(server: &TestServer, from: &str, to: &str) -> String {
@@ -415,16 +459,8 @@ async fn a_flooding_peer_is_cut_off_and_extra_channels_replace_the_oldest() {
     let (t, _) = tenant(&alpha, "alpha").await;
     subscribe(&alpha, &t, "bravo").await;
     let bravos = credential(&bravo, "bravo", "alpha").await;
-    let beat = PeerMessage {
-        payload: Some(peer_message::Payload::Heartbeat(
-            foghorn::proto::PeerHeartbeat {
-                cluster_id: "bravo".into(),
-                sent_at_unix_ms: 0,
-            },
-        )),
-    };
     let mut flood = vec![hello("bravo")];
-    flood.extend(std::iter::repeat_n(beat, 400));
+    flood.extend(std::iter::repeat_n(heartbeat("bravo"), 400));
     let refusals = metric(&alpha, "foghorn_federation_refusals_total ").await;
     let flooding = open_channel(&alpha, "bravo", &bravos, flood)
         .await
@@ -435,12 +471,19 @@ async fn a_flooding_peer_is_cut_off_and_extra_channels_replace_the_oldest() {
     );
     assert!(metric(&alpha, "foghorn_federation_refusals_total ").await > refusals);
 
+    // The allowance is the peer's, not the channel's: a new channel does not refill it.
+    // 101 frames would pass on a fresh allowance of 200.
+    let mut more = vec![hello("bravo")];
+    more.extend(std::iter::repeat_n(heartbeat("bravo"), 100));
+    let again = open_channel(&alpha, "bravo", &bravos, more)
+        .await
+        .expect("bravo may open a channel");
+    assert_eq!(end_of(again).await.code(), tonic::Code::ResourceExhausted);
+    tokio::time::sleep(Duration::from_secs(1)).await; // refills 50 frames
+
     let mut channels = Vec::new();
     for _ in 0..5 {
-        let channel = open_channel(&alpha, "bravo", &bravos, vec![hello("bravo")])
-            .await
-            .expect("bravo may open a channel");
-        channels.push(channel);
+        channels.push(open_live_channel(&alpha, "bravo", &bravos).await);
     }
     let oldest = channels.remove(0);
     assert_eq!(end_of(oldest).await.code(), tonic::Code::Aborted);
@@ -736,7 +779,7 @@ async fn replicas_pass_on_origin_pulls_and_a_late_replica_catches_up() {
     .await;
     let follower = leader.replica(with_redis).await;
     let charlie = leader.replica(|c| federated(c, "charlie")).await;
-    let (t, _) = tenant(&leader, "alpha").await;
+    let (t, token) = tenant(&leader, "alpha").await;
     subscribe(&leader, &t, "charlie").await;
     let (stream, _) = leader.stream(&t).await;
     let name = stream.internal_name.clone();
@@ -784,6 +827,10 @@ async fn replicas_pass_on_origin_pulls_and_a_late_replica_catches_up() {
     let late = leader.replica(with_redis).await;
     eventually(WAIT, "the late replica learns the arrangement", || async {
         source(&late).await == dtsc
+    })
+    .await;
+    eventually(WAIT, "the late replica scores charlie's edges", || async {
+        peering(&late, &token, "charlie").await == ("open".to_string(), true)
     })
     .await;
     for s in [late, follower, leader, charlie] {

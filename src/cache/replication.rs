@@ -198,17 +198,27 @@ pub enum PeerNews<'a> {
         dtsc_url: &'a str,
         node_id: &'a str,
     },
-    /// The sending replica just (re)subscribed: the others relay what they know of their peers
-    /// (the last summary and advert of each peer they hold a channel with, and the origin
-    /// pulls), so it scores remote edges without waiting for the next summary.
+    /// The sending replica just (re)subscribed: the others answer with what they know of their
+    /// peers (the last summary and advert of each peer they hold a channel with, as `Reply`, and
+    /// the origin pulls), so it scores remote edges without waiting for the next summary.
     Sync,
+    /// A frame for replica `to` only (answering its `Sync`), received `age` ago.
+    Reply {
+        to: &'a str,
+        age: Duration,
+        frame: &'a [u8],
+    },
 }
+
+/// How often one replica's `Sync` is answered at most.
+const SYNC_ANSWER_EVERY: Duration = Duration::from_secs(5);
 
 /// The peer field of news about no peer in particular.
 const NO_PEER: &str = "-";
 
-/// `{replica} {peer} F|W|O|S {payload}` on the peers channel; an origin's payload is
-/// `{node_id} {dtsc_url} {stream}`.
+/// `{replica} {peer} F|W|O|S|R {payload}` on the peers channel; an origin's payload is
+/// `{node_id} {dtsc_url} {stream}`, a reply's `{to} {age_ms} {frame}`. A peer is a valid cluster
+/// id (`-` for a `Sync`).
 fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
     let mut parts = msg.splitn(4, |b| *b == b' ');
     let replica = std::str::from_utf8(parts.next()?).ok()?;
@@ -236,9 +246,24 @@ fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
                 node_id,
             }
         }
-        b"S" if payload.is_empty() => PeerNews::Sync,
+        b"S" if payload.is_empty() && peer == NO_PEER => {
+            return Some((replica, peer, PeerNews::Sync))
+        }
+        b"R" => {
+            let mut fields = payload.splitn(3, |b| *b == b' ');
+            let to = std::str::from_utf8(fields.next()?).ok()?;
+            let age_ms: u64 = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+            PeerNews::Reply {
+                to,
+                age: Duration::from_millis(age_ms),
+                frame: fields.next()?,
+            }
+        }
         _ => return None,
     };
+    if !crate::config::is_valid_label(peer) {
+        return None;
+    }
     Some((replica, peer, news))
 }
 
@@ -271,6 +296,8 @@ pub struct Replication {
     synced: Arc<AtomicBool>,
     /// Federation peers, fed by what the other replicas relay.
     federation: PeerRelay,
+    /// When each replica's `Sync` was last answered.
+    sync_answers: Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
 }
 
 impl Replication {
@@ -301,6 +328,7 @@ impl Replication {
             release: Arc::new(Script::new(RELEASE)),
             synced: Arc::default(),
             federation,
+            sync_answers: Arc::default(),
         }
     }
 
@@ -504,6 +532,7 @@ impl Replication {
             return;
         };
         let origin;
+        let reply;
         let (kind, payload): (&[u8], &[u8]) = match news {
             PeerNews::Frame(bytes) => (b"F", bytes),
             PeerNews::Want(stream) => (b"W", stream.as_bytes()),
@@ -516,6 +545,10 @@ impl Replication {
                 (b"O", origin.as_bytes())
             }
             PeerNews::Sync => (b"S", b""),
+            PeerNews::Reply { to, age, frame } => {
+                reply = [format!("{to} {} ", age.as_millis()).as_bytes(), frame].concat();
+                (b"R", reply.as_slice())
+            }
         };
         let mut msg = Vec::with_capacity(self.replica.len() + peer.len() + payload.len() + 4);
         for part in [self.replica.as_bytes(), peer.as_bytes(), kind] {
@@ -543,7 +576,12 @@ impl Replication {
         self.metrics.replication_received.inc();
         let peers = &self.federation.peers;
         match news {
-            PeerNews::Sync => self.relay_what_peers_said(),
+            PeerNews::Sync => self.answer_sync(replica),
+            PeerNews::Reply { to, age, frame } => {
+                if to == self.replica {
+                    self.apply_peer_frame(peer, frame, age);
+                }
+            }
             PeerNews::Want(stream) => peers.want(peer, stream),
             PeerNews::Origin {
                 stream,
@@ -555,6 +593,9 @@ impl Replication {
                     dtsc_url: dtsc_url.to_string(),
                     node_id: node_id.to_string(),
                 };
+                // The origin ends with the want: when the peer's adverts stop listing the stream,
+                // or no advert comes at all.
+                peers.want(peer, stream);
                 // Told once: a repeated relay (after a resync) finds the origin known.
                 if peers.set_origin(stream, origin)
                     && self
@@ -565,58 +606,81 @@ impl Replication {
                     tracing::info!(%peer, %stream, node = %node_id, source = %dtsc_url, "cross-cluster origin pull arranged by another replica passed on to the edge");
                 }
             }
-            PeerNews::Frame(bytes) => {
-                use crate::proto::peer_message::Payload;
-                use prost::Message as _;
-                let Ok(frame) = crate::proto::PeerMessage::decode(bytes) else {
-                    tracing::warn!(%peer, "federation relay: undecodable frame ignored");
-                    return;
-                };
-                let root = &self.federation.root_domain;
-                match frame.payload {
-                    Some(Payload::Summary(wire)) => {
-                        match crate::grpc::peer::summary_from_proto(&wire, peer, root) {
-                            Ok(summary) => peers.on_summary(peer, summary),
-                            Err(e) => {
-                                tracing::warn!(%peer, error = %e, "federation relay: bad summary ignored")
-                            }
-                        }
-                    }
-                    Some(Payload::Heartbeat(_)) => peers.on_heartbeat(peer),
-                    Some(Payload::StreamAdvert(advert)) => {
-                        peers.on_advert(peer, advert.streams.into_iter().collect())
-                    }
-                    Some(Payload::Hello(_)) | None => {}
-                }
-            }
+            PeerNews::Frame(bytes) => self.apply_peer_frame(peer, bytes, Duration::ZERO),
         }
     }
 
-    /// Relays the last summary and advert of every peer this replica holds a channel with, and
-    /// every origin pull it knows, for a replica that just (re)subscribed.
-    fn relay_what_peers_said(&self) {
+    /// Applies a frame `peer` sent to another replica `age` ago.
+    fn apply_peer_frame(&self, peer: &str, bytes: &[u8], age: Duration) {
+        use crate::proto::peer_message::Payload;
+        use prost::Message as _;
+        let peers = &self.federation.peers;
+        let Ok(frame) = crate::proto::PeerMessage::decode(bytes) else {
+            tracing::warn!(%peer, "federation relay: undecodable frame ignored");
+            return;
+        };
+        let root = &self.federation.root_domain;
+        match frame.payload {
+            Some(Payload::Summary(wire)) => {
+                match crate::grpc::peer::summary_from_proto(&wire, peer, root) {
+                    Ok(summary) => peers.on_summary_aged(peer, summary, age),
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "federation relay: bad summary ignored")
+                    }
+                }
+            }
+            Some(Payload::Heartbeat(_)) => peers.on_heartbeat(peer),
+            Some(Payload::StreamAdvert(advert)) => {
+                peers.on_advert(peer, advert.streams.into_iter().collect())
+            }
+            Some(Payload::Hello(_)) | None => {}
+        }
+    }
+
+    /// Answers `replica`'s `Sync` (at most every `SYNC_ANSWER_EVERY`, off the subscriber loop):
+    /// the last summary and advert of every peer this replica holds a channel with, addressed to
+    /// it alone, and every origin pull known here.
+    fn answer_sync(&self, replica: &str) {
+        {
+            let mut answered = self.sync_answers.lock().unwrap_or_else(|e| e.into_inner());
+            answered.retain(|_, at| at.elapsed() < SYNC_ANSWER_EVERY);
+            if answered.contains_key(replica) {
+                return;
+            }
+            answered.insert(replica.to_string(), tokio::time::Instant::now());
+        }
+        let this = self.clone();
+        let to = replica.to_string();
+        tokio::spawn(async move { this.relay_what_peers_said(&to) });
+    }
+
+    fn relay_what_peers_said(&self, to: &str) {
         use crate::proto::{peer_message::Payload, PeerMessage, StreamAdvert};
         use prost::Message as _;
         let peers = &self.federation.peers;
-        for (peer, summary, streams) in peers.held() {
-            let frames = [
-                summary.map(|s| {
-                    Payload::Summary(crate::grpc::peer::summary_to_proto(
-                        &s,
-                        &self.federation.root_domain,
-                    ))
-                }),
-                Some(Payload::StreamAdvert(StreamAdvert {
-                    cluster_id: peer.clone(),
+        for held in peers.held() {
+            let summary = held.summary.map(|(s, age)| {
+                let wire = crate::grpc::peer::summary_to_proto(&s, &self.federation.root_domain);
+                (Payload::Summary(wire), age)
+            });
+            let advert = held.streams.map(|streams| {
+                let advert = StreamAdvert {
+                    cluster_id: held.peer.clone(),
                     streams,
-                })),
-            ];
-            for payload in frames.into_iter().flatten() {
+                };
+                (Payload::StreamAdvert(advert), Duration::ZERO)
+            });
+            for (payload, age) in [summary, advert].into_iter().flatten() {
                 let frame = PeerMessage {
                     payload: Some(payload),
                 }
                 .encode_to_vec();
-                self.relay_peer_news(&peer, PeerNews::Frame(&frame));
+                let reply = PeerNews::Reply {
+                    to,
+                    age,
+                    frame: &frame,
+                };
+                self.relay_peer_news(&held.peer, reply);
             }
         }
         for (stream, origin) in peers.origins() {
@@ -851,6 +915,21 @@ mod tests {
             parse_peer_news(b"r1 - S "),
             Some(("r1", "-", PeerNews::Sync))
         );
+        assert_eq!(parse_peer_news(b"r1 bravo S "), None);
+        assert_eq!(parse_peer_news(b"r1 - W live+a"), None, "not a cluster id");
+        assert_eq!(
+            parse_peer_news(b"r1 bravo R r2 1500 \x00 x"),
+            Some((
+                "r1",
+                "bravo",
+                PeerNews::Reply {
+                    to: "r2",
+                    age: Duration::from_millis(1500),
+                    frame: b"\x00 x"
+                }
+            ))
+        );
+        assert_eq!(parse_peer_news(b"r1 bravo R r2 soon x"), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! How much a peer may send on one channel. A well-behaved peer sends a summary and an advert
+//! How much a peer may send. A well-behaved peer sends a summary and an advert
 //! every summary interval, a heartbeat every heartbeat interval and an advert when its streams
 //! change: a fraction of a frame per second at the defaults. Every frame it sends is applied and
 //! relayed to this cluster's other replicas, so a peer that sends far more (a bug, or a peer
 //! turned hostile after authenticating) would cost this cluster CPU and Redis traffic for
-//! nothing; the channel ends instead.
+//! nothing; the channel ends instead. One allowance covers all channels of a peer and outlives them.
 
 use tokio::time::Instant;
 

@@ -8,5 +8,5 @@ mod peers;
 mod summary;
 
 pub use budget::FrameBudget;
-pub use peers::{Direction, Origin, Peers, Ttls};
+pub use peers::{Direction, Held, Origin, Peers, Ttls};
 pub use summary::{ClusterSummary, EdgeSummary, Smoother};

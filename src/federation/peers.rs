@@ -44,6 +44,8 @@ struct PeerState {
     heard_at: Option<Instant>,
     /// Streams live on the peer, from its last advert.
     streams: HashSet<String>,
+    /// Whether an advert came at all (an empty `streams` may just mean none yet).
+    advertised: bool,
     /// The expiry the routing pool holds for the peer's edges.
     applied_until: Option<Instant>,
 }
@@ -58,6 +60,16 @@ pub struct Ttls {
     /// A stream wanted from a peer that the peer's adverts have not listed for this long is taken
     /// as ended (it may have ended before the peer's first sample of its edges showed it).
     pub unadvertised: Duration,
+}
+
+/// What one peer said last, as [`Peers::held`] hands it to another replica.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub peer: String,
+    /// The last summary and how long ago it came.
+    pub summary: Option<(ClusterSummary, Duration)>,
+    /// The streams of the last advert.
+    pub streams: Option<Vec<String>>,
 }
 
 /// Peer state of one Foghorn; shared by the channels, the viewer path and the API.
@@ -145,12 +157,22 @@ impl Peers {
 
     /// A peer's summary arrived (already checked to speak for `peer`).
     pub fn on_summary(&self, peer: &str, summary: ClusterSummary) {
+        self.on_summary_aged(peer, summary, Duration::ZERO);
+    }
+
+    /// A peer's summary that another replica received `age` ago: its edges expire as they
+    /// would there. An older summary than the one known changes nothing.
+    pub fn on_summary_aged(&self, peer: &str, summary: ClusterSummary, age: Duration) {
         let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
         let mut peers = lock(&self.peers);
         let state = peers.entry(peer.to_string()).or_default();
+        if state.summary_at.is_some_and(|known| known > at) {
+            return;
+        }
         state.summary = Some(summary);
-        state.summary_at = Some(now);
-        state.heard_at = Some(now);
+        state.summary_at = Some(at);
+        state.heard_at = Some(state.heard_at.map_or(at, |h| h.max(at)));
         self.apply(peer, state);
     }
 
@@ -187,6 +209,7 @@ impl Peers {
             state.heard_at = Some(now);
             let ended = state.streams.difference(&streams).cloned().collect();
             state.streams = streams.clone();
+            state.advertised = true;
             ended
         };
         if let Some(wanted) = lock(&self.on_demand).get_mut(peer) {
@@ -198,7 +221,7 @@ impl Peers {
                 }
             }
         }
-        self.end_streams(peer, &ended);
+        self.end_streams(peer, &ended, None);
     }
 
     /// Ends the wants and origin pulls of streams no advert of their peer listed for a summary
@@ -220,20 +243,27 @@ impl Peers {
             })
             .filter(|(_, stale)| !stale.is_empty())
             .collect();
+        let cutoff = now.checked_sub(self.ttls.summary).unwrap_or(now);
         for (peer, streams) in stale {
             tracing::info!(%peer, streams = streams.len(), "no advert of the peer listed the streams wanted from it; giving them up");
-            self.end_streams(&peer, &streams);
+            self.end_streams(&peer, &streams, Some(cutoff));
         }
     }
 
-    /// The streams `ended` on `peer` no longer keep it wanted nor have an origin pull.
-    fn end_streams(&self, peer: &str, ended: &HashSet<String>) {
+    /// The streams `ended` on `peer` no longer keep it wanted nor have an origin pull; with
+    /// `listed_before`, only those still not listed (nor wanted anew) since then.
+    fn end_streams(&self, peer: &str, ended: &HashSet<String>, listed_before: Option<Instant>) {
         if ended.is_empty() {
             return;
         }
+        let mut gone: HashSet<&String> = ended.iter().collect();
         let mut on_demand = lock(&self.on_demand);
         if let Some(wanted) = on_demand.get_mut(peer) {
-            wanted.retain(|s, _| !ended.contains(s));
+            if let Some(cutoff) = listed_before {
+                // Re-checked under the lock: a want or an advert may have come meanwhile.
+                gone.retain(|s| wanted.get(*s).is_some_and(|listed| *listed <= cutoff));
+            }
+            wanted.retain(|s, _| !gone.contains(s));
             if wanted.is_empty() {
                 on_demand.remove(peer);
                 tracing::info!(%peer, "no stream involves the on-demand peer any more");
@@ -242,7 +272,7 @@ impl Peers {
         }
         drop(on_demand);
         let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
-        origins.retain(|s, o| o.peer != peer || !ended.contains(s));
+        origins.retain(|s, o| o.peer != peer || !gone.contains(s));
     }
 
     /// Until when a peer's edges are scored: its summary TTL after its last summary, or its
@@ -350,17 +380,27 @@ impl Peers {
             .collect()
     }
 
-    /// What the peers this Foghorn holds a channel with said last: per peer, its last summary (if
-    /// one came) and the streams of its last advert.
-    pub fn held(&self) -> Vec<(String, Option<ClusterSummary>, Vec<String>)> {
+    /// What the peers this Foghorn holds a channel with said last, for another replica: per
+    /// peer, its last summary with its age (if one came within the summary TTL) and the streams
+    /// of its last advert (if one came).
+    pub fn held(&self) -> Vec<Held> {
+        let now = Instant::now();
         let peers = lock(&self.peers);
         peers
             .iter()
             .filter(|(_, s)| !s.channels.is_empty())
-            .map(|(peer, s)| {
-                let mut streams: Vec<String> = s.streams.iter().cloned().collect();
-                streams.sort_unstable();
-                (peer.clone(), s.summary.clone(), streams)
+            .map(|(peer, s)| Held {
+                peer: peer.clone(),
+                summary: s
+                    .summary
+                    .clone()
+                    .zip(s.summary_at.map(|at| now.saturating_duration_since(at)))
+                    .filter(|(_, age)| *age < self.ttls.summary),
+                streams: s.advertised.then(|| {
+                    let mut streams: Vec<String> = s.streams.iter().cloned().collect();
+                    streams.sort_unstable();
+                    streams
+                }),
             })
             .collect()
     }

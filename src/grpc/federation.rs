@@ -134,6 +134,9 @@ pub struct Hub {
     advert: watch::Sender<Arc<Vec<String>>>,
     /// gRPC clients by address (a tonic channel reconnects by itself).
     clients: Mutex<HashMap<String, FederationClient<Channel>>>,
+    /// What each peer may still send: one allowance for all its channels, kept across
+    /// reconnects, so neither more channels nor redialing buys a peer more.
+    budgets: Mutex<HashMap<String, FrameBudget>>,
     /// Channels peers opened here, by order of opening, with what ends each.
     inbound: Mutex<HashMap<u64, Inbound>>,
     next_inbound: std::sync::atomic::AtomicU64,
@@ -156,6 +159,7 @@ impl Hub {
             summary: watch::channel(None).0,
             advert: watch::channel(Arc::new(Vec::new())).0,
             clients: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             next_inbound: std::sync::atomic::AtomicU64::new(0),
             arranging: Mutex::new(HashMap::new()),
@@ -451,7 +455,16 @@ where
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut budget = FrameBudget::new(last_heard);
+    let within_budget = |now: Instant, len: usize| {
+        let mut budgets = hub.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        match budgets.get_mut(peer) {
+            Some(budget) => budget.admit(now, len),
+            None => budgets
+                .entry(peer.to_string())
+                .or_insert_with(|| FrameBudget::new(now))
+                .admit(now, len),
+        }
+    };
     let mut hello_seen = false;
     let end = loop {
         tokio::select! {
@@ -490,7 +503,7 @@ where
                 Some(Ok(frame)) => {
                     use prost::Message as _;
                     last_heard = Instant::now();
-                    if !budget.admit(last_heard, frame.encoded_len()) {
+                    if !within_budget(last_heard, frame.encoded_len()) {
                         state.metrics.federation_refusals.inc();
                         break ChannelEnd::Flooded;
                     }
@@ -1146,7 +1159,7 @@ async fn arrange_now(
         .await
         .map_err(|_| Status::deadline_exceeded("NotifyOriginPull took too long"))??
         .into_inner();
-    if !answer.accepted || !answer.dtsc_url.starts_with("dtsc://") {
+    if !answer.accepted || !super::peer::is_peer_dtsc_url(&answer.dtsc_url, peer, root) {
         tracing::info!(%peer, %stream, reason = %answer.reason, "origin pull refused; sending the viewer to the peer's edge");
         return Ok(remote());
     }

@@ -16,10 +16,12 @@ use crate::proto;
 const MAX_TEXT: usize = 512;
 /// Most edges one summary may describe.
 pub const MAX_EDGES: usize = 100_000;
-/// Most bytes of stream names the edges of one summary may carry in all, counting a name once per
-/// edge that carries it (each edge gets its own copy in the routing pool). 10,000 edges with 100
-/// streams of 30 characters each come to 30 MB.
-pub const MAX_STREAM_BYTES: usize = 64 << 20;
+/// Most distinct stream names one summary may list.
+pub const MAX_STREAM_NAMES: usize = 100_000;
+/// Most stream mentions (an edge carrying a stream) one summary may hold: each costs ~56 bytes
+/// here and in the routing pool, names themselves being shared. 10,000 edges carrying 100
+/// streams each; ~56 MB at the cap.
+pub const MAX_STREAM_MENTIONS: usize = 1_000_000;
 
 /// Why a peer's summary was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -63,6 +65,21 @@ pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> Stri
     } else {
         default_base_url(node_id, peer, root)
     }
+}
+
+/// Whether `url` is a DTSC URL on a host in peer `peer`'s zone (`*.{peer}.{root}`): the only
+/// sources this cluster's edges are told to pull from, so a peer cannot point them at an
+/// arbitrary host (an internal address, say).
+pub fn is_peer_dtsc_url(url: &str, peer: &str, root: &str) -> bool {
+    let host = crate::routing::host_of(url);
+    url.starts_with("dtsc://")
+        && url.len() <= MAX_TEXT
+        && !url.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '\\')
+        && host
+            .strip_suffix(root)
+            .and_then(|h| h.strip_suffix('.'))
+            .and_then(|h| h.strip_suffix(peer))
+            .is_some_and(|h| h.len() > 1 && h.ends_with('.'))
 }
 
 /// The wire fields `(node_id, node_name)` of a node id.
@@ -165,6 +182,9 @@ pub fn summary_from_proto(
     if wire.edges.len() > MAX_EDGES {
         return Err(SummaryError::TooLarge("more than 100,000 edges"));
     }
+    if wire.streams.len() > MAX_STREAM_NAMES {
+        return Err(SummaryError::TooLarge("more than 100,000 stream names"));
+    }
     if wire
         .streams
         .iter()
@@ -172,19 +192,13 @@ pub fn summary_from_proto(
     {
         return Err(SummaryError::Field(0, "stream name"));
     }
-    let stream_bytes = wire
-        .edges
-        .iter()
-        .flat_map(|e| &e.streams)
-        .try_fold(0usize, |sum, &k| {
-            let len = wire.streams.get(k as usize).map_or(0, String::len);
-            Some(sum + len).filter(|&sum| sum <= MAX_STREAM_BYTES)
-        });
-    if stream_bytes.is_none() {
-        return Err(SummaryError::TooLarge("stream names of the edges"));
+    if wire.edges.iter().map(|e| e.streams.len()).sum::<usize>() > MAX_STREAM_MENTIONS {
+        return Err(SummaryError::TooLarge(
+            "more than 1,000,000 stream mentions",
+        ));
     }
-    // Each name once, shared by the edges that carry it.
-    let names: Vec<Arc<str>> = wire.streams.iter().map(|s| Arc::from(s.as_str())).collect();
+    // Each name allocated once, when first mentioned, and shared by the edges that carry it.
+    let mut names: Vec<Option<Arc<str>>> = vec![None; wire.streams.len()];
     let edges = wire
         .edges
         .iter()
@@ -210,10 +224,11 @@ pub fn summary_from_proto(
                 .streams
                 .iter()
                 .map(|&k| {
-                    names
-                        .get(k as usize)
-                        .cloned()
-                        .ok_or(SummaryError::StreamIndex(i, k))
+                    let (slot, name) = names
+                        .get_mut(k as usize)
+                        .zip(wire.streams.get(k as usize))
+                        .ok_or(SummaryError::StreamIndex(i, k))?;
+                    Ok(slot.get_or_insert_with(|| Arc::from(name.as_str())).clone())
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(EdgeSummary {
@@ -330,6 +345,25 @@ mod tests {
     }
 
     #[test]
+    fn only_dtsc_urls_in_the_peer_zone_are_pulled_from() {
+        let ok = |u: &str| is_peer_dtsc_url(u, "eu", "example.net");
+        assert!(ok("dtsc://edge-0123456789ab.eu.example.net:4200/live+a"));
+        assert!(ok("dtsc://edge-x.eu.example.net/live+a"));
+        for bad in [
+            "dtsc://10.0.0.1:4200/live+a",
+            "dtsc://edge-x.us.example.net:4200/live+a",
+            "dtsc://eu.example.net:4200/live+a",
+            "dtsc://evil-eu.example.net:4200/live+a",
+            "dtsc://edge-x.eu.example.net.evil.org:4200/live+a",
+            "dtsc://user@edge-x.eu.example.net:4200/live+a",
+            "http://edge-x.eu.example.net/live+a",
+            "dtsc://edge-x.eu.example.net:4200/live a",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn oversized_summaries_are_refused_before_anything_is_copied() {
         let mut wire = summary_to_proto(
             &ClusterSummary {
@@ -339,10 +373,10 @@ mod tests {
             },
             "example.net",
         );
-        // 512-byte names, each edge listing every one of 200: 100 KB per edge, 64 MB at 655 edges.
-        wire.streams = (0..200).map(|i| format!("{i:0>512}")).collect();
+        // Each edge carries every one of 200 streams: 1,000,000 mentions at 5,000 edges.
+        wire.streams = (0..200).map(|i| format!("live+{i}")).collect();
         let all: Vec<u32> = (0..200).collect();
-        wire.edges = (0..700)
+        wire.edges = (0..5_001u32)
             .map(|i| proto::EdgeSummary {
                 node_id: vec![0, 0, 0, 0, (i >> 8) as u8, i as u8],
                 streams: all.clone(),
@@ -351,13 +385,24 @@ mod tests {
             .collect();
         assert_eq!(
             summary_from_proto(&wire, "eu", "example.net"),
-            Err(SummaryError::TooLarge("stream names of the edges"))
+            Err(SummaryError::TooLarge(
+                "more than 1,000,000 stream mentions"
+            ))
         );
-        wire.edges.truncate(600);
-        assert!(summary_from_proto(&wire, "eu", "example.net").is_ok());
+        wire.edges.truncate(5_000);
+        let fine = summary_from_proto(&wire, "eu", "example.net").expect("at the cap");
+        assert!(
+            Arc::ptr_eq(&fine.edges[0].streams[7], &fine.edges[4_999].streams[7]),
+            "a name is shared by the edges that carry it"
+        );
 
         wire.streams[3] = "x".repeat(513);
         assert!(summary_from_proto(&wire, "eu", "example.net").is_err());
+        wire.streams = (0..=MAX_STREAM_NAMES).map(|i| i.to_string()).collect();
+        assert_eq!(
+            summary_from_proto(&wire, "eu", "example.net"),
+            Err(SummaryError::TooLarge("more than 100,000 stream names"))
+        );
         let edge = wire.edges[0].clone();
         wire.edges = vec![edge; MAX_EDGES + 1];
         assert_eq!(

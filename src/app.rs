@@ -49,6 +49,8 @@ pub struct Shared {
     pub replication: Option<Replication>,
     /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
     pub federation: crate::grpc::Hub,
+    /// The cluster's certificate: pushed to edges, presented by the listeners.
+    pub tls: Arc<crate::tls::Tls>,
     /// The control streams of the edges connected here, for commands like `OriginPull`.
     pub edge_links: Arc<crate::grpc::EdgeLinks>,
     /// Whether this replica leads its cluster (always, without Redis).
@@ -94,6 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             GeoIp::open(std::path::Path::new(path)).context("geoip.mmdb_path")?,
         )),
     };
+    let tls = Arc::new(crate::tls::Tls::open(&config).context("loading the cluster certificate")?);
     let db_url = config.database_url();
     let registry = Registry::open(
         &db_url,
@@ -194,6 +197,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         edges,
         federation: crate::grpc::Hub::new(peers, credential),
         edge_links,
+        tls: tls.clone(),
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone(), &config.cluster.id)),
         trusted_proxies: Arc::new(config.trusted_proxies()),
@@ -213,6 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }));
 
     tokio::spawn(publish_load(state.clone(), shutdown.child_token()));
+    tokio::spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
 
     let http_listener = TcpListener::bind(config.server.http_addr)
         .await

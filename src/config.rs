@@ -23,7 +23,54 @@ pub struct Config {
     pub viewers: ViewersConfig,
     pub geoip: GeoIpConfig,
     pub federation: FederationConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM chain (leaf first) of the cluster wildcard `*.{cluster}.{root}`; empty: a development
+    /// CA under `{data_dir}/tls/` issues one.
+    pub cert_path: String,
+    /// PEM private key of `cert_path`; required with it.
+    pub key_path: String,
+    /// PEM of the CA that edges and tools should trust for Foghorn; empty: none is handed out
+    /// (a public CA needs none).
+    pub ca_path: String,
+    /// A development certificate is issued again this long before it expires.
+    #[serde(with = "humantime_serde_compat")]
+    pub renew_before: Duration,
+    /// How often the certificate is checked: dev renewal, operator files read again.
+    #[serde(with = "humantime_serde_compat")]
+    pub check_interval: Duration,
+    /// What Foghorn's own HTTP and gRPC listeners accept.
+    pub listeners: ListenerTls,
+}
+
+/// What Foghorn's own listeners accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// TLS and plaintext on the same port, told apart by the connection's first byte.
+    Both,
+    /// TLS only: plaintext connections are closed.
+    Required,
+    /// Plaintext only (TLS terminated in front of Foghorn).
+    Off,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: String::new(),
+            key_path: String::new(),
+            ca_path: String::new(),
+            renew_before: Duration::from_secs(30 * 86_400),
+            check_interval: Duration::from_secs(3600),
+            listeners: ListenerTls::Both,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +343,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "FOGHORN_FEDERATION_RECONNECT_MAX",
         "federation.reconnect_max",
     ),
+    ("FOGHORN_TLS_CERT_PATH", "tls.cert_path"),
+    ("FOGHORN_TLS_KEY_PATH", "tls.key_path"),
+    ("FOGHORN_TLS_CA_PATH", "tls.ca_path"),
+    ("FOGHORN_TLS_RENEW_BEFORE", "tls.renew_before"),
+    ("FOGHORN_TLS_CHECK_INTERVAL", "tls.check_interval"),
+    ("FOGHORN_TLS_LISTENERS", "tls.listeners"),
     ("FOGHORN_LOG", "log.filter"),
     ("FOGHORN_LOG_FORMAT", "log.format"),
 ];
@@ -554,6 +607,20 @@ impl Config {
                     ),
                 ));
             }
+        }
+        let tls = &self.tls;
+        if tls.cert_path.is_empty() != tls.key_path.is_empty() {
+            return Err((
+                if tls.cert_path.is_empty() { "tls.cert_path" } else { "tls.key_path" },
+                "tls.cert_path and tls.key_path go together: set both, or neither for a development certificate".into(),
+            ));
+        }
+        // A 90-day development certificate renewed 60 days ahead is renewed at every check.
+        if tls.renew_before > secs(60 * 86_400) {
+            return Err(("tls.renew_before", "must be at most 60d".into()));
+        }
+        if !(Duration::from_millis(100)..=secs(86_400)).contains(&tls.check_interval) {
+            return Err(("tls.check_interval", "must be from 100ms to 1day".into()));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));

@@ -12,6 +12,7 @@
 //! - [`app`]: wiring, start and graceful shutdown of the whole server.
 //! - [`admin`]: `foghorn admin ...` commands acting on the registry.
 //! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
+//! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
 //! - [`cli`]: the `frameworks` operator CLI.
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod routing;
 pub mod secret;
 pub mod sim;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for `proto/foghorn/v1`.
 pub mod proto {

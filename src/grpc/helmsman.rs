@@ -305,8 +305,21 @@ async fn run_session(
     let ingests = Arc::new(Semaphore::new(MAX_PENDING_INGESTS));
     // Origin streams this session reported and that were reconciled with the registry.
     let mut origins: HashSet<String> = HashSet::new();
+    // A renewed cluster certificate goes out as a new ConfigSeed; the edge swaps it live.
+    let mut certificate = state.tls.subscribe();
+    certificate.mark_unchanged();
     let result = loop {
-        let frame = match next_frame(state, &mut inbound, Some(&attached.handle)).await {
+        let next = tokio::select! {
+            next = next_frame(state, &mut inbound, Some(&attached.handle)) => next,
+            Ok(()) = certificate.changed() => {
+                seed_version += 1;
+                match send(tx, seed(state, &node, None, mode, seed_version)).await {
+                    Ok(()) => continue,
+                    Err(end) => break Err(end),
+                }
+            }
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => break Ok(()),
             Err(end) => break Err(end),
@@ -586,10 +599,19 @@ fn seed(
             stats_interval_ms: u32::try_from(state.config.edges.stats_interval.as_millis())
                 .unwrap_or(u32::MAX),
             mode: convert::mode_to_proto(mode) as i32,
-            tls: None,
+            tls: Some(tls_bundle(&state.tls.bundle())),
             balancer_base_url: format!("https://foghorn.{cluster}.{root}"),
             seed_version,
         })),
+    }
+}
+
+/// The cluster certificate as edges and the CLI receive it.
+pub(super) fn tls_bundle(bundle: &crate::tls::Bundle) -> proto::TlsBundle {
+    proto::TlsBundle {
+        cert_chain_pem: bundle.cert_chain_pem.clone(),
+        private_key_pem: bundle.key_pem.clone(),
+        expires_at_unix: bundle.not_after,
     }
 }
 

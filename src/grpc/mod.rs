@@ -65,6 +65,7 @@ pub async fn serve(
         .max_encoding_message_size(federation::MAX_MESSAGE_BYTES);
 
     let not_serving = health.clone();
+    let shutdown_accept = shutdown.child_token();
     let stop = async move {
         shutdown.cancelled().await;
         not_serving
@@ -87,11 +88,40 @@ pub async fn serve(
         .add_service(helmsman)
         .add_service(provisioning)
         .add_service(federation)
-        // The builder's `tcp_nodelay` is ignored for a listener bound elsewhere: set it here, or
-        // small frames (an IngestDecision, a heartbeat) wait on Nagle and delayed ACKs.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop,
-        )
+        .serve_with_incoming_shutdown(incoming(listener, state, shutdown_accept), stop)
         .await
+}
+
+/// The connections of `listener`, TLS or plaintext as `tls.listeners` says, each handed to tonic
+/// once its handshake is done. (tonic's own `TcpIncoming` would neither tell TLS from plaintext
+/// nor set TCP_NODELAY on a listener bound by the caller.)
+fn incoming(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::tls::Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let accepting = crate::tls::accept_loop(listener, state.tls.clone(), shutdown, |_| {
+            let tx = tx.clone();
+            move |conn| async move {
+                let _ = tx.send(Ok(conn)).await;
+            }
+        });
+        tokio::select! {
+            () = accepting => {}
+            // tonic stopped taking connections.
+            () = tx.closed() => stop.cancel(),
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+impl tonic::transport::server::Connected for crate::tls::Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp().connect_info()
+    }
 }

@@ -85,6 +85,9 @@ impl EdgeProvisioning for ProvisioningService {
             .ok_or_else(|| Status::not_found("the token's cluster no longer exists"))?;
         let root = &state.config.cluster.root_domain;
         let id = &cluster.id;
+        // This Foghorn holds the certificate of its own cluster only.
+        let own = *id == state.config.cluster.id;
+        let bundle = state.tls.bundle();
         let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
             format!(
                 "foghorn.{id}.{root}:{}",
@@ -103,8 +106,12 @@ impl EdgeProvisioning for ProvisioningService {
             pool_domain: format!("edge.{id}.{root}"),
             foghorn_grpc_addr,
             balancer_base_url: format!("https://foghorn.{id}.{root}"),
-            ca_bundle_pem: String::new(),
-            tls: None,
+            ca_bundle_pem: if own {
+                bundle.ca_pem.clone()
+            } else {
+                String::new()
+            },
+            tls: own.then(|| super::helmsman::tls_bundle(&bundle)),
             token_expires_at_unix: pre.token_expires_at / 1000,
             node_id: reservation.node_id.clone(),
             cluster_id: cluster.id,

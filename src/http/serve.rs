@@ -9,10 +9,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -59,7 +57,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
 }
 
 /// Serves `listener` until `shutdown`, then stops accepting and lets open requests finish (the
-/// caller bounds how long).
+/// caller bounds how long). TLS and plaintext as `tls.listeners` says.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -70,44 +68,24 @@ pub async fn serve(
     // A client that never finishes its request head is dropped (hyper's default: 30 s).
     builder.http1().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // One client gave up during the handshake: nothing wrong with the listener.
-                Err(e) if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
-                ) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: spinning on accept would not help.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        // Replies are one write each; do not hold them back for an ACK.
-        let _ = tcp.set_nodelay(true);
+    let tls = state.tls.clone();
+    crate::tls::accept_loop(listener, tls, shutdown, |peer| {
         let front = Front {
             state: state.clone(),
             router: router.clone(),
             peer,
         };
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), front)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        move |conn| async move {
+            let conn = builder
+                .serve_connection(TokioIo::new(conn), front)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::trace!(error = %e, "HTTP connection ended with an error");
             }
-        });
-    }
-    drop(listener);
+        }
+    })
+    .await;
     graceful.shutdown().await;
     Ok(())
 }

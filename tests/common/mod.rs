@@ -297,6 +297,11 @@ impl EdgeConn {
             .connect()
             .await
             .expect("connect gRPC");
+        Self::over(channel, first).await
+    }
+
+    /// Opens a control stream over `channel` (e.g. one with TLS) and sends `first`.
+    pub async fn over(channel: tonic::transport::Channel, first: EdgeMessage) -> EdgeConn {
         let mut client = HelmsmanControlClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue first frame");

@@ -1,0 +1,296 @@
+//! The cluster's TLS material: the wildcard certificate `*.{cluster}.{root}` that every edge serves
+//! viewers with (it goes out in each edge's ConfigSeed) and that Foghorn's own listeners present.
+//!
+//! Two sources:
+//! - **Development** (no files configured): a CA kept under `{data_dir}/tls/` issues the wildcard on
+//!   first start and issues a new one `tls.renew_before` its expiry. Edges and tools trust it through
+//!   the CA that `PreRegisterEdge` hands out.
+//! - **Operator files** (`tls.cert_path`, `tls.key_path`, optionally `tls.ca_path`): a certificate
+//!   from any ACME client or the operator's own CA. The files are read again every
+//!   `tls.check_interval`, so a renewal written to disk reaches every connected edge and every new
+//!   TLS connection without a restart.
+//!
+//! Whatever the source, a change is published as a new [`Bundle`] version: the control streams push
+//! a new ConfigSeed and the listeners' acceptor is swapped.
+
+mod accept;
+mod dev;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenerTls};
+
+pub use accept::{accept, accept_loop, Conn};
+
+/// One version of the cluster's certificate, as edges and tools receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The certificate chain, leaf first, PEM.
+    pub cert_chain_pem: String,
+    /// The leaf's private key, PEM. Only ever sent to authenticated edges of this cluster.
+    pub key_pem: String,
+    /// The CA that signs the leaf (the dev CA, or `tls.ca_path`); empty when not known.
+    pub ca_pem: String,
+    /// When the leaf expires, Unix seconds.
+    pub not_after: i64,
+    /// The DNS names the leaf is good for.
+    pub names: Vec<String>,
+}
+
+impl Bundle {
+    /// A digest of what an edge receives, so a re-read file that did not change changes nothing.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [&self.cert_chain_pem, &self.key_pem, &self.ca_pem] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Dev(dev::DevCa),
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: Option<PathBuf>,
+    },
+}
+
+struct Loaded {
+    bundle: Arc<Bundle>,
+    digest: [u8; 32],
+    acceptor: TlsAcceptor,
+}
+
+/// The cluster's current certificate and the acceptor built from it. Cheap to read on every
+/// connection; replaced as a whole when the certificate changes.
+pub struct Tls {
+    source: Source,
+    listeners: ListenerTls,
+    current: ArcSwap<Loaded>,
+    /// Bumped on every change; control streams watch it to push a new ConfigSeed.
+    version: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("source", &self.source)
+            .field("listeners", &self.listeners)
+            .field("not_after", &self.bundle().not_after)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Loads (or, in development, creates) the cluster's certificate. Fails with a message naming
+    /// the file or key at fault, before any port is bound.
+    pub fn open(config: &Config) -> anyhow::Result<Tls> {
+        let tls = &config.tls;
+        let source = if tls.cert_path.is_empty() {
+            Source::Dev(dev::DevCa::new(
+                config.server.data_dir.join("tls"),
+                &config.cluster.id,
+                &config.cluster.root_domain,
+                tls.renew_before,
+            ))
+        } else {
+            Source::Files {
+                cert: PathBuf::from(&tls.cert_path),
+                key: PathBuf::from(&tls.key_path),
+                ca: (!tls.ca_path.is_empty()).then(|| PathBuf::from(&tls.ca_path)),
+            }
+        };
+        let bundle = read(&source, SystemTime::now())?;
+        let now = unix(SystemTime::now());
+        anyhow::ensure!(
+            bundle.not_after > now,
+            "the certificate in tls.cert_path expired at Unix time {}",
+            bundle.not_after
+        );
+        let wildcard = format!("*.{}.{}", config.cluster.id, config.cluster.root_domain);
+        if !bundle.names.iter().any(|n| n == &wildcard) {
+            tracing::warn!(
+                names = ?bundle.names,
+                expected = %wildcard,
+                "the cluster certificate does not name the cluster wildcard: edges will serve a certificate viewers' browsers refuse"
+            );
+        }
+        let loaded = load(bundle)?;
+        Ok(Tls {
+            source,
+            listeners: tls.listeners,
+            current: ArcSwap::from_pointee(loaded),
+            version: watch::Sender::new(1),
+        })
+    }
+
+    /// The current certificate.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.current.load().bundle.clone()
+    }
+
+    /// Which connections Foghorn's own listeners take.
+    pub fn listeners(&self) -> ListenerTls {
+        self.listeners
+    }
+
+    /// The acceptor for new TLS connections, with the current certificate.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.load().acceptor.clone()
+    }
+
+    /// The version now, and a receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Issues (dev) or re-reads (files) the certificate as of `now`; returns whether it changed.
+    /// On any failure the current certificate stays in use.
+    pub fn refresh(&self, now: SystemTime) -> anyhow::Result<bool> {
+        let bundle = read(&self.source, now)?;
+        if bundle.digest() == self.current.load().digest {
+            return Ok(false);
+        }
+        anyhow::ensure!(
+            bundle.not_after > unix(now),
+            "the new certificate expired at Unix time {}; keeping the current one",
+            bundle.not_after
+        );
+        self.current.store(Arc::new(load(bundle)?));
+        self.version.send_modify(|v| *v += 1);
+        Ok(true)
+    }
+
+    /// Checks the certificate every `every` until `shutdown`, logging what changed or failed.
+    pub async fn run(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // The first tick is immediate; the certificate was just loaded.
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let this = self.clone();
+            let result = tokio::task::spawn_blocking(move || this.refresh(SystemTime::now())).await;
+            match result {
+                Ok(Ok(true)) => tracing::info!(
+                    not_after = self.bundle().not_after,
+                    "cluster certificate renewed; edges get it in a new ConfigSeed"
+                ),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "checking the cluster certificate failed; the current one stays in use")
+                }
+                Err(e) => tracing::error!(error = %e, "the certificate check panicked"),
+            }
+        }
+    }
+}
+
+/// The bundle as the source has it now.
+fn read(source: &Source, now: SystemTime) -> anyhow::Result<Bundle> {
+    match source {
+        Source::Dev(ca) => ca.bundle(now),
+        Source::Files { cert, key, ca } => {
+            let cert_chain_pem = std::fs::read_to_string(cert)
+                .with_context(|| format!("tls.cert_path: reading {}", cert.display()))?;
+            let key_pem = std::fs::read_to_string(key)
+                .with_context(|| format!("tls.key_path: reading {}", key.display()))?;
+            let ca_pem = match ca {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("tls.ca_path: reading {}", path.display()))?,
+                None => String::new(),
+            };
+            let leaf = leaf_facts(&cert_chain_pem)
+                .with_context(|| format!("tls.cert_path: {}", cert.display()))?;
+            Ok(Bundle {
+                cert_chain_pem,
+                key_pem,
+                ca_pem,
+                not_after: leaf.not_after,
+                names: leaf.names,
+            })
+        }
+    }
+}
+
+/// What Foghorn needs to know of a chain's leaf.
+struct LeafFacts {
+    not_after: i64,
+    names: Vec<String>,
+}
+
+/// Expiry and DNS names of the first certificate of a PEM chain.
+fn leaf_facts(chain_pem: &str) -> anyhow::Result<LeafFacts> {
+    let first = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .context("no PEM certificate in the file")?
+        .context("unreadable PEM certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&first)
+        .map_err(|e| anyhow::anyhow!("unreadable X.509 certificate: {e}"))?;
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => anyhow::bail!("unreadable subjectAltName: {e}"),
+    };
+    Ok(LeafFacts {
+        not_after: cert.validity().not_after.timestamp(),
+        names,
+    })
+}
+
+/// Checks that the key fits the certificate and builds the acceptor.
+fn load(bundle: Bundle) -> anyhow::Result<Loaded> {
+    let chain = CertificateDer::pem_slice_iter(bundle.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("tls.cert_path: unreadable PEM certificate chain")?;
+    let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
+        .context("tls.key_path: no readable PEM private key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("tls.key_path: the private key does not fit the certificate")?;
+    // gRPC needs HTTP/2; viewers and tools may speak either.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let digest = bundle.digest();
+    Ok(Loaded {
+        bundle: Arc::new(bundle),
+        digest,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    })
+}
+
+/// Unix seconds of `t` (0 before the epoch).
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

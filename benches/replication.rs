@@ -138,6 +138,8 @@ async fn bench(sizes: Sizes) {
         publish_for: None,
         interval: None,
         reconnect_every: None,
+        ca: None,
+        tls_domain: None,
         seed: Some(7),
     }));
     let routable = || b_edges.list().iter().filter(|e| e.routable).count();

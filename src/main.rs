@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use foghorn::admin::{self, AdminCommand};
-use foghorn::config::{Config, LogFormat, Override};
+use foghorn::config::{Config, ListenerTls, LogFormat, Override};
 use foghorn::sim::{self, SimArgs};
 
 /// mimalloc instead of glibc's malloc: hyper's per-request buffers otherwise cost glibc a
@@ -155,9 +155,30 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = foghorn::app::start(config).await?;
+    let config = &server.state.config;
+    let scheme = match config.tls.listeners {
+        ListenerTls::Both => "http(s)",
+        ListenerTls::Required => "https",
+        ListenerTls::Off => "http",
+    };
+    let bundle = server.state.tls.bundle();
+    let expires = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(bundle.not_after).unwrap_or(0));
+    let source = if config.tls.cert_path.is_empty() {
+        format!(
+            "dev CA {}",
+            config.server.data_dir.join("tls/ca.pem").display()
+        )
+    } else {
+        config.tls.cert_path.clone()
+    };
     println!(
-        "Foghorn ready: cluster {:?}\n  HTTP  http://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  http://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)",
-        server.state.config.cluster.id, server.http_addr, server.grpc_addr
+        "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source})",
+        config.cluster.id,
+        server.http_addr,
+        server.grpc_addr,
+        bundle.names.first().map_or("(no DNS name)", String::as_str),
+        humantime::format_rfc3339_seconds(expires),
     );
     shutdown_signal().await;
     tracing::info!("shutdown requested");

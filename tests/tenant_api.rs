@@ -700,6 +700,8 @@ async fn private_cluster_enrollment(db: Db) {
         publish_for: None,
         interval: Some(Duration::from_millis(200)),
         reconnect_every: None,
+        ca: None,
+        tls_domain: None,
         seed: Some(3),
     }));
     let owner_there = Api::new(&private, &owner.token);

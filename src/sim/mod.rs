@@ -63,6 +63,13 @@ pub struct SimArgs {
     /// Seed for positions, capacities and load (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// PEM of the CA to trust for an `https://` --grpc (the dev CA is `{data_dir}/tls/ca.pem`).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Name the Foghorn certificate is checked against (default: the --grpc host), e.g.
+    /// foghorn.{cluster}.{root} when dialing it by address.
+    #[arg(long)]
+    pub tls_domain: Option<String>,
 }
 
 fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
@@ -113,10 +120,23 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating state dir {}", dir.display()))?;
     }
-    let endpoint = Endpoint::from_shared(args.grpc.clone())
+    let mut endpoint = Endpoint::from_shared(args.grpc.clone())
         .with_context(|| format!("--grpc {:?} is not a URL", args.grpc))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    if args.grpc.starts_with("https://") {
+        let Some(ca) = &args.ca else {
+            bail!("--grpc https://... needs --ca with the PEM of the CA that signs Foghorn's certificate");
+        };
+        let pem = std::fs::read_to_string(ca)
+            .with_context(|| format!("reading --ca {}", ca.display()))?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        if let Some(domain) = &args.tls_domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
     let mut rng = match args.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
         None => StdRng::from_os_rng(),
@@ -359,6 +379,9 @@ async fn session(
         Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
     };
     *seeded = true;
+    if tx.send(applied(profile, &seed)).await.is_err() {
+        return SessionEnd::Retry("outbound closed".into());
+    }
     if !seed.node_credential.is_empty() {
         let id = SavedIdentity {
             node_id: seed.node_id.clone(),
@@ -431,6 +454,11 @@ async fn session(
                         tracing::warn!(edge = profile.index, reason = %d.reason, "ingest refused");
                     }
                 }
+                Ok(Some(ControlMessage { payload: Some(control_message::Payload::ConfigSeed(seed)) })) => {
+                    if tx.send(applied(profile, &seed)).await.is_err() {
+                        return SessionEnd::Retry("outbound closed".into());
+                    }
+                }
                 Ok(Some(ControlMessage { payload: Some(control_message::Payload::Error(err)) })) => {
                     return SessionEnd::Retry(format!("error {}: {}", err.code, err.message));
                 }
@@ -440,6 +468,46 @@ async fn session(
             },
             _ = reconnect => return SessionEnd::Retry("scheduled reconnect".into()),
         }
+    }
+}
+
+/// What a Helmsman answers a ConfigSeed with: whether it could install the cluster certificate
+/// (a real one hands it to Caddy; this one checks that it is there and not expired).
+fn applied(profile: &Profile, seed: &crate::proto::ConfigSeed) -> EdgeMessage {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let problem = match &seed.tls {
+        None => Some("no cluster certificate in the ConfigSeed"),
+        Some(t) if !t.cert_chain_pem.contains("BEGIN CERTIFICATE") => {
+            Some("the certificate is not PEM")
+        }
+        Some(t) if !t.private_key_pem.contains("PRIVATE KEY") => Some("the key is not PEM"),
+        Some(t) if t.expires_at_unix <= now => Some("the certificate has expired"),
+        Some(_) => None,
+    };
+    match problem {
+        None => tracing::info!(
+            edge = profile.index,
+            seed = seed.seed_version,
+            expires_at = seed.tls.as_ref().map_or(0, |t| t.expires_at_unix),
+            "cluster certificate installed"
+        ),
+        Some(why) => tracing::warn!(
+            edge = profile.index,
+            seed = seed.seed_version,
+            why,
+            "ConfigSeed not applied"
+        ),
+    }
+    EdgeMessage {
+        payload: Some(edge_message::Payload::ConfigApplied(
+            crate::proto::ConfigApplied {
+                seed_version: seed.seed_version,
+                success: problem.is_none(),
+                error: problem.unwrap_or_default().to_string(),
+            },
+        )),
     }
 }
 
@@ -501,6 +569,8 @@ mod tests {
             publish_for: None,
             interval: None,
             reconnect_every: None,
+            ca: None,
+            tls_domain: None,
             seed: Some(7),
         };
         let mut rng = StdRng::seed_from_u64(7);

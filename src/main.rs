@@ -156,10 +156,10 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = foghorn::app::start(config).await?;
     let config = &server.state.config;
-    let scheme = match config.tls.listeners {
-        ListenerTls::Both => "http(s)",
-        ListenerTls::Required => "https",
-        ListenerTls::Off => "http",
+    let (scheme, ports) = match config.tls.listeners {
+        ListenerTls::Both => ("http", "; TLS too on both ports"),
+        ListenerTls::Required => ("https", ""),
+        ListenerTls::Off => ("http", "; not served by the listeners"),
     };
     let bundle = server.state.tls.bundle();
     let expires = std::time::UNIX_EPOCH
@@ -173,7 +173,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.tls.cert_path.clone()
     };
     println!(
-        "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source})",
+        "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source}{ports})",
         config.cluster.id,
         server.http_addr,
         server.grpc_addr,

@@ -55,6 +55,17 @@ impl DevCa {
     pub(super) fn bundle(&self, now: SystemTime) -> anyhow::Result<Bundle> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        // Replicas may share the directory: one at a time reads, makes and writes, so they all
+        // end up with the same CA and the same leaf. Released when the file is closed.
+        let lock_path = self.dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
         let (ca_pem, ca_key) = self.ca(now)?;
         let leaf_path = self.dir.join("cluster.pem");
         let key_path = self.dir.join("cluster.key");
@@ -200,9 +211,9 @@ fn validity(params: &mut CertificateParams, now: SystemTime, length: Duration) {
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half a
-/// file and a crash never leaves one.
+/// file and a crash never leaves one (the caller holds the directory's lock).
 fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -271,6 +282,22 @@ mod tests {
         let fresh = ca(dir.path()).bundle(now).expect("new CA");
         assert_ne!(fresh.ca_pem, first.ca_pem);
         assert!(signed_by(&fresh.cert_chain_pem, &fresh.ca_pem));
+    }
+
+    #[test]
+    fn replicas_sharing_the_directory_end_up_with_one_ca_and_one_leaf() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = SystemTime::now();
+        let bundles: Vec<Bundle> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| ca(dir.path()).bundle(now).expect("start")))
+                .collect();
+            starts
+                .into_iter()
+                .map(|t| t.join().expect("no panic"))
+                .collect()
+        });
+        assert!(bundles.windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]

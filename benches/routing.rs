@@ -156,7 +156,7 @@ fn decisions(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     n += 1;
-                    if n % 400 == 0 {
+                    if n.is_multiple_of(400) {
                         snapshot = build();
                     }
                     let req = Request {

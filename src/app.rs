@@ -228,12 +228,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
 
-    let advertised = advertised_grpc(&config, grpc_addr);
+    let endpoint = crate::registry::PeerEndpoint {
+        grpc_addr: advertised_grpc(&config, grpc_addr),
+        tls_ca_pem: state.tls.bundle().ca_pem.clone(),
+    };
     state
         .registry
-        .set_cluster_grpc_addr(&config.cluster.id, &advertised)
+        .set_cluster_endpoint(&config.cluster.id, &endpoint)
         .await
-        .context("publishing this cluster's gRPC address")?;
+        .context("publishing this cluster's gRPC address and CA")?;
+    tokio::spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
     tokio::spawn(crate::grpc::federation::feed(
         state.clone(),
         shutdown.child_token(),
@@ -345,6 +349,34 @@ async fn publish_load(state: AppState, stop: CancellationToken) {
     }
 }
 
+/// Publishes the CA again whenever the cluster certificate changes, so peers keep trusting it.
+async fn publish_ca(
+    state: AppState,
+    mut endpoint: crate::registry::PeerEndpoint,
+    shutdown: CancellationToken,
+) {
+    let mut changes = state.tls.subscribe();
+    changes.mark_unchanged();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let ca = state.tls.bundle().ca_pem.clone();
+        if ca == endpoint.tls_ca_pem {
+            continue;
+        }
+        endpoint.tls_ca_pem = ca;
+        if let Err(e) = state
+            .registry
+            .set_cluster_endpoint(&state.config.cluster.id, &endpoint)
+            .await
+        {
+            tracing::error!(error = %e, "publishing the new CA failed; peers may not trust this cluster until the next start");
+        }
+    }
+}
+
 /// This Foghorn's federation secret (its credential towards each peer is derived from it): the
 /// configured one, else the one kept in the data directory (created there, readable by this user
 /// only, on first start).
@@ -384,20 +416,26 @@ fn peer_secret(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Where peers dial this cluster: `federation.advertise_grpc`, else the gRPC listener's address
-/// when it is bound to one, else the cluster's Foghorn name on the listener's port.
+/// when it is bound to one, else the cluster's Foghorn name on the listener's port; over TLS
+/// unless the listeners serve none.
 fn advertised_grpc(config: &Config, bound: SocketAddr) -> String {
     if !config.federation.advertise_grpc.is_empty() {
         return config.federation.advertise_grpc.clone();
     }
+    let scheme = if config.tls.listeners == crate::config::ListenerTls::Off {
+        "http"
+    } else {
+        "https"
+    };
     if bound.ip().is_unspecified() {
         format!(
-            "http://foghorn.{}.{}:{}",
+            "{scheme}://foghorn.{}.{}:{}",
             config.cluster.id,
             config.cluster.root_domain,
             bound.port()
         )
     } else {
-        format!("http://{bound}")
+        format!("{scheme}://{bound}")
     }
 }
 

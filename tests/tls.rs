@@ -102,6 +102,16 @@ async fn dev_certificate_reaches_edges_and_serves_both_listeners() {
     let http = server.server().http_addr;
     let grpc = server.server().grpc_addr;
 
+    // Peers are told to dial over TLS and what to trust there.
+    let published = server
+        .registry()
+        .peer_endpoint("test")
+        .await
+        .expect("registry")
+        .expect("this cluster");
+    assert_eq!(published.grpc_addr, format!("https://{grpc}"));
+    assert_eq!(published.tls_ca_pem, ca_pem);
+
     // PreRegisterEdge hands out the CA and the wildcard.
     let token = server.enrollment_token(&tenant, 1).await;
     let mut provisioning = EdgeProvisioningClient::new(

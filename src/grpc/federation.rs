@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peer::{summary_from_proto, summary_to_proto};
@@ -30,6 +30,7 @@ use crate::proto::{
     self, federation_client::FederationClient, federation_server::Federation, peer_message,
     PeerMessage,
 };
+use crate::registry::PeerEndpoint;
 use crate::routing::{dtsc_url, Need, Position, Request as RouteRequest};
 
 /// Metadata key naming the calling cluster.
@@ -167,21 +168,51 @@ impl Hub {
         }
     }
 
-    fn client(&self, addr: &str, timeout: Duration) -> Result<FederationClient<Channel>, Status> {
+    /// A client of `peer` at `at`: over TLS for an `https://` address, trusting the CA the peer
+    /// published (else the public web PKI) and checking the certificate against
+    /// `foghorn.{peer}.{root}`, whatever address is dialed.
+    fn client(
+        &self,
+        peer: &str,
+        at: &PeerEndpoint,
+        root: &str,
+        timeout: Duration,
+    ) -> Result<FederationClient<Channel>, Status> {
+        let addr = at.grpc_addr.as_str();
+        // Keyed by what is dialed and what is trusted: a peer publishing a new CA gets a new
+        // channel, and the old one is dropped.
+        let key = format!(
+            "{addr} {}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                at.tls_ca_pem.as_bytes()
+            ))
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(addr) {
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(addr.to_string())
+        clients.retain(|k, _| k.split(' ').next() != Some(addr));
+        let mut endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| Status::failed_precondition(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
+        if addr.starts_with("https://") {
+            let tls = ClientTlsConfig::new().domain_name(format!("foghorn.{peer}.{root}"));
+            let tls = if at.tls_ca_pem.is_empty() {
+                tls.with_webpki_roots()
+            } else {
+                tls.ca_certificate(Certificate::from_pem(&at.tls_ca_pem))
+            };
+            endpoint = endpoint.tls_config(tls).map_err(|e| {
+                Status::failed_precondition(format!("TLS settings for peer {peer:?}: {e}"))
+            })?;
+        }
         let client = FederationClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        clients.insert(addr.to_string(), client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }
@@ -758,20 +789,23 @@ impl Federation for FederationService {
 
 /// Dials `peer`'s gRPC address from the registry.
 async fn client_for(state: &AppState, peer: &str) -> Result<FederationClient<Channel>, Status> {
-    let cluster = state
+    let at = state
         .registry
-        .cluster(peer)
+        .peer_endpoint(peer)
         .await
         .map_err(registry_status)?
         .ok_or_else(|| Status::not_found(format!("cluster {peer:?} is not in the registry")))?;
-    if cluster.grpc_addr.is_empty() {
+    if at.grpc_addr.is_empty() {
         return Err(Status::failed_precondition(format!(
             "cluster {peer:?} has no Foghorn gRPC address in the registry"
         )));
     }
-    state
-        .federation
-        .client(&cluster.grpc_addr, state.config.federation.rpc_timeout)
+    state.federation.client(
+        peer,
+        &at,
+        &state.config.cluster.root_domain,
+        state.config.federation.rpc_timeout,
+    )
 }
 
 /// Opens one channel to `peer` and runs it until it ends.

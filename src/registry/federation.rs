@@ -12,6 +12,18 @@ const CREDENTIAL_IDLE_MS: i64 = 30 * 24 * 3_600_000;
 /// How stale a credential's `last_used_at` may get before a use refreshes it.
 const LAST_USED_PRECISION_MS: i64 = 3_600_000;
 
+/// Where a cluster's Foghorns take gRPC, and the CA their certificate is signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEndpoint {
+    /// `http://` or `https://` URL.
+    pub grpc_addr: String,
+    /// PEM; empty when the certificate is from a public CA (or the cluster never published one).
+    pub tls_ca_pem: String,
+}
+
+/// Largest CA bundle a cluster may publish.
+const MAX_CA_PEM: usize = 64 * 1024;
+
 /// A cluster this one peers with, and where its Foghorns listen for gRPC.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerCluster {
@@ -187,12 +199,44 @@ impl Registry {
             .collect()
     }
 
-    /// Records where this cluster's Foghorns take gRPC (the address peers dial).
-    pub async fn set_cluster_grpc_addr(&self, cluster_id: &str, grpc_addr: &str) -> Result<()> {
-        super::check_text("gRPC address", grpc_addr, 300)?;
-        sqlx::query("UPDATE clusters SET grpc_addr = $2 WHERE id = $1")
+    /// Where `cluster_id`'s Foghorns take gRPC and what to trust there; `None` for no such cluster.
+    pub async fn peer_endpoint(&self, cluster_id: &str) -> Result<Option<PeerEndpoint>> {
+        let row = sqlx::query("SELECT grpc_addr, tls_ca_pem FROM clusters WHERE id = $1")
             .bind(cluster_id)
-            .bind(grpc_addr)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(PeerEndpoint {
+                grpc_addr: r.try_get("grpc_addr")?,
+                tls_ca_pem: r.try_get("tls_ca_pem")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Publishes where this cluster's Foghorns take gRPC and the CA that signs their certificate,
+    /// together: replicas publishing at once never leave one's address with another's CA.
+    pub async fn set_cluster_endpoint(
+        &self,
+        cluster_id: &str,
+        endpoint: &PeerEndpoint,
+    ) -> Result<()> {
+        super::check_text("gRPC address", &endpoint.grpc_addr, 300)?;
+        let ca_pem = endpoint.tls_ca_pem.as_str();
+        if ca_pem.len() > MAX_CA_PEM {
+            return Err(super::RegistryError::Invalid(format!(
+                "a CA bundle must be at most {MAX_CA_PEM} bytes"
+            )));
+        }
+        if !(ca_pem.is_empty() || ca_pem.contains("-----BEGIN CERTIFICATE-----")) {
+            return Err(super::RegistryError::Invalid(
+                "a CA bundle is PEM certificates".into(),
+            ));
+        }
+        sqlx::query("UPDATE clusters SET grpc_addr = $2, tls_ca_pem = $3 WHERE id = $1")
+            .bind(cluster_id)
+            .bind(&endpoint.grpc_addr)
+            .bind(ca_pem)
             .execute(&self.pool)
             .await?;
         Ok(())

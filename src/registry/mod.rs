@@ -25,7 +25,7 @@ pub use enrollment::{
     is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
     Node, NodeAuthError, NodeProfile, PreRegistration, Reservation,
 };
-pub use federation::PeerCluster;
+pub use federation::{PeerCluster, PeerEndpoint};
 pub use marketplace::{
     ClusterUtilization, MarketplaceFilter, MarketplaceRow, NewPrivateCluster, PrivateCluster,
 };

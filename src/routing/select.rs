@@ -733,7 +733,7 @@ mod tests {
             remote,
             base_url: Arc::from(""),
             serves_viewers: true,
-            takes_ingest: i % 3 == 0,
+            takes_ingest: i.is_multiple_of(3),
             cpu_tenths: cpu,
             ram_used,
             ram_max: 16 << 30,

@@ -622,6 +622,13 @@ impl Config {
         if !(Duration::from_millis(100)..=secs(86_400)).contains(&tls.check_interval) {
             return Err(("tls.check_interval", "must be from 100ms to 1day".into()));
         }
+        // Otherwise a development certificate could expire between two checks.
+        if tls.renew_before < tls.check_interval {
+            return Err((
+                "tls.renew_before",
+                "must be at least tls.check_interval".into(),
+            ));
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));
         }

@@ -112,21 +112,30 @@ async fn dev_certificate_reaches_edges_and_serves_both_listeners() {
     assert_eq!(published.grpc_addr, format!("https://{grpc}"));
     assert_eq!(published.tls_ca_pem, ca_pem);
 
-    // PreRegisterEdge hands out the CA and the wildcard.
+    // PreRegisterEdge hands out the CA, and over TLS only the wildcard with its key.
     let token = server.enrollment_token(&tenant, 1).await;
-    let mut provisioning = EdgeProvisioningClient::new(
-        Endpoint::from_shared(server.grpc_url())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-    let pre = provisioning
-        .pre_register_edge(PreRegisterEdgeRequest {
-            enrollment_token: token.clone(),
-            external_ip: "127.0.0.1".into(),
-            ..Default::default()
-        })
+    let ask = PreRegisterEdgeRequest {
+        enrollment_token: token.clone(),
+        external_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let plaintext = Endpoint::from_shared(server.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let pre = EdgeProvisioningClient::new(plaintext)
+        .pre_register_edge(ask.clone())
+        .await
+        .expect("pre-registered")
+        .into_inner();
+    assert_eq!(pre.ca_bundle_pem, ca_pem);
+    assert_eq!(pre.tls, None, "no private key over plaintext");
+    let secure = tls_channel(grpc, &ca_pem)
+        .await
+        .expect("TLS to the gRPC port");
+    let pre = EdgeProvisioningClient::new(secure)
+        .pre_register_edge(ask)
         .await
         .expect("pre-registered")
         .into_inner();
@@ -162,13 +171,16 @@ async fn dev_certificate_reaches_edges_and_serves_both_listeners() {
         .await
         .expect("the wildcard covers edge-{node}.test.example.net");
 
-    // Plaintext still works on both ports: existing edges and MistServer are not cut off.
+    // Plaintext still works on both ports: existing edges and MistServer are not cut off; such an
+    // edge gets everything but the certificate, whose key would cross the wire in the clear.
     let mut plain = EdgeConn::open(
         &server.grpc_url(),
         register_with_credential(&seed.node_id, &seed.node_credential),
     )
     .await;
-    assert_eq!(plain.seed().await.tls, Some(bundle.clone()));
+    let plain_seed = plain.seed().await;
+    assert_eq!(plain_seed.node_id, seed.node_id);
+    assert_eq!(plain_seed.tls, None);
     let body = reqwest::get(format!("http://{http}/health"))
         .await
         .expect("plaintext HTTP")

@@ -105,12 +105,13 @@ impl HelmsmanControl for HelmsmanService {
         if self.state.shutdown.is_cancelled() {
             return Err(Status::unavailable("Foghorn is shutting down"));
         }
-        let peer_ip = request.remote_addr().map(|a| a.ip());
+        let conn = super::conn_info(&request);
+        let peer_ip = conn.remote.map(|a| a.ip());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let state = self.state.clone();
         let fut = async move {
-            if let Err(end) = run_session(&state, inbound, &tx, peer_ip).await {
+            if let Err(end) = run_session(&state, inbound, &tx, peer_ip, conn.tls).await {
                 end.send(&tx, &state.metrics);
             }
         };
@@ -243,6 +244,7 @@ async fn run_session(
     mut inbound: Streaming<EdgeMessage>,
     tx: &Outbound,
     peer_ip: Option<IpAddr>,
+    secure: bool,
 ) -> Result<(), End> {
     let limits = &state.config.edges;
     let first = match tokio::time::timeout(
@@ -294,7 +296,14 @@ async fn run_session(
         .insert(&node.node_id, attached.handle.session_id, tx);
     let mut mode = attached.handle.mode;
     let mut seed_version = 1u64;
-    send(tx, seed(state, &node, credential, mode, seed_version)).await?;
+    // Watched from before the first seed is built, so a renewal in between is not missed.
+    let mut certificate = state.tls.subscribe();
+    certificate.borrow_and_update();
+    send(
+        tx,
+        seed(state, &node, credential, mode, seed_version, secure),
+    )
+    .await?;
     state.metrics.edge_sessions.inc();
     state
         .metrics
@@ -306,14 +315,12 @@ async fn run_session(
     // Origin streams this session reported and that were reconciled with the registry.
     let mut origins: HashSet<String> = HashSet::new();
     // A renewed cluster certificate goes out as a new ConfigSeed; the edge swaps it live.
-    let mut certificate = state.tls.subscribe();
-    certificate.mark_unchanged();
     let result = loop {
         let next = tokio::select! {
             next = next_frame(state, &mut inbound, Some(&attached.handle)) => next,
             Ok(()) = certificate.changed() => {
                 seed_version += 1;
-                match send(tx, seed(state, &node, None, mode, seed_version)).await {
+                match send(tx, seed(state, &node, None, mode, seed_version, secure)).await {
                     Ok(()) => continue,
                     Err(end) => break Err(end),
                 }
@@ -382,7 +389,7 @@ async fn run_session(
                     state.edges.set_mode(&attached.handle, new_mode);
                     seed_version += 1;
                     if let Err(end) =
-                        send(tx, seed(state, &node, None, new_mode, seed_version)).await
+                        send(tx, seed(state, &node, None, new_mode, seed_version, secure)).await
                     {
                         break Err(end);
                     }
@@ -578,13 +585,16 @@ async fn authenticate(
     }
 }
 
-/// The ConfigSeed for `node`; `credential` only in the seed that answers the first enrollment.
+/// The ConfigSeed for `node`; `credential` only in the seed that answers the first enrollment;
+/// the cluster certificate only on a TLS connection (`secure`), never where its key could be read
+/// off the wire.
 fn seed(
     state: &AppState,
     node: &Node,
     credential: Option<String>,
     mode: Mode,
     seed_version: u64,
+    secure: bool,
 ) -> ControlMessage {
     let cluster = &node.cluster_id;
     let root = &state.config.cluster.root_domain;
@@ -599,7 +609,7 @@ fn seed(
             stats_interval_ms: u32::try_from(state.config.edges.stats_interval.as_millis())
                 .unwrap_or(u32::MAX),
             mode: convert::mode_to_proto(mode) as i32,
-            tls: Some(tls_bundle(&state.tls.bundle())),
+            tls: secure.then(|| tls_bundle(&state.tls.bundle())),
             balancer_base_url: format!("https://foghorn.{cluster}.{root}"),
             seed_version,
         })),

@@ -118,10 +118,31 @@ fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-impl tonic::transport::server::Connected for crate::tls::Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+/// What each request knows of its connection: where it comes from and whether it is encrypted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnInfo {
+    pub remote: Option<std::net::SocketAddr>,
+    /// The client spoke TLS. Secrets that are not the client's own (the cluster's private key)
+    /// only ever go out on such connections.
+    pub tls: bool,
+}
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp().connect_info()
+impl tonic::transport::server::Connected for crate::tls::Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            remote: self.tcp().peer_addr().ok(),
+            tls: self.is_tls(),
+        }
     }
+}
+
+/// The connection `request` came on (plaintext and unknown when not recorded).
+fn conn_info<T>(request: &tonic::Request<T>) -> ConnInfo {
+    request
+        .extensions()
+        .get::<ConnInfo>()
+        .copied()
+        .unwrap_or_default()
 }

@@ -33,6 +33,7 @@ impl EdgeProvisioning for ProvisioningService {
         &self,
         request: Request<PreRegisterEdgeRequest>,
     ) -> Result<Response<PreRegisterEdgeResponse>, Status> {
+        let secure = super::conn_info(&request).tls;
         let req = request.into_inner();
         for (name, value) in [
             ("enrollment_token", &req.enrollment_token),
@@ -88,6 +89,19 @@ impl EdgeProvisioning for ProvisioningService {
         // This Foghorn holds the certificate of its own cluster only.
         let own = *id == state.config.cluster.id;
         let bundle = state.tls.bundle();
+        let ca_bundle_pem = if own {
+            bundle.ca_pem.clone()
+        } else {
+            // Another cluster's Foghorn published its CA for its peers; the CLI needs it too.
+            match state.registry.peer_endpoint(id).await {
+                Ok(Some(at)) => at.tls_ca_pem,
+                Ok(None) => String::new(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the token's cluster CA");
+                    return Err(Status::unavailable("registry unavailable, retry later"));
+                }
+            }
+        };
         let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
             format!(
                 "foghorn.{id}.{root}:{}",
@@ -106,12 +120,9 @@ impl EdgeProvisioning for ProvisioningService {
             pool_domain: format!("edge.{id}.{root}"),
             foghorn_grpc_addr,
             balancer_base_url: format!("https://foghorn.{id}.{root}"),
-            ca_bundle_pem: if own {
-                bundle.ca_pem.clone()
-            } else {
-                String::new()
-            },
-            tls: own.then(|| super::helmsman::tls_bundle(&bundle)),
+            ca_bundle_pem,
+            // The key only where it cannot be read off the wire.
+            tls: (own && secure).then(|| super::helmsman::tls_bundle(&bundle)),
             token_expires_at_unix: pre.token_expires_at / 1000,
             node_id: reservation.node_id.clone(),
             cluster_id: cluster.id,

@@ -63,7 +63,8 @@ pub struct SimArgs {
     /// Seed for positions, capacities and load (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// PEM of the CA to trust for an `https://` --grpc (the dev CA is `{data_dir}/tls/ca.pem`).
+    /// PEM of the CA to trust for an `https://` --grpc (the dev CA is `{data_dir}/tls/ca.pem`);
+    /// default: the public web PKI.
     #[arg(long)]
     pub ca: Option<PathBuf>,
     /// Name the Foghorn certificate is checked against (default: the --grpc host), e.g.
@@ -125,13 +126,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     if args.grpc.starts_with("https://") {
-        let Some(ca) = &args.ca else {
-            bail!("--grpc https://... needs --ca with the PEM of the CA that signs Foghorn's certificate");
+        let tls = tonic::transport::ClientTlsConfig::new();
+        let mut tls = match &args.ca {
+            Some(ca) => {
+                let pem = std::fs::read_to_string(ca)
+                    .with_context(|| format!("reading --ca {}", ca.display()))?;
+                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            // A certificate from a public CA.
+            None => tls.with_webpki_roots(),
         };
-        let pem = std::fs::read_to_string(ca)
-            .with_context(|| format!("reading --ca {}", ca.display()))?;
-        let mut tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
         if let Some(domain) = &args.tls_domain {
             tls = tls.domain_name(domain.clone());
         }
@@ -478,7 +482,9 @@ fn applied(profile: &Profile, seed: &crate::proto::ConfigSeed) -> EdgeMessage {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let problem = match &seed.tls {
-        None => Some("no cluster certificate in the ConfigSeed"),
+        None => Some(
+            "no cluster certificate in the ConfigSeed (it only comes over TLS: --grpc https://...)",
+        ),
         Some(t) if !t.cert_chain_pem.contains("BEGIN CERTIFICATE") => {
             Some("the certificate is not PEM")
         }

@@ -115,9 +115,15 @@ pub async fn accept_loop<F, S, Fut>(
         };
         // Replies and control frames are small writes each; do not hold them back for an ACK.
         let _ = tcp.set_nodelay(true);
-        let (tls, serve) = (tls.clone(), each(peer));
+        let (tls, serve, stop) = (tls.clone(), each(peer), shutdown.clone());
         tokio::spawn(async move {
-            match accept(tcp, &tls).await {
+            // A client still silent or mid-handshake when shutdown starts is dropped: it has no
+            // request to finish, and must not hold the drain up.
+            let accepted = tokio::select! {
+                accepted = accept(tcp, &tls) => accepted,
+                () = stop.cancelled() => return,
+            };
+            match accepted {
                 Ok(conn) => serve(conn).await,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "connection dropped before it was served")

@@ -78,13 +78,18 @@ impl DevCa {
                     > i64::try_from(self.renew_before.as_secs()).unwrap_or(i64::MAX);
                 let named = self.names.iter().all(|n| facts.names.contains(n));
                 if fresh && named && signed_by(&cert_chain_pem, &ca_pem) {
-                    return Ok(Bundle {
+                    let kept = Bundle {
                         cert_chain_pem,
                         key_pem,
-                        ca_pem,
+                        ca_pem: ca_pem.clone(),
                         not_after: facts.not_after,
                         names: facts.names,
-                    });
+                    };
+                    // A crash between writing the new key and the new leaf leaves a pair that
+                    // does not fit: issue again rather than fail every start.
+                    if super::load(kept.clone()).is_ok() {
+                        return Ok(kept);
+                    }
                 }
             }
         }

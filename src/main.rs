@@ -172,7 +172,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         config.tls.cert_path.clone()
     };
-    println!(
+    // One write, and a closed stdout (a supervisor that read the addresses and went away) must
+    // not take the server down, as println! would.
+    let banner = format!(
         "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source}{ports})",
         config.cluster.id,
         server.http_addr,
@@ -180,6 +182,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bundle.names.first().map_or("(no DNS name)", String::as_str),
         humantime::format_rfc3339_seconds(expires),
     );
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{banner}").and_then(|()| out.flush());
+    }
     shutdown_signal().await;
     tracing::info!("shutdown requested");
     server.shutdown().await

@@ -75,9 +75,10 @@ impl EdgeProvisioning for ProvisioningService {
                 refused => Status::permission_denied(refused.public_message()),
             })?;
         let reservation = &pre.reservation;
-        let cluster = state
+        // One read gives the address edges dial and the CA the cluster's Foghorns published.
+        let at = state
             .registry
-            .cluster(&reservation.cluster_id)
+            .peer_endpoint(&reservation.cluster_id)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "reading the token's cluster");
@@ -85,30 +86,23 @@ impl EdgeProvisioning for ProvisioningService {
             })?
             .ok_or_else(|| Status::not_found("the token's cluster no longer exists"))?;
         let root = &state.config.cluster.root_domain;
-        let id = &cluster.id;
-        // This Foghorn holds the certificate of its own cluster only.
+        let id = &reservation.cluster_id;
+        // This Foghorn holds the certificate of its own cluster only; another cluster's CA is the
+        // one its Foghorns published for their peers.
         let own = *id == state.config.cluster.id;
         let bundle = state.tls.bundle();
         let ca_bundle_pem = if own {
             bundle.ca_pem.clone()
         } else {
-            // Another cluster's Foghorn published its CA for its peers; the CLI needs it too.
-            match state.registry.peer_endpoint(id).await {
-                Ok(Some(at)) => at.tls_ca_pem,
-                Ok(None) => String::new(),
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the token's cluster CA");
-                    return Err(Status::unavailable("registry unavailable, retry later"));
-                }
-            }
+            at.tls_ca_pem
         };
-        let foghorn_grpc_addr = if cluster.grpc_addr.is_empty() {
+        let foghorn_grpc_addr = if at.grpc_addr.is_empty() {
             format!(
                 "foghorn.{id}.{root}:{}",
                 state.config.server.grpc_addr.port()
             )
         } else {
-            cluster.grpc_addr.clone()
+            at.grpc_addr
         };
         tracing::info!(
             node_id = %reservation.node_id,
@@ -125,7 +119,7 @@ impl EdgeProvisioning for ProvisioningService {
             tls: (own && secure).then(|| super::helmsman::tls_bundle(&bundle)),
             token_expires_at_unix: pre.token_expires_at / 1000,
             node_id: reservation.node_id.clone(),
-            cluster_id: cluster.id,
+            cluster_id: id.clone(),
         }))
     }
 }

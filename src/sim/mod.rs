@@ -478,9 +478,7 @@ async fn session(
 /// What a Helmsman answers a ConfigSeed with: whether it could install the cluster certificate
 /// (a real one hands it to Caddy; this one checks that it is there and not expired).
 fn applied(profile: &Profile, seed: &crate::proto::ConfigSeed) -> EdgeMessage {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::registry::now_ms() / 1000;
     let problem = match &seed.tls {
         None => Some(
             "no cluster certificate in the ConfigSeed (it only comes over TLS: --grpc https://...)",

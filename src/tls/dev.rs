@@ -50,6 +50,11 @@ impl DevCa {
         }
     }
 
+    /// Where the CA's certificate is kept: what clients on the Foghorn host trust.
+    pub(super) fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     /// The current wildcard, issued now when missing, for other names, from another CA, or
     /// within `renew_before` of its expiry.
     pub(super) fn bundle(&self, now: SystemTime) -> anyhow::Result<Bundle> {
@@ -134,7 +139,7 @@ impl DevCa {
 
     /// The CA's certificate and key, made on first use.
     fn ca(&self, now: SystemTime) -> anyhow::Result<(String, KeyPair)> {
-        let cert_path = self.dir.join("ca.pem");
+        let cert_path = self.ca_path();
         let key_path = self.dir.join("ca.key");
         match (
             std::fs::read_to_string(&cert_path),

@@ -145,6 +145,14 @@ impl Tls {
         self.current.load().bundle.clone()
     }
 
+    /// The development CA's certificate file, when the certificate comes from it.
+    pub fn dev_ca_path(&self) -> Option<PathBuf> {
+        match &self.source {
+            Source::Dev(ca) => Some(ca.ca_path()),
+            Source::Files { .. } => None,
+        }
+    }
+
     /// Which connections Foghorn's own listeners take.
     pub fn listeners(&self) -> ListenerTls {
         self.listeners

@@ -311,14 +311,13 @@ async fn operator_files_are_read_again_and_pushed_to_connected_edges() {
 #[tokio::test]
 async fn a_certificate_that_cannot_be_used_stops_startup() {
     let files = tempfile::tempdir().expect("tempdir");
-    let (ca_pem, issuer) = test_ca("Operator CA");
+    let (_, issuer) = test_ca("Operator CA");
     let (cert, _) = test_leaf(&issuer);
     let (_, other_key) = test_leaf(&issuer);
     let cert_path = files.path().join("cluster.pem");
     let key_path = files.path().join("cluster.key");
     replace(&cert_path, &cert);
     replace(&key_path, &other_key);
-    let _ = ca_pem;
     let db = common::TestDb::new(Db::Sqlite).await;
     let mut config = foghorn::config::Config::default();
     config.server.http_addr = "127.0.0.1:0".parse().expect("addr");

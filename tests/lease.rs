@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 async fn link() -> RedisLink {
     let link = RedisLink::new(&common::redis_url()).expect("redis url");
-    link.clone().run(CancellationToken::new()).await;
+    // Supervises the connection for the rest of the test.
+    tokio::spawn(link.clone().run(CancellationToken::new()));
+    tokio::time::timeout(Duration::from_secs(10), link.connected())
+        .await
+        .expect("connected to Redis");
     assert!(link.connection().is_some(), "connected");
     link
 }

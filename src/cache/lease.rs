@@ -87,8 +87,16 @@ impl Lease {
                 }
                 was = leads;
             }
+            // A leader renews five times per TTL; a replica that does not lead asks at least
+            // twice a second, so a cluster whose Redis came back (empty, the lease gone) has a
+            // leader again at once, not a renewal period later.
+            let next = if leads {
+                self.ttl / 5
+            } else {
+                (self.ttl / 5).min(Duration::from_millis(500))
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.ttl / 5) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = stop.cancelled() => break,
             }
         }

@@ -11,17 +11,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{Leadership, Lease};
 pub use replication::{PeerNews, PeerRelay, Replication};
 
-/// A lazily (re)connected Redis handle.
+/// How often the link checks that Redis answers, and how long an answer may take.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed checks in a row after which the connection is given up and made anew.
+const FAILED_CHECKS: u32 = 2;
+/// Longest wait between two connection attempts: a Redis that answers again is used within it.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+
+/// A supervised Redis handle: connected in the background, checked every [`CHECK_EVERY`], and
+/// made anew when Redis stops answering, so a Redis that comes back (empty or not, after any
+/// outage) is used again within a second.
+///
+/// Why not leave it to the connection manager alone: redis-rs 0.32 waits a full backoff sequence
+/// (seconds, then a minute between attempts with its default factor) before it tries again, and
+/// every call meanwhile waits on that attempt, so a ten-second outage left replicas without Redis
+/// for minutes.
 #[derive(Clone)]
 pub struct RedisLink {
     client: redis::Client,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
+    /// Whether `conn` holds a connection that answered; watched by the sync and the lease, which
+    /// start over at once when it comes back.
+    up: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -38,34 +57,70 @@ impl RedisLink {
         Ok(RedisLink {
             client: redis::Client::open(url)?,
             conn: Arc::new(ArcSwapOption::empty()),
+            up: Arc::new(watch::channel(false).0),
         })
     }
 
-    /// Connects, retrying with capped exponential backoff until it succeeds or `stop` fires.
-    /// The connection manager then reconnects by itself.
+    /// Connects, watches the connection and connects again whenever Redis stops answering,
+    /// until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        while let Some(conn) = self.connect(&stop).await {
+            tracing::info!("connected to Redis");
+            self.conn.store(Some(Arc::new(conn)));
+            self.up.send_replace(true);
+            let mut failed = 0;
+            let mut check = tokio::time::interval(CHECK_EVERY);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while failed < FAILED_CHECKS {
+                tokio::select! {
+                    _ = check.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                failed = if self.ping(CHECK_TIMEOUT).await {
+                    0
+                } else {
+                    failed + 1
+                };
+            }
+            tracing::warn!("Redis stopped answering; connecting again");
+            self.conn.store(None);
+            self.up.send_replace(false);
+        }
+    }
+
+    /// One connection, tried again with capped exponential backoff; `None` once `stop` fires.
+    async fn connect(&self, stop: &CancellationToken) -> Option<ConnectionManager> {
+        // The manager's own reconnection (after a dropped connection) tries once more, soon;
+        // past that this loop makes a new one.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CHECK_TIMEOUT)
+            .set_number_of_retries(1)
+            .set_max_delay(100);
+        let mut delay = Duration::from_millis(50);
         loop {
             let attempt = tokio::select! {
-                r = ConnectionManager::new(self.client.clone()) => r,
-                _ = stop.cancelled() => return,
+                r = ConnectionManager::new_with_config(self.client.clone(), config.clone()) => r,
+                _ = stop.cancelled() => return None,
             };
             match attempt {
-                Ok(conn) => {
-                    tracing::info!("connected to Redis");
-                    self.conn.store(Some(Arc::new(conn)));
-                    return;
-                }
+                Ok(conn) => return Some(conn),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return None,
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(RECONNECT_MAX);
                 }
             }
         }
+    }
+
+    /// Waits until the link has a connection that answered (at once when it has one).
+    pub async fn connected(&self) {
+        let mut up = self.up.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = up.wait_for(|up| *up).await;
     }
 
     /// The client, for connections of their own (subscriptions).
@@ -73,7 +128,7 @@ impl RedisLink {
         &self.client
     }
 
-    /// The connection, once established (the manager reconnects by itself after that).
+    /// The connection while Redis answers; `None` while it is being made (anew).
     pub fn connection(&self) -> Option<ConnectionManager> {
         self.conn.load_full().map(|c| (*c).clone())
     }

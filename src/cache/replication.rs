@@ -102,6 +102,9 @@ return 1
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the Redis calls an edge session waits for (its token when it attaches).
 const TOKEN_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest wait before the sync tries Redis again (writes, subscription): a Redis that answers
+/// again is used within it.
+const RETRY_MAX: Duration = Duration::from_millis(500);
 /// How often the subscriber checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Announcements written concurrently per batch (one connection pipelines them).
@@ -367,7 +370,7 @@ impl Replication {
             }
             // Failed writes are back in the outbox: wait before trying Redis again.
             backoff = if failed {
-                (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+                (backoff * 2).clamp(Duration::from_millis(50), RETRY_MAX)
             } else {
                 Duration::ZERO
             };
@@ -698,8 +701,14 @@ impl Replication {
     /// Subscribes, resynchronises and applies announcements until `stop`; starts over (with
     /// backoff) whenever Redis goes away.
     pub async fn subscribe(self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut delay = Duration::from_millis(50);
         loop {
+            // The resync writes through the shared connection: no use subscribing before it is
+            // back, and once it is, no reason to wait longer.
+            tokio::select! {
+                _ = self.link.connected() => {}
+                _ = stop.cancelled() => return,
+            }
             match self.follow(&stop).await {
                 Ok(()) => return,
                 Err(e) => {
@@ -711,7 +720,7 @@ impl Replication {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stop.cancelled() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 

@@ -515,8 +515,31 @@ impl RedisProc {
         }
     }
 
+    /// Shuts the server down saving its data (`SHUTDOWN SAVE`), as an orderly restart does.
+    pub async fn shutdown_saving(&mut self) {
+        let mut conn = self.connection().await;
+        // The server closes the connection as it exits: the reply is an error or nothing.
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query_async::<redis::Value>(&mut conn)
+            .await;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        assert!(
+            self.dir.path().join("dump.rdb").exists(),
+            "redis-server saved nothing"
+        );
+    }
+
     /// Starts it again, empty, on the same port.
     pub async fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        self.restart_with_data().await;
+    }
+
+    /// Starts it again on the same port with what it saved (see [`RedisProc::shutdown_saving`]).
+    pub async fn restart_with_data(&mut self) {
         assert!(
             self.spawn().await,
             "redis-server did not come back on {}",

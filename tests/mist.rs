@@ -84,10 +84,12 @@ async fn mistserver_load_balancer_api() {
             (res.status().as_u16(), res.text().await.expect("text"))
         }
     };
+    // The read views answer the cluster's own edges (here the bare one) and operators.
+    let edge = client_from("127.0.0.4");
     // Wait until all three are in the routing snapshot.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, body) = get_text(viewer.clone(), "/?lstserver=1".into()).await;
+        let (_, body) = get_text(edge.clone(), "/?lstserver=1".into()).await;
         let list: Value = serde_json::from_str(&body).expect("json");
         if list.as_object().map(|o| o.len()) == Some(3) {
             break;
@@ -132,22 +134,51 @@ async fn mistserver_load_balancer_api() {
     let (_, body) = get_text(viewer.clone(), "/?source=live+nobody".into()).await;
     assert_eq!(body, "push://");
 
-    // Read views.
-    let (_, body) = get_text(viewer.clone(), format!("/?streamstats={name}")).await;
+    // Read views: every tenant's streams and load, so not for anyone.
+    let tenant_token = server
+        .registry()
+        .create_api_token(&tenant, foghorn::registry::Role::Tenant)
+        .await
+        .expect("tenant token")
+        .1;
+    for view in [
+        "/?lstserver".to_string(),
+        format!("/?streamstats={name}"),
+        "/?viewers".into(),
+        format!("/?host={}", host(&nodes[1])),
+    ] {
+        let (status, _) = get_text(viewer.clone(), view.clone()).await;
+        assert_eq!(status, 401, "{view} without a token");
+        let as_tenant = viewer
+            .get(server.http(&view))
+            .bearer_auth(&tenant_token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(as_tenant.status(), 403, "{view} with a tenant token");
+        let as_operator = viewer
+            .get(server.http(&view))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(as_operator.status(), 200, "{view} with an operator token");
+    }
+    let (_, body) = get_text(edge.clone(), format!("/?streamstats={name}")).await;
     let st: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(st[host(&nodes[0])]["inputs"], 1);
     assert_eq!(st[host(&nodes[1])]["replicated"], true);
     assert!(st.get(host(&nodes[2])).is_none());
-    let (_, body) = get_text(viewer.clone(), "/?viewers=1".into()).await;
+    let (_, body) = get_text(edge.clone(), "/?viewers=1".into()).await;
     let v: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v[&name], 8);
-    let (status, body) = get_text(viewer.clone(), format!("/?host={}", host(&nodes[1]))).await;
+    let (status, body) = get_text(edge.clone(), format!("/?host={}", host(&nodes[1]))).await;
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("json")["node_id"],
         nodes[1].as_str()
     );
-    let (status, _) = get_text(viewer.clone(), "/?host=nope".into()).await;
+    let (status, _) = get_text(edge.clone(), "/?host=nope".into()).await;
     assert_eq!(status, 404);
     let (status, body) = get_text(viewer.clone(), "/?ingest=1".into()).await;
     assert_eq!((status, body), (200, host(&nodes[2])));

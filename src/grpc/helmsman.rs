@@ -675,9 +675,9 @@ fn start_ingest(
             .await
             {
                 Ok(Ok(IngestVerdict::Accept(stream))) => Ok(stream),
-                Ok(Ok(IngestVerdict::UnknownKey)) => Err("unknown stream key".to_string()),
-                Ok(Ok(IngestVerdict::NotPermitted)) => {
-                    Err("this stream may not be published on this cluster".to_string())
+                // The edge's operator learns nothing of another tenant's stream key.
+                Ok(Ok(IngestVerdict::UnknownKey | IngestVerdict::NotPermitted)) => {
+                    Err("unknown stream key".to_string())
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "ingest validation failed in the registry");

@@ -6,13 +6,17 @@
 //! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P |
 //! | `GET /?source={stream}` | `dtsc://host:4200/{stream}` of the best origin (has an input, not a replica, not the asking host), else `fallback` or `push://` |
 //! | `GET /?ingest=...` | best ingest edge's host name |
-//! | `GET /?lstserver` | every edge and its load, JSON |
-//! | `GET /?streamstats={stream}` | per edge: viewers, inputs, bandwidth of that stream, JSON |
-//! | `GET /?viewers` | viewers per stream, JSON |
-//! | `GET /?host={host}` | one edge, JSON |
+//! | `GET /?lstserver` | every edge and its load, JSON (read view) |
+//! | `GET /?streamstats={stream}` | per edge: viewers, inputs, bandwidth of that stream, JSON (read view) |
+//! | `GET /?viewers` | viewers per stream, JSON (read view) |
+//! | `GET /?host={host}` | one edge, JSON (read view) |
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
+//!
+//! The read views answer this cluster's own edges and operator tokens only; names of streams
+//! whose tenant may not use this cluster are unknown here (see [`known_stream`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Request as HttpRequest, State};
 use axum::http::header;
@@ -27,6 +31,7 @@ use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::app::AppState;
+use crate::registry::Resolved;
 use crate::routing::{dtsc_url, host_of};
 use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
 
@@ -59,8 +64,10 @@ fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<
     }
 }
 
-/// A playback id is accepted where a stream name is expected, and means its stream.
-async fn internal_name(state: &AppState, stream: &str) -> Result<String, ApiError> {
+/// The stream a MistServer-style name means: a playback id, or the internal name of a stream
+/// this cluster serves. `None` for any other name: unknown here, or a stream of a tenant that may
+/// not use this cluster, which must look exactly like an unknown one (DESIGN.md §11).
+async fn known_stream(state: &AppState, stream: &str) -> Result<Option<Arc<Resolved>>, ApiError> {
     // In a query string `live+abc` decodes to `live abc`; names never contain spaces, so a space
     // is the `+` of a MistServer wildcard stream that the client did not percent-encode.
     let stream = &stream.replace(' ', "+");
@@ -72,10 +79,10 @@ async fn internal_name(state: &AppState, stream: &str) -> Result<String, ApiErro
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         if let Some(resolved) = state.playback.resolve(stream).await? {
-            return Ok(resolved.internal_name.clone());
+            return Ok(Some(resolved));
         }
     }
-    Ok(stream.to_string())
+    Ok(state.playback.resolve_internal_name(stream).await?)
 }
 
 async fn best_host(
@@ -84,14 +91,17 @@ async fn best_host(
     req: HttpRequest,
 ) -> Result<Response, ApiError> {
     let q = Params::of(req.uri())?;
-    let stream = internal_name(&state, &stream).await?;
+    let resolved = known_stream(&state, &stream)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("unknown stream".into()))?;
+    let stream = &resolved.internal_name;
     let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let snapshot = state.router.snapshot();
-    let picks = snapshot.rank(&request(&viewer, Some(&stream), Need::Viewers), 1);
+    let picks = snapshot.rank(&request(&viewer, Some(stream), Need::Viewers), 1);
     let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
     match q.get("proto") {
         Some(proto) => {
-            let url = protocol_url(&edge.base_url, &proto, &stream, "").ok_or_else(|| {
+            let url = protocol_url(&edge.base_url, &proto, stream, "").ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "unknown protocol {:?}",
                     proto.chars().take(32).collect::<String>()
@@ -130,17 +140,22 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
     let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
     let snapshot = state.router.snapshot();
     if let Some(stream) = q.get("source") {
-        let stream = internal_name(&state, &stream).await?;
+        let source = known_stream(&state, &stream)
+            .await?
+            .and_then(|s| source_url(&state, &snapshot, &s.internal_name, &viewer));
         let fallback = q.get("fallback");
-        return Ok(text(
-            source_url(&state, &snapshot, &stream, &viewer)
-                .unwrap_or_else(|| fallback.as_deref().unwrap_or("push://").to_string()),
-        ));
+        return Ok(text(source.unwrap_or_else(|| {
+            fallback.as_deref().unwrap_or("push://").to_string()
+        })));
     }
     if q.has("ingest") {
         let picks = snapshot.rank(&request(&viewer, None, Need::Ingest), 1);
         let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
+    }
+    let views = ["lstserver", "streamstats", "viewers", "host"];
+    if views.iter().any(|v| q.has(v)) {
+        may_read_views(&state, &snapshot, &viewer, headers).await?;
     }
     if q.has("lstserver") {
         let list: BTreeMap<&str, Value> = snapshot
@@ -150,11 +165,12 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         return Ok(Json(list).into_response());
     }
     if let Some(stream) = q.get("streamstats") {
-        let stream = internal_name(&state, &stream).await?;
+        let known = known_stream(&state, &stream).await?;
         let stats: BTreeMap<&str, Value> = snapshot
             .candidates()
             .filter_map(|c| {
-                c.stream(&stream).map(|s| {
+                let stream = &known.as_ref()?.internal_name;
+                c.stream(stream).map(|s| {
                     (
                         host_of(&c.base_url),
                         json!({ "viewers": s.viewers, "inputs": s.inputs, "bandwidth": s.up, "replicated": s.replicated }),
@@ -206,6 +222,31 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         "load_balancer": ["/{stream}", "?proto=", "?source=", "?ingest=", "?lstserver", "?streamstats=", "?viewers", "?host=", "?weights="],
     }))
     .into_response())
+}
+
+/// The read views (`?lstserver`, `?streamstats`, `?viewers`, `?host`) show every tenant's
+/// streams and load on this cluster: they answer this cluster's own edges (MistServer asks them
+/// from there) and operators, nobody else (DESIGN.md §11).
+async fn may_read_views(
+    state: &AppState,
+    snapshot: &Snapshot,
+    asker: &Viewer,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    if snapshot
+        .candidates()
+        .any(|c| !c.remote && c.ip == Some(asker.ip))
+    {
+        return Ok(());
+    }
+    let p = principal_from_headers(headers, state).await?;
+    if p.role.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "the load balancer's read views need an operator token".into(),
+        ))
+    }
 }
 
 /// Applies `{"cpu":..,"ram":..,"bw":..,"geo":..,"bonus":..}` (any subset) to `current`.

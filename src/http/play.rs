@@ -411,11 +411,10 @@ async fn ingest(
         .await?
     {
         IngestVerdict::Accept(stream) => stream,
-        IngestVerdict::UnknownKey => return Err(ApiError::NotFound("unknown stream key".into())),
-        IngestVerdict::NotPermitted => {
-            return Err(ApiError::Forbidden(
-                "this stream may not be published on this cluster".into(),
-            ))
+        // Another tenant's key is refused exactly as an unknown one: this cluster's users learn
+        // nothing of streams that may not use it.
+        IngestVerdict::UnknownKey | IngestVerdict::NotPermitted => {
+            return Err(ApiError::NotFound("unknown stream key".into()))
         }
     };
     let snapshot = state.router.snapshot();

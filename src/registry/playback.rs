@@ -1,4 +1,9 @@
-//! In-process cache of playback-id resolution, so the viewer hot path needs no SQL round trip.
+//! In-process cache of stream resolution (by playback id for viewers, by internal name for
+//! MistServer's balancer calls), so the viewer hot path needs no SQL round trip.
+//!
+//! A stream resolves here only when its tenant may use this Foghorn's cluster (owns it, has it as
+//! official cluster, or is actively subscribed to it): for any other tenant's stream every routing
+//! entry point answers as for a stream that does not exist (DESIGN.md §11), revealing nothing.
 //!
 //! Fresh for `FRESH` after a lookup; then served stale while one background refresh runs, for up
 //! to `STALE`; past that, looked up again before answering. Unknown ids are cached briefly too
@@ -57,13 +62,26 @@ struct Entry {
     refreshing: AtomicBool,
 }
 
+/// What a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The public playback id viewers use.
+    PlaybackId,
+    /// MistServer's name for the stream (`live+...`), which edges and MistServer use.
+    InternalName,
+}
+
+type Entries = RwLock<HashMap<String, Arc<Entry>>>;
+
 /// The cache; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PlaybackCache {
     registry: Registry,
-    /// This Foghorn's cluster, left out of `Resolved::usable_clusters`.
+    /// This Foghorn's cluster: streams of tenants that may not use it do not resolve, and it is
+    /// left out of `Resolved::usable_clusters`.
     local_cluster: String,
-    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    by_playback_id: Entries,
+    by_internal_name: Entries,
 }
 
 impl PlaybackCache {
@@ -71,25 +89,36 @@ impl PlaybackCache {
         PlaybackCache {
             registry,
             local_cluster: local_cluster.to_string(),
-            entries: RwLock::new(HashMap::new()),
+            by_playback_id: RwLock::default(),
+            by_internal_name: RwLock::default(),
         }
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries
+    fn entries(&self, lookup: Lookup) -> &Entries {
+        match lookup {
+            Lookup::PlaybackId => &self.by_playback_id,
+            Lookup::InternalName => &self.by_internal_name,
+        }
+    }
+
+    fn get(&self, lookup: Lookup, key: &str) -> Option<Arc<Entry>> {
+        self.entries(lookup)
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(id)
+            .get(key)
             .cloned()
     }
 
-    fn put(&self, id: &str, value: Option<Arc<Resolved>>) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+    fn put(&self, lookup: Lookup, key: &str, value: Option<Arc<Resolved>>) {
+        let mut entries = self
+            .entries(lookup)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
         entries.insert(
-            id.to_string(),
+            key.to_string(),
             Arc::new(Entry {
                 value,
                 fetched: Instant::now(),
@@ -98,26 +127,54 @@ impl PlaybackCache {
         );
     }
 
-    async fn fetch(&self, id: &str) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        let value = match self.registry.stream_by_playback_id(id).await? {
+    async fn fetch(
+        &self,
+        lookup: Lookup,
+        key: &str,
+    ) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        let stream = match lookup {
+            Lookup::PlaybackId => self.registry.stream_by_playback_id(key).await?,
+            Lookup::InternalName => self.registry.stream_by_internal_name(key).await?,
+        };
+        let value = match stream {
             Some(stream) => {
                 let mut usable = self.registry.usable_cluster_ids(&stream.tenant_id).await?;
-                usable.retain(|c| *c != self.local_cluster);
-                Some(Arc::new(Resolved::new(stream, usable)))
+                let here = usable.iter().position(|c| *c == self.local_cluster);
+                here.map(|i| {
+                    usable.remove(i);
+                    Arc::new(Resolved::new(stream, usable))
+                })
             }
             None => None,
         };
-        self.put(id, value.clone());
+        self.put(lookup, key, value.clone());
         Ok(value)
     }
 
-    /// Resolves a playback id; `Ok(None)` when no stream has it.
+    /// Resolves a playback id; `Ok(None)` when no stream has it, or its tenant may not use this
+    /// cluster.
     pub async fn resolve(
         self: &Arc<Self>,
         id: &str,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        let Some(entry) = self.get(id) else {
-            return self.fetch(id).await;
+        self.resolve_by(Lookup::PlaybackId, id).await
+    }
+
+    /// Resolves a stream's internal name, under the same rule as [`PlaybackCache::resolve`].
+    pub async fn resolve_internal_name(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        self.resolve_by(Lookup::InternalName, name).await
+    }
+
+    async fn resolve_by(
+        self: &Arc<Self>,
+        lookup: Lookup,
+        id: &str,
+    ) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        let Some(entry) = self.get(lookup, id) else {
+            return self.fetch(lookup, id).await;
         };
         let age = entry.fetched.elapsed();
         let fresh_for = if entry.value.is_some() {
@@ -135,7 +192,7 @@ impl PlaybackCache {
                 let id = id.to_string();
                 let entry = entry.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = cache.fetch(&id).await {
+                    if let Err(e) = cache.fetch(lookup, &id).await {
                         tracing::warn!(error = %e, "playback id refresh failed; serving stale");
                         entry.refreshing.store(false, Ordering::Release);
                     }
@@ -143,7 +200,7 @@ impl PlaybackCache {
             }
             return Ok(entry.value.clone());
         }
-        match self.fetch(id).await {
+        match self.fetch(lookup, id).await {
             Ok(v) => Ok(v),
             Err(e) if entry.value.is_some() && age < OUTAGE => {
                 tracing::warn!(error = %e, "registry unavailable; serving a cached playback id");
@@ -151,13 +208,5 @@ impl PlaybackCache {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Forgets one id (after a change that must be visible at once).
-    pub fn invalidate(&self, id: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
     }
 }

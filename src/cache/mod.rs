@@ -90,12 +90,12 @@ impl RedisLink {
 
     /// One connection, tried again with capped exponential backoff; `None` once `stop` fires.
     async fn connect(&self, stop: &CancellationToken) -> Option<ConnectionManager> {
-        // The manager's own reconnection (after a dropped connection) tries once more, soon;
-        // past that this loop makes a new one.
+        // One attempt per call, here and when the manager reconnects a dropped connection: its
+        // retries sleep at least a second (backon's minimum, which `max_delay` does not lower),
+        // and this loop and the checks in `run` retry sooner.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CHECK_TIMEOUT)
-            .set_number_of_retries(1)
-            .set_max_delay(100);
+            .set_number_of_retries(0);
         let mut delay = Duration::from_millis(50);
         loop {
             let attempt = tokio::select! {

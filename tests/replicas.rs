@@ -375,6 +375,17 @@ async fn weights_changed_on_one_replica_apply_on_all() {
     }
 }
 
+/// Whether `server` lists every one of `nodes` as routable.
+async fn routes_all(server: &TestServer, op: &str, nodes: &[String]) -> bool {
+    let edges = server.edges(op).await;
+    nodes.iter().all(|n| {
+        edges["edges"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|e| e["node_id"] == *n && e["routable"] == true)
+        })
+    })
+}
+
 /// How Redis comes back after an outage.
 #[derive(Debug, Clone, Copy)]
 enum Comeback {
@@ -422,29 +433,8 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
             drop(edge);
         }));
     }
-    let routes_all = |r: &TestServer| {
-        let (op, nodes) = (op.clone(), nodes.clone());
-        let url = r.http("/api/v1/edges");
-        async move {
-            let edges: Value = client()
-                .get(url)
-                .bearer_auth(op)
-                .send()
-                .await
-                .expect("edges")
-                .json()
-                .await
-                .expect("json");
-            nodes.iter().all(|n| {
-                edges["edges"].as_array().is_some_and(|l| {
-                    l.iter()
-                        .any(|e| e["node_id"] == *n && e["routable"] == true)
-                })
-            })
-        }
-    };
     eventually(WAIT, "both edges routable on both replicas", || async {
-        routes_all(&a).await && routes_all(&b).await
+        routes_all(&a, &op, &nodes).await && routes_all(&b, &op, &nodes).await
     })
     .await;
 
@@ -536,8 +526,8 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
                 ra["redis"] == "ok"
                     && rb["redis"] == "ok"
                     && leaders == 1
-                    && routes_all(&a).await
-                    && routes_all(&b).await
+                    && routes_all(&a, &op, &nodes).await
+                    && routes_all(&b, &op, &nodes).await
                     && cpu_weight(&b).await == cpu
             },
         )
@@ -551,7 +541,7 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
     // A replica started after the outages sees every edge, and its viewers are served.
     let c = a.replica(|_| {}).await;
     eventually(RECOVERY, "a new replica routes every edge", || async {
-        routes_all(&c).await
+        routes_all(&c, &op, &nodes).await
     })
     .await;
     assert_eq!(play(&c, &stream.playback_id).await.0, 307);

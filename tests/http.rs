@@ -167,3 +167,102 @@ async fn grpc_health_and_reflection_are_served() {
     );
     server.stop().await;
 }
+
+/// Every answer is the JSON error of DESIGN §6, also those made before Foghorn's handlers run:
+/// requests hyper cannot parse or that break the head limits, method mismatches, extractor
+/// refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_the_json_error() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let addr = server.server().http_addr;
+    let big = "a".repeat(20 * 1024);
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let long_uri = format!("/api/v1/marketplace?cursor={}", "a".repeat(10 * 1024));
+    let cases: Vec<(String, Vec<u8>, u16)> = vec![
+        (
+            "garbage request line".into(),
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "header line without a colon".into(),
+            b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "unknown HTTP version".into(),
+            b"GET /health HTTP/7.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "bad Content-Length".into(),
+            b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "20 KiB header".into(),
+            format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "150 headers".into(),
+            format!("GET /health HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "20 KiB URI on the redirect path".into(),
+            format!("GET /play/abc/hls/index.m3u8?x={big} HTTP/1.1\r\nHost: x\r\n\r\n")
+                .into_bytes(),
+            431,
+        ),
+        (
+            "10 KiB URI".into(),
+            format!("GET {long_uri} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+            414,
+        ),
+        (
+            "method mismatch".into(),
+            b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            405,
+        ),
+        (
+            "method mismatch under /api/v1".into(),
+            b"PATCH /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            405,
+        ),
+        (
+            "path that is not UTF-8".into(),
+            b"GET /play/%FF HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "stream key that is not UTF-8".into(),
+            b"GET /ingest/%FF%FE HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let res = common::raw_request(addr, &request).await;
+        assert_eq!(res.status, status, "{what}: {res:?}");
+        let code = res.expect_json_error(status);
+        assert!(!code.is_empty(), "{what}");
+        if status == 405 {
+            assert!(res.header("allow").is_some(), "{what}: Allow in {res:?}");
+        }
+    }
+
+    // A keep-alive connection still gets JSON for a bad second request.
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(common::read_response(&mut conn).await.status, 200);
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nbroken\r\n\r\n")
+        .await
+        .expect("send");
+    common::read_response(&mut conn)
+        .await
+        .expect_json_error(400);
+    server.stop().await;
+}

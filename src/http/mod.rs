@@ -12,6 +12,7 @@ mod play;
 mod serve;
 mod tenant;
 mod viewer;
+mod wire;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

@@ -6,11 +6,19 @@
 //! to [`super::play::redirect`]; everything else goes through the axum router, with the peer as
 //! `ConnectInfo`. The redirect path so skips the router's per-request work (route lookup, path
 //! parameters, extensions, body boxing), which is most of what separates it from a static reply.
+//!
+//! Every answer is the JSON error of DESIGN §6, also those made before Foghorn's handlers run:
+//! hyper's own answers to heads it cannot parse or that break `server.max_header_bytes` /
+//! `server.max_headers` are rewritten on the connection ([`super::wire`]), a URI over
+//! `server.max_uri_bytes` is refused here, and whatever the router answers passes
+//! [`super::error::ensure_json`]. The redirect path keeps its own, lower bounds (2 KiB of query
+//! string, 256 bytes after the protocol) and pays for none of this.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -22,7 +30,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::play;
+use super::wire::{Answers, JsonAnswers};
+use super::{play, ApiError};
 use crate::app::AppState;
 
 /// One connection's service.
@@ -31,6 +40,13 @@ struct Front {
     state: AppState,
     router: axum::Router,
     peer: SocketAddr,
+}
+
+/// The length of a request's URI as sent (origin form, or absolute form through a proxy).
+fn uri_len(uri: &hyper::Uri) -> usize {
+    uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, str::len)
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -49,10 +65,20 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
                 Ok(play::redirect(&state, peer, &parts).await.into_response())
             });
         }
+        if uri_len(req.uri()) > self.state.config.server.max_uri_bytes {
+            let refused = ApiError::UriTooLong(format!(
+                "the request URI must be at most {} bytes",
+                self.state.config.server.max_uri_bytes
+            ));
+            return Box::pin(async move { Ok(refused.into_response()) });
+        }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();
-        Box::pin(async move { tower_service::Service::call(&mut router, req).await })
+        Box::pin(async move {
+            let response = tower_service::Service::call(&mut router, req).await?;
+            Ok(super::error::ensure_json(response))
+        })
     }
 }
 
@@ -64,9 +90,21 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = super::router(state.clone());
+    let limits = &state.config.server;
     let mut builder = Builder::new(TokioExecutor::new());
-    // A client that never finishes its request head is dropped (hyper's default: 30 s).
-    builder.http1().timer(TokioTimer::new());
+    // A client that never finishes its request head is dropped (hyper's default: 30 s). hyper's
+    // read buffer holds the whole head, so its size is the head limit (431 beyond it).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    // Announced to clients, which then do not send more; h2 itself answers a bare 431 to one
+    // that does (see the README).
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let answers = Arc::new(Answers::new(limits.max_header_bytes, limits.max_headers));
     let graceful = GracefulShutdown::new();
     let tls = state.tls.clone();
     crate::tls::accept_loop(listener, tls, shutdown, |peer| {
@@ -76,9 +114,10 @@ pub async fn serve(
             peer,
         };
         let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let answers = answers.clone();
         move |conn| async move {
             let conn = builder
-                .serve_connection(TokioIo::new(conn), front)
+                .serve_connection(TokioIo::new(JsonAnswers::new(conn, answers)), front)
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::trace!(error = %e, "HTTP connection ended with an error");

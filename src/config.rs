@@ -145,6 +145,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest HTTP request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive, from the moment it is read.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
     /// Largest HTTP request head (request line and headers), in bytes; also the HTTP/2 header
     /// list size.
     pub max_header_bytes: usize,
@@ -242,6 +245,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_grace: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
@@ -301,6 +305,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_DATA_DIR", "server.data_dir"),
     ("FOGHORN_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("FOGHORN_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("FOGHORN_BODY_TIMEOUT", "server.body_timeout"),
     ("FOGHORN_MAX_HEADER_BYTES", "server.max_header_bytes"),
     ("FOGHORN_MAX_HEADERS", "server.max_headers"),
     ("FOGHORN_MAX_URI_BYTES", "server.max_uri_bytes"),
@@ -645,6 +650,9 @@ impl Config {
         let server = &self.server;
         if server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));
+        }
+        if !(Duration::from_millis(100)..=secs(3600)).contains(&server.body_timeout) {
+            return Err(("server.body_timeout", "must be from 100ms to 1h".into()));
         }
         // hyper's read buffer, which bounds the head, cannot be smaller than 8 KiB.
         if !(8192..=1 << 20).contains(&server.max_header_bytes) {

@@ -266,3 +266,89 @@ async fn every_error_is_the_json_error() {
         .expect_json_error(400);
     server.stop().await;
 }
+
+/// A POST of `path` announcing `length` bytes of JSON body, with `token`, head only.
+fn post_head(path: &str, token: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+}
+
+/// Request bodies (REST and /mcp) are bounded in size and time: a `Content-Length` over the
+/// limit is refused at once, before the body is read; a body that stalls, or trickles in a byte
+/// at a time, is cut `server.body_timeout` after it was started, with a JSON 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_bounded_in_time_and_size() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.server.body_timeout = std::time::Duration::from_millis(500)
+    })
+    .await;
+    let (_, token) = server.operator().await;
+    let addr = server.server().http_addr;
+    for path in ["/api/v1/streams", "/mcp"] {
+        // Announced too large: refused before any of it is sent (a server waiting for the body
+        // would answer 408 after the timeout instead).
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(post_head(path, &token, 10_000_000).as_bytes())
+            .await
+            .expect("send head");
+        let code = common::read_response(&mut conn)
+            .await
+            .expect_json_error(413);
+        assert_eq!(code, "payload_too_large", "{path}");
+
+        // Stalled after a few bytes.
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(format!("{}{{\"name\"", post_head(path, &token, 100)).as_bytes())
+            .await
+            .expect("send");
+        let code = common::read_response(&mut conn)
+            .await
+            .expect_json_error(408);
+        assert_eq!(code, "request_timeout", "{path}");
+        common::until_closed(&mut conn, path).await;
+
+        // Trickling a byte every 100 ms for 5 s: each byte comes well within the timeout, the
+        // whole body does not; the answer comes while the client is still sending.
+        let conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut read, mut write) = conn.into_split();
+        write
+            .write_all(post_head(path, &token, 100).as_bytes())
+            .await
+            .expect("send head");
+        let trickle = tokio::spawn(async move {
+            for _ in 0..50 {
+                if write.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        let mut head = Vec::new();
+        let read_head = async {
+            use tokio::io::AsyncReadExt;
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(read.read(&mut byte).await.expect("read"), 1, "closed");
+                head.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_head)
+            .await
+            .expect("an answer");
+        assert!(
+            head.starts_with(b"HTTP/1.1 408 "),
+            "{path}: {}",
+            String::from_utf8_lossy(&head)
+        );
+        assert!(
+            !trickle.is_finished(),
+            "{path}: the answer waited for the client to stop sending"
+        );
+        trickle.abort();
+    }
+    server.stop().await;
+}

@@ -8,6 +8,9 @@
 //!
 //! The server is stateless (no MCP session is kept between requests), so any replica behind the
 //! load balancer can answer any request.
+//!
+//! A message's body is read before rmcp sees it ([`bounded_body`]), bounded in size and time
+//! like every body ([`super::body`]): rmcp would wait for a stalled body forever.
 
 use std::sync::Arc;
 
@@ -47,7 +50,36 @@ pub fn router(state: AppState) -> Router<AppState> {
     );
     Router::new()
         .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bounded_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Reads a POSTed JSON message through [`super::body::read`] and hands it to rmcp whole; other
+/// requests (methods and media types rmcp refuses without reading the body) go through as they
+/// are.
+async fn bounded_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let is_json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        });
+    if req.method() != axum::http::Method::POST || !is_json {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match super::body::read(&parts.headers, body, &state).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Refuses requests without a valid bearer token before rmcp sees them.

@@ -2,6 +2,7 @@
 //! and MCP at `/mcp`.
 
 mod auth;
+mod body;
 mod error;
 mod health;
 mod mcp;

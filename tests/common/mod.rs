@@ -730,7 +730,7 @@ pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> RawRespo
 
 /// Waits (at most 10 s) until the server closes `stream`, discarding what it sends; returns
 /// what it sent.
-pub async fn until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+pub async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut seen = Vec::new();
     let read = async {
@@ -742,8 +742,11 @@ pub async fn until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    if tokio::time::timeout(Duration::from_secs(10), read)
         .await
-        .expect("the server closes the connection within 10 s");
+        .is_err()
+    {
+        panic!("{what}: the server did not close the connection within 10 s");
+    }
     seen
 }

@@ -352,3 +352,147 @@ async fn bodies_are_bounded_in_time_and_size() {
     }
     server.stop().await;
 }
+
+/// Graceful shutdown ends idle and stalled connections at once (silent, a half-sent first or
+/// later request head, a stalled REST or MCP body, a half-sent HTTP/2 preface on the gRPC port)
+/// and waits only for the request being answered, which completes. Every limit that could
+/// otherwise end those connections (head and body timeouts, the grace) is far beyond the test's
+/// bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_stalled_connections_and_finishes_answers() {
+    use sqlx::Connection as _;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let mut server = TestServer::start_with(Db::Postgres, |c| {
+        c.server.body_timeout = std::time::Duration::from_secs(3600);
+        c.server.shutdown_grace = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let (tenant, token) = server.operator().await;
+    server.stream(&tenant).await;
+    let http = server.server().http_addr;
+    let grpc = server.server().grpc_addr;
+    let health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    let mut idle = TcpStream::connect(http).await.expect("connect");
+    idle.write_all(health).await.expect("send");
+    assert_eq!(common::read_response(&mut idle).await.status, 200);
+    let silent = TcpStream::connect(http).await.expect("connect");
+    let mut half_first = TcpStream::connect(http).await.expect("connect");
+    half_first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send");
+    let mut half_later = TcpStream::connect(http).await.expect("connect");
+    half_later.write_all(health).await.expect("send");
+    assert_eq!(common::read_response(&mut half_later).await.status, 200);
+    half_later.write_all(b"GET /heal").await.expect("send");
+    let mut stalled = Vec::new();
+    for path in ["/api/v1/streams", "/mcp"] {
+        let mut conn = TcpStream::connect(http).await.expect("connect");
+        conn.write_all(format!("{}{{\"na", post_head(path, &token, 100)).as_bytes())
+            .await
+            .expect("send");
+        stalled.push((path, conn));
+    }
+    let mut grpc_half = TcpStream::connect(grpc).await.expect("connect");
+    grpc_half
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("send");
+
+    // A request being answered: listing streams waits on a lock this test holds.
+    let mut locker = sqlx::PgConnection::connect(&server.db.url)
+        .await
+        .expect("connect to the test database");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE streams IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock streams");
+    let answer = tokio::spawn({
+        let url = server.http("/api/v1/streams");
+        let token = token.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("the request in progress is answered");
+            (res.status(), res.text().await.expect("whole body"))
+        }
+    });
+    let watch = sqlx::PgPool::connect(&server.db.url)
+        .await
+        .expect("connect to the test database");
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "the listing waits on the lock",
+        || {
+            let watch = watch.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(&watch)
+                    .await
+                    .expect("pg_locks")
+                    > 0
+            }
+        },
+    )
+    .await;
+    // Every connection above was taken by the server before it stops accepting.
+    for port in [http.port(), grpc.port()] {
+        common::eventually(
+            std::time::Duration::from_secs(10),
+            "the listeners accepted every connection",
+            || async move { common::accept_queue(port) == 0 },
+        )
+        .await;
+    }
+
+    let stopping = tokio::spawn(server.server.take().expect("running").shutdown());
+    let mut silent = silent;
+    for (what, conn) in [
+        ("idle keep-alive", &mut idle),
+        ("silent", &mut silent),
+        ("half-sent first head", &mut half_first),
+        ("half-sent second head", &mut half_later),
+        ("half-sent HTTP/2 preface on gRPC", &mut grpc_half),
+    ] {
+        let sent = common::until_closed(conn, what).await;
+        assert!(
+            sent.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&sent)
+        );
+    }
+    for (path, conn) in &mut stalled {
+        let sent = String::from_utf8_lossy(&common::until_closed(conn, path).await).to_string();
+        assert!(
+            sent.is_empty() || sent.starts_with("HTTP/1.1 503 "),
+            "stalled body on {path}: {sent}"
+        );
+    }
+    assert!(
+        !answer.is_finished(),
+        "the listing cannot finish before the lock goes"
+    );
+    assert!(!stopping.is_finished(), "shutdown waits for the listing");
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("release the lock");
+    let (status, body) = answer.await.expect("answer task");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"main\""), "{body}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown ends once the answer is out")
+        .expect("shutdown task")
+        .expect("clean shutdown");
+}

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -26,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::wire::{Answers, JsonAnswers};
 use super::{play, ApiError};
@@ -40,6 +41,8 @@ struct Front {
     state: AppState,
     router: axum::Router,
     peer: SocketAddr,
+    /// Set by the first request whose head hyper parsed (see [`serve`]'s shutdown).
+    asked: Arc<AtomicBool>,
 }
 
 /// The length of a request's URI as sent (origin form, or absolute form through a proxy).
@@ -57,6 +60,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     type Future = Reply;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Reply {
+        self.asked.store(true, Ordering::Relaxed);
         if play::is_redirect_path(req.uri().path()) {
             let (state, peer) = (self.state.clone(), self.peer);
             // The body is never read: a 307 makes the client send it again to the edge.
@@ -82,8 +86,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     }
 }
 
-/// Serves `listener` until `shutdown`, then stops accepting and lets open requests finish (the
-/// caller bounds how long). TLS and plaintext as `tls.listeners` says.
+/// Serves `listener` until `shutdown`, then stops accepting, ends idle and stalled connections
+/// at once and lets the requests being answered finish (the caller bounds how long). TLS and
+/// plaintext as `tls.listeners` says.
+///
+/// hyper's graceful shutdown closes an HTTP/1 connection at once when it waits between requests,
+/// and lets a request it already parsed finish; but a connection whose *first* request head is
+/// still arriving counts as busy, and would hold the drain up until the head timeout (30 s). So
+/// a connection that never got a whole request head to [`Front`] is dropped instead: it has
+/// nothing being answered. Stalled bodies end through [`super::body::read`], which answers 503
+/// when shutdown begins.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -105,26 +117,41 @@ pub async fn serve(
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let answers = Arc::new(Answers::new(limits.max_header_bytes, limits.max_headers));
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let tls = state.tls.clone();
-    crate::tls::accept_loop(listener, tls, shutdown, |peer| {
+    crate::tls::accept_loop(listener, tls, shutdown.clone(), |peer| {
+        let asked = Arc::new(AtomicBool::new(false));
         let front = Front {
             state: state.clone(),
             router: router.clone(),
             peer,
+            asked: asked.clone(),
         };
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        let answers = answers.clone();
+        let (builder, answers, stop) = (builder.clone(), answers.clone(), shutdown.clone());
+        let tracked = connections.token();
         move |conn| async move {
+            let _tracked = tracked;
             let conn = builder
                 .serve_connection(TokioIo::new(JsonAnswers::new(conn, answers)), front)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stop.cancelled() => {
+                    if !asked.load(Ordering::Relaxed) {
+                        return; // dropped: nothing of it is being answered
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, "HTTP connection ended with an error");
             }
         }
     })
     .await;
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }

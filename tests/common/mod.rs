@@ -750,3 +750,24 @@ pub async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> Vec
     }
     seen
 }
+
+/// How many connections wait in the accept queue of the IPv4 listener on `port` (Linux: the
+/// `rx_queue` of a LISTEN socket in /proc/net/tcp). Zero once the server took every connection
+/// made to it.
+pub fn accept_queue(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&"0A");
+            (listening && fields.get(1).is_some_and(|a| a.ends_with(&local))).then(|| {
+                let queues = fields.get(4).expect("tx_queue:rx_queue");
+                let rx = queues.split(':').nth(1).expect("rx_queue");
+                usize::from_str_radix(rx, 16).expect("hex queue length")
+            })
+        })
+        .sum()
+}

@@ -145,6 +145,16 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest HTTP request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive, from the moment it is read.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+    /// Largest HTTP request head (request line and headers), in bytes; also the HTTP/2 header
+    /// list size.
+    pub max_header_bytes: usize,
+    /// Most headers an HTTP/1 request may carry.
+    pub max_headers: usize,
+    /// Longest request URI, in bytes.
+    pub max_uri_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +245,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_grace: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -291,6 +305,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_DATA_DIR", "server.data_dir"),
     ("FOGHORN_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("FOGHORN_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("FOGHORN_BODY_TIMEOUT", "server.body_timeout"),
+    ("FOGHORN_MAX_HEADER_BYTES", "server.max_header_bytes"),
+    ("FOGHORN_MAX_HEADERS", "server.max_headers"),
+    ("FOGHORN_MAX_URI_BYTES", "server.max_uri_bytes"),
     ("FOGHORN_CLUSTER_ID", "cluster.id"),
     ("FOGHORN_CLUSTER_NAME", "cluster.name"),
     ("FOGHORN_CLUSTER_REGION", "cluster.region"),
@@ -629,8 +647,28 @@ impl Config {
                 "must be at least tls.check_interval".into(),
             ));
         }
-        if self.server.max_body_bytes < 1024 {
+        let server = &self.server;
+        if server.max_body_bytes < 1024 {
             return Err(("server.max_body_bytes", "must be at least 1024".into()));
+        }
+        if !(Duration::from_millis(100)..=secs(3600)).contains(&server.body_timeout) {
+            return Err(("server.body_timeout", "must be from 100ms to 1h".into()));
+        }
+        // hyper's read buffer, which bounds the head, cannot be smaller than 8 KiB.
+        if !(8192..=1 << 20).contains(&server.max_header_bytes) {
+            return Err((
+                "server.max_header_bytes",
+                "must be from 8192 to 1048576".into(),
+            ));
+        }
+        if !(16..=1000).contains(&server.max_headers) {
+            return Err(("server.max_headers", "must be from 16 to 1000".into()));
+        }
+        if !(256..server.max_header_bytes).contains(&server.max_uri_bytes) {
+            return Err((
+                "server.max_uri_bytes",
+                "must be at least 256 and less than server.max_header_bytes".into(),
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! - [`api`]: what tenants and operators can do, shared by the REST API and the MCP tools.
 //! - [`http`]: axum routers: health, readiness, metrics, the operator API.
 //! - [`app`]: wiring, start and graceful shutdown of the whole server.
+//! - [`logging`]: the tracing subscriber, which no secret gets through.
 //! - [`admin`]: `foghorn admin ...` commands acting on the registry.
 //! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
 //! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
@@ -27,6 +28,7 @@ pub mod federation;
 pub mod geoip;
 pub mod grpc;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod registry;

@@ -93,17 +93,6 @@ enum Command {
     Sim(SimArgs),
 }
 
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -117,13 +106,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         // The simulator is a client: it needs no server configuration.
         Some(Command::Sim(args)) => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .try_init();
+            foghorn::logging::init("info", LogFormat::Text, std::io::stderr);
             sim::run(args).await.map_err(|e| ("foghorn sim", e))
         }
         Some(Command::Admin { json, command }) => {
@@ -140,7 +123,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_tracing(&config);
+            foghorn::logging::init(&config.log.filter, config.log.format, std::io::stdout);
             serve(config).await.map_err(|e| ("foghorn", e))
         }
     };

@@ -412,3 +412,304 @@ async fn a_killed_leader_is_replaced() {
     })
     .await;
 }
+
+/// Starts `foghorn` (serve) with its stdout and stderr read to the end by threads; returns the
+/// addresses it prints and the threads, which hand back everything it wrote once it exits.
+fn serve_logged(
+    mut cmd: Command,
+) -> (
+    Running,
+    String,
+    String,
+    Vec<std::thread::JoinHandle<String>>,
+) {
+    let mut server = Running(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start foghorn"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let stdout = server.0.stdout.take().expect("stdout");
+    let stderr = server.0.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let addr = line.split_whitespace().nth(1).map(str::to_string);
+            if let Some(addr) = addr {
+                if line.trim_start().starts_with("HTTP") {
+                    let _ = tx.send((true, addr));
+                } else if line.trim_start().starts_with("gRPC") {
+                    let _ = tx.send((false, addr));
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let err = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut all);
+        all
+    });
+    let (mut http, mut grpc) = (None, None);
+    while http.is_none() || grpc.is_none() {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((true, addr)) => http = Some(addr),
+            Ok((false, addr)) => grpc = Some(addr),
+            Err(e) => panic!("the server did not print its addresses: {e}"),
+        }
+    }
+    (
+        server,
+        http.expect("http"),
+        grpc.expect("grpc"),
+        vec![out, err],
+    )
+}
+
+/// A line from the middle of a PEM file: base64 of the key itself.
+fn pem_body_line(pem: &str) -> String {
+    pem.lines()
+        .find(|l| l.len() >= 60 && !l.starts_with("-----"))
+        .unwrap_or_else(|| panic!("a base64 line in {pem}"))
+        .to_string()
+}
+
+/// The flows that mint or carry secrets (API tokens, enrollment tokens over REST, MCP and gRPC,
+/// stream keys, invites, node credentials, the cluster key, the federation credential) run
+/// against the real binary logging at `trace`; none of those secrets is in what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log() {
+    use foghorn::proto::edge_provisioning_client::EdgeProvisioningClient;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt as _;
+    use serde_json::{json, Value};
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path();
+    let mut cmd = foghorn(dir);
+    cmd.env("FOGHORN_LOG", "trace").env("RUST_LOG", "trace");
+    let (mut server, http, grpc, output) = serve_logged(cmd);
+    let mut secrets: Vec<(&str, String)> = Vec::new();
+
+    let tenant = |name: &str| {
+        admin_json(
+            dir,
+            &[
+                "tenant",
+                "create",
+                "--name",
+                name,
+                "--official-cluster",
+                "local",
+            ],
+        )["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let token = |tenant: &str, role: &str| {
+        admin_json(
+            dir,
+            &["token", "create", "--tenant", tenant, "--role", role],
+        )["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    };
+    let owner = tenant("Owner");
+    let owner_token = token(&owner, "operator");
+    let guest = tenant("Guest");
+    let guest_id = guest.clone();
+    let guest_token = token(&guest, "tenant");
+    secrets.push(("API token", owner_token.clone()));
+    secrets.push(("API token", guest_token.clone()));
+
+    // REST: a stream key, a private cluster's enrollment token, another one, an invite.
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: Value| {
+        let request = client
+            .post(format!("{http}/api/v1{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        let path = path.to_string();
+        async move {
+            let res = request.send().await.expect("send");
+            let status = res.status();
+            let body: Value = res.json().await.expect("JSON");
+            assert!(status.is_success(), "{path}: {status} {body}");
+            body
+        }
+    };
+    let stream = post("/streams", &owner_token, json!({ "name": "main" })).await;
+    let stream_key = stream["stream_key"]
+        .as_str()
+        .expect("stream key")
+        .to_string();
+    secrets.push(("stream key", stream_key.clone()));
+    let private = post("/private-clusters", &owner_token, json!({ "name": "Lab" })).await;
+    let cluster = private["cluster"]["id"].as_str().expect("id").to_string();
+    secrets.push((
+        "enrollment token (REST private cluster)",
+        private["enrollment_token"]["token"]
+            .as_str()
+            .expect("token")
+            .to_string(),
+    ));
+    let enroll = post(
+        "/clusters/local/enrollment-tokens",
+        &owner_token,
+        json!({ "usage_limit": 3 }),
+    )
+    .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    secrets.push(("enrollment token (REST)", enroll.clone()));
+    let invite = post(
+        &format!("/clusters/{cluster}/invites"),
+        &owner_token,
+        json!({ "tenant_id": guest_id }),
+    )
+    .await["token"]
+        .as_str()
+        .expect("invite")
+        .to_string();
+    secrets.push(("invite", invite.clone()));
+
+    // MCP: the same, and an invite carried in a tool's arguments.
+    let mcp = |token: &str| {
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{http}/mcp"))
+            .auth_header(token.to_string());
+        ().serve(StreamableHttpClientTransport::from_config(config))
+    };
+    let call = |tool: &'static str, args: Value| {
+        CallToolRequestParams::new(tool).with_arguments(args.as_object().expect("object").clone())
+    };
+    let owner_mcp = mcp(&owner_token).await.expect("MCP session");
+    let created = owner_mcp
+        .call_tool(call("create_private_cluster", json!({ "name": "Den" })))
+        .await
+        .expect("create_private_cluster")
+        .structured_content
+        .expect("structured");
+    secrets.push((
+        "enrollment token (MCP private cluster)",
+        created["enrollment_token"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("token in {created}"))
+            .to_string(),
+    ));
+    let minted = owner_mcp
+        .call_tool(call(
+            "create_enrollment_token",
+            json!({ "cluster_id": cluster }),
+        ))
+        .await
+        .expect("create_enrollment_token")
+        .structured_content
+        .expect("structured");
+    secrets.push((
+        "enrollment token (MCP)",
+        minted["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("token in {minted}"))
+            .to_string(),
+    ));
+    let guest_mcp = mcp(&guest_token).await.expect("MCP session");
+    let joined = guest_mcp
+        .call_tool(call(
+            "subscribe_to_cluster",
+            json!({ "cluster_id": cluster, "invite_token": invite }),
+        ))
+        .await
+        .expect("subscribe_to_cluster");
+    assert_ne!(joined.is_error, Some(true), "{joined:?}");
+    owner_mcp.cancel().await.ok();
+    guest_mcp.cancel().await.ok();
+
+    // gRPC: pre-registration and enrollment over TLS (the cluster key comes too), an ingest with
+    // the stream key, a reconnect with the node credential.
+    let ca = std::fs::read_to_string(dir.join("tls/ca.pem")).expect("dev CA");
+    let grpc_addr = grpc.trim_start_matches("http://");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{grpc_addr}"))
+        .expect("url")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+                .domain_name("foghorn.local.frameworks.localhost"),
+        )
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("TLS to the gRPC port");
+    EdgeProvisioningClient::new(channel.clone())
+        .pre_register_edge(foghorn::proto::PreRegisterEdgeRequest {
+            enrollment_token: enroll.clone(),
+            external_ip: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pre-registered");
+    let mut edge =
+        common::EdgeConn::over(channel.clone(), common::register_with_token(&enroll)).await;
+    let seed = edge.seed().await;
+    secrets.push(("node credential", seed.node_credential.clone()));
+    let key = seed.tls.as_ref().expect("the cluster key over TLS");
+    secrets.push(("cluster key", pem_body_line(&key.private_key_pem)));
+    edge.send(common::stats_frame(vec![])).await;
+    edge.send(common::ingest_frame("r1", &stream_key)).await;
+    assert!(edge.decision().await.accept, "ingest accepted");
+    drop(edge);
+    let mut again = common::EdgeConn::over(
+        channel,
+        common::register_with_credential(&seed.node_id, &seed.node_credential),
+    )
+    .await;
+    again.seed().await;
+    drop(again);
+
+    secrets.push((
+        "federation credential",
+        std::fs::read_to_string(dir.join("federation.key"))
+            .expect("federation.key")
+            .trim()
+            .to_string(),
+    ));
+    secrets.push((
+        "dev CA key",
+        pem_body_line(&std::fs::read_to_string(dir.join("tls/ca.key")).expect("ca.key")),
+    ));
+
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(server.0.wait().expect("wait").success());
+    let log: String = output
+        .into_iter()
+        .map(|t| t.join().expect("log reader"))
+        .collect();
+
+    // The flows were traced (else finding nothing proves nothing)...
+    for seen in ["TRACE", "rmcp::", "h2::", "sqlx::query", "edge enrolled"] {
+        assert!(log.contains(seen), "no {seen:?} in the trace log");
+    }
+    // ...and no secret is in it, whole or its random part.
+    for (what, secret) in &secrets {
+        let tail = secret.rsplit('_').next().unwrap_or(secret);
+        for needle in [secret.as_str(), tail] {
+            if let Some(at) = log.find(needle) {
+                let line = log[..at].rsplit('\n').next().unwrap_or("");
+                panic!("the {what} is in the log: {line:.300}…");
+            }
+        }
+    }
+}

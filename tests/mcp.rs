@@ -183,13 +183,19 @@ async fn tools_follow_the_rest_rules(db: Db) {
             ),
         )
         .await;
-    let unknown_field = unknown_field.expect("a tool result");
-    assert_eq!(
-        unknown_field.is_error,
-        Some(true),
-        "unknown fields are refused"
+    let refused = unknown_field.expect_err("unknown fields are invalid params");
+    let rmcp::ServiceError::McpError(refused) = refused else {
+        panic!("expected a JSON-RPC error, got {refused:?}");
+    };
+    assert_eq!(refused.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+    assert!(
+        refused.message.contains("unknown field `owner`"),
+        "{refused:?}"
     );
-    assert!(format!("{:?}", unknown_field.content).contains("unknown field `owner`"));
+    assert_eq!(
+        refused.data.as_ref().map(|d| &d["error"]["code"]),
+        Some(&json!("bad_request"))
+    );
 
     // Tenant B sees none of A's things.
     let b = connect(&server, &b_token).await.expect("connect B");
@@ -232,4 +238,202 @@ async fn tools_follow_the_rest_rules(db: Db) {
     server.stop().await;
 }
 
-on_both!(tools_follow_the_rest_rules);
+/// POSTs `body` to `/mcp` as a raw JSON-RPC client would; the status and the body as JSON (the
+/// test fails on a body that is not JSON).
+async fn post_raw(
+    server: &TestServer,
+    token: &str,
+    content_type: &str,
+    accept: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(server.http("/mcp"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header("accept", accept)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /mcp");
+    let status = res.status().as_u16();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = res.text().await.expect("body");
+    assert!(
+        kind.starts_with("application/json"),
+        "{status} labelled {kind:?}: {text}"
+    );
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+    (status, value)
+}
+
+const JSON: &str = "application/json";
+const BOTH: &str = "application/json, text/event-stream";
+
+/// `/mcp` speaks JSON-RPC properly, and everything that is not JSON-RPC is the JSON error of
+/// DESIGN §6: a body that is not JSON is -32700, a message that is not JSON-RPC -32600, params
+/// that do not fit the method or the tool -32602; wrong methods, media types and sizes are
+/// 405/406/415/413 with `{"error":{"code","message"}}`; a tool's failure is its error body.
+async fn protocol_errors_are_json(db: Db) {
+    let server = TestServer::start(db).await;
+    let token = tenant_token(&server, "A").await;
+
+    // JSON-RPC errors.
+    let rpc = |id: Value, method: &str, params: Value| {
+        json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string()
+    };
+    let (status, body) = post_raw(&server, &token, JSON, BOTH, "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], Value::Null);
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+    for not_rpc in [
+        "[]",
+        "5",
+        r#"{"jsonrpc":"2.0","id":1}"#,
+        r#"{"id":1,"method":"ping"}"#,
+    ] {
+        let (status, body) = post_raw(&server, &token, JSON, BOTH, not_rpc).await;
+        assert_eq!(status, 400, "{not_rpc}: {body}");
+        assert_eq!(body["error"]["code"], -32600, "{not_rpc}: {body}");
+    }
+    let (status, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        BOTH,
+        rpc(json!(7), "tools/call", json!("not an object")),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], -32602, "{status}: {body}");
+    assert_eq!(body["id"], 7, "{body}");
+    let (_, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        BOTH,
+        rpc(json!(9), "no/such", json!({})),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], -32601, "{body}");
+    let call = |tool: &str, args: Value| {
+        rpc(
+            json!(8),
+            "tools/call",
+            json!({ "name": tool, "arguments": args }),
+        )
+    };
+    // Arguments that do not fit the tool's schema: invalid params, with the API's error body.
+    let (status, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        BOTH,
+        call("subscribe_to_cluster", json!({ "cluster_id": 5 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    assert_eq!(
+        body["error"]["data"]["error"]["code"], "bad_request",
+        "{body}"
+    );
+    let (_, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        BOTH,
+        call(
+            "subscribe_to_cluster",
+            json!({ "cluster_id": "test", "owner": "me" }),
+        ),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `owner`")),
+        "{body}"
+    );
+    // A tool that fails: a result flagged isError whose content is the error body, as JSON.
+    let (status, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        BOTH,
+        call("subscribe_to_cluster", json!({ "cluster_id": "no-such" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["isError"], true, "{body}");
+    assert_eq!(result["structuredContent"]["error"]["code"], "not_found");
+    for item in result["content"].as_array().expect("content") {
+        let text = item["text"].as_str().expect("text content");
+        let parsed: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("tool error content is not JSON ({e}): {text}"));
+        assert_eq!(parsed["error"]["code"], "not_found");
+    }
+
+    // Transport refusals: the JSON error of DESIGN §6.
+    let (status, body) = post_raw(
+        &server,
+        &token,
+        JSON,
+        JSON,
+        rpc(json!(1), "ping", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (406, Some("not_acceptable")),
+        "{body}"
+    );
+    let (status, body) = post_raw(&server, &token, "text/plain", BOTH, "hello").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{body}"
+    );
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(server.server().state.config.server.max_body_bytes)
+    );
+    let (status, body) = post_raw(&server, &token, JSON, BOTH, huge).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+    ] {
+        let res = reqwest::Client::new()
+            .request(method.clone(), server.http("/mcp"))
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 405, "{method}");
+        assert_eq!(
+            res.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST")
+        );
+        let body: Value = res.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{method}");
+    }
+    server.stop().await;
+}
+
+on_both!(tools_follow_the_rest_rules, protocol_errors_are_json);

@@ -93,20 +93,37 @@ pub async fn serve(
 }
 
 /// The connections of `listener`, TLS or plaintext as `tls.listeners` says, each handed to tonic
-/// once its handshake is done. (tonic's own `TcpIncoming` would neither tell TLS from plaintext
-/// nor set TCP_NODELAY on a listener bound by the caller.)
+/// once its handshake is done and its HTTP/2 preface arrived ([`Started`]). (tonic's own
+/// `TcpIncoming` would neither tell TLS from plaintext nor set TCP_NODELAY on a listener bound by
+/// the caller.)
 fn incoming(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
-) -> impl tokio_stream::Stream<Item = std::io::Result<crate::tls::Conn>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<Started>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         let stop = shutdown.clone();
-        let accepting = crate::tls::accept_loop(listener, state.tls.clone(), shutdown, |_| {
-            let tx = tx.clone();
+        let starting = shutdown.clone();
+        let accepting = crate::tls::accept_loop(listener, state.tls.clone(), shutdown, |peer| {
+            let (tx, starting) = (tx.clone(), starting.clone());
             move |conn| async move {
-                let _ = tx.send(Ok(conn)).await;
+                let started = tokio::select! {
+                    started = tokio::time::timeout(PREFACE_TIMEOUT, Started::read(conn)) => started,
+                    // Nothing asked yet: dropped, not handed to tonic's drain.
+                    () = starting.cancelled() => return,
+                };
+                match started {
+                    Ok(Ok(started)) => {
+                        let _ = tx.send(Ok(started)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "gRPC connection dropped before its preface")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "gRPC connection sent no HTTP/2 preface in time")
+                    }
+                }
             }
         });
         tokio::select! {
@@ -118,6 +135,96 @@ fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// The client connection preface of HTTP/2, which every gRPC client sends first.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a connection may take to send its preface once accepted (and through TLS).
+const PREFACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A connection whose HTTP/2 preface was read here, handed to tonic with the preface in front of
+/// what follows. hyper's HTTP/2 server sets no limit on the time a client takes to send its
+/// preface, and its graceful shutdown waits for a connection still in that handshake to finish
+/// it: a half-sent preface would hold every shutdown up for the whole grace period. Read here,
+/// the preface is bounded by [`PREFACE_TIMEOUT`], and a connection still sending it when
+/// shutdown begins is dropped (it has asked nothing).
+pub struct Started {
+    conn: crate::tls::Conn,
+    /// How many bytes of [`PREFACE`] tonic has not read yet.
+    unread: usize,
+}
+
+impl Started {
+    async fn read(mut conn: crate::tls::Conn) -> std::io::Result<Started> {
+        use tokio::io::AsyncReadExt as _;
+        let mut preface = [0u8; PREFACE.len()];
+        conn.read_exact(&mut preface).await?;
+        if &preface != PREFACE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not an HTTP/2 client preface",
+            ));
+        }
+        Ok(Started {
+            conn,
+            unread: PREFACE.len(),
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for Started {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread > 0 {
+            let from = PREFACE.len() - this.unread;
+            let n = this.unread.min(buf.remaining());
+            buf.put_slice(&PREFACE[from..from + n]);
+            this.unread -= n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.conn).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Started {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
+    }
+}
+
 /// What each request knows of its connection: where it comes from and whether it is encrypted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnInfo {
@@ -127,13 +234,13 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-impl tonic::transport::server::Connected for crate::tls::Conn {
+impl tonic::transport::server::Connected for Started {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
         ConnInfo {
-            remote: self.tcp().peer_addr().ok(),
-            tls: self.is_tls(),
+            remote: self.conn.tcp().peer_addr().ok(),
+            tls: self.conn.is_tls(),
         }
     }
 }

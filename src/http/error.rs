@@ -20,12 +20,20 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request body did not arrive within `server.body_timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request line and headers are over `server.max_header_bytes` or `server.max_headers`.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     /// No edge is eligible for this request right now (503, retry soon).
@@ -41,11 +49,17 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+            ),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::NoEdge(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_eligible_edge"),
         }
@@ -53,6 +67,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     /// The JSON body: `{"error": {"code", "message"}}`.
     pub fn body(&self) -> serde_json::Value {
         json!({ "error": { "code": self.parts().1, "message": self.to_string() } })
@@ -72,6 +91,64 @@ impl From<RegistryError> for ApiError {
             }
         }
     }
+}
+
+/// Foghorn's JSON error for any error answer that is not one yet (axum's 405 on a method
+/// mismatch and its extractor refusals, rmcp's plain-text refusals): same status and headers
+/// (`Allow` stays), the body becomes `{"error":{"code","message"}}`. A 4xx keeps its text as the
+/// message when it is short plain text at hand; a 5xx gets a generic one (internals are logged
+/// where they happen, never sent). Anything else passes untouched.
+pub fn ensure_json(response: Response) -> Response {
+    use axum::http::header;
+    use futures_util::FutureExt as _;
+
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let labelled_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        });
+    if labelled_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are in memory (axum's and rmcp's are); one poll reads them or gives up.
+    let text = if status.is_client_error() {
+        axum::body::to_bytes(body, 512)
+            .now_or_never()
+            .and_then(Result::ok)
+            .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+    } else {
+        None
+    };
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = match (text, parts.headers.get(header::ALLOW)) {
+        (Some(text), _) => text,
+        (None, Some(allow)) => format!(
+            "{reason}: use {}",
+            allow.to_str().unwrap_or("another method")
+        ),
+        (None, None) => reason.to_string(),
+    };
+    let code = match status {
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable".to_string(),
+        _ => reason.to_ascii_lowercase().replace([' ', '-'], "_"),
+    };
+    let body = json!({ "error": { "code": code, "message": message } }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 impl IntoResponse for ApiError {

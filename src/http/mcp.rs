@@ -8,6 +8,14 @@
 //!
 //! The server is stateless (no MCP session is kept between requests), so any replica behind the
 //! load balancer can answer any request.
+//!
+//! JSON-RPC is checked before rmcp sees a message ([`jsonrpc`]): the body is read bounded in size
+//! and time like every body ([`super::body`]), a body that is not JSON is a parse error (-32700),
+//! a message that is not JSON-RPC an invalid request (-32600), and params that do not fit the
+//! method invalid params (-32602), each a JSON-RPC error response with HTTP 400 (rmcp would answer
+//! such bodies with plain text). Tool arguments that do not fit the tool's schema are invalid
+//! params too, with the API's error body as `data` ([`Parameters`]). Transport refusals (405, 406,
+//! 415) are rmcp's, made the JSON error of DESIGN §6 by [`super::error::ensure_json`].
 
 use std::sync::Arc;
 
@@ -15,8 +23,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use rmcp::handler::server::tool::{Extension, ToolRouter};
-use rmcp::handler::server::wrapper::Parameters;
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::tool::{Extension, ToolCallContext, ToolRouter};
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -47,7 +55,90 @@ pub fn router(state: AppState) -> Router<AppState> {
     );
     Router::new()
         .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), jsonrpc))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Reads a POSTed JSON message and checks that it is JSON-RPC before rmcp parses it again; other
+/// requests (methods and media types rmcp refuses without reading the body) go through as they
+/// are.
+async fn jsonrpc(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let is_json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        });
+    if req.method() != axum::http::Method::POST || !is_json {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match super::body::read(&parts.headers, body, &state).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(refusal) = check_message(&bytes) {
+        return refusal.into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// A JSON-RPC error response (HTTP 400: the message was not accepted).
+struct RpcRefusal {
+    id: serde_json::Value,
+    code: rmcp::model::ErrorCode,
+    message: String,
+}
+
+impl IntoResponse for RpcRefusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.id,
+            "error": { "code": self.code.0, "message": self.message },
+        });
+        (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    }
+}
+
+/// Whether `bytes` is one JSON-RPC message rmcp can take; else the JSON-RPC error saying why.
+fn check_message(bytes: &[u8]) -> Result<(), RpcRefusal> {
+    use rmcp::model::{ClientJsonRpcMessage, ErrorCode};
+    let Err(invalid) = serde_json::from_slice::<ClientJsonRpcMessage>(bytes) else {
+        return Ok(());
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| RpcRefusal {
+        id: serde_json::Value::Null,
+        code: ErrorCode::PARSE_ERROR,
+        message: format!("Parse error: {e}"),
+    })?;
+    let id = value
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let is_call = value.get("jsonrpc").and_then(|v| v.as_str()) == Some("2.0")
+        && value.get("method").is_some_and(|m| m.is_string());
+    Err(if is_call {
+        // A well-formed call of a method rmcp knows (unknown methods parse, and are answered
+        // -32601 by rmcp) whose params do not fit it.
+        RpcRefusal {
+            id,
+            code: ErrorCode::INVALID_PARAMS,
+            message: format!("Invalid params: {invalid}"),
+        }
+    } else {
+        RpcRefusal {
+            id,
+            code: ErrorCode::INVALID_REQUEST,
+            message: "Invalid Request: expected one JSON-RPC 2.0 object with \"jsonrpc\": \"2.0\" \
+                      and a method, or a response"
+                .into(),
+        }
+    })
 }
 
 /// Refuses requests without a valid bearer token before rmcp sees them.
@@ -58,6 +149,40 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             next.run(req).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// A tool's arguments, deserialized like a REST body. rmcp's own `Parameters` answers arguments
+/// that do not fit with a plain-text tool result; these are a JSON-RPC invalid-params error
+/// (-32602) whose `data` is the API's error body (`bad_request`, naming the field). rmcp's
+/// `#[tool]` macro finds the input schema by this type's name, which is why it is the same.
+pub struct Parameters<T>(pub T);
+
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Parameters<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+impl<S, T: serde::de::DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Parameters<T> {
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let arguments = serde_json::Value::Object(context.arguments.take().unwrap_or_default());
+        serde_path_to_error::deserialize(arguments)
+            .map(Parameters)
+            .map_err(|e| {
+                let at = e.path().to_string();
+                let message = if at == "." || at.is_empty() {
+                    format!("invalid arguments: {}", e.into_inner())
+                } else {
+                    format!("invalid arguments at {at}: {}", e.into_inner())
+                };
+                let body = ApiError::BadRequest(message.clone()).body();
+                ErrorData::invalid_params(message, Some(body))
+            })
     }
 }
 

@@ -2,6 +2,7 @@
 //! and MCP at `/mcp`.
 
 mod auth;
+mod body;
 mod error;
 mod health;
 mod mcp;
@@ -12,6 +13,7 @@ mod play;
 mod serve;
 mod tenant;
 mod viewer;
+mod wire;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

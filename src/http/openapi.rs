@@ -263,6 +263,8 @@ fn describe(op: &Op, body: Option<Value>, answer: schemars::Schema) -> Value {
         operation["security"] = json!([]);
     }
     if let Some(schema) = body {
+        operation["responses"]["408"] =
+            error_response("body did not arrive within server.body_timeout");
         operation["responses"]["413"] = error_response("body larger than server.max_body_bytes");
         operation["responses"]["415"] = error_response("body is not application/json");
         operation["requestBody"] = json!({

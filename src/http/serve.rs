@@ -6,11 +6,20 @@
 //! to [`super::play::redirect`]; everything else goes through the axum router, with the peer as
 //! `ConnectInfo`. The redirect path so skips the router's per-request work (route lookup, path
 //! parameters, extensions, body boxing), which is most of what separates it from a static reply.
+//!
+//! Every answer is the JSON error of DESIGN §6, also those made before Foghorn's handlers run:
+//! hyper's own answers to heads it cannot parse or that break `server.max_header_bytes` /
+//! `server.max_headers` are rewritten on the connection ([`super::wire`]), a URI over
+//! `server.max_uri_bytes` is refused here, and whatever the router answers passes
+//! [`super::error::ensure_json`]. The redirect path keeps its own, lower bounds (2 KiB of query
+//! string, 256 bytes after the protocol) and pays for none of this.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -18,11 +27,12 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::play;
+use super::wire::{Answers, JsonAnswers};
+use super::{play, ApiError};
 use crate::app::AppState;
 
 /// One connection's service.
@@ -31,6 +41,15 @@ struct Front {
     state: AppState,
     router: axum::Router,
     peer: SocketAddr,
+    /// Set by the first request whose head hyper parsed (see [`serve`]'s shutdown).
+    asked: Arc<AtomicBool>,
+}
+
+/// The length of a request's URI as sent (origin form, or absolute form through a proxy).
+fn uri_len(uri: &hyper::Uri) -> usize {
+    uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, str::len)
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -41,6 +60,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     type Future = Reply;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Reply {
+        self.asked.store(true, Ordering::Relaxed);
         if play::is_redirect_path(req.uri().path()) {
             let (state, peer) = (self.state.clone(), self.peer);
             // The body is never read: a 307 makes the client send it again to the edge.
@@ -49,43 +69,89 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
                 Ok(play::redirect(&state, peer, &parts).await.into_response())
             });
         }
+        if uri_len(req.uri()) > self.state.config.server.max_uri_bytes {
+            let refused = ApiError::UriTooLong(format!(
+                "the request URI must be at most {} bytes",
+                self.state.config.server.max_uri_bytes
+            ));
+            return Box::pin(async move { Ok(refused.into_response()) });
+        }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();
-        Box::pin(async move { tower_service::Service::call(&mut router, req).await })
+        Box::pin(async move {
+            let response = tower_service::Service::call(&mut router, req).await?;
+            Ok(super::error::ensure_json(response))
+        })
     }
 }
 
-/// Serves `listener` until `shutdown`, then stops accepting and lets open requests finish (the
-/// caller bounds how long). TLS and plaintext as `tls.listeners` says.
+/// Serves `listener` until `shutdown`, then stops accepting, ends idle and stalled connections
+/// at once and lets the requests being answered finish (the caller bounds how long). TLS and
+/// plaintext as `tls.listeners` says.
+///
+/// hyper's graceful shutdown closes an HTTP/1 connection at once when it waits between requests,
+/// and lets a request it already parsed finish; but a connection whose *first* request head is
+/// still arriving counts as busy, and would hold the drain up until the head timeout (30 s). So
+/// a connection that never got a whole request head to [`Front`] is dropped instead: it has
+/// nothing being answered. Stalled bodies end through [`super::body::read`], which answers 503
+/// when shutdown begins.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = super::router(state.clone());
+    let limits = &state.config.server;
     let mut builder = Builder::new(TokioExecutor::new());
-    // A client that never finishes its request head is dropped (hyper's default: 30 s).
-    builder.http1().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    // A client that never finishes its request head is dropped (hyper's default: 30 s). hyper's
+    // read buffer holds the whole head, so its size is the head limit (431 beyond it).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    // Announced to clients, which then do not send more; h2 itself answers a bare 431 to one
+    // that does (see the README).
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let answers = Arc::new(Answers::new(limits.max_header_bytes, limits.max_headers));
+    let connections = TaskTracker::new();
     let tls = state.tls.clone();
-    crate::tls::accept_loop(listener, tls, shutdown, |peer| {
+    crate::tls::accept_loop(listener, tls, shutdown.clone(), |peer| {
+        let asked = Arc::new(AtomicBool::new(false));
         let front = Front {
             state: state.clone(),
             router: router.clone(),
             peer,
+            asked: asked.clone(),
         };
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (builder, answers, stop) = (builder.clone(), answers.clone(), shutdown.clone());
+        let tracked = connections.token();
         move |conn| async move {
+            let _tracked = tracked;
             let conn = builder
-                .serve_connection(TokioIo::new(conn), front)
+                .serve_connection(TokioIo::new(JsonAnswers::new(conn, answers)), front)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stop.cancelled() => {
+                    if !asked.load(Ordering::Relaxed) {
+                        return; // dropped: nothing of it is being answered
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, "HTTP connection ended with an error");
             }
         }
     })
     .await;
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }

@@ -32,8 +32,8 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// A JSON request body: `application/json` (or no content type, or JSON sent as a form the way
-/// `curl -d` does), at most `server.max_body_bytes`, no unknown fields. Every refusal is the JSON
-/// error body.
+/// `curl -d` does), at most `server.max_body_bytes` arriving within `server.body_timeout`
+/// ([`super::body::read`]), no unknown fields. Every refusal is the JSON error body.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
@@ -53,18 +53,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                 ));
             }
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(format!(
-                        "the body is larger than {} bytes",
-                        state.config.server.max_body_bytes
-                    ))
-                } else {
-                    ApiError::BadRequest("the body could not be read".into())
-                }
-            })?;
+        let (parts, body) = req.into_parts();
+        let bytes = super::body::read(&parts.headers, body, state).await?;
         if form && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON, sent as application/json".into(),

@@ -990,6 +990,121 @@ async fn isolation_and_bad_input(db: Db) {
     server.stop().await;
 }
 
+/// What a tenant can read back of its own state, to show that refused calls wrote nothing.
+async fn everything_of(api: &Api, private: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for path in [
+        "/streams".to_string(),
+        "/subscriptions".to_string(),
+        "/tenant/network".to_string(),
+        format!("/clusters/{private}"),
+        format!("/clusters/{private}/invites"),
+        format!("/clusters/{private}/subscription-requests"),
+    ] {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push(body);
+    }
+    seen
+}
+
+/// Issue 14 item 4, for every documented body at once: an array (serde would read it field by
+/// field), a scalar, an unknown field or a missing required field is a 400 and writes nothing;
+/// each body schema says so (an object, no other properties). Clearing the preferred cluster
+/// takes an explicit `null`; `{}` is refused.
+async fn bodies_are_objects_of_known_fields(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(&server, platform("eu-west")).await;
+    let (a_id, a) = tenant(&server, "A", Role::Admin).await;
+    let (_, created) = a
+        .post("/private-clusters", json!({ "name": "A Lab" }))
+        .await;
+    let private = created["cluster"]["id"].as_str().expect("id").to_string();
+    let (status, _) = a
+        .post("/subscriptions", json!({ "cluster_id": "eu-west" }))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = a
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "eu-west" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let before = everything_of(&a, &private).await;
+
+    let doc: Value = reqwest::get(server.http("/api/v1/openapi.json"))
+        .await
+        .expect("GET openapi.json")
+        .json()
+        .await
+        .expect("JSON");
+    let mut checked = 0;
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in methods.as_object().expect("methods") {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            if schema.is_null() {
+                continue;
+            }
+            checked += 1;
+            let schema = match schema["$ref"].as_str() {
+                Some(r) => {
+                    &doc["components"]["schemas"]
+                        [r.strip_prefix("#/components/schemas/").expect("component")]
+                }
+                None => schema,
+            };
+            let what = format!("{} {path}", method.to_uppercase());
+            assert_eq!(schema["type"], "object", "{what}: {schema}");
+            assert_eq!(schema["additionalProperties"], false, "{what}: {schema}");
+            let concrete = path
+                .replace("{cluster_id}", &private)
+                .replace("{tenant_id}", &a_id)
+                .replace("{invite_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string());
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let mut bodies = vec![
+                (json!(["x"]), "JSON object"),
+                (json!([null, null]), "JSON object"),
+                (json!(null), "JSON object"),
+                (json!("x"), "JSON object"),
+                (json!(7), "JSON object"),
+                (json!({ "zz_unknown": 1 }), "unknown field"),
+            ];
+            if schema["required"].as_array().is_some_and(|r| !r.is_empty()) {
+                bodies.push((json!({}), "missing field"));
+            }
+            for (body, why) in bodies {
+                let (status, answer) = a.call(method.clone(), &concrete, Some(body.clone())).await;
+                assert_eq!(status, 400, "{what} {body}: {answer}");
+                assert_eq!(error_code(&answer), "bad_request", "{what} {body}");
+                let message = answer["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains(why), "{what} {body}: {message}");
+            }
+        }
+    }
+    assert!(checked >= 7, "every body was checked ({checked})");
+    assert_eq!(
+        everything_of(&a, &private).await,
+        before,
+        "refused bodies wrote nothing"
+    );
+
+    // `{}` used to put the official cluster back silently; only an explicit null does.
+    let schema = &doc["components"]["schemas"]["SetPreferredCluster"];
+    assert_eq!(schema["required"], json!(["cluster_id"]), "{schema}");
+    let (status, answer) = a.put("/tenant/preferred-cluster", json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, network) = a.get("/tenant/network").await;
+    assert_eq!(network["preferred_cluster_id"], "eu-west");
+    let (status, network) = a
+        .put("/tenant/preferred-cluster", json!({ "cluster_id": null }))
+        .await;
+    assert_eq!(status, 200, "{network}");
+    assert_eq!(network["preferred_cluster_id"], "test");
+    server.stop().await;
+}
+
 /// Every operation in the OpenAPI document is routed (a token-less call answers 401, not "no such
 /// route"), and the document lists every operation the issue names.
 async fn openapi_matches_routes(db: Db) {
@@ -1089,5 +1204,6 @@ on_both!(
     private_cluster_enrollment,
     billing_tier_moves_the_official_cluster,
     isolation_and_bad_input,
+    bodies_are_objects_of_known_fields,
     openapi_matches_routes,
 );

@@ -3,14 +3,16 @@
 //!
 //! Each operation is one function taking the state, the authenticated caller and a typed input,
 //! and returning a serializable answer or an [`ApiError`]. The transports only extract and
-//! convert, so REST and MCP apply the same rules by construction. Inputs refuse unknown fields;
-//! their JSON schemas (schemars) document both the OpenAPI operations and the MCP tools.
+//! convert, so REST and MCP apply the same rules by construction. Inputs are read by the rules
+//! of [`input`] (objects only, unknown fields refused, clearing said explicitly); their JSON
+//! schemas (schemars) document both the OpenAPI operations and the MCP tools.
 //!
 //! Isolation: a cluster the caller may not see answers 404 exactly like one that does not exist;
 //! a cluster it may see but not manage answers 403. Streams, subscriptions and tokens are always
 //! looked up scoped to the caller's tenant.
 
 mod clusters;
+pub mod input;
 mod marketplace;
 mod streams;
 

@@ -135,7 +135,7 @@ impl Tools {
     #[tool(
         description = "Make a cluster your preferred one: new streams get its ingest and playback \
             URLs. It must be a cluster you are actively subscribed to, own, or your official \
-            cluster; null goes back to the official cluster."
+            cluster. cluster_id is required: null goes back to the official cluster."
     )]
     async fn set_preferred_cluster(
         &self,

@@ -32,7 +32,8 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// A JSON request body: `application/json` (or no content type, or JSON sent as a form the way
-/// `curl -d` does), at most `server.max_body_bytes`, no unknown fields. Every refusal is the JSON
+/// `curl -d` does), at most `server.max_body_bytes`, read by the rules of [`crate::api::input`]
+/// (an object, no unknown fields, nullable settings given explicitly). Every refusal is the JSON
 /// error body.
 pub struct Body<T>(pub T);
 
@@ -70,18 +71,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                 "the body must be JSON, sent as application/json".into(),
             ));
         }
-        let mut json = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            let at = e.path().to_string();
-            let inner = e.into_inner();
-            if at == "." || at.is_empty() {
-                ApiError::BadRequest(format!("invalid JSON body: {inner}"))
-            } else {
-                ApiError::BadRequest(format!("invalid JSON body at {at}: {inner}"))
-            }
-        })?;
-        json.end()
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        let value = crate::api::input::from_json(&bytes)?;
         Ok(Body(value))
     }
 }

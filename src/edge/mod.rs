@@ -11,6 +11,7 @@
 //! fencing token handed out by Redis; between two sessions of one node the higher token wins, so a
 //! node has one live session however many replicas it reached.
 
+mod base_url;
 mod pending;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use base_url::{check_base_url, BaseUrlError};
 pub use pending::{per_viewer_estimate, Pending, PENDING_TTL};
 
 /// What an edge can do.

@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(link)
     };
 
-    let edges = EdgeState::new(config.liveness_window());
+    let edges = EdgeState::new(config.liveness_window()).with_pending_ttl(config.edges.pending_ttl);
     let edges = Arc::new(if redis.is_some() {
         edges.replicated()
     } else {

@@ -342,6 +342,19 @@ async fn eligibility_rules_and_errors() {
         .as_str()
         .expect("whip")
         .ends_with(&format!("/webrtc/{key}")));
+    // The same ports as the streams API hands out (RTMP 1935, SRT 8889), on the chosen edge.
+    let host = body["edge"]["base_url"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("https://"))
+        .expect("edge base URL");
+    assert_eq!(
+        body["urls"]["rtmp"],
+        format!("rtmp://{host}:1935/live/{key}")
+    );
+    assert_eq!(
+        body["urls"]["srt"],
+        format!("srt://{host}:8889?streamid={key}")
+    );
     let res = client()
         .post(server.http(&format!("/ingest/{key}")))
         .send()

@@ -28,7 +28,9 @@ use crate::edge::per_viewer_estimate;
 use crate::grpc::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
-use crate::routing::{host_of, Candidate, Need, Parts, Pick, Request, Snapshot};
+use crate::routing::{
+    host_of, Candidate, Need, Parts, Pick, Request, Snapshot, RTMP_PORT, SRT_PORT,
+};
 
 /// Primary plus up to four fallbacks.
 const CHOICES: usize = 5;
@@ -440,8 +442,8 @@ async fn ingest(
         "edge": { "node_id": &*edge.node_id, "cluster_id": &*edge.cluster_id, "base_url": &*edge.base_url },
         "urls": {
             "whip": whip,
-            "rtmp": format!("rtmp://{host}/live/{stream_key}"),
-            "srt": format!("srt://{host}:8889?streamid={stream_key}"),
+            "rtmp": format!("rtmp://{host}:{RTMP_PORT}/live/{stream_key}"),
+            "srt": format!("srt://{host}:{SRT_PORT}?streamid={stream_key}"),
         },
     }))
     .into_response())

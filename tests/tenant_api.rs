@@ -351,6 +351,12 @@ async fn approval_flow(db: Db) {
         (status, &sub["status"]),
         (StatusCode::CREATED, &json!("pending"))
     );
+    assert!(
+        sub["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("its owner must approve it")),
+        "{sub}"
+    );
     let (status, _) = a
         .put(
             "/tenant/preferred-cluster",
@@ -406,14 +412,18 @@ async fn approval_flow(db: Db) {
     );
     let (_, subs) = c.get("/subscriptions").await;
     assert_eq!(subs[0]["status"], "rejected");
+    // A rejection stands, and asking again says so instead of "access requested".
     let (status, again) = c
         .post("/subscriptions", json!({ "cluster_id": "owned-eu" }))
         .await;
-    assert_eq!(
-        (status, &again["status"]),
-        (StatusCode::OK, &json!("rejected")),
-        "a rejection stands"
+    assert_eq!(status, StatusCode::CONFLICT, "a rejection stands: {again}");
+    let message = again["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("rejected") && message.contains("invite from its owner"),
+        "{message}"
     );
+    let (_, subs) = c.get("/subscriptions").await;
+    assert_eq!(subs[0]["status"], "rejected");
     let (_, pending) = owner.get(requests).await;
     assert_eq!(
         pending,
@@ -435,10 +445,28 @@ async fn approval_flow(db: Db) {
         .await;
     assert_eq!(status, 404, "no such request");
 
-    // A platform cluster's requests are decided by a platform operator, not by tenants.
+    // A platform cluster's requests are decided by a platform operator, not by tenants, and the
+    // answer says so (a platform cluster has no owner).
     let platform_requests = "/clusters/platform-eu/subscription-requests";
-    a.post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
+    let (status, asked) = a
+        .post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
         .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let message = asked["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("a platform operator must approve it") && !message.contains("owner"),
+        "{message}"
+    );
+    let (status, asked) = a
+        .post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "already pending: {asked}");
+    assert!(
+        asked["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already requested")),
+        "{asked}"
+    );
     let (status, _) = owner
         .post(&format!("{platform_requests}/{a_id}/approve"), json!({}))
         .await;

@@ -86,14 +86,23 @@ pub async fn subscribe(
             sees_all(caller),
         )
         .await?;
-    let message = match done.subscription.status {
-        SubscriptionStatus::Active => format!(
+    let approver = if done.platform_cluster {
+        "a platform operator"
+    } else {
+        "its owner"
+    };
+    let message = match (done.subscription.status, done.changed) {
+        (SubscriptionStatus::Active, _) => format!(
             "subscribed to {}; set it as your preferred cluster with \
              PUT /api/v1/tenant/preferred-cluster",
             input.cluster_id
         ),
-        _ => format!(
-            "access to {} requested; its owner must approve it",
+        (_, true) => format!(
+            "access to {} requested; {approver} must approve it",
+            input.cluster_id
+        ),
+        (_, false) => format!(
+            "access to {} was already requested; {approver} must approve it",
             input.cluster_id
         ),
     };

@@ -122,7 +122,9 @@ impl Tools {
 
     #[tool(
         description = "Subscribe to a cluster. Active at once unless the cluster requires \
-            approval (then pending until its owner approves); an invite token activates at once."
+            approval (then pending until its owner, or a platform operator for a platform \
+            cluster, approves); an invite token activates at once. A rejected request stands: \
+            asking again is refused, only an invite token helps."
     )]
     async fn subscribe_to_cluster(
         &self,

@@ -148,11 +148,52 @@ pub enum StreamCommand {
     },
 }
 
-/// Runs one admin command and prints its result (JSON with `json`).
-pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::Result<()> {
-    let registry = Registry::open(&config.database_url(), 2, config.database.connect_timeout)
+/// Runs one admin command and prints its result (JSON with `json`). The registry is the one the
+/// server with this configuration uses, and its name goes to stderr first: run from another
+/// directory, `./data` is another registry. An SQLite registry that does not exist yet is only
+/// created with `create` (`--create-registry`), together with this Foghorn's own cluster, as the
+/// server would on its first start.
+pub async fn run(
+    config: &Config,
+    command: AdminCommand,
+    json: bool,
+    create: bool,
+) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let missing = crate::registry::sqlite_file(&url)
+        .map(|file| std::path::absolute(&file).unwrap_or(file))
+        .filter(|file| !file.exists());
+    let shown = match &missing {
+        Some(file) => format!("sqlite://{}", file.display()),
+        None => match crate::registry::sqlite_file(&url) {
+            Some(file) => format!(
+                "sqlite://{}",
+                std::path::absolute(&file).unwrap_or(file).display()
+            ),
+            None => crate::app::redact(&url),
+        },
+    };
+    if let (Some(file), false) = (&missing, create) {
+        anyhow::bail!(
+            "no registry at {} (server.data_dir {}): run `foghorn admin` with the server's \
+             configuration (its directory, --data-dir, --database-url or FOGHORN_DATABASE_URL), \
+             or add --create-registry to make a new one there",
+            file.display(),
+            config.server.data_dir.display()
+        );
+    }
+    eprintln!(
+        "registry: {shown}{}",
+        if missing.is_some() { " (created)" } else { "" }
+    );
+    let registry = Registry::open(&url, 2, config.database.connect_timeout)
         .await
         .context("opening the registry")?;
+    if missing.is_some() {
+        crate::app::register_own_cluster(&registry, config)
+            .await
+            .context("registering this cluster in the new registry")?;
+    }
     let out = execute(&registry, &config.cluster.id, command).await;
     registry.close().await;
     let (value, human) = out?;

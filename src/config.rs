@@ -375,6 +375,10 @@ pub enum ConfigError {
         origin: String,
         message: String,
     },
+    /// A file the configuration names is missing or unusable, found when it is opened at start
+    /// (the GeoIP database, the operator's certificate files). `message` names the key.
+    #[error("{message}")]
+    File { message: String },
 }
 
 /// One override of a key by name, e.g. from an environment variable or a flag.

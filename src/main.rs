@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use foghorn::admin::{self, AdminCommand};
-use foghorn::config::{Config, ListenerTls, LogFormat, Override};
+use foghorn::config::{Config, ConfigError, ListenerTls, LogFormat, Override};
 use foghorn::sim::{self, SimArgs};
 
 /// mimalloc instead of glibc's malloc: hyper's per-request buffers otherwise cost glibc a
@@ -86,6 +86,11 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long, global = true)]
         json: bool,
+        /// Create the registry if it does not exist yet (SQLite), with this Foghorn's cluster;
+        /// without it, a missing registry is an error: the command probably runs from another
+        /// directory than the server.
+        #[arg(long, global = true)]
+        create_registry: bool,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -93,11 +98,19 @@ enum Command {
     Sim(SimArgs),
 }
 
+/// Whether log lines written to `stream` may carry ANSI colours: only on a terminal, and not
+/// when `NO_COLOR` is set (no-color.org). A file, a pipe or a log collector gets plain text.
+fn colours(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colours(&std::io::stdout()));
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -123,15 +136,20 @@ async fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(colours(&std::io::stderr()))
                 .try_init();
             sim::run(args).await.map_err(|e| ("foghorn sim", e))
         }
-        Some(Command::Admin { json, command }) => {
+        Some(Command::Admin {
+            json,
+            create_registry,
+            command,
+        }) => {
             let config = match load() {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            admin::run(&config, command, json)
+            admin::run(&config, command, json, create_registry)
                 .await
                 .map_err(|e| ("foghorn admin", e))
         }
@@ -148,7 +166,13 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err((who, e)) => {
             eprintln!("{who}: {e:#}");
-            ExitCode::FAILURE
+            // A file the configuration names that cannot be used is invalid configuration, which
+            // exits 2 like a bad value (README, Configuration).
+            if e.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

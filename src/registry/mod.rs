@@ -154,6 +154,15 @@ impl Registry {
     }
 }
 
+/// The file of an SQLite registry URL (`None` for other engines, or a URL sqlx cannot read).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
 fn create_sqlite_parent(url: &str) -> Result<()> {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
     if let Some(parent) = options.get_filename().parent() {

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::registry::{NewCluster, NewEnrollmentToken, Registry, Role};
+use crate::registry::{ClusterChanges, NewCluster, NewEnrollmentToken, Registry, Role};
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -80,6 +80,52 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Change a cluster: description, pricing, location, capacity, visibility, approval, official
+    /// tiers. What is not given stays as it is.
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Where the cluster is, as LAT,LON (e.g. 48.85,2.35 or -33.87,151.21)
+        #[arg(long, value_parser = crate::sim::parse_lat_lon, allow_hyphen_values = true)]
+        location: Option<(f64, f64)>,
+        /// Forget the cluster's location.
+        #[arg(long, conflicts_with = "location")]
+        no_location: bool,
+        /// FREE_UNMETERED | TIER_INHERIT | METERED | MONTHLY
+        #[arg(long)]
+        pricing: Option<String>,
+        /// Price in cents: per GB for METERED, per month for MONTHLY.
+        #[arg(long)]
+        price_cents: Option<i64>,
+        /// Capacity hint: most edges the cluster takes.
+        #[arg(long)]
+        max_edges: Option<i64>,
+        /// Forget the edge capacity hint.
+        #[arg(long, conflicts_with = "max_edges")]
+        no_max_edges: bool,
+        /// Capacity hint: bandwidth the cluster can serve, bytes per second (1250000000 = 10 Gbit/s).
+        #[arg(long)]
+        max_bandwidth: Option<i64>,
+        /// Forget the bandwidth capacity hint.
+        #[arg(long, conflicts_with = "max_bandwidth")]
+        no_max_bandwidth: bool,
+        /// public | unlisted | private
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Whether subscriptions wait for approval: true | false
+        #[arg(long)]
+        requires_approval: Option<bool>,
+        /// Billing tiers this cluster is the official cluster of, e.g. free,pro (replaces the
+        /// list; "" for none). Tenants move when their tier changes.
+        #[arg(long)]
+        official_for: Option<String>,
+    },
     /// List clusters.
     List,
 }
@@ -90,7 +136,8 @@ pub enum TenantCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Official cluster; by default the cluster official for --tier, else this Foghorn's.
+        /// Official cluster; by default the cluster official for --tier (refused when there is
+        /// none, as the API refuses such a tier).
         #[arg(long)]
         official_cluster: Option<String>,
         /// Billing tier (used to find the official cluster when --official-cluster is not given).
@@ -205,6 +252,43 @@ pub async fn run(
     Ok(())
 }
 
+/// A nullable field of `cluster update`: `--no-…` clears it, a value sets it, neither leaves it.
+fn nullable<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
+    if clear {
+        Some(None)
+    } else {
+        value.map(Some)
+    }
+}
+
+/// One line per cluster fact an operator sets with `cluster update`.
+fn describe_cluster(c: &crate::registry::Cluster) -> String {
+    let or_none = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    format!(
+        "cluster {} ({})\n  pricing       {} {} cents\n  location      {}\n  capacity      {} edges, {} bytes/s\n  visibility    {}{}\n  official for  {}",
+        c.id,
+        c.name,
+        c.pricing_model,
+        c.price_cents,
+        c.latitude
+            .zip(c.longitude)
+            .map_or_else(|| "-".to_string(), |(lat, lon)| format!("{lat},{lon}")),
+        or_none(c.max_edges),
+        or_none(c.max_bandwidth),
+        c.visibility,
+        if c.requires_approval {
+            ", approval required"
+        } else {
+            ""
+        },
+        if c.official_for_tiers.is_empty() {
+            "-".to_string()
+        } else {
+            c.official_for_tiers.join(",")
+        },
+    )
+}
+
 /// Executes a command; returns the JSON result and its human rendering. `local_cluster` is the
 /// cluster of the configured Foghorn.
 pub async fn execute(
@@ -248,6 +332,59 @@ pub async fn execute(
             (serde_json::to_value(cluster)?, human)
         }
         AdminCommand::Cluster {
+            command:
+                ClusterCommand::Update {
+                    id,
+                    name,
+                    region,
+                    description,
+                    location,
+                    no_location,
+                    pricing,
+                    price_cents,
+                    max_edges,
+                    no_max_edges,
+                    max_bandwidth,
+                    no_max_bandwidth,
+                    visibility,
+                    requires_approval,
+                    official_for,
+                },
+        } => {
+            let changes = ClusterChanges {
+                name,
+                region,
+                description,
+                location: nullable(location, no_location),
+                pricing_model: pricing
+                    .map(|p| p.parse())
+                    .transpose()
+                    .context("--pricing")?,
+                price_cents,
+                max_edges: nullable(max_edges, no_max_edges),
+                max_bandwidth: nullable(max_bandwidth, no_max_bandwidth),
+                visibility: visibility
+                    .map(|v| v.parse())
+                    .transpose()
+                    .context("--visibility")?,
+                requires_approval,
+                official_for_tiers: official_for.map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }),
+            };
+            anyhow::ensure!(
+                !changes.is_empty(),
+                "nothing to change: give at least one of the flags of `foghorn admin cluster update --help`"
+            );
+            let cluster = registry.update_cluster(&id, &changes).await?;
+            let human = describe_cluster(&cluster);
+            (serde_json::to_value(cluster)?, human)
+        }
+        AdminCommand::Cluster {
             command: ClusterCommand::List,
         } => {
             let clusters = registry.clusters().await?;
@@ -268,13 +405,20 @@ pub async fn execute(
         } => {
             let tenant = match official_cluster {
                 Some(cluster) => registry.create_tenant_on(&name, &tier, &cluster).await?,
-                // No cluster official for the tier yet (a fresh embedded registry): this
-                // Foghorn's own cluster serves it.
+                // The rule of `PUT /tenants/{id}/billing-tier`: a tier without an official
+                // cluster is refused, not served by whichever cluster is at hand.
                 None => {
                     let official = registry
                         .official_cluster_for_tier(&tier)
                         .await?
-                        .unwrap_or_else(|| local_cluster.to_string());
+                        .with_context(|| {
+                            format!(
+                                "no cluster is official for billing tier {tier:?}: name one with \
+                                 --official-cluster (e.g. --official-cluster {local_cluster}), or \
+                                 mark one with `foghorn admin cluster update --id \
+                                 {local_cluster} --official-for {tier}`"
+                            )
+                        })?;
                     registry.create_tenant_on(&name, &tier, &official).await?
                 }
             };

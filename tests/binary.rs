@@ -528,6 +528,132 @@ async fn the_simulator_parses_negative_positions_and_explains_unreachable_foghor
     }
 }
 
+/// Issue 14 item 9, admin: run from another directory it does not quietly make a new `./data`;
+/// it says which registry it opened; a tier without an official cluster is refused as the API
+/// refuses it, with advice that works; `cluster update` sets price, location and capacity.
+#[test]
+fn admin_names_its_registry_and_creates_none_unasked() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let admin = |args: &[&str]| {
+        let out = Command::new(FOGHORN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(elsewhere.path())
+            .arg("admin")
+            .args(args)
+            .output()
+            .expect("run foghorn admin");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let db = elsewhere.path().join("data").join("foghorn.db");
+    let (code, _, stderr) = admin(&["tenant", "create", "--name", "Acme"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no registry at {}", db.display()))
+            && stderr.contains("--create-registry"),
+        "{stderr}"
+    );
+    assert!(!elsewhere.path().join("data").exists(), "nothing created");
+
+    let (code, _, stderr) = admin(&["--create-registry", "cluster", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("registry: sqlite://{} (created)", db.display())),
+        "{stderr}"
+    );
+    let (code, listed, stderr) = admin(&["cluster", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        listed.starts_with("local\t"),
+        "the server's own cluster: {listed}"
+    );
+    assert!(
+        stderr.contains(&format!("registry: sqlite://{}", db.display()))
+            && !stderr.contains("created"),
+        "{stderr}"
+    );
+
+    // No cluster is official for enterprise: refused, with a command that fixes it.
+    let (code, _, stderr) = admin(&["tenant", "create", "--name", "Big", "--tier", "enterprise"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no cluster is official for billing tier \"enterprise\"")
+            && stderr.contains("foghorn admin cluster update --id local --official-for enterprise"),
+        "{stderr}"
+    );
+    let (code, out, stderr) = admin(&[
+        "cluster",
+        "update",
+        "--id",
+        "local",
+        "--official-for",
+        "enterprise,pro",
+        "--location",
+        "-33.87,151.21",
+        "--pricing",
+        "MONTHLY",
+        "--price-cents",
+        "4900",
+        "--max-edges",
+        "50",
+        "--max-bandwidth",
+        "1250000000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        out.contains("MONTHLY 4900 cents") && out.contains("-33.87,151.21"),
+        "{out}"
+    );
+    let (code, out, stderr) = admin(&[
+        "--json",
+        "tenant",
+        "create",
+        "--name",
+        "Big",
+        "--tier",
+        "enterprise",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let tenant: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(tenant["official_cluster_id"], "local");
+    let (_, out, _) = admin(&["--json", "cluster", "list"]);
+    let clusters: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let local = &clusters[0];
+    assert_eq!(
+        (
+            &local["price_cents"],
+            &local["latitude"],
+            &local["max_edges"],
+            &local["max_bandwidth"]
+        ),
+        (
+            &serde_json::json!(4900),
+            &serde_json::json!(-33.87),
+            &serde_json::json!(50),
+            &serde_json::json!(1_250_000_000i64)
+        )
+    );
+    let (code, out, stderr) = admin(&[
+        "cluster",
+        "update",
+        "--id",
+        "local",
+        "--no-location",
+        "--no-max-edges",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        out.contains("location      -") && out.contains("capacity      - edges"),
+        "{out}"
+    );
+    let (code, _, stderr) = admin(&["cluster", "update", "--id", "local"]);
+    assert_eq!(code, Some(1), "nothing to change: {stderr}");
+}
+
 /// Issue 14 item 9: log lines carry no colour codes when stdout is not a terminal.
 #[test]
 fn logs_are_plain_text_in_a_pipe() {

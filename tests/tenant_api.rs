@@ -837,6 +837,13 @@ async fn billing_tier_moves_the_official_cluster(db: Db) {
 
     let (status, body) = operator.put(&path, json!({ "billing_tier": "gold" })).await;
     assert_eq!(status, 409, "no cluster is official for gold: {body}");
+    // The advice names a command that marks an existing cluster official.
+    let advice = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("foghorn admin cluster update --id")
+            && advice.contains("--official-for gold"),
+        "{advice}"
+    );
     let (status, _) = operator
         .put(
             &format!("/tenants/{}/billing-tier", uuid::Uuid::new_v4()),
@@ -1015,6 +1022,106 @@ async fn isolation_and_bad_input(db: Db) {
         )
         .await;
     assert_eq!(status, 403, "a tenant cannot change its own tier");
+    server.stop().await;
+}
+
+/// Issue 14 item 9: a cluster's price, location and capacity can be set (they were always 0 or
+/// empty): by its owner, or by a platform operator for a platform cluster; absent fields stay,
+/// `null` clears the nullable ones.
+async fn owners_set_price_location_and_capacity(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(&server, platform("eu-west")).await;
+    let (_, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    let (_, other) = tenant(&server, "Other", Role::Tenant).await;
+    let (_, operator) = tenant(&server, "Ops", Role::Operator).await;
+    let (_, created) = owner
+        .post("/private-clusters", json!({ "name": "Berlin Lab" }))
+        .await;
+    let id = created["cluster"]["id"].as_str().expect("id").to_string();
+    let path = format!("/clusters/{id}");
+
+    let (status, body) = owner
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({
+                "pricing_model": "MONTHLY", "price_cents": 1500,
+                "latitude": 52.52, "longitude": 13.405,
+                "max_edges": 20, "max_bandwidth": 1_250_000_000i64,
+                "description": "two racks",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = owner.get(&path).await;
+    assert_eq!(shown, body, "stored as answered");
+    for (field, value) in [
+        ("pricing_model", json!("MONTHLY")),
+        ("price_cents", json!(1500)),
+        ("latitude", json!(52.52)),
+        ("longitude", json!(13.405)),
+        ("max_edges", json!(20)),
+        ("max_bandwidth", json!(1_250_000_000i64)),
+        ("description", json!("two racks")),
+        ("name", json!("Berlin Lab")),
+    ] {
+        assert_eq!(shown[field], value, "{field}: {shown}");
+    }
+
+    // Nullable fields clear with null; the others refuse it; the location goes in one piece.
+    let (status, body) = owner
+        .call(Method::PATCH, &path, Some(json!({ "max_edges": null })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["max_edges"], Value::Null);
+    assert_eq!(body["price_cents"], 1500, "absent fields stay");
+    for bad in [
+        json!({}),
+        json!({ "name": null }),
+        json!({ "price_cents": null }),
+        json!({ "price_cents": -1 }),
+        json!({ "latitude": 10.0 }),
+        json!({ "latitude": 91.0, "longitude": 0.0 }),
+        json!({ "max_bandwidth": 0 }),
+        json!({ "pricing_model": "FREE" }),
+    ] {
+        let (status, answer) = owner.call(Method::PATCH, &path, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let (status, body) = owner
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({ "latitude": null, "longitude": null })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["latitude"], &body["longitude"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Who may: not another tenant (404: the cluster is private), not a tenant on a platform
+    // cluster (403), a platform operator there.
+    let change = json!({ "price_cents": 9 });
+    let (status, _) = other.call(Method::PATCH, &path, Some(change.clone())).await;
+    assert_eq!(status, 404);
+    let (status, _) = owner
+        .call(Method::PATCH, "/clusters/eu-west", Some(change.clone()))
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = operator
+        .call(Method::PATCH, "/clusters/eu-west", Some(change))
+        .await;
+    assert_eq!((status, &body["price_cents"]), (StatusCode::OK, &json!(9)));
+    let (_, page) = other.get("/marketplace?limit=200").await;
+    let listed = page["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["id"] == "eu-west")
+        .expect("eu-west listed");
+    assert_eq!(listed["price_cents"], 9, "the marketplace shows it");
     server.stop().await;
 }
 
@@ -1209,6 +1316,7 @@ async fn openapi_matches_routes(db: Db) {
         "GET /streams",
         "GET /streams/{stream_id}",
         "PUT /tenants/{tenant_id}/billing-tier",
+        "PATCH /clusters/{cluster_id}",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
@@ -1233,5 +1341,6 @@ on_both!(
     billing_tier_moves_the_official_cluster,
     isolation_and_bad_input,
     bodies_are_objects_of_known_fields,
+    owners_set_price_location_and_capacity,
     openapi_matches_routes,
 );

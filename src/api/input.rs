@@ -12,7 +12,8 @@
 //!   "input::Nullable<T>")]`, so `{}` is refused and the schema lists the field as required and
 //!   nullable.
 //! - Partial updates take `Option<Option<T>>` with `#[serde(default, deserialize_with =
-//!   "input::patch")]`: absent leaves the value alone, `null` clears it, a value sets it.
+//!   "input::patch")]`: absent leaves the value alone, `null` clears it, a value sets it. Fields
+//!   that cannot be cleared take `input::set`, which refuses `null`.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -58,6 +59,17 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer)
+}
+
+/// For `Option<T>` fields of partial updates that cannot be cleared, with `#[serde(default)]`
+/// and `#[schemars(with = "T")]`: absent leaves the value alone, `null` is refused (it would
+/// otherwise read as "leave it", which is not what a client sending `null` meant).
+pub fn set<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// For `Option<Option<T>>` fields of partial updates, with `#[serde(default)]`: absent is `None`
@@ -107,6 +119,8 @@ mod tests {
     struct Patch {
         #[serde(default, deserialize_with = "patch")]
         price: Option<Option<i64>>,
+        #[serde(default, deserialize_with = "set")]
+        name: Option<String>,
     }
 
     fn read<T: DeserializeOwned>(text: &str) -> Result<T, String> {
@@ -166,16 +180,26 @@ mod tests {
 
     #[test]
     fn patches_tell_absent_from_null() {
-        assert_eq!(read::<Patch>("{}"), Ok(Patch { price: None }));
+        let none = Patch {
+            price: None,
+            name: None,
+        };
+        assert_eq!(read::<Patch>("{}"), Ok(none));
         assert_eq!(
             read::<Patch>("{\"price\": null}"),
-            Ok(Patch { price: Some(None) })
-        );
-        assert_eq!(
-            read::<Patch>("{\"price\": 5}"),
             Ok(Patch {
-                price: Some(Some(5))
+                price: Some(None),
+                name: None
             })
         );
+        assert_eq!(
+            read::<Patch>("{\"price\": 5, \"name\": \"x\"}"),
+            Ok(Patch {
+                price: Some(Some(5)),
+                name: Some("x".into())
+            })
+        );
+        let refused = read::<Patch>("{\"name\": null}").expect_err("null name");
+        assert!(refused.contains("invalid type: null"), "{refused}");
     }
 }

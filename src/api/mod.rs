@@ -164,6 +164,13 @@ pub struct ClusterSummary {
     pub requires_approval: bool,
     /// Whether the caller's tenant owns the cluster.
     pub owned: bool,
+    /// Where the cluster is, degrees; absent when not stated.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// Capacity hint: most edges the cluster takes.
+    pub max_edges: Option<i64>,
+    /// Capacity hint: bandwidth the cluster can serve, bytes per second.
+    pub max_bandwidth: Option<i64>,
 }
 
 impl ClusterSummary {
@@ -179,6 +186,10 @@ impl ClusterSummary {
             visibility: cluster.visibility.to_string(),
             requires_approval: cluster.requires_approval,
             owned: cluster.owner_tenant_id.as_deref() == Some(caller_tenant),
+            latitude: cluster.latitude,
+            longitude: cluster.longitude,
+            max_edges: cluster.max_edges,
+            max_bandwidth: cluster.max_bandwidth,
         }
     }
 }

@@ -147,6 +147,17 @@ pub fn router() -> Router<AppState> {
             ),
             cluster,
         )
+        .route::<UpdateCluster, ClusterSummary, _, _>(
+            Op::new(
+                Method::PATCH,
+                "/clusters/{cluster_id}",
+                "updateCluster",
+                "Set a cluster's name, region, description, pricing, location and capacity \
+                 (cluster owner or operator)",
+                T,
+            ),
+            update_cluster,
+        )
         .route::<Subscribe, SubscribeResult, _, _>(
             Op::new(
                 post.clone(),
@@ -382,6 +393,15 @@ async fn cluster(
     Ids(id): Ids<String>,
 ) -> Reply<ClusterSummary> {
     ok(api::cluster_summary(&state, &caller, &id).await?)
+}
+
+async fn update_cluster(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Ids(id): Ids<String>,
+    Body(input): Body<UpdateCluster>,
+) -> Reply<ClusterSummary> {
+    ok(api::update_cluster(&state, &caller, &id, input).await?)
 }
 
 async fn subscribe(

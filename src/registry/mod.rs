@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
-pub use clusters::{Cluster, NewCluster, PricingModel, Tier, Visibility};
+pub use clusters::{Cluster, ClusterChanges, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{
     is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
     Node, NodeAuthError, NodeProfile, PreRegistration, Reservation,

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::registry::{NewCluster, NewEnrollmentToken, Registry, Role};
+use crate::registry::{ClusterChanges, NewCluster, NewEnrollmentToken, Registry, Role};
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -80,6 +80,52 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Change a cluster: description, pricing, location, capacity, visibility, approval, official
+    /// tiers. What is not given stays as it is.
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Where the cluster is, as LAT,LON (e.g. 48.85,2.35 or -33.87,151.21)
+        #[arg(long, value_parser = crate::sim::parse_lat_lon, allow_hyphen_values = true)]
+        location: Option<(f64, f64)>,
+        /// Forget the cluster's location.
+        #[arg(long, conflicts_with = "location")]
+        no_location: bool,
+        /// FREE_UNMETERED | TIER_INHERIT | METERED | MONTHLY
+        #[arg(long)]
+        pricing: Option<String>,
+        /// Price in cents: per GB for METERED, per month for MONTHLY.
+        #[arg(long)]
+        price_cents: Option<i64>,
+        /// Capacity hint: most edges the cluster takes.
+        #[arg(long)]
+        max_edges: Option<i64>,
+        /// Forget the edge capacity hint.
+        #[arg(long, conflicts_with = "max_edges")]
+        no_max_edges: bool,
+        /// Capacity hint: bandwidth the cluster can serve, bytes per second (1250000000 = 10 Gbit/s).
+        #[arg(long)]
+        max_bandwidth: Option<i64>,
+        /// Forget the bandwidth capacity hint.
+        #[arg(long, conflicts_with = "max_bandwidth")]
+        no_max_bandwidth: bool,
+        /// public | unlisted | private
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Whether subscriptions wait for approval: true | false
+        #[arg(long)]
+        requires_approval: Option<bool>,
+        /// Billing tiers this cluster is the official cluster of, e.g. free,pro (replaces the
+        /// list; "" for none). Tenants move when their tier changes.
+        #[arg(long)]
+        official_for: Option<String>,
+    },
     /// List clusters.
     List,
 }
@@ -90,7 +136,8 @@ pub enum TenantCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Official cluster; by default the cluster official for --tier, else this Foghorn's.
+        /// Official cluster; by default the cluster official for --tier (refused when there is
+        /// none, as the API refuses such a tier).
         #[arg(long)]
         official_cluster: Option<String>,
         /// Billing tier (used to find the official cluster when --official-cluster is not given).
@@ -148,11 +195,52 @@ pub enum StreamCommand {
     },
 }
 
-/// Runs one admin command and prints its result (JSON with `json`).
-pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::Result<()> {
-    let registry = Registry::open(&config.database_url(), 2, config.database.connect_timeout)
+/// Runs one admin command and prints its result (JSON with `json`). The registry is the one the
+/// server with this configuration uses, and its name goes to stderr first: run from another
+/// directory, `./data` is another registry. An SQLite registry that does not exist yet is only
+/// created with `create` (`--create-registry`), together with this Foghorn's own cluster, as the
+/// server would on its first start.
+pub async fn run(
+    config: &Config,
+    command: AdminCommand,
+    json: bool,
+    create: bool,
+) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let missing = crate::registry::sqlite_file(&url)
+        .map(|file| std::path::absolute(&file).unwrap_or(file))
+        .filter(|file| !file.exists());
+    let shown = match &missing {
+        Some(file) => format!("sqlite://{}", file.display()),
+        None => match crate::registry::sqlite_file(&url) {
+            Some(file) => format!(
+                "sqlite://{}",
+                std::path::absolute(&file).unwrap_or(file).display()
+            ),
+            None => crate::app::redact(&url),
+        },
+    };
+    if let (Some(file), false) = (&missing, create) {
+        anyhow::bail!(
+            "no registry at {} (server.data_dir {}): run `foghorn admin` with the server's \
+             configuration (its directory, --data-dir, --database-url or FOGHORN_DATABASE_URL), \
+             or add --create-registry to make a new one there",
+            file.display(),
+            config.server.data_dir.display()
+        );
+    }
+    eprintln!(
+        "registry: {shown}{}",
+        if missing.is_some() { " (created)" } else { "" }
+    );
+    let registry = Registry::open(&url, 2, config.database.connect_timeout)
         .await
         .context("opening the registry")?;
+    if missing.is_some() {
+        crate::app::register_own_cluster(&registry, config)
+            .await
+            .context("registering this cluster in the new registry")?;
+    }
     let out = execute(&registry, &config.cluster.id, command).await;
     registry.close().await;
     let (value, human) = out?;
@@ -162,6 +250,43 @@ pub async fn run(config: &Config, command: AdminCommand, json: bool) -> anyhow::
         println!("{human}");
     }
     Ok(())
+}
+
+/// A nullable field of `cluster update`: `--no-…` clears it, a value sets it, neither leaves it.
+fn nullable<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
+    if clear {
+        Some(None)
+    } else {
+        value.map(Some)
+    }
+}
+
+/// One line per cluster fact an operator sets with `cluster update`.
+fn describe_cluster(c: &crate::registry::Cluster) -> String {
+    let or_none = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    format!(
+        "cluster {} ({})\n  pricing       {} {} cents\n  location      {}\n  capacity      {} edges, {} bytes/s\n  visibility    {}{}\n  official for  {}",
+        c.id,
+        c.name,
+        c.pricing_model,
+        c.price_cents,
+        c.latitude
+            .zip(c.longitude)
+            .map_or_else(|| "-".to_string(), |(lat, lon)| format!("{lat},{lon}")),
+        or_none(c.max_edges),
+        or_none(c.max_bandwidth),
+        c.visibility,
+        if c.requires_approval {
+            ", approval required"
+        } else {
+            ""
+        },
+        if c.official_for_tiers.is_empty() {
+            "-".to_string()
+        } else {
+            c.official_for_tiers.join(",")
+        },
+    )
 }
 
 /// Executes a command; returns the JSON result and its human rendering. `local_cluster` is the
@@ -207,6 +332,59 @@ pub async fn execute(
             (serde_json::to_value(cluster)?, human)
         }
         AdminCommand::Cluster {
+            command:
+                ClusterCommand::Update {
+                    id,
+                    name,
+                    region,
+                    description,
+                    location,
+                    no_location,
+                    pricing,
+                    price_cents,
+                    max_edges,
+                    no_max_edges,
+                    max_bandwidth,
+                    no_max_bandwidth,
+                    visibility,
+                    requires_approval,
+                    official_for,
+                },
+        } => {
+            let changes = ClusterChanges {
+                name,
+                region,
+                description,
+                location: nullable(location, no_location),
+                pricing_model: pricing
+                    .map(|p| p.parse())
+                    .transpose()
+                    .context("--pricing")?,
+                price_cents,
+                max_edges: nullable(max_edges, no_max_edges),
+                max_bandwidth: nullable(max_bandwidth, no_max_bandwidth),
+                visibility: visibility
+                    .map(|v| v.parse())
+                    .transpose()
+                    .context("--visibility")?,
+                requires_approval,
+                official_for_tiers: official_for.map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }),
+            };
+            anyhow::ensure!(
+                !changes.is_empty(),
+                "nothing to change: give at least one of the flags of `foghorn admin cluster update --help`"
+            );
+            let cluster = registry.update_cluster(&id, &changes).await?;
+            let human = describe_cluster(&cluster);
+            (serde_json::to_value(cluster)?, human)
+        }
+        AdminCommand::Cluster {
             command: ClusterCommand::List,
         } => {
             let clusters = registry.clusters().await?;
@@ -227,13 +405,20 @@ pub async fn execute(
         } => {
             let tenant = match official_cluster {
                 Some(cluster) => registry.create_tenant_on(&name, &tier, &cluster).await?,
-                // No cluster official for the tier yet (a fresh embedded registry): this
-                // Foghorn's own cluster serves it.
+                // The rule of `PUT /tenants/{id}/billing-tier`: a tier without an official
+                // cluster is refused, not served by whichever cluster is at hand.
                 None => {
                     let official = registry
                         .official_cluster_for_tier(&tier)
                         .await?
-                        .unwrap_or_else(|| local_cluster.to_string());
+                        .with_context(|| {
+                            format!(
+                                "no cluster is official for billing tier {tier:?}: name one with \
+                                 --official-cluster (e.g. --official-cluster {local_cluster}), or \
+                                 mark one with `foghorn admin cluster update --id \
+                                 {local_cluster} --official-for {tier}`"
+                            )
+                        })?;
                     registry.create_tenant_on(&name, &tier, &official).await?
                 }
             };

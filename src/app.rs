@@ -86,15 +86,28 @@ pub struct Server {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// Makes sure the registry has this Foghorn's own cluster (a public platform cluster, from
+/// `cluster.id`, `cluster.name` and `cluster.region`); an existing row is left as it is.
+pub async fn register_own_cluster(
+    registry: &Registry,
+    config: &Config,
+) -> Result<crate::registry::Cluster, crate::registry::RegistryError> {
+    let mut local = NewCluster::platform(&config.cluster.id, &config.cluster.name);
+    local.region = config.cluster.region.clone();
+    registry.ensure_cluster(&local).await
+}
+
 /// Opens the registry, binds both listeners and starts serving. Returns once ready.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let config = Arc::new(config);
     // Files named by the configuration first: a bad one stops us before anything is created.
     let geoip = match config.geoip.mmdb_path.as_str() {
         "" => None,
-        path => Some(Arc::new(
-            GeoIp::open(std::path::Path::new(path)).context("geoip.mmdb_path")?,
-        )),
+        path => Some(Arc::new(GeoIp::open(std::path::Path::new(path)).map_err(
+            |e| crate::config::ConfigError::File {
+                message: format!("geoip.mmdb_path: {e:#}"),
+            },
+        )?)),
     };
     let tls = Arc::new(crate::tls::Tls::open(&config).context("loading the cluster certificate")?);
     let db_url = config.database_url();
@@ -105,10 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .await
     .with_context(|| format!("opening the registry at {}", redact(&db_url)))?;
-    let mut local = NewCluster::platform(&config.cluster.id, &config.cluster.name);
-    local.region = config.cluster.region.clone();
-    registry
-        .ensure_cluster(&local)
+    register_own_cluster(&registry, &config)
         .await
         .context("registering this cluster in the registry")?;
     let credential = peer_secret(&config)?;
@@ -125,7 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(link)
     };
 
-    let edges = EdgeState::new(config.liveness_window());
+    let edges = EdgeState::new(config.liveness_window()).with_pending_ttl(config.edges.pending_ttl);
     let edges = Arc::new(if redis.is_some() {
         edges.replicated()
     } else {

@@ -220,6 +220,10 @@ pub struct EdgesConfig {
     pub max_streams_per_node: usize,
     /// Longest string accepted in any edge frame field (URLs, names, keys).
     pub max_string_bytes: usize,
+    /// How long a redirect's expected bandwidth is charged to its edge at most (DESIGN.md §5),
+    /// whatever the stats interval.
+    #[serde(with = "humantime_serde_compat")]
+    pub pending_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,6 +289,7 @@ impl Default for EdgesConfig {
             max_message_bytes: 256 * 1024,
             max_streams_per_node: 2_000,
             max_string_bytes: 512,
+            pending_ttl: crate::edge::PENDING_TTL,
         }
     }
 }
@@ -327,6 +332,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("FOGHORN_REDIS_LEADER_TTL", "redis.leader_ttl"),
     ("FOGHORN_STATS_INTERVAL", "edges.stats_interval"),
     ("FOGHORN_LIVENESS_INTERVALS", "edges.liveness_intervals"),
+    ("FOGHORN_PENDING_TTL", "edges.pending_ttl"),
     ("FOGHORN_REGISTER_TIMEOUT", "edges.register_timeout"),
     ("FOGHORN_INGEST_TIMEOUT", "edges.ingest_timeout"),
     ("FOGHORN_MAX_MESSAGE_BYTES", "edges.max_message_bytes"),
@@ -387,6 +393,10 @@ pub enum ConfigError {
         origin: String,
         message: String,
     },
+    /// A file the configuration names is missing or unusable, found when it is opened at start
+    /// (the GeoIP database, the operator's certificate files). `message` names the key.
+    #[error("{message}")]
+    File { message: String },
 }
 
 /// One override of a key by name, e.g. from an environment variable or a flag.
@@ -534,6 +544,11 @@ impl Config {
         }
         if self.edges.liveness_intervals == 0 {
             return Err(("edges.liveness_intervals", "must be at least 1".into()));
+        }
+        if self.edges.pending_ttl < Duration::from_secs(1)
+            || self.edges.pending_ttl > Duration::from_secs(600)
+        {
+            return Err(("edges.pending_ttl", "must be between 1s and 10m".into()));
         }
         if self.edges.max_message_bytes < 1024 {
             return Err(("edges.max_message_bytes", "must be at least 1024".into()));

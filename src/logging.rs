@@ -33,9 +33,16 @@ use tracing_subscriber::Layer as _;
 use crate::config::LogFormat;
 use crate::secret::SecretKind;
 
-/// Installs the process-wide subscriber writing to `writer`: `RUST_LOG` if set and valid, else
-/// `filter`, else `info`; plus the guards of the module docs. A second call does nothing.
-pub fn init<W>(filter: &str, format: LogFormat, writer: W)
+/// Whether log lines written to `stream` may carry ANSI colours: only on a terminal, and not
+/// when `NO_COLOR` is set (no-color.org). A file, a pipe or a log collector gets plain text.
+pub fn colours(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Installs the process-wide subscriber writing to `writer` (with ANSI colours when `ansi`):
+/// `RUST_LOG` if set and valid, else `filter`, else `info`; plus the guards of the module docs.
+/// A second call does nothing.
+pub fn init<W>(filter: &str, format: LogFormat, writer: W, ansi: bool)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -51,6 +58,7 @@ where
             .with_filter(filter)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use foghorn::admin::{self, AdminCommand};
-use foghorn::config::{Config, ListenerTls, LogFormat, Override};
+use foghorn::config::{Config, ConfigError, ListenerTls, LogFormat, Override};
 use foghorn::sim::{self, SimArgs};
 
 /// mimalloc instead of glibc's malloc: hyper's per-request buffers otherwise cost glibc a
@@ -86,6 +86,11 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long, global = true)]
         json: bool,
+        /// Create the registry if it does not exist yet (SQLite), with this Foghorn's cluster;
+        /// without it, a missing registry is an error: the command probably runs from another
+        /// directory than the server.
+        #[arg(long, global = true)]
+        create_registry: bool,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -106,15 +111,20 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         // The simulator is a client: it needs no server configuration.
         Some(Command::Sim(args)) => {
-            foghorn::logging::init("info", LogFormat::Text, std::io::stderr);
+            let ansi = foghorn::logging::colours(&std::io::stderr());
+            foghorn::logging::init("info", LogFormat::Text, std::io::stderr, ansi);
             sim::run(args).await.map_err(|e| ("foghorn sim", e))
         }
-        Some(Command::Admin { json, command }) => {
+        Some(Command::Admin {
+            json,
+            create_registry,
+            command,
+        }) => {
             let config = match load() {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            admin::run(&config, command, json)
+            admin::run(&config, command, json, create_registry)
                 .await
                 .map_err(|e| ("foghorn admin", e))
         }
@@ -123,7 +133,8 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            foghorn::logging::init(&config.log.filter, config.log.format, std::io::stdout);
+            let ansi = foghorn::logging::colours(&std::io::stdout());
+            foghorn::logging::init(&config.log.filter, config.log.format, std::io::stdout, ansi);
             serve(config).await.map_err(|e| ("foghorn", e))
         }
     };
@@ -131,7 +142,13 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err((who, e)) => {
             eprintln!("{who}: {e:#}");
-            ExitCode::FAILURE
+            // A file the configuration names that cannot be used is invalid configuration, which
+            // exits 2 like a bad value (README, Configuration).
+            if e.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

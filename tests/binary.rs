@@ -82,17 +82,32 @@ fn bad_configuration_exits_before_binding_and_names_the_key() {
         "nothing was created"
     );
 
-    let out = foghorn(data.path())
-        .env("FOGHORN_GEOIP_MMDB_PATH", "/nonexistent/city.mmdb")
-        .output()
-        .expect("run");
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("geoip.mmdb_path"), "{stderr}");
-    assert!(
-        !data.path().join("foghorn.db").exists(),
-        "nothing was created"
-    );
+    // A file the configuration names that cannot be used is invalid configuration too: exit 2.
+    for (vars, key) in [
+        (
+            &[("FOGHORN_GEOIP_MMDB_PATH", "/nonexistent/city.mmdb")][..],
+            "geoip.mmdb_path",
+        ),
+        (
+            &[
+                ("FOGHORN_TLS_CERT_PATH", "/nonexistent/cert.pem"),
+                ("FOGHORN_TLS_KEY_PATH", "/nonexistent/key.pem"),
+            ][..],
+            "tls.cert_path",
+        ),
+    ] {
+        let out = foghorn(data.path())
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(
+            !data.path().join("foghorn.db").exists(),
+            "nothing was created"
+        );
+    }
 
     let out = foghorn(data.path())
         .args(["--cluster-id", "NOT valid"])
@@ -140,11 +155,12 @@ fn score_by_design(stats: &serde_json::Value, (lat, lon): (f64, f64)) -> u64 {
 async fn admin_then_sim_then_kill() {
     let data = tempfile::tempdir().expect("tempdir");
     let dir = data.path();
-    // The server's default cluster `local` must exist for the tenant; admin works before the server
-    // ever ran, so create a second cluster with admin and use the server's own for the tenant.
+    // Admin works before the server ever ran when asked to create the registry (with the
+    // server's own cluster `local`, as the server would).
     let cluster = admin_json(
         dir,
         &[
+            "--create-registry",
             "cluster",
             "create",
             "--id",
@@ -219,7 +235,12 @@ async fn admin_then_sim_then_kill() {
         .output()
         .expect("run sim");
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("ENROLLMENT_FAILED"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("ENROLLMENT_FAILED"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes in a pipe: {stderr:?}"
+    );
 
     let state = dir.join("sim-state");
     // Three edges with saved identities in `state`, reporting every `interval`; `extra` adds flags.
@@ -273,11 +294,21 @@ async fn admin_then_sim_then_kill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..3 {
-        assert!(
-            state.join(format!("edge-{i}.json")).exists(),
-            "credentials saved"
+        use std::os::unix::fs::PermissionsExt as _;
+        let saved =
+            std::fs::metadata(state.join(format!("edge-{i}.json"))).expect("credentials saved");
+        assert_eq!(
+            saved.permissions().mode() & 0o777,
+            0o600,
+            "node credentials are readable by their owner only"
         );
     }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir_mode = std::fs::metadata(&state)
+        .expect("state dir")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o077, 0, "the state dir is private");
 
     drop(sim); // SIGKILL: the kernel closes the streams.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -712,4 +743,238 @@ async fn no_secret_reaches_the_log() {
             }
         }
     }
+}
+/// A closed port on loopback: bound, then released.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Runs `foghorn sim` against `grpc` with `extra` flags; its exit code and stderr, within 30 s.
+async fn sim_once(grpc: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(FOGHORN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["sim", "--grpc", grpc, "--enrollment-token", "enroll_x"])
+        .args(extra)
+        .current_dir(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sim");
+    let pid = child.id().to_string();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let Ok(out) = tokio::time::timeout(Duration::from_secs(30), waited).await else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("the simulator kept retrying instead of giving up");
+    };
+    let out = out.expect("join").expect("sim output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 14 item 9, the simulator: a southern latitude parses; an unreachable Foghorn, or one
+/// whose listeners do not speak the scheme dialed (TLS vs plaintext), stops it at once with the
+/// cause and what to check instead of "transport error" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_parses_negative_positions_and_explains_unreachable_foghorns() {
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let (code, stderr) = sim_once(&nowhere, &["--region-center", "-33.87,151.21"]).await;
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Foghorn at {nowhere}"))
+            && stderr.contains("refused")
+            && stderr.contains("hint: is Foghorn running"),
+        "{stderr}"
+    );
+    let (code, stderr) = sim_once(&nowhere, &["--region-center", "40.71,-74.01"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let (code, stderr) = sim_once(&nowhere, &["--region-center", "-91,0"]).await;
+    assert_eq!(
+        code,
+        Some(2),
+        "clap refuses an out-of-range position: {stderr}"
+    );
+    assert!(stderr.contains("out of range"), "{stderr}");
+
+    // TLS to a plaintext-only listener, plaintext to a TLS-only one.
+    for (listeners, scheme, advice) in [
+        (foghorn::config::ListenerTls::Off, "https", "use http://"),
+        (
+            foghorn::config::ListenerTls::Required,
+            "http",
+            "use https://",
+        ),
+    ] {
+        let server = common::TestServer::start_with(common::Db::Sqlite, |c| {
+            c.tls.listeners = listeners;
+        })
+        .await;
+        let grpc = format!("{scheme}://{}", server.server().grpc_addr);
+        let (code, stderr) = sim_once(&grpc, &[]).await;
+        assert_eq!(code, Some(1), "{listeners:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach Foghorn") && stderr.contains(advice),
+            "{listeners:?}: {stderr}"
+        );
+        assert!(!stderr.contains('\x1b'), "{stderr:?}");
+        server.stop().await;
+    }
+}
+
+/// Issue 14 item 9, admin: run from another directory it does not quietly make a new `./data`;
+/// it says which registry it opened; a tier without an official cluster is refused as the API
+/// refuses it, with advice that works; `cluster update` sets price, location and capacity.
+#[test]
+fn admin_names_its_registry_and_creates_none_unasked() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let admin = |args: &[&str]| {
+        let out = Command::new(FOGHORN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(elsewhere.path())
+            .arg("admin")
+            .args(args)
+            .output()
+            .expect("run foghorn admin");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let db = elsewhere.path().join("data").join("foghorn.db");
+    let (code, _, stderr) = admin(&["tenant", "create", "--name", "Acme"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no registry at {}", db.display()))
+            && stderr.contains("--create-registry"),
+        "{stderr}"
+    );
+    assert!(!elsewhere.path().join("data").exists(), "nothing created");
+
+    let (code, _, stderr) = admin(&["--create-registry", "cluster", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("registry: sqlite://{} (created)", db.display())),
+        "{stderr}"
+    );
+    let (code, listed, stderr) = admin(&["cluster", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        listed.starts_with("local\t"),
+        "the server's own cluster: {listed}"
+    );
+    assert!(
+        stderr.contains(&format!("registry: sqlite://{}", db.display()))
+            && !stderr.contains("created"),
+        "{stderr}"
+    );
+
+    // No cluster is official for enterprise: refused, with a command that fixes it.
+    let (code, _, stderr) = admin(&["tenant", "create", "--name", "Big", "--tier", "enterprise"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no cluster is official for billing tier \"enterprise\"")
+            && stderr.contains("foghorn admin cluster update --id local --official-for enterprise"),
+        "{stderr}"
+    );
+    let (code, out, stderr) = admin(&[
+        "cluster",
+        "update",
+        "--id",
+        "local",
+        "--official-for",
+        "enterprise,pro",
+        "--location",
+        "-33.87,151.21",
+        "--pricing",
+        "MONTHLY",
+        "--price-cents",
+        "4900",
+        "--max-edges",
+        "50",
+        "--max-bandwidth",
+        "1250000000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        out.contains("MONTHLY 4900 cents") && out.contains("-33.87,151.21"),
+        "{out}"
+    );
+    let (code, out, stderr) = admin(&[
+        "--json",
+        "tenant",
+        "create",
+        "--name",
+        "Big",
+        "--tier",
+        "enterprise",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let tenant: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(tenant["official_cluster_id"], "local");
+    let (_, out, _) = admin(&["--json", "cluster", "list"]);
+    let clusters: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let local = &clusters[0];
+    assert_eq!(
+        (
+            &local["price_cents"],
+            &local["latitude"],
+            &local["max_edges"],
+            &local["max_bandwidth"]
+        ),
+        (
+            &serde_json::json!(4900),
+            &serde_json::json!(-33.87),
+            &serde_json::json!(50),
+            &serde_json::json!(1_250_000_000i64)
+        )
+    );
+    let (code, out, stderr) = admin(&[
+        "cluster",
+        "update",
+        "--id",
+        "local",
+        "--no-location",
+        "--no-max-edges",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        out.contains("location      -") && out.contains("capacity      - edges"),
+        "{out}"
+    );
+    let (code, _, stderr) = admin(&["cluster", "update", "--id", "local"]);
+    assert_eq!(code, Some(1), "nothing to change: {stderr}");
+}
+
+/// Issue 14 item 9: log lines carry no colour codes when stdout is not a terminal.
+#[test]
+fn logs_are_plain_text_in_a_pipe() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cmd = foghorn(data.path());
+    cmd.env("FOGHORN_LOG", "info");
+    let mut server = Running(cmd.stdout(Stdio::piped()).spawn().expect("start foghorn"));
+    let lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.expect("utf8");
+        let done = line.trim_start().starts_with("gRPC");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("Foghorn ready") && l.contains("INFO")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains('\x1b')), "{seen:?}");
 }

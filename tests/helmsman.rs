@@ -556,3 +556,106 @@ async fn live_streams_follow_the_edge_session(db: Db) {
     assert!(server.routable(&op, &node).await);
     server.stop().await;
 }
+
+/// A Register frame with `auth` and `public_base_url`.
+fn register_at(mut frame: EdgeMessage, public_base_url: &str) -> EdgeMessage {
+    if let Some(edge_message::Payload::Register(r)) = &mut frame.payload {
+        r.public_base_url = public_base_url.into();
+    }
+    frame
+}
+
+/// Issue 14 item 7: an edge's `public_base_url` is a clean absolute URL or its Register is refused
+/// with an `Error` naming the field, registering nothing; what is accepted is normalised, and the
+/// viewer's `Location` built from it is a valid URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_urls_are_valid_absolute_urls_or_refused_at_register() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, _) = server.operator().await;
+    let url = server.grpc_url();
+    let token = server.enrollment_token(&tenant, 100).await;
+    let registry = server.registry();
+    let nodes_before = registry.node_count().await.expect("count");
+    // Each found accepted before: spaces, raw non-ASCII, a port out of range, an empty host,
+    // a query, a fragment, control characters; and user info, another scheme, a relative URL.
+    let refused = [
+        "https://edge one.example.net",
+        "https://edge.example.net/my path",
+        "https://édge.example.net",
+        "https://edge.example.net:99999",
+        "https://",
+        "https://edge.example.net/?a=1",
+        "https://edge.example.net/#top",
+        "https://edge.example.net/\u{7}",
+        "https://edge.example.net/a\r\nb",
+        "https://user:pw@edge.example.net",
+        "ftp://edge.example.net",
+        "edge.example.net",
+    ];
+    for bad in refused {
+        let mut c = EdgeConn::open(&url, register_at(register_with_token(&token), bad)).await;
+        let (code, message) = c.error_frame().await;
+        assert_eq!(code, ErrorCode::ProtocolViolation, "{bad:?}: {message}");
+        assert!(message.contains("public_base_url"), "{bad:?}: {message}");
+    }
+    assert_eq!(
+        registry.node_count().await.expect("count"),
+        nodes_before,
+        "nothing registered"
+    );
+
+    // Accepted in normal form; a redirect to the edge is a valid URI on its host and path.
+    let mut edge = EdgeConn::open(
+        &url,
+        register_at(
+            register_with_token(&token),
+            "https://Edge-1.Example.NET:8443/mist/",
+        ),
+    )
+    .await;
+    let seed = edge.seed().await;
+    edge.send(stats_frame(Vec::new())).await;
+    let (stream, _) = server.stream(&tenant).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let play = server.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let location = loop {
+        let res = http.get(&play).send().await.expect("play");
+        if res.status() == 307 {
+            break res.headers()["location"]
+                .to_str()
+                .expect("ASCII")
+                .to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge never took viewers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let prefix = format!(
+        "https://edge-1.example.net:8443/mist/hls/{}/index.m3u8?fh_sid=",
+        stream.internal_name
+    );
+    assert!(location.starts_with(&prefix), "{location}");
+    let uri: reqwest::Url = location.parse().expect("a valid URI");
+    assert_eq!(uri.host_str(), Some("edge-1.example.net"));
+    assert!(uri.fragment().is_none());
+
+    // A reconnect with the node's credential is checked the same way.
+    drop(edge);
+    let mut again = EdgeConn::open(
+        &url,
+        register_at(
+            register_with_credential(&seed.node_id, &seed.node_credential),
+            "https://edge-1.example.net/#x",
+        ),
+    )
+    .await;
+    let (code, message) = again.error_frame().await;
+    assert_eq!(code, ErrorCode::ProtocolViolation, "{message}");
+    server.stop().await;
+}

@@ -121,6 +121,48 @@ async fn tools_follow_the_rest_rules(db: Db) {
     assert!(!error, "{network}");
     assert_eq!(network["preferred_cluster_id"], "eu-west");
 
+    // Going back to the official cluster takes an explicit null: `{}` (or no arguments) is
+    // refused and changes nothing.
+    let prefer = tools
+        .iter()
+        .find(|t| t.name == "set_preferred_cluster")
+        .expect("set_preferred_cluster tool");
+    assert_eq!(
+        prefer.input_schema.get("required"),
+        Some(&json!(["cluster_id"])),
+        "{:?}",
+        prefer.input_schema
+    );
+    for arguments in [Some(json!({})), None] {
+        let mut request = CallToolRequestParams::new("set_preferred_cluster");
+        if let Some(args) = arguments {
+            request = request.with_arguments(args.as_object().expect("object").clone());
+        }
+        let refused = a.call_tool(request).await.expect("a tool result");
+        assert_eq!(refused.is_error, Some(true), "{refused:?}");
+        assert!(format!("{:?}", refused.content).contains("missing field `cluster_id`"));
+    }
+    let network = reqwest::Client::new()
+        .get(server.http("/api/v1/tenant/network"))
+        .bearer_auth(&a_token)
+        .send()
+        .await
+        .expect("network")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(network["preferred_cluster_id"], "eu-west", "unchanged");
+    let (error, network) = call(&a, "set_preferred_cluster", json!({ "cluster_id": null })).await;
+    assert!(!error, "{network}");
+    assert_eq!(network["preferred_cluster_id"], "test");
+    let (error, network) = call(
+        &a,
+        "set_preferred_cluster",
+        json!({ "cluster_id": "eu-west" }),
+    )
+    .await;
+    assert!(!error, "{network}");
+
     // Private cluster and an enrollment token for it.
     let (error, created) = call(&a, "create_private_cluster", json!({ "name": "A Lab" })).await;
     assert!(!error, "{created}");

@@ -342,6 +342,19 @@ async fn eligibility_rules_and_errors() {
         .as_str()
         .expect("whip")
         .ends_with(&format!("/webrtc/{key}")));
+    // The same ports as the streams API hands out (RTMP 1935, SRT 8889), on the chosen edge.
+    let host = body["edge"]["base_url"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("https://"))
+        .expect("edge base URL");
+    assert_eq!(
+        body["urls"]["rtmp"],
+        format!("rtmp://{host}:1935/live/{key}")
+    );
+    assert_eq!(
+        body["urls"]["srt"],
+        format!("srt://{host}:8889?streamid={key}")
+    );
     let res = client()
         .post(server.http(&format!("/ingest/{key}")))
         .send()
@@ -432,6 +445,74 @@ async fn a_session_is_charged_once_and_closed_edges_leave_at_once() {
     assert!(count("play", "local") >= 6, "the redirects");
     assert_eq!(count("play", "remote"), 0);
     assert!(count("play", "none") >= 1, "the 503 after the edge left");
+    server.stop().await;
+}
+
+/// Issue 14 item 8 through the real server: with stats every 20 s, the bandwidth redirects charge
+/// an edge is forgotten `edges.pending_ttl` after them (2 s here; 30 s by default), not when the
+/// edge's reports get round to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_is_forgotten_after_its_ttl_with_a_long_stats_interval() {
+    let ttl = Duration::from_secs(2);
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.edges.stats_interval = Duration::from_secs(20);
+        c.edges.pending_ttl = ttl;
+    })
+    .await;
+    let (tenant, _) = server.operator().await;
+    let (stream, _) = server.stream(&tenant).await;
+    let (conn, _, _) = enroll(&server, &tenant).await;
+    // The only report: 1 MB/s over 10 connections, so each new viewer is charged 100 kB/s.
+    conn.send(stats(
+        48.0,
+        2.0,
+        0,
+        0,
+        16 * GIB,
+        1_000_000,
+        125_000_000,
+        vec![],
+    ))
+    .await;
+    let url = server.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id));
+    let pending = || async {
+        let list: Value = client()
+            .get(server.http("/?lstserver"))
+            .send()
+            .await
+            .expect("lstserver")
+            .json()
+            .await
+            .expect("json");
+        list["edge.example.net"]["pending"].as_u64()
+    };
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    while client().get(&url).send().await.expect("play").status() != 307 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edge never routable"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // `started` is before the first charged redirect: nothing may go before `started + ttl`.
+    for _ in 0..9 {
+        assert_eq!(client().get(&url).send().await.expect("play").status(), 307);
+    }
+    assert_eq!(pending().await, Some(1_000_000), "ten new viewers charged");
+
+    common::eventually(
+        ttl + Duration::from_secs(3),
+        "pending forgotten",
+        || async { pending().await == Some(0) },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= ttl,
+        "forgotten after {:?}, before the TTL",
+        started.elapsed()
+    );
+    drop(conn);
     server.stop().await;
 }
 

@@ -351,6 +351,12 @@ async fn approval_flow(db: Db) {
         (status, &sub["status"]),
         (StatusCode::CREATED, &json!("pending"))
     );
+    assert!(
+        sub["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("its owner must approve it")),
+        "{sub}"
+    );
     let (status, _) = a
         .put(
             "/tenant/preferred-cluster",
@@ -406,14 +412,18 @@ async fn approval_flow(db: Db) {
     );
     let (_, subs) = c.get("/subscriptions").await;
     assert_eq!(subs[0]["status"], "rejected");
+    // A rejection stands, and asking again says so instead of "access requested".
     let (status, again) = c
         .post("/subscriptions", json!({ "cluster_id": "owned-eu" }))
         .await;
-    assert_eq!(
-        (status, &again["status"]),
-        (StatusCode::OK, &json!("rejected")),
-        "a rejection stands"
+    assert_eq!(status, StatusCode::CONFLICT, "a rejection stands: {again}");
+    let message = again["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("rejected") && message.contains("invite from its owner"),
+        "{message}"
     );
+    let (_, subs) = c.get("/subscriptions").await;
+    assert_eq!(subs[0]["status"], "rejected");
     let (_, pending) = owner.get(requests).await;
     assert_eq!(
         pending,
@@ -435,10 +445,28 @@ async fn approval_flow(db: Db) {
         .await;
     assert_eq!(status, 404, "no such request");
 
-    // A platform cluster's requests are decided by a platform operator, not by tenants.
+    // A platform cluster's requests are decided by a platform operator, not by tenants, and the
+    // answer says so (a platform cluster has no owner).
     let platform_requests = "/clusters/platform-eu/subscription-requests";
-    a.post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
+    let (status, asked) = a
+        .post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
         .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let message = asked["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("a platform operator must approve it") && !message.contains("owner"),
+        "{message}"
+    );
+    let (status, asked) = a
+        .post("/subscriptions", json!({ "cluster_id": "platform-eu" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "already pending: {asked}");
+    assert!(
+        asked["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already requested")),
+        "{asked}"
+    );
     let (status, _) = owner
         .post(&format!("{platform_requests}/{a_id}/approve"), json!({}))
         .await;
@@ -809,6 +837,13 @@ async fn billing_tier_moves_the_official_cluster(db: Db) {
 
     let (status, body) = operator.put(&path, json!({ "billing_tier": "gold" })).await;
     assert_eq!(status, 409, "no cluster is official for gold: {body}");
+    // The advice names a command that marks an existing cluster official.
+    let advice = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("foghorn admin cluster update --id")
+            && advice.contains("--official-for gold"),
+        "{advice}"
+    );
     let (status, _) = operator
         .put(
             &format!("/tenants/{}/billing-tier", uuid::Uuid::new_v4()),
@@ -990,6 +1025,221 @@ async fn isolation_and_bad_input(db: Db) {
     server.stop().await;
 }
 
+/// Issue 14 item 9: a cluster's price, location and capacity can be set (they were always 0 or
+/// empty): by its owner, or by a platform operator for a platform cluster; absent fields stay,
+/// `null` clears the nullable ones.
+async fn owners_set_price_location_and_capacity(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(&server, platform("eu-west")).await;
+    let (_, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    let (_, other) = tenant(&server, "Other", Role::Tenant).await;
+    let (_, operator) = tenant(&server, "Ops", Role::Operator).await;
+    let (_, created) = owner
+        .post("/private-clusters", json!({ "name": "Berlin Lab" }))
+        .await;
+    let id = created["cluster"]["id"].as_str().expect("id").to_string();
+    let path = format!("/clusters/{id}");
+
+    let (status, body) = owner
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({
+                "pricing_model": "MONTHLY", "price_cents": 1500,
+                "latitude": 52.52, "longitude": 13.405,
+                "max_edges": 20, "max_bandwidth": 1_250_000_000i64,
+                "description": "two racks",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = owner.get(&path).await;
+    assert_eq!(shown, body, "stored as answered");
+    for (field, value) in [
+        ("pricing_model", json!("MONTHLY")),
+        ("price_cents", json!(1500)),
+        ("latitude", json!(52.52)),
+        ("longitude", json!(13.405)),
+        ("max_edges", json!(20)),
+        ("max_bandwidth", json!(1_250_000_000i64)),
+        ("description", json!("two racks")),
+        ("name", json!("Berlin Lab")),
+    ] {
+        assert_eq!(shown[field], value, "{field}: {shown}");
+    }
+
+    // Nullable fields clear with null; the others refuse it; the location goes in one piece.
+    let (status, body) = owner
+        .call(Method::PATCH, &path, Some(json!({ "max_edges": null })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["max_edges"], Value::Null);
+    assert_eq!(body["price_cents"], 1500, "absent fields stay");
+    for bad in [
+        json!({}),
+        json!({ "name": null }),
+        json!({ "price_cents": null }),
+        json!({ "price_cents": -1 }),
+        json!({ "latitude": 10.0 }),
+        json!({ "latitude": 91.0, "longitude": 0.0 }),
+        json!({ "max_bandwidth": 0 }),
+        json!({ "pricing_model": "FREE" }),
+    ] {
+        let (status, answer) = owner.call(Method::PATCH, &path, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let (status, body) = owner
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({ "latitude": null, "longitude": null })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["latitude"], &body["longitude"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Who may: not another tenant (404: the cluster is private), not a tenant on a platform
+    // cluster (403), a platform operator there.
+    let change = json!({ "price_cents": 9 });
+    let (status, _) = other.call(Method::PATCH, &path, Some(change.clone())).await;
+    assert_eq!(status, 404);
+    let (status, _) = owner
+        .call(Method::PATCH, "/clusters/eu-west", Some(change.clone()))
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = operator
+        .call(Method::PATCH, "/clusters/eu-west", Some(change))
+        .await;
+    assert_eq!((status, &body["price_cents"]), (StatusCode::OK, &json!(9)));
+    let (_, page) = other.get("/marketplace?limit=200").await;
+    let listed = page["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["id"] == "eu-west")
+        .expect("eu-west listed");
+    assert_eq!(listed["price_cents"], 9, "the marketplace shows it");
+    server.stop().await;
+}
+
+/// What a tenant can read back of its own state, to show that refused calls wrote nothing.
+async fn everything_of(api: &Api, private: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for path in [
+        "/streams".to_string(),
+        "/subscriptions".to_string(),
+        "/tenant/network".to_string(),
+        format!("/clusters/{private}"),
+        format!("/clusters/{private}/invites"),
+        format!("/clusters/{private}/subscription-requests"),
+    ] {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push(body);
+    }
+    seen
+}
+
+/// Issue 14 item 4, for every documented body at once: an array (serde would read it field by
+/// field), a scalar, an unknown field or a missing required field is a 400 and writes nothing;
+/// each body schema says so (an object, no other properties). Clearing the preferred cluster
+/// takes an explicit `null`; `{}` is refused.
+async fn bodies_are_objects_of_known_fields(db: Db) {
+    let server = TestServer::start(db).await;
+    cluster(&server, platform("eu-west")).await;
+    let (a_id, a) = tenant(&server, "A", Role::Admin).await;
+    let (_, created) = a
+        .post("/private-clusters", json!({ "name": "A Lab" }))
+        .await;
+    let private = created["cluster"]["id"].as_str().expect("id").to_string();
+    let (status, _) = a
+        .post("/subscriptions", json!({ "cluster_id": "eu-west" }))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = a
+        .put(
+            "/tenant/preferred-cluster",
+            json!({ "cluster_id": "eu-west" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let before = everything_of(&a, &private).await;
+
+    let doc: Value = reqwest::get(server.http("/api/v1/openapi.json"))
+        .await
+        .expect("GET openapi.json")
+        .json()
+        .await
+        .expect("JSON");
+    let mut checked = 0;
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in methods.as_object().expect("methods") {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            if schema.is_null() {
+                continue;
+            }
+            checked += 1;
+            let schema = match schema["$ref"].as_str() {
+                Some(r) => {
+                    &doc["components"]["schemas"]
+                        [r.strip_prefix("#/components/schemas/").expect("component")]
+                }
+                None => schema,
+            };
+            let what = format!("{} {path}", method.to_uppercase());
+            assert_eq!(schema["type"], "object", "{what}: {schema}");
+            assert_eq!(schema["additionalProperties"], false, "{what}: {schema}");
+            let concrete = path
+                .replace("{cluster_id}", &private)
+                .replace("{tenant_id}", &a_id)
+                .replace("{invite_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string());
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let mut bodies = vec![
+                (json!(["x"]), "JSON object"),
+                (json!([null, null]), "JSON object"),
+                (json!(null), "JSON object"),
+                (json!("x"), "JSON object"),
+                (json!(7), "JSON object"),
+                (json!({ "zz_unknown": 1 }), "unknown field"),
+            ];
+            if schema["required"].as_array().is_some_and(|r| !r.is_empty()) {
+                bodies.push((json!({}), "missing field"));
+            }
+            for (body, why) in bodies {
+                let (status, answer) = a.call(method.clone(), &concrete, Some(body.clone())).await;
+                assert_eq!(status, 400, "{what} {body}: {answer}");
+                assert_eq!(error_code(&answer), "bad_request", "{what} {body}");
+                let message = answer["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains(why), "{what} {body}: {message}");
+            }
+        }
+    }
+    assert!(checked >= 7, "every body was checked ({checked})");
+    assert_eq!(
+        everything_of(&a, &private).await,
+        before,
+        "refused bodies wrote nothing"
+    );
+
+    // `{}` used to put the official cluster back silently; only an explicit null does.
+    let schema = &doc["components"]["schemas"]["SetPreferredCluster"];
+    assert_eq!(schema["required"], json!(["cluster_id"]), "{schema}");
+    let (status, answer) = a.put("/tenant/preferred-cluster", json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, network) = a.get("/tenant/network").await;
+    assert_eq!(network["preferred_cluster_id"], "eu-west");
+    let (status, network) = a
+        .put("/tenant/preferred-cluster", json!({ "cluster_id": null }))
+        .await;
+    assert_eq!(status, 200, "{network}");
+    assert_eq!(network["preferred_cluster_id"], "test");
+    server.stop().await;
+}
+
 /// Every operation in the OpenAPI document is routed (a token-less call answers 401, not "no such
 /// route"), and the document lists every operation the issue names.
 async fn openapi_matches_routes(db: Db) {
@@ -1066,6 +1316,7 @@ async fn openapi_matches_routes(db: Db) {
         "GET /streams",
         "GET /streams/{stream_id}",
         "PUT /tenants/{tenant_id}/billing-tier",
+        "PATCH /clusters/{cluster_id}",
     ] {
         assert!(
             operations.iter().any(|o| o == expected),
@@ -1089,5 +1340,7 @@ on_both!(
     private_cluster_enrollment,
     billing_tier_moves_the_official_cluster,
     isolation_and_bad_input,
+    bodies_are_objects_of_known_fields,
+    owners_set_price_location_and_capacity,
     openapi_matches_routes,
 );

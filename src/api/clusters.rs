@@ -13,8 +13,8 @@ use crate::app::AppState;
 use crate::edge::Stats;
 use crate::http::ApiError;
 use crate::registry::{
-    EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal, Subscription,
-    SubscriptionStatus, Tenant,
+    ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal,
+    Subscription, SubscriptionStatus, Tenant,
 };
 
 /// Default lifetime of an enrollment token (DESIGN.md §3).
@@ -86,14 +86,23 @@ pub async fn subscribe(
             sees_all(caller),
         )
         .await?;
-    let message = match done.subscription.status {
-        SubscriptionStatus::Active => format!(
+    let approver = if done.platform_cluster {
+        "a platform operator"
+    } else {
+        "its owner"
+    };
+    let message = match (done.subscription.status, done.changed) {
+        (SubscriptionStatus::Active, _) => format!(
             "subscribed to {}; set it as your preferred cluster with \
              PUT /api/v1/tenant/preferred-cluster",
             input.cluster_id
         ),
-        _ => format!(
-            "access to {} requested; its owner must approve it",
+        (_, true) => format!(
+            "access to {} requested; {approver} must approve it",
+            input.cluster_id
+        ),
+        (_, false) => format!(
+            "access to {} was already requested; {approver} must approve it",
             input.cluster_id
         ),
     };
@@ -523,6 +532,81 @@ pub async fn set_billing_tier(
         .registry
         .set_billing_tier(tenant_id, &input.billing_tier)
         .await?)
+}
+
+/// Body of `PATCH /clusters/{id}`: what the cluster's manager changes. An absent field stays as
+/// it is; `null` clears a nullable one and is refused for the others.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCluster {
+    #[serde(default, deserialize_with = "super::input::set")]
+    #[schemars(with = "String")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "super::input::set")]
+    #[schemars(with = "String")]
+    pub region: Option<String>,
+    #[serde(default, deserialize_with = "super::input::set")]
+    #[schemars(with = "String")]
+    pub description: Option<String>,
+    /// Degrees, -90 to 90; given with `longitude`, both `null` to forget the location.
+    #[serde(default, deserialize_with = "super::input::patch")]
+    pub latitude: Option<Option<f64>>,
+    /// Degrees, -180 to 180.
+    #[serde(default, deserialize_with = "super::input::patch")]
+    pub longitude: Option<Option<f64>>,
+    /// `FREE_UNMETERED`, `TIER_INHERIT`, `METERED` or `MONTHLY`.
+    #[serde(default, deserialize_with = "super::input::set")]
+    #[schemars(with = "String")]
+    pub pricing_model: Option<String>,
+    /// Price in cents: per GB for `METERED`, per month for `MONTHLY`.
+    #[serde(default, deserialize_with = "super::input::set")]
+    #[schemars(with = "i64")]
+    pub price_cents: Option<i64>,
+    /// Capacity hint: most edges the cluster takes; `null` forgets it.
+    #[serde(default, deserialize_with = "super::input::patch")]
+    pub max_edges: Option<Option<i64>>,
+    /// Capacity hint: bandwidth the cluster can serve, bytes per second; `null` forgets it.
+    #[serde(default, deserialize_with = "super::input::patch")]
+    pub max_bandwidth: Option<Option<i64>>,
+}
+
+/// `PATCH /clusters/{id}`: the cluster's owner (or a platform operator, for a platform cluster)
+/// sets its description, pricing, location and capacity.
+pub async fn update_cluster(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+    input: UpdateCluster,
+) -> Result<ClusterSummary, ApiError> {
+    managed_cluster(state, caller, cluster_id).await?;
+    let location = match (input.latitude, input.longitude) {
+        (None, None) => None,
+        (Some(Some(lat)), Some(Some(lon))) => Some(Some((lat, lon))),
+        (Some(None), Some(None)) => Some(None),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "latitude and longitude go together: give both, or both null".into(),
+            ))
+        }
+    };
+    let changes = ClusterChanges {
+        name: input.name,
+        region: input.region,
+        description: input.description,
+        location,
+        pricing_model: input.pricing_model.as_deref().map(str::parse).transpose()?,
+        price_cents: input.price_cents,
+        max_edges: input.max_edges,
+        max_bandwidth: input.max_bandwidth,
+        ..ClusterChanges::default()
+    };
+    if changes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give at least one field".into(),
+        ));
+    }
+    let cluster = state.registry.update_cluster(cluster_id, &changes).await?;
+    Ok(ClusterSummary::of(&cluster, &caller.tenant_id))
 }
 
 /// `GET /clusters/{id}`: one cluster the caller may see (404 when hidden or absent alike).

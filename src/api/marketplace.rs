@@ -172,7 +172,9 @@ pub async fn browse_marketplace(
 #[serde(deny_unknown_fields)]
 pub struct SetPreferredCluster {
     /// A cluster the tenant is actively subscribed to, owns, or its official cluster; `null`
-    /// goes back to the official cluster.
+    /// goes back to the official cluster. Required: `{}` changes nothing and is refused.
+    #[serde(deserialize_with = "super::input::present")]
+    #[schemars(with = "super::input::Nullable<String>")]
     pub cluster_id: Option<String>,
 }
 

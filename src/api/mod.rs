@@ -3,14 +3,16 @@
 //!
 //! Each operation is one function taking the state, the authenticated caller and a typed input,
 //! and returning a serializable answer or an [`ApiError`]. The transports only extract and
-//! convert, so REST and MCP apply the same rules by construction. Inputs refuse unknown fields;
-//! their JSON schemas (schemars) document both the OpenAPI operations and the MCP tools.
+//! convert, so REST and MCP apply the same rules by construction. Inputs are read by the rules
+//! of [`input`] (objects only, unknown fields refused, clearing said explicitly); their JSON
+//! schemas (schemars) document both the OpenAPI operations and the MCP tools.
 //!
 //! Isolation: a cluster the caller may not see answers 404 exactly like one that does not exist;
 //! a cluster it may see but not manage answers 403. Streams, subscriptions and tokens are always
 //! looked up scoped to the caller's tenant.
 
 mod clusters;
+pub mod input;
 mod marketplace;
 mod streams;
 
@@ -162,6 +164,13 @@ pub struct ClusterSummary {
     pub requires_approval: bool,
     /// Whether the caller's tenant owns the cluster.
     pub owned: bool,
+    /// Where the cluster is, degrees; absent when not stated.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// Capacity hint: most edges the cluster takes.
+    pub max_edges: Option<i64>,
+    /// Capacity hint: bandwidth the cluster can serve, bytes per second.
+    pub max_bandwidth: Option<i64>,
 }
 
 impl ClusterSummary {
@@ -177,6 +186,10 @@ impl ClusterSummary {
             visibility: cluster.visibility.to_string(),
             requires_approval: cluster.requires_approval,
             owned: cluster.owner_tenant_id.as_deref() == Some(caller_tenant),
+            latitude: cluster.latitude,
+            longitude: cluster.longitude,
+            max_edges: cluster.max_edges,
+            max_bandwidth: cluster.max_bandwidth,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{caller_tenant, check_uuid};
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::registry::{Principal, Stream, Tenant};
+use crate::routing::{RTMP_PORT, SRT_PORT};
 
 /// Stands for the stream key in URLs shown after creation, when the key is no longer known.
 const KEY_PLACEHOLDER: &str = "{stream_key}";
@@ -81,9 +82,9 @@ fn stream_view(root: &str, tenant: &Tenant, stream: &Stream, key: Option<String>
     let ingest_on = |cluster: &str, label: &str| IngestEndpoints {
         cluster_id: cluster.to_string(),
         label: label.to_string(),
-        rtmp: format!("rtmp://edge-ingest.{cluster}.{root}:1935/live/{shown_key}"),
+        rtmp: format!("rtmp://edge-ingest.{cluster}.{root}:{RTMP_PORT}/live/{shown_key}"),
         whip: format!("https://edge-ingest.{cluster}.{root}/webrtc/{shown_key}"),
-        srt: format!("srt://edge-ingest.{cluster}.{root}:8889?streamid={shown_key}"),
+        srt: format!("srt://edge-ingest.{cluster}.{root}:{SRT_PORT}?streamid={shown_key}"),
     };
     let ingest = if preferred == official {
         vec![ingest_on(preferred, "preferred+official")]

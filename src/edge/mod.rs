@@ -11,6 +11,7 @@
 //! fencing token handed out by Redis; between two sessions of one node the higher token wins, so a
 //! node has one live session however many replicas it reached.
 
+mod base_url;
 mod pending;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use pending::{per_viewer_estimate, Pending, PENDING_TTL};
+pub use base_url::{check_base_url, BaseUrlError};
+pub use pending::{per_viewer_estimate, Pending, PENDING_TTL, SLOT as PENDING_SLOT};
 
 /// What an edge can do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +179,7 @@ struct Edge {
 }
 
 impl Edge {
-    fn new(info: EdgeInfo, holder: Holder) -> Edge {
+    fn new(info: EdgeInfo, holder: Holder, pending_ttl: Duration) -> Edge {
         Edge {
             info,
             mode: Mode::Normal,
@@ -186,7 +188,7 @@ impl Edge {
             last_stats_at: None,
             stats_seq: 0,
             disconnected_at: None,
-            pending: Arc::default(),
+            pending: Arc::new(Pending::new(pending_ttl)),
             released: None,
             last_token: 0,
         }
@@ -291,6 +293,8 @@ pub struct EdgeState {
     edges: Mutex<HashMap<String, Edge>>,
     next_session: AtomicU64,
     liveness: Duration,
+    /// How long a redirect is charged to an edge at most (see [`Pending`]).
+    pending_ttl: Duration,
     changed: Notify,
     /// Whether local changes are announced to other replicas (a Redis is configured).
     replicated: bool,
@@ -312,11 +316,18 @@ impl EdgeState {
             edges: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             liveness,
+            pending_ttl: PENDING_TTL,
             changed: Notify::new(),
             replicated: false,
             outbox: Mutex::new(HashSet::new()),
             outbox_filled: Notify::new(),
         }
+    }
+
+    /// Charges redirects to an edge for at most `ttl` (`edges.pending_ttl`; 30 s by default).
+    pub fn with_pending_ttl(mut self, ttl: Duration) -> Self {
+        self.pending_ttl = ttl;
+        self
     }
 
     /// Records local changes for announcement to the other replicas ([`EdgeState::take_outbox`]).
@@ -359,7 +370,7 @@ impl EdgeState {
                 edge.mode
             }
             None => {
-                let mut edge = Edge::new(info, Holder::Nobody);
+                let mut edge = Edge::new(info, Holder::Nobody, self.pending_ttl);
                 edge.hand_to(session);
                 edges.insert(node_id.to_string(), edge);
                 Mode::Normal
@@ -424,6 +435,20 @@ impl EdgeState {
                 pending: &edge.pending,
             });
         }
+    }
+
+    /// Forgets, on every edge, the redirects charged longer than the pending TTL ago, whether or
+    /// not stats came since; true when that lowered any edge's pending, which the next rebuild
+    /// applies. Edges left out of the snapshot count too: a burst of redirects that saturated an
+    /// edge must not keep it out past the TTL. Called by the routing builder every
+    /// [`PENDING_SLOT`].
+    pub fn expire_pending(&self, now: Instant) -> bool {
+        let edges = self.lock();
+        let mut released = false;
+        for edge in edges.values() {
+            released |= edge.pending.expire(now);
+        }
+        released
     }
 
     /// Records a stats report of the current session.
@@ -574,7 +599,7 @@ impl EdgeState {
         let mut edges = self.lock();
         let edge = edges
             .entry(node_id.to_string())
-            .or_insert_with(|| Edge::new(record.info.clone(), Holder::Nobody));
+            .or_insert_with(|| Edge::new(record.info.clone(), Holder::Nobody, self.pending_ttl));
         match &edge.holder {
             Holder::Here(s) if s.token == 0 || s.token >= token => return,
             Holder::Replica { token: held, .. } if *held > token => return,

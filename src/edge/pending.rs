@@ -2,7 +2,10 @@
 //!
 //! Each redirect adds the expected bandwidth of one viewer, summed into 250 ms slots. A slot is
 //! forgotten once a stats report has had a whole interval to include its viewers (it ended before
-//! the previous report), and in any case 30 s after it began. The ledger is shared (`Arc`) between
+//! the previous report), and in any case `edges.pending_ttl` (30 s) after it began: the routing
+//! builder sweeps every ledger each [`SLOT`] ([`Pending::expire`]), so that holds with a stats
+//! interval of 20 s (a report every 20 s alone would keep a slot up to 40 s, and more once it
+//! has saturated the edge and left it out of the snapshot). The ledger is shared (`Arc`) between
 //! the edge state and the routing snapshot's candidate, so a redirect debits it directly and the
 //! hot path reads the running total from an atomic without a lock; a redirect costs O(1) whatever
 //! the request rate.
@@ -19,19 +22,27 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long a redirect's bandwidth is counted at most.
+/// How long a redirect's bandwidth is counted at most, by default (`edges.pending_ttl`).
 pub const PENDING_TTL: Duration = Duration::from_secs(30);
-/// Redirects are summed per slot of this length, so the ledger holds at most
-/// `PENDING_TTL / SLOT + 1` entries whatever the request rate.
-const SLOT: Duration = Duration::from_millis(250);
+/// Redirects are summed per slot of this length, so the ledger holds at most `ttl / SLOT + 1`
+/// entries whatever the request rate; expiry is swept at the same pace.
+pub const SLOT: Duration = Duration::from_millis(250);
 
 /// The pending ledger of one edge.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pending {
     total: AtomicU64,
     /// Forgotten bandwidth not yet taken off `total` (see [`Pending::settle`]).
     released: AtomicU64,
     slots: Mutex<Slots>,
+    /// How long a slot is counted at most.
+    ttl: Duration,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending::new(PENDING_TTL)
+    }
 }
 
 /// (slot start, bytes/s added in that slot), oldest first, and their sum.
@@ -42,6 +53,16 @@ struct Slots {
 }
 
 impl Pending {
+    /// An empty ledger whose slots are counted at most `ttl`.
+    pub fn new(ttl: Duration) -> Pending {
+        Pending {
+            total: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            slots: Mutex::default(),
+            ttl,
+        }
+    }
+
     /// A ledger that starts at `bytes_per_sec` (tests and benches: pending known at build time).
     pub fn starting_at(bytes_per_sec: u64) -> Pending {
         let p = Pending::default();
@@ -100,7 +121,7 @@ impl Pending {
     pub fn add(&self, bytes_per_sec: u64, now: Instant) {
         self.update(|slots, total| {
             Self::pop_while(slots, total, |start| {
-                now.saturating_duration_since(start) >= PENDING_TTL
+                now.saturating_duration_since(start) >= self.ttl
             });
             match slots.back_mut() {
                 Some((start, bytes)) if now.saturating_duration_since(*start) < SLOT => {
@@ -117,10 +138,28 @@ impl Pending {
     pub fn reconcile(&self, previous: Option<Instant>, now: Instant) {
         self.update(|slots, total| {
             Self::pop_while(slots, total, |start| {
-                now.saturating_duration_since(start) >= PENDING_TTL
+                now.saturating_duration_since(start) >= self.ttl
                     || previous.is_some_and(|p| start + SLOT <= p)
             });
         });
+    }
+
+    /// Forgets the slots older than the TTL at `now`, stats or not; true when that released
+    /// anything (to be applied by the next [`Pending::settle`]). An empty ledger costs one
+    /// atomic load and no lock.
+    pub fn expire(&self, now: Instant) -> bool {
+        if self.total.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut released = false;
+        self.update(|slots, total| {
+            let before = *total;
+            Self::pop_while(slots, total, |start| {
+                now.saturating_duration_since(start) >= self.ttl
+            });
+            released = *total < before;
+        });
+        released
     }
 
     /// Forgets everything (the edge's session ended).
@@ -188,6 +227,25 @@ mod tests {
         p.clear();
         assert_eq!(total(&p), 1);
         assert_eq!(p.settle(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redirects_are_forgotten_after_the_ttl_without_any_report() {
+        let p = Pending::new(Duration::from_secs(30));
+        assert!(!p.expire(Instant::now()), "nothing to forget");
+        p.add(100_000, Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        p.add(200_000, Instant::now());
+        tokio::time::advance(Duration::from_millis(19_900)).await;
+        assert!(!p.expire(Instant::now()), "29.9 s: both still counted");
+        assert_eq!(p.settle(), 300_000);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(p.expire(Instant::now()), "30 s after the first redirect");
+        assert_eq!(p.settle(), 200_000);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(p.expire(Instant::now()));
+        assert_eq!(p.settle(), 0);
+        assert!(!p.expire(Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -275,7 +275,8 @@ async fn run_session(
         cluster_id: node.cluster_id.clone(),
         owner_tenant_id: node.owner_tenant_id.clone(),
         capabilities: convert::capabilities(register.capabilities.as_ref()),
-        public_base_url: register.public_base_url.clone(),
+        // Checked by `authenticate` already; normalised the same way here.
+        public_base_url: public_base_url(&register.public_base_url)?,
         peer_ip: peer_ip.map(crate::net::canonical_ip),
     };
     // With replicas, the session's fencing token: above any session of this node so far, here or
@@ -471,6 +472,16 @@ async fn send(tx: &Outbound, frame: ControlMessage) -> Result<(), End> {
         })
 }
 
+/// The base URL an edge registered, in normal form (empty: it goes by its standard name). Every
+/// redirect to the edge starts with it, so anything that is not a clean absolute URL is refused
+/// here rather than turned into a broken `Location` for a viewer later.
+fn public_base_url(given: &str) -> Result<String, End> {
+    if given.is_empty() {
+        return Ok(String::new());
+    }
+    crate::edge::check_base_url(given).map_err(|e| End::violation(format!("public_base_url {e}")))
+}
+
 /// Enrolls or authenticates the node named by a Register; returns it and, on enrollment, its new
 /// credential.
 async fn authenticate(
@@ -498,16 +509,10 @@ async fn authenticate(
     ] {
         convert::bounded(field, value, limits).map_err(End::violation)?;
     }
-    let url = &register.public_base_url;
-    if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(End::violation(
-            "public_base_url must be an http:// or https:// URL",
-        ));
-    }
     let hw = register.hardware.unwrap_or_default();
     let profile = NodeProfile {
         capabilities: convert::capabilities(register.capabilities.as_ref()).to_list(),
-        public_base_url: register.public_base_url.clone(),
+        public_base_url: public_base_url(&register.public_base_url)?,
         host_fingerprint: register.host_fingerprint.clone(),
         cpu_cores: i64::from(hw.cpu_cores),
         ram_bytes: i64::try_from(hw.ram_bytes).unwrap_or(i64::MAX),

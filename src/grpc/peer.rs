@@ -53,17 +53,20 @@ fn is_default_base_url(url: &str, node_id: &str, cluster: &str, root: &str) -> b
 /// Where viewers may be sent for edge `node_id` of peer cluster `peer`: the URL the peer gave
 /// when it names a host in the peer's own zone (`*.{peer}.{root}`), else the standard name of
 /// the edge there. A peer can therefore only send viewers to names under its own cluster's zone.
+///
+/// The given URL must pass the checks of an edge's own `Register` ([`check_base_url`]): the zone
+/// is read from its real host, and a viewer's `Location` is a valid URI either way.
+///
+/// [`check_base_url`]: crate::edge::check_base_url
 pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> String {
     if given.is_empty() {
         return default_base_url(node_id, peer, root);
     }
     let zone = format!(".{peer}.{root}");
-    let host = crate::routing::host_of(given);
-    let scheme_ok = given.starts_with("https://") || given.starts_with("http://");
-    if scheme_ok && host.ends_with(&zone) && !given.contains(['@', ' ', '\\']) {
-        given.to_string()
-    } else {
-        default_base_url(node_id, peer, root)
+    match crate::edge::check_base_url(given) {
+        // Without user info (refused), the host is what follows the scheme up to `:` or `/`.
+        Ok(url) if crate::routing::host_of(&url).ends_with(&zone) => url,
+        _ => default_base_url(node_id, peer, root),
     }
 }
 
@@ -342,6 +345,32 @@ mod tests {
         let wire = summary_to_proto(&named, "example.net");
         assert_eq!(wire.edges[0].node_name, "berlin-1");
         assert_eq!(summary_from_proto(&wire, "eu", "example.net"), Ok(named));
+    }
+
+    #[test]
+    fn viewers_are_only_sent_to_clean_urls_in_the_peer_zone() {
+        let base = |u: &str| peer_base_url(u, "0123456789ab", "eu", "example.net");
+        let standard = "https://edge-0123456789ab.eu.example.net";
+        assert_eq!(base(""), standard);
+        assert_eq!(
+            base("https://cdn-7.eu.example.net:8443/mist/"),
+            "https://cdn-7.eu.example.net:8443/mist"
+        );
+        for bad in [
+            "https://evil.org#.eu.example.net",
+            "https://evil.org?.eu.example.net",
+            "https://cdn-7.eu.example.net/p?x=1",
+            "https://cdn-7.eu.example.net/p#f",
+            "https://cdn-7.eu.example.net/\u{1}",
+            "https://cdn-7.eu.example.net/a b",
+            "https://user@cdn-7.eu.example.net",
+            "https://cdn-7.eu.example.net:99999",
+            "https://cdn-7.eu.example.net.evil.org",
+            "https://cdn-7.us.example.net",
+            "ftp://cdn-7.eu.example.net",
+        ] {
+            assert_eq!(base(bad), standard, "{bad:?}");
+        }
     }
 
     #[test]

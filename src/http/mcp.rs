@@ -247,7 +247,9 @@ impl Tools {
 
     #[tool(
         description = "Subscribe to a cluster. Active at once unless the cluster requires \
-            approval (then pending until its owner approves); an invite token activates at once."
+            approval (then pending until its owner, or a platform operator for a platform \
+            cluster, approves); an invite token activates at once. A rejected request stands: \
+            asking again is refused, only an invite token helps."
     )]
     async fn subscribe_to_cluster(
         &self,
@@ -260,7 +262,7 @@ impl Tools {
     #[tool(
         description = "Make a cluster your preferred one: new streams get its ingest and playback \
             URLs. It must be a cluster you are actively subscribed to, own, or your official \
-            cluster; null goes back to the official cluster."
+            cluster. cluster_id is required: null goes back to the official cluster."
     )]
     async fn set_preferred_cluster(
         &self,

@@ -307,6 +307,10 @@ mod tests {
             "edge-1.c.example.net"
         );
         assert_eq!(host_of("edge"), "edge");
+        // An IPv6 literal keeps its brackets: `rtmp://[2001:db8::1]:1935/...` and the
+        // MistServer answers must name the whole address.
+        assert_eq!(host_of("https://[2001:db8::1]:8443/x"), "[2001:db8::1]");
+        assert_eq!(host_of("https://[2001:db8::1]"), "[2001:db8::1]");
         assert!(valid_stream("live+abc_1.2-3"));
         assert!(!valid_stream("a/b"));
         assert!(!valid_stream(""));

@@ -28,7 +28,9 @@ use crate::edge::per_viewer_estimate;
 use crate::grpc::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
-use crate::routing::{host_of, Candidate, Need, Parts, Pick, Request, Snapshot};
+use crate::routing::{
+    host_of, Candidate, Need, Parts, Pick, Request, Snapshot, RTMP_PORT, SRT_PORT,
+};
 
 /// Primary plus up to four fallbacks.
 const CHOICES: usize = 5;
@@ -439,8 +441,8 @@ async fn ingest(
         "edge": { "node_id": &*edge.node_id, "cluster_id": &*edge.cluster_id, "base_url": &*edge.base_url },
         "urls": {
             "whip": whip,
-            "rtmp": format!("rtmp://{host}/live/{stream_key}"),
-            "srt": format!("srt://{host}:8889?streamid={stream_key}"),
+            "rtmp": format!("rtmp://{host}:{RTMP_PORT}/live/{stream_key}"),
+            "srt": format!("srt://{host}:{SRT_PORT}?streamid={stream_key}"),
         },
     }))
     .into_response())
@@ -449,6 +451,7 @@ async fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn protocol_urls_follow_mistserver_paths() {
@@ -474,6 +477,46 @@ mod tests {
             Some("https://e.example/live+x.mp4")
         );
         assert_eq!(protocol_url(b, "gopher", "live+x", ""), None);
+    }
+
+    proptest! {
+        /// Every `Location` is a valid URI: for any base URL the edge state can hold (what
+        /// `check_base_url` accepts of any text) and any stream, protocol, path and session the
+        /// handlers let through, the redirect parses, keeps the edge's host, and has the session
+        /// as its only query and no fragment.
+        #[test]
+        fn every_location_is_a_valid_uri(
+            base in "(https?://)([a-z0-9.-]{1,12}|[a-zA-Z0-9.\\-_ é%\\[\\]:@]{0,12})(:[0-9]{1,6})?((/[a-z0-9._~%-]{0,6}){0,3}|[a-zA-Z0-9/ .%?#é\\t]{0,12})",
+            stream in "[A-Za-z0-9_+.-]{1,40}",
+            proto in proptest::sample::select(vec!["hls", "dash", "cmaf", "webrtc", "whep", "mp4", "webm", "ts", "flv", "html"]),
+            rest in "[A-Za-z0-9_./-]{0,40}",
+            new_session in any::<u64>(),
+            returning in proptest::option::of("[A-Za-z0-9_-]{1,64}"),
+        ) {
+            let session = match &returning {
+                Some(id) => Session::Returning(id),
+                None => Session::New(new_session),
+            };
+            let Ok(base) = crate::edge::check_base_url(&base) else {
+                return Ok(());
+            };
+            prop_assume!(valid_rest(&rest));
+            let location = format!(
+                "{}?{SESSION_PARAM}={session}",
+                protocol_url(&base, proto, &stream, &rest).expect("known protocol")
+            );
+            let uri: axum::http::Uri = location.parse().expect("a URI");
+            prop_assert!(HeaderValue::from_str(&location).is_ok());
+            let url = url::Url::parse(&location).expect("a URL");
+            let edge = url::Url::parse(&base).expect("base URL");
+            prop_assert_eq!(url.host_str(), edge.host_str());
+            prop_assert_eq!(url.port(), edge.port());
+            prop_assert!(url.fragment().is_none(), "{}", location);
+            let query = format!("{SESSION_PARAM}={session}");
+            prop_assert_eq!(url.query(), Some(query.as_str()));
+            prop_assert!(url.path().starts_with(edge.path().trim_end_matches('/')));
+            prop_assert_eq!(uri.query(), url.query());
+        }
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl FromRequestParts<AppState> for Caller {
 
 /// A JSON request body: `application/json` (or no content type, or JSON sent as a form the way
 /// `curl -d` does), at most `server.max_body_bytes` arriving within `server.body_timeout`
-/// ([`super::body::read`]), no unknown fields. Every refusal is the JSON error body.
+/// ([`super::body::read`]), read by the rules of [`crate::api::input`]
+/// (an object, no unknown fields, nullable settings given explicitly). Every refusal is the JSON
+/// error body.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
@@ -60,18 +62,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                 "the body must be JSON, sent as application/json".into(),
             ));
         }
-        let mut json = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            let at = e.path().to_string();
-            let inner = e.into_inner();
-            if at == "." || at.is_empty() {
-                ApiError::BadRequest(format!("invalid JSON body: {inner}"))
-            } else {
-                ApiError::BadRequest(format!("invalid JSON body at {at}: {inner}"))
-            }
-        })?;
-        json.end()
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        let value = crate::api::input::from_json(&bytes)?;
         Ok(Body(value))
     }
 }
@@ -146,6 +137,17 @@ pub fn router() -> Router<AppState> {
                 T,
             ),
             cluster,
+        )
+        .route::<UpdateCluster, ClusterSummary, _, _>(
+            Op::new(
+                Method::PATCH,
+                "/clusters/{cluster_id}",
+                "updateCluster",
+                "Set a cluster's name, region, description, pricing, location and capacity \
+                 (cluster owner or operator)",
+                T,
+            ),
+            update_cluster,
         )
         .route::<Subscribe, SubscribeResult, _, _>(
             Op::new(
@@ -382,6 +384,15 @@ async fn cluster(
     Ids(id): Ids<String>,
 ) -> Reply<ClusterSummary> {
     ok(api::cluster_summary(&state, &caller, &id).await?)
+}
+
+async fn update_cluster(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Ids(id): Ids<String>,
+    Body(input): Body<UpdateCluster>,
+) -> Reply<ClusterSummary> {
+    ok(api::update_cluster(&state, &caller, &id, input).await?)
 }
 
 async fn subscribe(

@@ -79,6 +79,11 @@ pub struct Cluster {
     pub description: String,
     pub grpc_addr: String,
     pub http_url: String,
+    /// Capacity hint: most edges the cluster takes (`None`: not stated).
+    pub max_edges: Option<i64>,
+    /// Capacity hint: bandwidth the cluster can serve, bytes per second like the edges' stats
+    /// (`None`: not stated).
+    pub max_bandwidth: Option<i64>,
     pub created_at: i64,
 }
 
@@ -119,6 +124,8 @@ impl NewCluster {
             description: self.description.clone(),
             grpc_addr: self.grpc_addr.clone(),
             http_url: self.http_url.clone(),
+            max_edges: None,
+            max_bandwidth: None,
             created_at,
         }
     }
@@ -171,6 +178,98 @@ impl NewCluster {
     }
 }
 
+/// Changes to a cluster's description, pricing, location and capacity; `None` leaves a field as
+/// it is, `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterChanges {
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub description: Option<String>,
+    /// (latitude, longitude) in degrees.
+    pub location: Option<Option<(f64, f64)>>,
+    pub pricing_model: Option<PricingModel>,
+    /// Cents per GB (`METERED`) or per month (`MONTHLY`).
+    pub price_cents: Option<i64>,
+    pub max_edges: Option<Option<i64>>,
+    /// Bytes per second.
+    pub max_bandwidth: Option<Option<i64>>,
+    pub visibility: Option<Visibility>,
+    pub requires_approval: Option<bool>,
+    /// Replaces the billing tiers the cluster is official for (empty: none).
+    pub official_for_tiers: Option<Vec<String>>,
+}
+
+impl ClusterChanges {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        *self == ClusterChanges::default()
+    }
+
+    /// `cluster` with these changes, checked.
+    fn apply(&self, mut cluster: Cluster) -> Result<Cluster> {
+        if let Some(name) = &self.name {
+            cluster.name = name.trim().to_string();
+        }
+        if let Some(region) = &self.region {
+            cluster.region = region.trim().to_string();
+        }
+        if let Some(description) = &self.description {
+            cluster.description = description.trim().to_string();
+        }
+        if let Some(location) = self.location {
+            if let Some((lat, lon)) = location {
+                if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                    return Err(RegistryError::Invalid(format!(
+                        "location {lat},{lon} is not a latitude in -90..90 and a longitude in \
+                         -180..180"
+                    )));
+                }
+            }
+            (cluster.latitude, cluster.longitude) = location.unzip();
+        }
+        if let Some(model) = self.pricing_model {
+            cluster.pricing_model = model;
+        }
+        if let Some(price) = self.price_cents {
+            if !(0..=100_000_000_000).contains(&price) {
+                return Err(RegistryError::Invalid(
+                    "price_cents must be between 0 and 100000000000".into(),
+                ));
+            }
+            cluster.price_cents = price;
+        }
+        for (field, change, value) in [
+            ("max_edges", self.max_edges, &mut cluster.max_edges),
+            (
+                "max_bandwidth",
+                self.max_bandwidth,
+                &mut cluster.max_bandwidth,
+            ),
+        ] {
+            if let Some(new) = change {
+                if new.is_some_and(|n| n <= 0) {
+                    return Err(RegistryError::Invalid(format!(
+                        "{field} must be a positive number (or cleared)"
+                    )));
+                }
+                *value = new;
+            }
+        }
+        if let Some(visibility) = self.visibility {
+            cluster.visibility = visibility;
+        }
+        if let Some(approval) = self.requires_approval {
+            cluster.requires_approval = approval;
+        }
+        if let Some(tiers) = &self.official_for_tiers {
+            cluster.official_for_tiers = tiers.clone();
+            cluster.official_for_tiers.sort();
+            cluster.official_for_tiers.dedup();
+        }
+        Ok(cluster)
+    }
+}
+
 /// Billing tiers are labels like cluster ids (`free`, `pro`, `enterprise`).
 pub fn is_valid_billing_tier(tier: &str) -> bool {
     is_valid_label(tier)
@@ -178,7 +277,8 @@ pub fn is_valid_billing_tier(tier: &str) -> bool {
 
 pub(super) const CLUSTER_COLUMNS: &str = "id, name, region, latitude, longitude, tier, \
      pricing_model, price_cents, visibility, requires_approval, owner_tenant_id, \
-     official_for_tiers, description, grpc_addr, http_url, created_at";
+     official_for_tiers, description, grpc_addr, http_url, max_edges, max_bandwidth_bps, \
+     created_at";
 
 impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
     fn from_row(row: &'r super::Row) -> sqlx::Result<Self> {
@@ -217,6 +317,9 @@ impl<'r> sqlx::FromRow<'r, super::Row> for Cluster {
             description: row.try_get("description")?,
             grpc_addr: row.try_get("grpc_addr")?,
             http_url: row.try_get("http_url")?,
+            // The column predates this field and says bps: it holds bytes per second.
+            max_edges: row.try_get("max_edges")?,
+            max_bandwidth: row.try_get("max_bandwidth_bps")?,
             created_at: row.try_get("created_at")?,
         })
     }
@@ -276,6 +379,69 @@ impl Registry {
         insert_cluster(&mut conn, new, false, now_ms()).await?;
         drop(conn);
         self.cluster(&new.id)
+            .await?
+            .ok_or(RegistryError::NotFound("cluster"))
+    }
+
+    /// Changes cluster `id` (see [`ClusterChanges`]) and returns it as stored; `NotFound` when it
+    /// does not exist, `Conflict` when another cluster is already official for one of the tiers.
+    /// Tenants keep their official cluster until their tier changes (DESIGN.md §3).
+    pub async fn update_cluster(&self, id: &str, changes: &ClusterChanges) -> Result<Cluster> {
+        let current = self
+            .cluster(id)
+            .await?
+            .ok_or(RegistryError::NotFound("cluster"))?;
+        let updated = changes.apply(current)?;
+        // The same checks as a new cluster's.
+        NewCluster {
+            id: updated.id.clone(),
+            name: updated.name.clone(),
+            region: updated.region.clone(),
+            tier: updated.tier,
+            pricing_model: updated.pricing_model,
+            visibility: updated.visibility,
+            requires_approval: updated.requires_approval,
+            owner_tenant_id: updated.owner_tenant_id.clone(),
+            official_for_tiers: updated.official_for_tiers.clone(),
+            description: updated.description.clone(),
+            grpc_addr: updated.grpc_addr.clone(),
+            http_url: updated.http_url.clone(),
+        }
+        .validate()?;
+        for tier in changes.official_for_tiers.iter().flatten() {
+            match self.official_cluster_for_tier(tier).await? {
+                Some(other) if other != id => {
+                    return Err(RegistryError::Conflict(format!(
+                        "cluster {other:?} is already the official cluster of billing tier \
+                         {tier:?}; take it off there first (foghorn admin cluster update --id \
+                         {other} --official-for ...)"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        sqlx::query(
+            "UPDATE clusters SET name = $1, region = $2, description = $3, latitude = $4, \
+             longitude = $5, pricing_model = $6, price_cents = $7, max_edges = $8, \
+             max_bandwidth_bps = $9, visibility = $10, requires_approval = $11, \
+             official_for_tiers = $12 WHERE id = $13",
+        )
+        .bind(&updated.name)
+        .bind(&updated.region)
+        .bind(&updated.description)
+        .bind(updated.latitude)
+        .bind(updated.longitude)
+        .bind(updated.pricing_model.as_str())
+        .bind(updated.price_cents)
+        .bind(updated.max_edges)
+        .bind(updated.max_bandwidth)
+        .bind(updated.visibility.as_str())
+        .bind(i64::from(updated.requires_approval))
+        .bind(updated.official_for_tiers.join(","))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.cluster(id)
             .await?
             .ok_or(RegistryError::NotFound("cluster"))
     }

@@ -310,7 +310,7 @@ impl Registry {
             .ok_or_else(|| {
                 RegistryError::Conflict(format!(
                     "no cluster is official for billing tier {billing_tier:?}; mark one with \
-                     `foghorn admin cluster create --official-for {billing_tier}` first"
+                     `foghorn admin cluster update --id ID --official-for {billing_tier}` first"
                 ))
             })?;
         let mut tx = self.pool.begin().await?;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
-pub use clusters::{Cluster, NewCluster, PricingModel, Tier, Visibility};
+pub use clusters::{Cluster, ClusterChanges, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{
     is_valid_node_id, EnrollError, EnrollRequest, Enrolled, EnrollmentToken, NewEnrollmentToken,
     Node, NodeAuthError, NodeProfile, PreRegistration, Reservation,
@@ -152,6 +152,15 @@ impl Registry {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The file of an SQLite registry URL (`None` for other engines, or a URL sqlx cannot read).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
 }
 
 fn create_sqlite_parent(url: &str) -> Result<()> {

@@ -65,6 +65,9 @@ pub struct Subscribed {
     pub subscription: Subscription,
     /// False when the tenant already had this subscription (active, or pending without an invite).
     pub changed: bool,
+    /// Whether the cluster belongs to the platform (no owner): its requests are decided by a
+    /// platform operator.
+    pub platform_cluster: bool,
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
@@ -269,19 +272,33 @@ impl Registry {
                 .ok_or(RegistryError::NotFound("cluster"))?,
             None => return Err(RegistryError::NotFound("cluster")),
         };
+        let platform_cluster = cluster.owner_tenant_id.is_none();
         let existing = self.subscription(tenant_id, cluster_id).await?;
         if let Some(current) = &existing {
-            // A rejection stands until the owner sends an invite: asking again would let a
-            // rejected tenant fill the owner's queue.
+            // A rejection stands until the cluster's manager sends an invite: asking again would
+            // let a rejected tenant fill the owner's queue. It is refused as such rather than
+            // answered like a fresh request.
+            if current.status == SubscriptionStatus::Rejected && invite.is_none() {
+                let who = if platform_cluster {
+                    "an invite from a platform operator"
+                } else {
+                    "an invite from its owner"
+                };
+                return Err(RegistryError::Conflict(format!(
+                    "your request for cluster {cluster_id:?} was rejected; only {who} lets you \
+                     subscribe now (POST /subscriptions with invite_token)"
+                )));
+            }
             let settled = match current.status {
                 SubscriptionStatus::Active => true,
-                SubscriptionStatus::Pending | SubscriptionStatus::Rejected => invite.is_none(),
-                SubscriptionStatus::Cancelled => false,
+                SubscriptionStatus::Pending => invite.is_none(),
+                SubscriptionStatus::Rejected | SubscriptionStatus::Cancelled => false,
             };
             if settled {
                 return Ok(Subscribed {
                     subscription: current.clone(),
                     changed: false,
+                    platform_cluster,
                 });
             }
         }
@@ -334,6 +351,7 @@ impl Registry {
         Ok(Subscribed {
             subscription,
             changed: true,
+            platform_cluster,
         })
     }
 

@@ -11,10 +11,21 @@ pub use select::{Candidate, Need, Pick, Pool, Request, Snapshot, StreamRef};
 
 /// The port MistServer serves DTSC on.
 pub const DTSC_PORT: u16 = 4200;
+/// The port MistServer takes RTMP publishers on; written out in every RTMP URL handed out, so
+/// `/ingest/{key}` and the streams API agree.
+pub const RTMP_PORT: u16 = 1935;
+/// The port MistServer takes SRT publishers on.
+pub const SRT_PORT: u16 = 8889;
 
-/// The host name in an edge's base URL.
+/// The host in an edge's base URL (base URLs carry no user info: `edge::check_base_url`); an
+/// IPv6 literal keeps its brackets, as URLs built from it need them.
 pub fn host_of(base_url: &str) -> &str {
     let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    if rest.starts_with('[') {
+        if let Some(end) = rest.find(']') {
+            return &rest[..=end];
+        }
+    }
     rest.split(['/', ':']).next().unwrap_or(rest)
 }
 

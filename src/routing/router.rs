@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::score::{Position, Weights};
 use super::select::{Candidate, Pool, Snapshot, StreamRef};
-use crate::edge::{EdgeState, RoutingInput};
+use crate::edge::{EdgeState, RoutingInput, PENDING_SLOT};
 use crate::metrics::{Metrics, PoolLabels};
 
 /// Shortest time between two rebuilds.
@@ -269,18 +269,30 @@ impl Router {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Resolves after the next rebuild that starts after this call.
-    pub async fn next_rebuild(&self) {
+    /// Resolves after the next rebuild that starts after this call (the call, not the first
+    /// poll: the future may be created before the change that triggers the rebuild).
+    pub fn next_rebuild(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.generation.subscribe();
         rx.mark_unchanged();
-        let _ = rx.changed().await;
+        async move {
+            let _ = rx.changed().await;
+        }
     }
 
-    /// Rebuilds on every edge change, at most every `MIN_REBUILD_INTERVAL`, until `stop`.
+    /// Rebuilds on every edge change, at most every `MIN_REBUILD_INTERVAL`, until `stop`; and
+    /// whenever a redirect's pending bandwidth reaches its TTL (checked every `PENDING_SLOT`), so
+    /// it is forgotten on time whatever the stats interval (DESIGN.md §5).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut sweep = tokio::time::interval(PENDING_SLOT);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.edges.changed() => {}
+                _ = sweep.tick() => {
+                    if !self.edges.expire_pending(Instant::now()) {
+                        continue;
+                    }
+                }
                 _ = stop.cancelled() => return,
             }
             self.rebuild();
@@ -289,5 +301,84 @@ impl Router {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::{Capabilities, EdgeInfo, Stats};
+
+    fn stats() -> Stats {
+        Stats {
+            cpu_tenths: 100,
+            ram_max_bytes: 16 << 30,
+            ram_used_bytes: 4 << 30,
+            up_bytes_per_sec: 1_000_000,
+            bw_limit_bytes_per_sec: 125_000_000,
+            ..Stats::default()
+        }
+    }
+
+    /// Issue 14 item 8: with stats every 20 s, a redirect's pending bandwidth still goes 30 s after
+    /// the redirect, not at the second report after it (up to 40 s and more).
+    #[tokio::test(start_paused = true)]
+    async fn pending_is_forgotten_after_its_ttl_whatever_the_stats_interval() {
+        let interval = Duration::from_secs(20);
+        let edges = Arc::new(EdgeState::new(interval * 3));
+        let router = Router::new(edges.clone(), "c", "example.net", Arc::new(Metrics::new()));
+        let info = EdgeInfo {
+            capabilities: Capabilities {
+                edge: true,
+                ..Capabilities::default()
+            },
+            ..EdgeInfo::default()
+        };
+        let session = edges.attach("0123456789ab", info, 0);
+        assert!(edges.apply_stats(&session, stats()));
+        router.rebuild();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(router.clone().run(stop.clone()));
+        let pending = |router: &Router| {
+            let snapshot = router.snapshot();
+            let edge = snapshot.candidates().next().expect("the edge is routable");
+            edge.pending.current()
+        };
+
+        // One redirect 1 s after the first report, then reports every 20 s.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        router
+            .snapshot()
+            .candidates()
+            .next()
+            .expect("edge")
+            .pending
+            .add(300_000, Instant::now());
+        tokio::time::advance(Duration::from_secs(19)).await;
+        let reported = router.next_rebuild();
+        assert!(edges.apply_stats(&session, stats()));
+        tokio::time::timeout(Duration::from_secs(1), reported)
+            .await
+            .expect("a rebuild after the report");
+        assert_eq!(
+            pending(&router),
+            300_000,
+            "the report at 20 s may not show it"
+        );
+        tokio::time::advance(Duration::from_millis(10_700)).await;
+        assert_eq!(pending(&router), 300_000, "29.7 s after the redirect");
+
+        let forgotten = router.next_rebuild();
+        tokio::time::advance(Duration::from_millis(600)).await;
+        tokio::time::timeout(Duration::from_secs(1), forgotten)
+            .await
+            .expect("a rebuild once the TTL has passed, without a report");
+        assert_eq!(
+            pending(&router),
+            0,
+            "30.3 s after the redirect, no report since"
+        );
+        stop.cancel();
+        task.await.expect("router stops");
     }
 }

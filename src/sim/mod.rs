@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
 use crate::proto::{
     control_message, edge_message, helmsman_control_client::HelmsmanControlClient, register,
     Capabilities, ControlMessage, EdgeMessage, ErrorCode, Hardware, IngestRequest, NodeCredential,
@@ -42,8 +44,14 @@ pub struct SimArgs {
     /// Where node ids and credentials are saved, so a restart reconnects instead of re-enrolling.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Centre of the region edges are placed in, as LAT,LON.
-    #[arg(long, value_parser = parse_lat_lon, default_value = "50.11,8.68")]
+    /// Centre of the region edges are placed in, as LAT,LON (southern and western ones start
+    /// with `-`: `--region-center -33.87,151.21`).
+    #[arg(
+        long,
+        value_parser = parse_lat_lon,
+        default_value = "50.11,8.68",
+        allow_hyphen_values = true
+    )]
     pub region_center: (f64, f64),
     /// Radius of that region in kilometres.
     #[arg(long, default_value_t = 300.0)]
@@ -73,7 +81,7 @@ pub struct SimArgs {
     pub tls_domain: Option<String>,
 }
 
-fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
+pub(crate) fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
     let (lat, lon) = s
         .split_once(',')
         .ok_or_else(|| format!("{s:?} is not LAT,LON"))?;
@@ -118,7 +126,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         bail!("--interval must be at least 10ms");
     }
     if let Some(dir) = &args.state_dir {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt as _;
+        // Node credentials live there: a new directory is this user's only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("creating state dir {}", dir.display()))?;
     }
     let mut endpoint = Endpoint::from_shared(args.grpc.clone())
@@ -141,6 +154,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         endpoint = endpoint.tls_config(tls).context("TLS settings")?;
     }
+    probe(&args.grpc, &endpoint).await?;
     let mut rng = match args.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
         None => StdRng::from_os_rng(),
@@ -173,6 +187,74 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the first contact with Foghorn may take before the simulator gives up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks Foghorn's `grpc.health.v1` once, before any edge starts. An address where nothing
+/// answers, or a TLS client on a plaintext-only port (or the reverse), fails every connection
+/// the same way: retrying would only repeat "transport error" forever, so the simulator stops
+/// with the cause and what to check.
+async fn probe(grpc: &str, endpoint: &Endpoint) -> anyhow::Result<()> {
+    let check = async {
+        let channel = endpoint.connect().await.map_err(|e| causes(&e))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|status| causes(&status))?;
+        Ok::<(), String>(())
+    };
+    let failure = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(why)) => why,
+        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+    };
+    bail!(
+        "cannot reach Foghorn at {grpc}: {failure}\n  {}",
+        hint(grpc)
+    )
+}
+
+/// What to check when Foghorn cannot be reached at `grpc`.
+fn hint(grpc: &str) -> &'static str {
+    if grpc.starts_with("https://") {
+        "hint: is Foghorn running there, with TLS on its gRPC port? A listener with \
+         tls.listeners = \"off\" speaks plaintext only: use http://. With the development CA, \
+         pass --ca {data_dir}/tls/ca.pem, and --tls-domain foghorn.{cluster}.{root} when you dial \
+         an address."
+    } else {
+        "hint: is Foghorn running and listening there? A listener with tls.listeners = \
+         \"required\" takes TLS only: use https:// with --ca {data_dir}/tls/ca.pem and \
+         --tls-domain foghorn.{cluster}.{root}."
+    }
+}
+
+/// An error with its causes, outermost first: tonic's own text is often only "transport error",
+/// and what went wrong (refused, reset, a TLS alert) is further down the chain.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// An `Error` frame as a line for the log: the code by name, then the message.
+fn describe(error: &crate::proto::Error) -> String {
+    let code = ErrorCode::try_from(error.code).map_or_else(
+        |_| format!("error code {}", error.code),
+        |c| c.as_str_name().to_string(),
+    );
+    format!("{code}: {}", error.message)
+}
+
 fn random_profile(index: usize, args: &SimArgs, rng: &mut StdRng) -> Profile {
     let (lat0, lon0) = args.region_center;
     // Uniform over the disc: radius ∝ sqrt(u).
@@ -200,21 +282,46 @@ fn load_identity(args: &SimArgs, index: usize) -> anyhow::Result<Option<SavedIde
     };
     let path = identity_path(dir, index);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
-        )),
+        Ok(text) => {
+            // Files saved by older simulators were readable by everyone.
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode());
+            if mode.is_ok_and(|m| m & 0o077 != 0) {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private", path.display()))?;
+            }
+            Ok(Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
+/// Saves a node's credential where only this user can read it (0600, through a temporary file
+/// and a rename, so a crash never leaves half a file). It is a secret: whoever reads it can
+/// connect as the node.
 fn save_identity(args: &SimArgs, index: usize, id: &SavedIdentity) -> anyhow::Result<()> {
-    if let Some(dir) = &args.state_dir {
-        let path = identity_path(dir, index);
-        std::fs::write(&path, serde_json::to_vec_pretty(id)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(dir) = &args.state_dir else {
+        return Ok(());
+    };
+    let path = identity_path(dir, index);
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(id)?)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Drifting load of one edge.
@@ -349,7 +456,14 @@ async fn session(
     };
     let channel: Channel = match endpoint.connect().await {
         Ok(c) => c,
-        Err(e) => return SessionEnd::Retry(format!("cannot reach {}: {e}", args.grpc)),
+        Err(e) => {
+            return SessionEnd::Retry(format!(
+                "cannot reach {}: {} ({})",
+                args.grpc,
+                causes(&e),
+                hint(&args.grpc)
+            ))
+        }
     };
     let mut client = HelmsmanControlClient::new(channel);
     let (tx, rx) = mpsc::channel::<EdgeMessage>(16);
@@ -358,7 +472,7 @@ async fn session(
     }
     let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return SessionEnd::Retry(format!("Connect refused: {status}")),
+        Err(status) => return SessionEnd::Retry(format!("Connect refused: {}", causes(&status))),
     };
 
     // The first answer is a ConfigSeed or an Error.
@@ -370,7 +484,7 @@ async fn session(
             payload: Some(control_message::Payload::Error(err)),
         })) => {
             let code = ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Unspecified);
-            let why = format!("{}: {}", code.as_str_name(), err.message);
+            let why = describe(&err);
             return match code {
                 ErrorCode::EnrollmentFailed
                 | ErrorCode::EnrollmentRequired
@@ -380,7 +494,7 @@ async fn session(
             };
         }
         Ok(other) => return SessionEnd::Retry(format!("unexpected first answer {other:?}")),
-        Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
+        Err(status) => return SessionEnd::Retry(format!("stream failed: {}", causes(&status))),
     };
     *seeded = true;
     if tx.send(applied(profile, &seed)).await.is_err() {
@@ -464,11 +578,11 @@ async fn session(
                     }
                 }
                 Ok(Some(ControlMessage { payload: Some(control_message::Payload::Error(err)) })) => {
-                    return SessionEnd::Retry(format!("error {}: {}", err.code, err.message));
+                    return SessionEnd::Retry(describe(&err));
                 }
                 Ok(Some(other)) => tracing::debug!(edge = profile.index, ?other, "control message"),
                 Ok(None) => return SessionEnd::Retry("Foghorn closed the stream".into()),
-                Err(status) => return SessionEnd::Retry(format!("stream failed: {status}")),
+                Err(status) => return SessionEnd::Retry(format!("stream failed: {}", causes(&status))),
             },
             _ = reconnect => return SessionEnd::Retry("scheduled reconnect".into()),
         }
@@ -587,8 +701,27 @@ mod tests {
     }
 
     #[test]
+    fn error_frames_are_logged_by_code_name() {
+        let frame = |code: ErrorCode| crate::proto::Error {
+            code: code as i32,
+            message: "newer session".into(),
+        };
+        assert_eq!(
+            describe(&frame(ErrorCode::SessionReplaced)),
+            "SESSION_REPLACED: newer session"
+        );
+        let unknown = crate::proto::Error {
+            code: 99,
+            message: "?".into(),
+        };
+        assert_eq!(describe(&unknown), "error code 99: ?");
+    }
+
+    #[test]
     fn lat_lon_parsing() {
         assert_eq!(parse_lat_lon("48.85, 2.35"), Ok((48.85, 2.35)));
+        assert_eq!(parse_lat_lon("-33.87,151.21"), Ok((-33.87, 151.21)));
+        assert_eq!(parse_lat_lon("40.71,-74.01"), Ok((40.71, -74.01)));
         assert!(parse_lat_lon("91,0").is_err());
         assert!(parse_lat_lon("x").is_err());
     }

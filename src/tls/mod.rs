@@ -99,8 +99,25 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Loads (or, in development, creates) the cluster's certificate. Fails with a message naming
-    /// the file or key at fault, before any port is bound.
+    /// the file or key at fault, before any port is bound; an unusable operator file is a
+    /// [`ConfigError::File`] (invalid configuration), a failure to make the dev CA is not.
+    ///
+    /// [`ConfigError::File`]: crate::config::ConfigError::File
     pub fn open(config: &Config) -> anyhow::Result<Tls> {
+        let operator_files = !config.tls.cert_path.is_empty();
+        Self::open_source(config).map_err(|e| {
+            if operator_files {
+                crate::config::ConfigError::File {
+                    message: format!("{e:#}"),
+                }
+                .into()
+            } else {
+                e
+            }
+        })
+    }
+
+    fn open_source(config: &Config) -> anyhow::Result<Tls> {
         let tls = &config.tls;
         let source = if tls.cert_path.is_empty() {
             Source::Dev(dev::DevCa::new(

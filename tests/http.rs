@@ -278,7 +278,8 @@ fn post_head(path: &str, token: &str, length: usize) -> String {
 
 /// Request bodies (REST and /mcp) are bounded in size and time: a `Content-Length` over the
 /// limit is refused at once, before the body is read; a body that stalls, or trickles in a byte
-/// at a time, is cut `server.body_timeout` after it was started, with a JSON 408.
+/// at a time, is cut `server.body_timeout` after it was started, with a JSON 408. A gRPC call
+/// whose request message stalls ends with `DEADLINE_EXCEEDED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_bounded_in_time_and_size() {
     use tokio::io::AsyncWriteExt;
@@ -288,6 +289,14 @@ async fn bodies_are_bounded_in_time_and_size() {
     .await;
     let (_, token) = server.operator().await;
     let addr = server.server().http_addr;
+    // A gRPC call whose one request message never ends is cut the same way.
+    let stalled = common::stalled_pre_registration(&server.grpc_url()).await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), stalled)
+        .await
+        .expect("the stalled call ends")
+        .expect("call task");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
     for path in ["/api/v1/streams", "/mcp"] {
         // Announced too large: refused before any of it is sent (a server waiting for the body
         // would answer 408 after the timeout instead).
@@ -354,7 +363,8 @@ async fn bodies_are_bounded_in_time_and_size() {
 }
 
 /// Graceful shutdown ends idle and stalled connections at once (silent, a half-sent first or
-/// later request head, a stalled REST or MCP body, a half-sent HTTP/2 preface on the gRPC port)
+/// later request head, a stalled REST or MCP body, a half-sent HTTP/2 preface and a stalled
+/// `PreRegisterEdge` on the gRPC port)
 /// and waits only for the request being answered, which completes. Every limit that could
 /// otherwise end those connections (head and body timeouts, the grace) is far beyond the test's
 /// bounds.
@@ -396,6 +406,7 @@ async fn shutdown_ends_stalled_connections_and_finishes_answers() {
             .expect("send");
         stalled.push((path, conn));
     }
+    let stalled_call = common::stalled_pre_registration(&server.grpc_url()).await;
     let mut grpc_half = TcpStream::connect(grpc).await.expect("connect");
     grpc_half
         .write_all(b"PRI * HTTP/2.0\r\n")
@@ -478,6 +489,11 @@ async fn shutdown_ends_stalled_connections_and_finishes_answers() {
             "stalled body on {path}: {sent}"
         );
     }
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), stalled_call)
+        .await
+        .expect("the stalled gRPC call ends at once")
+        .expect("call task");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         !answer.is_finished(),
         "the listing cannot finish before the lock goes"

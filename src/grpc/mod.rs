@@ -1,6 +1,7 @@
 //! tonic adapters: the gRPC listener with HelmsmanControl, EdgeProvisioning, Federation,
 //! `grpc.health.v1` and server reflection.
 
+mod bounded;
 mod codec;
 mod convert;
 pub mod federation;
@@ -78,7 +79,11 @@ pub async fn serve(
             .set_not_serving::<FederationServer<FederationService>>()
             .await;
     };
+    let (body_timeout, stopping) = (state.config.server.body_timeout, state.shutdown.clone());
     tonic::transport::Server::builder()
+        .layer(tower::util::MapRequestLayer::new(move |request| {
+            bounded::bound(request, body_timeout, &stopping)
+        }))
         // Dead edges behind a silent network are noticed within ~20 s even between stats frames.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

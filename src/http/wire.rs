@@ -182,11 +182,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonAnswers<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // hyper queues a head in a buffer of its own, first; an automatic answer is only that.
-        let first = bufs.iter().find(|b| !b.is_empty());
-        let only_head = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
-        if let Some(first) = first.filter(|_| only_head) {
-            if this.replaces(first) {
+        // hyper queues a head in a buffer of its own, first; an automatic answer is that head
+        // alone. Any other write stops at its first slice's status digit.
+        let mut written = bufs.iter().filter(|b| !b.is_empty());
+        if let Some(first) = written.next() {
+            let maybe = this.replacing.is_some() || first.get(9) == Some(&b'4');
+            if maybe && written.next().is_none() && this.replaces(first) {
                 return this.poll_replace(cx, first.len());
             }
         }
@@ -251,5 +252,31 @@ mod tests {
         let redirect =
             b"HTTP/1.1 307 Temporary Redirect\r\nlocation: x\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(automatic(redirect), None);
+    }
+
+    #[tokio::test]
+    async fn writes_the_json_answer_in_place_of_the_head() {
+        use tokio::io::AsyncWriteExt as _;
+        let answers = Arc::new(Answers::new(16384, 100));
+        let automatic_head = head(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let expected = answers.get(Automatic::HeadTooLarge).to_vec();
+
+        let mut conn = JsonAnswers::new(Vec::new(), answers.clone());
+        conn.write_all(&automatic_head).await.expect("write");
+        assert_eq!(conn.inner, expected);
+
+        let mut conn = JsonAnswers::new(Vec::new(), answers.clone());
+        let n = conn
+            .write_vectored(&[IoSlice::new(b""), IoSlice::new(&automatic_head)])
+            .await
+            .expect("write");
+        assert_eq!(n, automatic_head.len(), "hyper counts its head as written");
+        assert_eq!(conn.inner, expected);
+
+        // A head followed by a body in the same write is someone else's answer.
+        let mut conn = JsonAnswers::new(Vec::new(), answers);
+        let slices = [IoSlice::new(&automatic_head), IoSlice::new(b"{}")];
+        let n = conn.write_vectored(&slices).await.expect("write");
+        assert_eq!(conn.inner[..n], [&automatic_head[..], b"{}"].concat()[..n]);
     }
 }

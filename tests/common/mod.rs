@@ -794,3 +794,31 @@ pub fn accept_queue(port: u16) -> usize {
         })
         .sum()
 }
+
+/// Calls `PreRegisterEdge` sending its request message and then never ending the request stream,
+/// as a stalled client does; resolves with the status the server ends the call with.
+pub async fn stalled_pre_registration(grpc_url: &str) -> tokio::task::JoinHandle<tonic::Status> {
+    use futures_util::StreamExt as _;
+    let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect gRPC");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let request = futures_util::stream::iter([foghorn::proto::PreRegisterEdgeRequest::default()])
+        .chain(futures_util::stream::pending());
+    tokio::spawn(async move {
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/foghorn.v1.EdgeProvisioning/PreRegisterEdge",
+        );
+        let answer: Result<tonic::Response<foghorn::proto::PreRegisterEdgeResponse>, _> = grpc
+            .client_streaming(
+                tonic::Request::new(request),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        answer.expect_err("a stalled request is not answered")
+    })
+}

@@ -138,9 +138,14 @@ async fn tools_follow_the_rest_rules(db: Db) {
         if let Some(args) = arguments {
             request = request.with_arguments(args.as_object().expect("object").clone());
         }
-        let refused = a.call_tool(request).await.expect("a tool result");
-        assert_eq!(refused.is_error, Some(true), "{refused:?}");
-        assert!(format!("{:?}", refused.content).contains("missing field `cluster_id`"));
+        // Arguments that do not fit the tool's schema are invalid params (-32602).
+        match a.call_tool(request).await {
+            Err(rmcp::ServiceError::McpError(e)) => {
+                assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS, "{e:?}");
+                assert!(e.message.contains("missing field `cluster_id`"), "{e:?}");
+            }
+            other => panic!("expected invalid params, got {other:?}"),
+        }
     }
     let network = reqwest::Client::new()
         .get(server.http("/api/v1/tenant/network"))

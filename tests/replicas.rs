@@ -440,8 +440,10 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
 
     let asked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let viewers_stop = tokio_util::sync::CancellationToken::new();
     let viewers = tokio::spawn({
-        let (asked, failed, stop) = (asked.clone(), failed.clone(), stop.clone());
+        // Their own token: they stop (and are awaited) before the edges go away.
+        let (asked, failed, stop) = (asked.clone(), failed.clone(), viewers_stop.clone());
         let urls: Vec<String> = [&a, &b]
             .iter()
             .map(|r| r.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id)))
@@ -450,9 +452,10 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
             let http = client();
             while !stop.is_cancelled() {
                 for url in &urls {
-                    let ok = matches!(http.get(url).send().await, Ok(r) if r.status() == 307);
+                    let answer = http.get(url).send().await;
                     asked.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
+                    if !matches!(&answer, Ok(r) if r.status() == 307) {
+                        eprintln!("viewer request failed: {url}: {answer:?}");
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -546,8 +549,9 @@ async fn replicas_recover_from_a_redis_outage(outage: Duration) {
     .await;
     assert_eq!(play(&c, &stream.playback_id).await.0, 307);
 
-    stop.cancel();
+    viewers_stop.cancel();
     viewers.await.expect("viewers");
+    stop.cancel();
     for r in reporters {
         r.await.expect("reporter");
     }

@@ -375,10 +375,19 @@ async fn approval_flow(db: Db) {
             .await;
         assert_eq!(status, 403);
     }
+    // An action without input takes no body, or `{}`: a field that would change it is refused,
+    // not ignored, and nothing is decided.
+    for body in [json!({ "reject": true }), json!(["x"]), json!(null)] {
+        let (status, refused) = owner
+            .post(&format!("{requests}/{a_id}/approve"), body.clone())
+            .await;
+        assert_eq!(status, 400, "{body}: {refused}");
+    }
     let (status, pending) = owner.get(requests).await;
     assert_eq!(status, 200);
     assert_eq!(pending[0]["tenant_id"], a_id.as_str());
     assert_eq!(pending[0]["tenant_name"], "A");
+    assert_eq!(pending[0]["status"], "pending", "{pending}");
     let (status, approved) = owner
         .post(&format!("{requests}/{a_id}/approve"), json!({}))
         .await;

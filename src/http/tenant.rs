@@ -67,6 +67,31 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     }
 }
 
+/// The body of an action that takes no input (approve, reject, cancel, revoke): none, or `{}`,
+/// which many clients send with every POST. Anything else is refused, so a field meant to change
+/// the action (`{"reject": true}` sent to `approve`) is never silently ignored.
+pub struct NoInput;
+
+/// An object with no fields: any field is unknown.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+impl FromRequest<AppState> for NoInput {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = super::body::read(&parts.headers, body, state).await?;
+        if !bytes.trim_ascii().is_empty() {
+            crate::api::input::from_json::<Nothing>(&bytes).map_err(|e| {
+                ApiError::BadRequest(format!("this request takes no body (or {{}}): {e}"))
+            })?;
+        }
+        Ok(NoInput)
+    }
+}
+
 /// Path parameters; a segment that is not valid UTF-8 is a JSON 400 like everything else.
 pub struct Ids<T>(pub T);
 
@@ -419,6 +444,7 @@ async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Ids(cluster_id): Ids<String>,
+    _: NoInput,
 ) -> Reply<SubscriptionView> {
     ok(api::cancel_subscription(&state, &caller, &cluster_id).await?)
 }
@@ -435,6 +461,7 @@ async fn approve(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Ids((cluster_id, tenant_id)): Ids<(String, String)>,
+    _: NoInput,
 ) -> Reply<SubscriptionRequest> {
     ok(api::decide_subscription(&state, &caller, &cluster_id, &tenant_id, true).await?)
 }
@@ -443,6 +470,7 @@ async fn reject(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Ids((cluster_id, tenant_id)): Ids<(String, String)>,
+    _: NoInput,
 ) -> Reply<SubscriptionRequest> {
     ok(api::decide_subscription(&state, &caller, &cluster_id, &tenant_id, false).await?)
 }
@@ -468,6 +496,7 @@ async fn revoke_invite(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Ids((cluster_id, invite_id)): Ids<(String, String)>,
+    _: NoInput,
 ) -> Reply<InviteView> {
     ok(api::revoke_invite(&state, &caller, &cluster_id, &invite_id).await?)
 }

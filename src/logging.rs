@@ -154,16 +154,7 @@ fn secret_at(text: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let before = &text[..at];
-    let prefixed = [
-        SecretKind::ApiToken,
-        SecretKind::EnrollmentToken,
-        SecretKind::NodeCredential,
-        SecretKind::StreamKey,
-        SecretKind::ClusterInvite,
-        SecretKind::PeerCredential,
-    ]
-    .iter()
-    .any(|kind| {
+    let prefixed = SecretKind::ALL.iter().any(|kind| {
         let prefix = kind.prefix().as_bytes();
         before.ends_with(prefix)
             && before
@@ -214,14 +205,7 @@ mod tests {
 
     #[test]
     fn secrets_are_cut_after_their_lookup_part() {
-        for kind in [
-            SecretKind::ApiToken,
-            SecretKind::EnrollmentToken,
-            SecretKind::NodeCredential,
-            SecretKind::StreamKey,
-            SecretKind::ClusterInvite,
-            SecretKind::PeerCredential,
-        ] {
+        for kind in SecretKind::ALL {
             let secret = mint(kind);
             let line = format!(
                 "result=CallToolResult {{ text: \"{{\\\"token\\\":\\\"{}\\\"}}\" }} and rtmp://x/live/{}\n",

@@ -28,6 +28,16 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
+    /// Every kind, for code that must recognise any of them (the log scrubber).
+    pub const ALL: [SecretKind; 6] = [
+        SecretKind::ApiToken,
+        SecretKind::EnrollmentToken,
+        SecretKind::NodeCredential,
+        SecretKind::StreamKey,
+        SecretKind::ClusterInvite,
+        SecretKind::PeerCredential,
+    ];
+
     pub fn prefix(self) -> &'static str {
         match self {
             SecretKind::ApiToken => "fhk_",

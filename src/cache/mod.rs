@@ -38,8 +38,8 @@ const RECONNECT_MAX: Duration = Duration::from_millis(500);
 pub struct RedisLink {
     client: redis::Client,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
-    /// Whether `conn` holds a connection that answered; watched by the sync and the lease, which
-    /// start over at once when it comes back.
+    /// Whether `conn` holds a connection that answered; the sync waits on it to resubscribe as
+    /// soon as Redis is back.
     up: Arc<watch::Sender<bool>>,
 }
 
@@ -105,7 +105,12 @@ impl RedisLink {
             match attempt {
                 Ok(conn) => return Some(conn),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable");
+                    // Tried twice a second through an outage: the first attempts warn, the rest log at debug.
+                    if delay < RECONNECT_MAX {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable");
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?delay, "Redis still unreachable");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => return None,

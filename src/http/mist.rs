@@ -239,14 +239,7 @@ async fn may_read_views(
     {
         return Ok(());
     }
-    let p = principal_from_headers(headers, state).await?;
-    if p.role.is_operator() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "the load balancer's read views need an operator token".into(),
-        ))
-    }
+    crate::api::require_operator(&principal_from_headers(headers, state).await?)
 }
 
 /// Applies `{"cpu":..,"ram":..,"bw":..,"geo":..,"bonus":..}` (any subset) to `current`.

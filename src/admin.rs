@@ -217,7 +217,7 @@ pub async fn run(
                 "sqlite://{}",
                 std::path::absolute(&file).unwrap_or(file).display()
             ),
-            None => crate::app::redact(&url),
+            None => crate::logging::redact(&url),
         },
     };
     if let (Some(file), false) = (&missing, create) {
@@ -237,7 +237,8 @@ pub async fn run(
         .await
         .context("opening the registry")?;
     if missing.is_some() {
-        crate::app::register_own_cluster(&registry, config)
+        registry
+            .register_own_cluster(config)
             .await
             .context("registering this cluster in the new registry")?;
     }

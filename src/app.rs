@@ -10,69 +10,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::{Leadership, Lease, RedisLink, Replication};
 use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::geoip::GeoIp;
+use crate::logging::redact;
 use crate::metrics::Metrics;
-use crate::registry::{now_ms, ClusterUtilization, NewCluster, PlaybackCache, Registry};
+use crate::registry::{now_ms, ClusterUtilization, PlaybackCache, Registry};
+use crate::replicas::{Leadership, Lease, RedisLink, Replication};
 use crate::routing::Router;
-
-/// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
-/// reference-count increment, not one per field.
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What [`AppState`] shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub registry: Registry,
-    pub edges: Arc<EdgeState>,
-    pub router: Arc<Router>,
-    pub playback: Arc<PlaybackCache>,
-    /// `viewers.trusted_proxies`, parsed once.
-    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
-    /// `geoip.mmdb_path`, opened once.
-    pub geoip: Option<Arc<GeoIp>>,
-    pub metrics: Arc<Metrics>,
-    pub redis: Option<RedisLink>,
-    /// Edge-state sync with the other replicas (with Redis only).
-    pub replication: Option<Replication>,
-    /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
-    pub federation: crate::grpc::Hub,
-    /// The cluster's certificate: pushed to edges, presented by the listeners.
-    pub tls: Arc<crate::tls::Tls>,
-    /// The control streams of the edges connected here, for commands like `OriginPull`.
-    pub edge_links: Arc<crate::grpc::EdgeLinks>,
-    /// Whether this replica leads its cluster (always, without Redis).
-    pub leadership: Arc<Leadership>,
-    /// Random per process: names this replica to the others and in the leader lease.
-    pub replica_id: String,
-    /// Cancelled once, when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Per-connection tasks (edge sessions), awaited during shutdown.
-    pub tasks: TaskTracker,
-    ready: AtomicBool,
-    /// Stops the Redis sync after the edge sessions ended (so their ends are announced).
-    sync_stop: CancellationToken,
-    sync_tasks: TaskTracker,
-}
-
-impl AppState {
-    /// Whether the listeners are up and the registry was migrated.
-    pub fn is_started(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
-    }
-}
+use crate::state::{AppState, Shared};
 
 /// How long shutdown waits for the Redis sync to write the ends of the closed sessions.
 const SYNC_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -84,17 +30,6 @@ pub struct Server {
     pub state: AppState,
     http: JoinHandle<std::io::Result<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-/// Makes sure the registry has this Foghorn's own cluster (a public platform cluster, from
-/// `cluster.id`, `cluster.name` and `cluster.region`); an existing row is left as it is.
-pub async fn register_own_cluster(
-    registry: &Registry,
-    config: &Config,
-) -> Result<crate::registry::Cluster, crate::registry::RegistryError> {
-    let mut local = NewCluster::platform(&config.cluster.id, &config.cluster.name);
-    local.region = config.cluster.region.clone();
-    registry.ensure_cluster(&local).await
 }
 
 /// Opens the registry, binds both listeners and starts serving. Returns once ready.
@@ -118,7 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .await
     .with_context(|| format!("opening the registry at {}", redact(&db_url)))?;
-    register_own_cluster(&registry, &config)
+    registry
+        .register_own_cluster(&config)
         .await
         .context("registering this cluster in the registry")?;
     let credential = peer_secret(&config)?;
@@ -184,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 &config.cluster.id,
                 &replica_id,
                 config.liveness_window(),
-                crate::cache::PeerRelay {
+                crate::replicas::PeerRelay {
                     peers: peers.clone(),
                     edge_links: edge_links.clone(),
                     root_domain: config.cluster.root_domain.clone(),
@@ -438,48 +374,9 @@ fn advertised_grpc(config: &Config, bound: SocketAddr) -> String {
         "https"
     };
     if bound.ip().is_unspecified() {
-        format!(
-            "{scheme}://foghorn.{}.{}:{}",
-            config.cluster.id,
-            config.cluster.root_domain,
-            bound.port()
-        )
+        let zone = crate::names::Zone::new(&config.cluster.id, &config.cluster.root_domain);
+        format!("{scheme}://{}:{}", zone.foghorn_host(), bound.port())
     } else {
         format!("{scheme}://{bound}")
-    }
-}
-
-/// A URL with its password replaced, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(
-            super::redact("sqlite://./data/f.db"),
-            "sqlite://./data/f.db"
-        );
-        assert_eq!(super::redact("redis://h:6379/"), "redis://h:6379/");
     }
 }

@@ -15,12 +15,11 @@
 //! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
 //! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
 //! - [`cli`]: the `frameworks` operator CLI.
-#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod api;
 pub mod app;
-pub mod cache;
+
 pub mod cli;
 pub mod config;
 pub mod edge;
@@ -30,11 +29,14 @@ pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod registry;
+pub mod replicas;
 pub mod routing;
 pub mod secret;
 pub mod sim;
+pub mod state;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for `proto/foghorn/v1`.

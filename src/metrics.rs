@@ -3,7 +3,7 @@
 //! Each server owns its registry (no process-global recorder), so several Foghorns started in one
 //! test process keep separate counters.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -256,14 +256,14 @@ impl Metrics {
             "Peer channels and calls refused (credentials, no shared subscription, impostor frames)",
             m.federation_refusals.clone(),
         );
-        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        *m.registry.lock() = registry;
         m
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self.registry.lock();
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out

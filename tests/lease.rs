@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use foghorn::cache::{Lease, RedisLink};
+use foghorn::replicas::{Lease, RedisLink};
 use tokio_util::sync::CancellationToken;
 
 async fn link() -> RedisLink {

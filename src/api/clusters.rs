@@ -9,13 +9,13 @@ use super::{
     check_cluster_id, check_uuid, managed_cluster, parse_ttl, sees_all, truncate, visible_cluster,
     ClusterSummary,
 };
-use crate::app::AppState;
+use crate::api::ApiError;
 use crate::edge::Stats;
-use crate::http::ApiError;
 use crate::registry::{
     ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal,
     Subscription, SubscriptionStatus, Tenant,
 };
+use crate::state::AppState;
 
 /// Default lifetime of an enrollment token (DESIGN.md §3).
 const ENROLLMENT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);

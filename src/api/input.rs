@@ -22,7 +22,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use crate::http::ApiError;
+use crate::api::ApiError;
 
 /// Reads one input from a JSON body: an object, with nothing after it. Every refusal is a 400
 /// that says where the body is wrong.

@@ -4,11 +4,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{caller_tenant, check_cluster_id, truncate, ClusterSummary};
-use crate::app::AppState;
-use crate::http::ApiError;
+use crate::api::ApiError;
 use crate::registry::{
     now_ms, Cluster, ClusterUtilization, MarketplaceFilter, Principal, SubscriptionStatus,
 };
+use crate::state::AppState;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;

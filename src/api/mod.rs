@@ -12,6 +12,7 @@
 //! looked up scoped to the caller's tenant.
 
 mod clusters;
+mod error;
 pub mod input;
 mod marketplace;
 mod streams;
@@ -19,12 +20,12 @@ mod streams;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::config::is_valid_label;
-use crate::http::ApiError;
 use crate::registry::{Cluster, Principal, Role, Tenant};
+use crate::state::AppState;
 
 pub use clusters::*;
+pub use error::ApiError;
 pub use marketplace::*;
 pub use streams::*;
 

@@ -5,10 +5,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{caller_tenant, check_uuid};
-use crate::app::AppState;
-use crate::http::ApiError;
+use crate::api::ApiError;
+use crate::names::Zone;
 use crate::registry::{Principal, Stream, Tenant};
 use crate::routing::{RTMP_PORT, SRT_PORT};
+use crate::state::AppState;
 
 /// Stands for the stream key in URLs shown after creation, when the key is no longer known.
 const KEY_PLACEHOLDER: &str = "{stream_key}";
@@ -79,12 +80,15 @@ fn stream_view(root: &str, tenant: &Tenant, stream: &Stream, key: Option<String>
     let official = tenant.official_cluster_id.as_str();
     let preferred = tenant.preferred_cluster_id.as_deref().unwrap_or(official);
     let shown_key = key.as_deref().unwrap_or(KEY_PLACEHOLDER);
-    let ingest_on = |cluster: &str, label: &str| IngestEndpoints {
-        cluster_id: cluster.to_string(),
-        label: label.to_string(),
-        rtmp: format!("rtmp://edge-ingest.{cluster}.{root}:{RTMP_PORT}/live/{shown_key}"),
-        whip: format!("https://edge-ingest.{cluster}.{root}/webrtc/{shown_key}"),
-        srt: format!("srt://edge-ingest.{cluster}.{root}:{SRT_PORT}?streamid={shown_key}"),
+    let ingest_on = |cluster: &str, label: &str| {
+        let ingest = Zone::new(cluster, root).ingest_host();
+        IngestEndpoints {
+            cluster_id: cluster.to_string(),
+            label: label.to_string(),
+            rtmp: format!("rtmp://{ingest}:{RTMP_PORT}/live/{shown_key}"),
+            whip: format!("https://{ingest}/webrtc/{shown_key}"),
+            srt: format!("srt://{ingest}:{SRT_PORT}?streamid={shown_key}"),
+        }
     };
     let ingest = if preferred == official {
         vec![ingest_on(preferred, "preferred+official")]
@@ -95,7 +99,8 @@ fn stream_view(root: &str, tenant: &Tenant, stream: &Stream, key: Option<String>
         ]
     };
     let play = format!(
-        "https://foghorn.{preferred}.{root}/play/{}",
+        "{}/play/{}",
+        Zone::new(preferred, root).foghorn_url(),
         stream.playback_id
     );
     StreamView {

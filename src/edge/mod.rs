@@ -7,16 +7,17 @@
 //! and advance it instead of sleeping.
 //!
 //! With replicas (issue 4), an edge is held either here (a local session) or by another replica of
-//! the cluster, whose announcements [`crate::cache::Replication`] folds in. Each session carries a
+//! the cluster, whose announcements the replication (`replicas` module) folds in. Each session carries a
 //! fencing token handed out by Redis; between two sessions of one node the higher token wins, so a
 //! node has one live session however many replicas it reached.
 
 mod base_url;
 mod pending;
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -303,12 +304,6 @@ pub struct EdgeState {
     outbox_filled: Notify,
 }
 
-/// Locks a mutex whose holders never leave the data half-updated (every update is a single
-/// assignment or insertion), so a poisoned lock is still safe to use.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl EdgeState {
     /// `liveness` is how long after its last stats an edge stays routable (3 × stats interval).
     pub fn new(liveness: Duration) -> Self {
@@ -336,14 +331,14 @@ impl EdgeState {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Edge>> {
-        lock(&self.edges)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Edge>> {
+        self.edges.lock()
     }
 
     /// Queues `node_id` for announcement.
     fn announce(&self, node_id: &str) {
         if self.replicated {
-            let fresh = lock(&self.outbox).insert(node_id.to_string());
+            let fresh = self.outbox.lock().insert(node_id.to_string());
             if fresh {
                 self.outbox_filled.notify_one();
             }
@@ -489,7 +484,7 @@ impl EdgeState {
 
     /// Takes the nodes whose local changes await announcement (see [`EdgeState::announcement`]).
     pub fn take_outbox(&self) -> Vec<String> {
-        lock(&self.outbox).drain().collect()
+        self.outbox.lock().drain().collect()
     }
 
     /// Resolves once the outbox has something (at once if it filled since the last call).

@@ -15,9 +15,9 @@
 //! and bounds computed from the pending at build time stay upper bounds: that is what keeps the
 //! pruned search exact. A decrease marks the edge changed, so the next build is ≤ 20 ms away.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -80,7 +80,7 @@ impl Pending {
 
     /// Runs `f` on the slots and the running total, under the lock.
     fn update(&self, f: impl FnOnce(&mut VecDeque<(Instant, u64)>, &mut u64)) {
-        let mut ledger = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ledger = self.slots.lock();
         let Slots { slots, sum } = &mut *ledger;
         let before = *sum;
         f(slots, sum);
@@ -96,7 +96,7 @@ impl Pending {
     /// Applies the decreases recorded since the last call and returns the settled total. Called
     /// by the routing snapshot builder only.
     pub fn settle(&self) -> u64 {
-        let _slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let _slots = self.slots.lock();
         let released = self.released.swap(0, Ordering::Relaxed);
         let total = self.total.load(Ordering::Relaxed).saturating_sub(released);
         self.total.store(total, Ordering::Relaxed);
@@ -202,11 +202,7 @@ mod tests {
 
         // First report of the session: nothing is known to be reflected yet.
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(
-            p.slots.lock().expect("lock").slots.len(),
-            2,
-            "one slot per 250 ms"
-        );
+        assert_eq!(p.slots.lock().slots.len(), 2, "one slot per 250 ms");
         let first = Instant::now();
         p.reconcile(None, first);
         assert_eq!(p.settle(), 300_000);
@@ -259,7 +255,7 @@ mod tests {
             }
         }
         // 50 s of redirects: only the last 30 s count, in at most 121 slots.
-        let slots = p.slots.lock().expect("lock").slots.len();
+        let slots = p.slots.lock().slots.len();
         assert!(slots <= 121, "{slots} slots");
         let total = p.settle();
         assert!((599_000..=601_000).contains(&total), "{total}");

@@ -4,9 +4,10 @@
 //!
 //! Policy only; the transport (`crate::grpc::federation`) opens the channels and feeds this.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -90,10 +91,6 @@ pub struct Peers {
     next_channel: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Peers {
     pub fn new(cluster_id: &str, ttls: Ttls, router: Arc<Router>) -> Self {
         Peers {
@@ -116,7 +113,7 @@ impl Peers {
     /// Records a channel that just opened; returns its id for [`Peers::channel_closed`].
     pub fn channel_opened(&self, peer: &str, direction: Direction) -> u64 {
         let id = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let state = peers.entry(peer.to_string()).or_default();
         state.channels.insert(id, direction);
         state.heard_at = Some(Instant::now());
@@ -127,7 +124,7 @@ impl Peers {
     /// (`unpeered`: nobody needs the pair any more), its edges stop being scored at once;
     /// after a failure they are scored until their TTL, as a reconnect usually comes first.
     pub fn channel_closed(&self, peer: &str, id: u64, unpeered: bool) {
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let Some(state) = peers.get_mut(peer) else {
             return;
         };
@@ -141,12 +138,12 @@ impl Peers {
 
     /// Number of channels open with `peer`.
     pub fn open_channels(&self, peer: &str) -> usize {
-        lock(&self.peers).get(peer).map_or(0, |s| s.channels.len())
+        self.peers.lock().get(peer).map_or(0, |s| s.channels.len())
     }
 
     /// Every channel open, as (peer, direction).
     pub fn channels(&self) -> Vec<(String, Direction)> {
-        let peers = lock(&self.peers);
+        let peers = self.peers.lock();
         let mut all: Vec<(String, Direction)> = peers
             .iter()
             .flat_map(|(p, s)| s.channels.values().map(move |d| (p.clone(), *d)))
@@ -165,7 +162,7 @@ impl Peers {
     pub fn on_summary_aged(&self, peer: &str, summary: ClusterSummary, age: Duration) {
         let now = Instant::now();
         let at = now.checked_sub(age).unwrap_or(now);
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let state = peers.entry(peer.to_string()).or_default();
         if state.summary_at.is_some_and(|known| known > at) {
             return;
@@ -180,7 +177,7 @@ impl Peers {
     /// rebuilt only when that moves their expiry by a quarter of the TTL or more, or to the cap
     /// the last summary sets, so heartbeats, however many, rebuild it about four times per TTL.
     pub fn on_heartbeat(&self, peer: &str) {
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let state = peers.entry(peer.to_string()).or_default();
         state.heard_at = Some(Instant::now());
         let moved = match (self.expires_at(state), state.applied_until) {
@@ -204,7 +201,7 @@ impl Peers {
     pub fn on_advert(&self, peer: &str, streams: HashSet<String>) {
         let now = Instant::now();
         let mut ended: HashSet<String> = {
-            let mut peers = lock(&self.peers);
+            let mut peers = self.peers.lock();
             let state = peers.entry(peer.to_string()).or_default();
             state.heard_at = Some(now);
             let ended = state.streams.difference(&streams).cloned().collect();
@@ -212,7 +209,7 @@ impl Peers {
             state.advertised = true;
             ended
         };
-        if let Some(wanted) = lock(&self.on_demand).get_mut(peer) {
+        if let Some(wanted) = self.on_demand.lock().get_mut(peer) {
             for (stream, listed) in wanted.iter_mut() {
                 if streams.contains(stream) {
                     *listed = now;
@@ -229,7 +226,9 @@ impl Peers {
     /// nothing else would end them. Called periodically.
     pub fn expire_wants(&self) {
         let now = Instant::now();
-        let stale: Vec<(String, HashSet<String>)> = lock(&self.on_demand)
+        let stale: Vec<(String, HashSet<String>)> = self
+            .on_demand
+            .lock()
             .iter()
             .map(|(peer, wanted)| {
                 let stale = wanted
@@ -257,7 +256,7 @@ impl Peers {
             return;
         }
         let mut gone: HashSet<&String> = ended.iter().collect();
-        let mut on_demand = lock(&self.on_demand);
+        let mut on_demand = self.on_demand.lock();
         if let Some(wanted) = on_demand.get_mut(peer) {
             if let Some(cutoff) = listed_before {
                 // Re-checked under the lock: a want or an advert may have come meanwhile.
@@ -271,7 +270,7 @@ impl Peers {
             }
         }
         drop(on_demand);
-        let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+        let mut origins = self.origins.write();
         origins.retain(|s, o| o.peer != peer || !gone.contains(s));
     }
 
@@ -295,7 +294,8 @@ impl Peers {
 
     /// Whether `peer`'s edges are being scored now (a summary within its TTLs).
     pub fn is_scored(&self, peer: &str) -> bool {
-        lock(&self.peers)
+        self.peers
+            .lock()
             .get(peer)
             .and_then(|state| self.expires_at(state))
             .is_some_and(|t| Instant::now() < t)
@@ -303,7 +303,7 @@ impl Peers {
 
     /// Keeps `peer` wanted (a channel open) while `stream` is live there.
     pub fn want(&self, peer: &str, stream: &str) {
-        let mut on_demand = lock(&self.on_demand);
+        let mut on_demand = self.on_demand.lock();
         let wanted = on_demand.entry(peer.to_string()).or_default();
         let added = !wanted.contains_key(stream);
         if added {
@@ -317,7 +317,7 @@ impl Peers {
 
     /// The on-demand peers wanted now.
     pub fn wanted(&self) -> Vec<String> {
-        let mut peers: Vec<String> = lock(&self.on_demand).keys().cloned().collect();
+        let mut peers: Vec<String> = self.on_demand.lock().keys().cloned().collect();
         peers.sort();
         peers
     }
@@ -328,7 +328,7 @@ impl Peers {
     }
 
     pub fn set_dialing(&self, peers: HashSet<String>) {
-        *lock(&self.dialing) = peers;
+        *self.dialing.lock() = peers;
     }
 
     /// The channel state of `peer` for the tenant API: `open`, `connecting` or `none`. With
@@ -337,7 +337,7 @@ impl Peers {
     pub fn channel_state(&self, peer: &str) -> &'static str {
         if self.open_channels(peer) > 0 || self.is_scored(peer) {
             "open"
-        } else if lock(&self.dialing).contains(peer) || lock(&self.on_demand).contains_key(peer) {
+        } else if self.dialing.lock().contains(peer) || self.on_demand.lock().contains_key(peer) {
             "connecting"
         } else {
             "none"
@@ -347,24 +347,17 @@ impl Peers {
     /// Whether an origin pull is arranged for `stream` (the viewer path asks on every request of
     /// a stream live elsewhere; nothing is copied).
     pub fn has_origin(&self, stream: &str) -> bool {
-        self.origins
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(stream)
+        self.origins.read().contains_key(stream)
     }
 
     /// The origin pull arranged for `stream`, if any.
     pub fn origin(&self, stream: &str) -> Option<Origin> {
-        self.origins
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .cloned()
+        self.origins.read().get(stream).cloned()
     }
 
     /// Records the origin pull of `stream`; `false` when it was known already.
     pub fn set_origin(&self, stream: &str, origin: Origin) -> bool {
-        let mut origins = self.origins.write().unwrap_or_else(|e| e.into_inner());
+        let mut origins = self.origins.write();
         origins.get(stream) != Some(&origin) && {
             origins.insert(stream.to_string(), origin);
             true
@@ -373,7 +366,7 @@ impl Peers {
 
     /// Every origin pull arranged, by stream.
     pub fn origins(&self) -> Vec<(String, Origin)> {
-        let origins = self.origins.read().unwrap_or_else(|e| e.into_inner());
+        let origins = self.origins.read();
         origins
             .iter()
             .map(|(s, o)| (s.clone(), o.clone()))
@@ -385,7 +378,7 @@ impl Peers {
     /// of its last advert (if one came).
     pub fn held(&self) -> Vec<Held> {
         let now = Instant::now();
-        let peers = lock(&self.peers);
+        let peers = self.peers.lock();
         peers
             .iter()
             .filter(|(_, s)| !s.channels.is_empty())

@@ -8,9 +8,10 @@
 //! Every frame names the cluster it speaks for, and one naming any other cluster than the one the
 //! channel authenticated ends the channel.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -22,16 +23,17 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peer::{summary_from_proto, summary_to_proto};
-use crate::app::AppState;
-use crate::cache::PeerNews;
 use crate::federation::{Direction, FrameBudget, Origin, Peers, Smoother};
 use crate::metrics::{FrameLabels, RpcLabels};
+use crate::names::Zone;
 use crate::proto::{
     self, federation_client::FederationClient, federation_server::Federation, peer_message,
     PeerMessage,
 };
 use crate::registry::PeerEndpoint;
+use crate::replicas::PeerNews;
 use crate::routing::{dtsc_url, Need, Position, Request as RouteRequest};
+use crate::state::AppState;
 
 /// Metadata key naming the calling cluster.
 pub const CLUSTER_HEADER: &str = "x-foghorn-cluster";
@@ -72,7 +74,7 @@ impl Mailbox {
     }
 
     fn push(&self, item: Result<PeerMessage, Status>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.queue.lock();
         if q.1 {
             return;
         }
@@ -92,7 +94,7 @@ impl Mailbox {
 
     /// Ends the stream once the queued frames are out (after `fail`'s status, if any).
     fn close(&self) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.queue.lock().1 = true;
         self.ready.notify_one();
     }
 
@@ -104,7 +106,7 @@ impl Mailbox {
     async fn next(&self) -> Option<Result<PeerMessage, Status>> {
         loop {
             {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = self.queue.lock();
                 if let Some(item) = q.0.pop_front() {
                     return Some(item);
                 }
@@ -187,7 +189,7 @@ impl Hub {
                 at.tls_ca_pem.as_bytes()
             ))
         );
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = self.clients.lock();
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
@@ -199,7 +201,7 @@ impl Hub {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
         if addr.starts_with("https://") {
-            let tls = ClientTlsConfig::new().domain_name(format!("foghorn.{peer}.{root}"));
+            let tls = ClientTlsConfig::new().domain_name(Zone::new(peer, root).foghorn_host());
             let tls = if at.tls_ca_pem.is_empty() {
                 tls.with_webpki_roots()
             } else {
@@ -229,7 +231,6 @@ async fn authed<T>(state: &AppState, peer: &str, message: T) -> Result<Request<T
     let fresh = hub
         .registered
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .get(peer)
         .is_some_and(|at| at.elapsed() < REREGISTER);
     if !fresh {
@@ -240,7 +241,6 @@ async fn authed<T>(state: &AppState, peer: &str, message: T) -> Result<Request<T
             .map_err(registry_status)?;
         hub.registered
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(peer.to_string(), Instant::now());
     }
     let mut req = Request::new(message);
@@ -487,7 +487,7 @@ where
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let within_budget = |now: Instant, len: usize| {
-        let mut budgets = hub.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut budgets = hub.budgets.lock();
         match budgets.get_mut(peer) {
             Some(budget) => budget.admit(now, len),
             None => budgets
@@ -641,7 +641,7 @@ impl Federation for FederationService {
             .next_inbound
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
-            let mut inbound = hub.inbound.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inbound = hub.inbound.lock();
             inbound.insert(key, this.clone());
             let mut same_peer: Vec<u64> = inbound
                 .iter()
@@ -670,12 +670,7 @@ impl Federation for FederationService {
                 &this.replace,
             )
             .await;
-            state
-                .federation
-                .inbound
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            state.federation.inbound.lock().remove(&key);
             match end {
                 ChannelEnd::Refused(why) => mailbox.fail(Status::permission_denied(why)),
                 ChannelEnd::ShuttingDown => {
@@ -944,14 +939,7 @@ pub async fn supervise(state: AppState, stop: CancellationToken) {
 
 /// Ends the channels peers opened here whose pair shares no tenant any more.
 async fn close_unshared_inbound(state: &AppState) {
-    let inbound: Vec<Inbound> = state
-        .federation
-        .inbound
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let inbound: Vec<Inbound> = state.federation.inbound.lock().values().cloned().collect();
     let mut checked: HashMap<String, bool> = HashMap::new();
     for Inbound { peer, unpeer, .. } in inbound {
         let shared = match checked.get(&peer) {
@@ -1001,9 +989,8 @@ pub async fn feed(state: AppState, stop: CancellationToken) {
         }
         let now = Instant::now();
         let views = state.edges.list();
-        smoother.observe(now, &views, |node| {
-            format!("https://edge-{node}.{me}.{root}")
-        });
+        let zone = Zone::new(&me, &root);
+        smoother.observe(now, &views, |node| zone.edge_base_url(node));
         let summary_due = now >= next_summary;
         if !summary_due && state.federation.summary.borrow().is_none() {
             continue; // no advert before the first summary (see `run_channel`)
@@ -1067,7 +1054,7 @@ pub async fn arrange(
         if hub.peers.has_origin(stream) {
             return Some(Arrangement::Local);
         }
-        let unarranged = hub.unarranged.lock().unwrap_or_else(|e| e.into_inner());
+        let unarranged = hub.unarranged.lock();
         let (at, url) = unarranged.get(stream)?;
         (at.elapsed() < RETRY_AFTER).then(|| match url {
             Some(base_url) => Arrangement::Remote {
@@ -1082,7 +1069,6 @@ pub async fn arrange(
     let gate = hub
         .arranging
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .entry(stream.to_string())
         .or_default()
         .clone();
@@ -1098,16 +1084,13 @@ pub async fn arrange(
         Ok(Arrangement::Local) => None,
     };
     {
-        let mut map = hub.unarranged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = hub.unarranged.lock();
         map.retain(|_, (at, _)| at.elapsed() < RETRY_AFTER);
         if let Some(url) = unarranged {
             map.insert(stream.to_string(), (Instant::now(), url));
         }
     }
-    hub.arranging
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(stream);
+    hub.arranging.lock().remove(stream);
     result
 }
 

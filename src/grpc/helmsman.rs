@@ -7,9 +7,10 @@
 //! Register authenticated. A bad, oversized or out-of-order frame ends this session with an `Error`
 //! frame and a matching gRPC status; other sessions are unaffected.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
@@ -19,7 +20,6 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
 use super::PROTOCOL_VERSION;
-use crate::app::AppState;
 use crate::edge::{EdgeInfo, Mode, SessionHandle};
 use crate::metrics::{FrameLabels, Metrics, Outcome};
 use crate::proto::{
@@ -29,6 +29,7 @@ use crate::proto::{
 use crate::registry::{
     EnrollError, EnrollRequest, IngestVerdict, Node, NodeAuthError, NodeProfile,
 };
+use crate::state::AppState;
 
 /// Ingest requests one edge may have awaiting a decision at once.
 const MAX_PENDING_INGESTS: usize = 16;
@@ -60,8 +61,8 @@ type Outbound = mpsc::Sender<Frame>;
 pub struct EdgeLinks(Mutex<HashMap<String, (u64, Outbound)>>);
 
 impl EdgeLinks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Outbound)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, (u64, Outbound)>> {
+        self.0.lock()
     }
 
     fn insert(&self, node_id: &str, session_id: u64, tx: &Outbound) {
@@ -602,20 +603,20 @@ fn seed(
     secure: bool,
 ) -> ControlMessage {
     let cluster = &node.cluster_id;
-    let root = &state.config.cluster.root_domain;
+    let zone = crate::names::Zone::new(cluster, &state.config.cluster.root_domain);
     ControlMessage {
         payload: Some(control_message::Payload::ConfigSeed(proto::ConfigSeed {
             node_id: node.node_id.clone(),
             cluster_id: cluster.clone(),
             tenant_id: node.owner_tenant_id.clone().unwrap_or_default(),
             node_credential: credential.unwrap_or_default(),
-            edge_domain: format!("edge-{}.{cluster}.{root}", node.node_id),
-            pool_domain: format!("edge.{cluster}.{root}"),
+            edge_domain: zone.edge_host(&node.node_id),
+            pool_domain: zone.pool_host(),
             stats_interval_ms: u32::try_from(state.config.edges.stats_interval.as_millis())
                 .unwrap_or(u32::MAX),
             mode: convert::mode_to_proto(mode) as i32,
             tls: secure.then(|| tls_bundle(&state.tls.bundle())),
-            balancer_base_url: format!("https://foghorn.{cluster}.{root}"),
+            balancer_base_url: zone.foghorn_url(),
             seed_version,
         })),
     }

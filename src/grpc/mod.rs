@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::proto::edge_provisioning_server::EdgeProvisioningServer;
 use crate::proto::federation_server::FederationServer;
 use crate::proto::helmsman_control_server::HelmsmanControlServer;
+use crate::state::AppState;
 
 pub use codec::CompactCodec;
 pub use federation::{FederationService, Hub};

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::edge::Capabilities;
 use crate::federation::{ClusterSummary, EdgeSummary};
+use crate::names::Zone;
 use crate::proto;
 
 /// Longest stream name, node id or URL accepted from a peer.
@@ -37,17 +38,11 @@ pub enum SummaryError {
 }
 
 fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
-    format!("https://edge-{node_id}.{cluster}.{root}")
+    Zone::new(cluster, root).edge_base_url(node_id)
 }
 
-/// Whether `url` is [`default_base_url`] (without building it: a summary asks for every edge).
 fn is_default_base_url(url: &str, node_id: &str, cluster: &str, root: &str) -> bool {
-    url.strip_prefix("https://edge-")
-        .and_then(|r| r.strip_prefix(node_id))
-        .and_then(|r| r.strip_prefix('.'))
-        .and_then(|r| r.strip_prefix(cluster))
-        .and_then(|r| r.strip_prefix('.'))
-        == Some(root)
+    Zone::new(cluster, root).is_edge_base_url(url, node_id)
 }
 
 /// Where viewers may be sent for edge `node_id` of peer cluster `peer`: the URL the peer gave
@@ -62,10 +57,9 @@ pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> Stri
     if given.is_empty() {
         return default_base_url(node_id, peer, root);
     }
-    let zone = format!(".{peer}.{root}");
     match crate::edge::check_base_url(given) {
         // Without user info (refused), the host is what follows the scheme up to `:` or `/`.
-        Ok(url) if crate::routing::host_of(&url).ends_with(&zone) => url,
+        Ok(url) if Zone::new(peer, root).contains_host(crate::routing::host_of(&url)) => url,
         _ => default_base_url(node_id, peer, root),
     }
 }
@@ -78,11 +72,7 @@ pub fn is_peer_dtsc_url(url: &str, peer: &str, root: &str) -> bool {
     url.starts_with("dtsc://")
         && url.len() <= MAX_TEXT
         && !url.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '\\')
-        && host
-            .strip_suffix(root)
-            .and_then(|h| h.strip_suffix('.'))
-            .and_then(|h| h.strip_suffix(peer))
-            .is_some_and(|h| h.len() > 1 && h.ends_with('.'))
+        && Zone::new(peer, root).contains_host(host)
 }
 
 /// The wire fields `(node_id, node_name)` of a node id.

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 
 use tonic::{Request, Response, Status};
 
-use crate::app::AppState;
 use crate::proto::edge_provisioning_server::EdgeProvisioning;
 use crate::proto::{PreRegisterEdgeRequest, PreRegisterEdgeResponse};
 use crate::registry::EnrollError;
+use crate::state::AppState;
 
 /// Longest token or node id looked at.
 const MAX_FIELD_BYTES: usize = 256;
@@ -87,6 +87,7 @@ impl EdgeProvisioning for ProvisioningService {
             .ok_or_else(|| Status::not_found("the token's cluster no longer exists"))?;
         let root = &state.config.cluster.root_domain;
         let id = &reservation.cluster_id;
+        let zone = crate::names::Zone::new(id, root);
         // This Foghorn holds the certificate of its own cluster only; another cluster's CA is the
         // one its Foghorns published for their peers.
         let own = *id == state.config.cluster.id;
@@ -98,7 +99,8 @@ impl EdgeProvisioning for ProvisioningService {
         };
         let foghorn_grpc_addr = if at.grpc_addr.is_empty() {
             format!(
-                "foghorn.{id}.{root}:{}",
+                "{}:{}",
+                zone.foghorn_host(),
                 state.config.server.grpc_addr.port()
             )
         } else {
@@ -110,10 +112,10 @@ impl EdgeProvisioning for ProvisioningService {
             "edge pre-registered"
         );
         Ok(Response::new(PreRegisterEdgeResponse {
-            edge_domain: format!("edge-{}.{id}.{root}", reservation.node_id),
-            pool_domain: format!("edge.{id}.{root}"),
+            edge_domain: zone.edge_host(&reservation.node_id),
+            pool_domain: zone.pool_host(),
             foghorn_grpc_addr,
-            balancer_base_url: format!("https://foghorn.{id}.{root}"),
+            balancer_base_url: zone.foghorn_url(),
             ca_bundle_pem,
             // The key only where it cannot be read off the wire.
             tls: (own && secure).then(|| super::helmsman::tls_bundle(&bundle)),

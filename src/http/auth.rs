@@ -4,8 +4,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::ApiError;
-use crate::app::AppState;
 use crate::registry::Principal;
+use crate::state::AppState;
 
 /// Longest Authorization header value looked at; anything longer is not one of our tokens.
 const MAX_AUTHORIZATION_BYTES: usize = 256;

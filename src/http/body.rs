@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap};
 use futures_util::StreamExt as _;
 
 use super::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The whole body, at most `server.max_body_bytes`, within `server.body_timeout`.
 pub async fn read(headers: &HeaderMap, body: Body, state: &AppState) -> Result<Bytes, ApiError> {

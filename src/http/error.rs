@@ -1,94 +1,28 @@
-//! The HTTP error type: every failure answers `{"error":{"code","message"}}` with the right status.
+//! ApiError as HTTP: every failure answers `{"error":{"code","message"}}` with the right status.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::registry::RegistryError;
-
-/// An HTTP failure. Internal details are logged, never sent.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    /// The request body did not arrive within `server.body_timeout`.
-    #[error("{0}")]
-    RequestTimeout(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{0}")]
-    UriTooLong(String),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// The request line and headers are over `server.max_header_bytes` or `server.max_headers`.
-    #[error("{0}")]
-    HeadersTooLarge(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// No edge is eligible for this request right now (503, retry soon).
-    #[error("{0}")]
-    NoEdge(String),
-}
-
-impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ApiError::HeadersTooLarge(_) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request_header_fields_too_large",
-            ),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::NoEdge(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_eligible_edge"),
-        }
-    }
-}
+use crate::api::ApiError;
 
 impl ApiError {
     /// The HTTP status it answers with.
     pub fn status(&self) -> StatusCode {
-        self.parts().0
-    }
-
-    /// The JSON body: `{"error": {"code", "message"}}`.
-    pub fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.parts().1, "message": self.to_string() } })
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            RegistryError::Conflict(m) => ApiError::Conflict(m),
-            RegistryError::Invalid(m) => ApiError::BadRequest(m),
-            RegistryError::Forbidden(m) => ApiError::Forbidden(m),
-            other => {
-                tracing::error!(error = %other, "registry error");
-                ApiError::Unavailable("registry unavailable, retry later".into())
-            }
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Unavailable(_) | ApiError::NoEdge(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -153,7 +87,7 @@ pub fn ensure_json(response: Response) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.parts();
+        let (status, code) = (self.status(), self.code());
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -33,8 +33,8 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::api::{self, *};
-use crate::app::AppState;
 use crate::registry::Principal;
+use crate::state::AppState;
 
 /// The MCP endpoint, authenticated like `/api/v1`.
 pub fn router(state: AppState) -> Router<AppState> {

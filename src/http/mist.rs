@@ -30,10 +30,10 @@ use super::params::Params;
 use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
-use crate::app::AppState;
 use crate::registry::Resolved;
 use crate::routing::{dtsc_url, host_of};
 use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

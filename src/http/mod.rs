@@ -18,10 +18,10 @@ mod wire;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
+pub use crate::api::ApiError;
 pub use auth::Operator;
-pub use error::ApiError;
 pub use serve::serve;
 
 /// The whole HTTP surface of one Foghorn.

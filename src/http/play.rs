@@ -23,7 +23,6 @@ use super::auth::principal_from_headers;
 use super::params::Params;
 use super::viewer::Viewer;
 use super::ApiError;
-use crate::app::AppState;
 use crate::edge::per_viewer_estimate;
 use crate::grpc::federation::Arrangement;
 use crate::metrics::DecisionCounters;
@@ -31,6 +30,7 @@ use crate::registry::{IngestVerdict, Resolved};
 use crate::routing::{
     host_of, Candidate, Need, Parts, Pick, Request, Snapshot, RTMP_PORT, SRT_PORT,
 };
+use crate::state::AppState;
 
 /// Primary plus up to four fallbacks.
 const CHOICES: usize = 5;

@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{Answers, JsonAnswers};
 use super::{play, ApiError};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// One connection's service.
 #[derive(Clone)]

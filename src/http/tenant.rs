@@ -14,9 +14,9 @@ use super::openapi::{Access, Documented, NoBody, Op};
 use super::params::Params;
 use super::{ApiError, Operator};
 use crate::api::{self, *};
-use crate::app::AppState;
 use crate::edge::EdgeView;
 use crate::registry::{Principal, Tenant};
+use crate::state::AppState;
 
 /// The caller of a tenant route: any valid token.
 pub struct Caller(pub Principal);

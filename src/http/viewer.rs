@@ -12,9 +12,9 @@ use ipnet::IpNet;
 
 use super::params::{Params, MAX_VALUE_BYTES};
 use super::ApiError;
-use crate::app::AppState;
 use crate::geoip::GeoIp;
 use crate::routing::Position;
+use crate::state::AppState;
 
 /// The request's origin as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]

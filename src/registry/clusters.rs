@@ -363,6 +363,17 @@ pub(super) async fn insert_cluster(
 }
 
 impl Registry {
+    /// Makes sure the registry has this Foghorn's own cluster (a public platform cluster, from
+    /// `cluster.id`, `cluster.name` and `cluster.region`); an existing row is left as it is.
+    pub async fn register_own_cluster(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<Cluster, RegistryError> {
+        let mut local = NewCluster::platform(&config.cluster.id, &config.cluster.name);
+        local.region = config.cluster.region.clone();
+        self.ensure_cluster(&local).await
+    }
+
     /// Creates a cluster; `Conflict` when the id is taken or another cluster is already official
     /// for one of its billing tiers (a tier has one official cluster, or tenants could not tell
     /// which one they get).

@@ -10,9 +10,10 @@
 //! (`NEGATIVE`), so a flood of garbage ids cannot become a flood of queries. When the registry is
 //! down, any entry younger than `OUTAGE` keeps being served.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -102,18 +103,11 @@ impl PlaybackCache {
     }
 
     fn get(&self, lookup: Lookup, key: &str) -> Option<Arc<Entry>> {
-        self.entries(lookup)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.entries(lookup).read().get(key).cloned()
     }
 
     fn put(&self, lookup: Lookup, key: &str, value: Option<Arc<Resolved>>) {
-        let mut entries = self
-            .entries(lookup)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries(lookup).write();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }

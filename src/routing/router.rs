@@ -10,8 +10,9 @@
 //! the local pool (1,000 edges: ~0.15 ms) and pairs it with the remote pool already built (10,000
 //! edges: ~3 ms, paid once per summary instead of 50 times a second).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -125,8 +126,8 @@ impl Router {
         self.snapshot.load()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BuildState> {
-        self.build.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BuildState> {
+        self.build.lock()
     }
 
     /// The weights of the current snapshot (no lock: handlers call this).
@@ -190,10 +191,7 @@ impl Router {
 
     /// The base URL viewers are sent to for a local edge without one of its own.
     fn local_base_url(&self, node_id: &str) -> String {
-        format!(
-            "https://edge-{node_id}.{}.{}",
-            self.cluster_id, self.root_domain
-        )
+        crate::names::Zone::new(&self.cluster_id, &self.root_domain).edge_base_url(node_id)
     }
 
     fn local_candidate(&self, input: RoutingInput<'_>) -> Candidate {

@@ -11,6 +11,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::names::Zone;
+
 use anyhow::Context as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -41,8 +43,8 @@ impl DevCa {
             dir,
             cluster: cluster.to_string(),
             names: vec![
-                format!("*.{cluster}.{root}"),
-                format!("{cluster}.{root}"),
+                Zone::new(cluster, root).wildcard(),
+                Zone::new(cluster, root).apex(),
                 // Tools on the Foghorn host itself, and tests, connect by loopback.
                 "localhost".to_string(),
             ],

@@ -6,7 +6,8 @@
 //! renewal: the key expires `ttl` after Redis ran the script, which is later, so two replicas never
 //! both believe they lead (clock rates aside, which the margin covers).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -165,7 +166,7 @@ impl Leadership {
 
     fn set(&self, until: Option<Instant>) {
         if let Some(m) = &self.until {
-            *m.lock().unwrap_or_else(|e| e.into_inner()) = until;
+            *m.lock() = until;
         }
     }
 
@@ -174,10 +175,7 @@ impl Leadership {
     pub fn is_leader(&self) -> bool {
         match &self.until {
             None => true,
-            Some(m) => m
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|t| Instant::now() < t),
+            Some(m) => m.lock().is_some_and(|t| Instant::now() < t),
         }
     }
 }

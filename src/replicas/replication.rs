@@ -300,7 +300,7 @@ pub struct Replication {
     /// Federation peers, fed by what the other replicas relay.
     federation: PeerRelay,
     /// When each replica's `Sync` was last answered.
-    sync_answers: Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
+    sync_answers: Arc<parking_lot::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
 }
 
 impl Replication {
@@ -645,7 +645,7 @@ impl Replication {
     /// it alone, and every origin pull known here.
     fn answer_sync(&self, replica: &str) {
         {
-            let mut answered = self.sync_answers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut answered = self.sync_answers.lock();
             answered.retain(|_, at| at.elapsed() < SYNC_ANSWER_EVERY);
             if answered.contains_key(replica) {
                 return;

@@ -1,0 +1,72 @@
+//! The state every adapter shares: configuration, registry, edge state, router, federation,
+//! replication. Built by [`crate::app`], read by the gRPC and HTTP adapters and the API.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::edge::EdgeState;
+use crate::geoip::GeoIp;
+use crate::metrics::Metrics;
+use crate::registry::{PlaybackCache, Registry};
+use crate::replicas::{Leadership, RedisLink, Replication};
+use crate::routing::Router;
+
+/// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
+/// reference-count increment, not one per field.
+#[derive(Clone, Debug)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub edges: Arc<EdgeState>,
+    pub router: Arc<Router>,
+    pub playback: Arc<PlaybackCache>,
+    /// `viewers.trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// `geoip.mmdb_path`, opened once.
+    pub geoip: Option<Arc<GeoIp>>,
+    pub metrics: Arc<Metrics>,
+    pub redis: Option<RedisLink>,
+    /// Edge-state sync with the other replicas (with Redis only).
+    pub replication: Option<Replication>,
+    /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
+    pub federation: crate::grpc::Hub,
+    /// The cluster's certificate: pushed to edges, presented by the listeners.
+    pub tls: Arc<crate::tls::Tls>,
+    /// The control streams of the edges connected here, for commands like `OriginPull`.
+    pub edge_links: Arc<crate::grpc::EdgeLinks>,
+    /// Whether this replica leads its cluster (always, without Redis).
+    pub leadership: Arc<Leadership>,
+    /// Random per process: names this replica to the others and in the leader lease.
+    pub replica_id: String,
+    /// Cancelled once, when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Per-connection tasks (edge sessions), awaited during shutdown.
+    pub tasks: TaskTracker,
+    pub(crate) ready: AtomicBool,
+    /// Stops the Redis sync after the edge sessions ended (so their ends are announced).
+    pub(crate) sync_stop: CancellationToken,
+    pub(crate) sync_tasks: TaskTracker,
+}
+
+impl AppState {
+    /// Whether the listeners are up and the registry was migrated.
+    pub fn is_started(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+}

@@ -17,8 +17,6 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use foghorn::edge::{Capabilities, EdgeInfo, EdgeState, EdgeView, Mode, Stats, StreamLoad};
 use foghorn::federation::{Peers, Smoother, Ttls};
-use foghorn::grpc::federation::MAX_MESSAGE_BYTES;
-use foghorn::grpc::peer::{summary_from_proto, summary_to_proto};
 use foghorn::metrics::Metrics;
 use foghorn::proto::federation_client::FederationClient;
 use foghorn::proto::federation_server::{Federation, FederationServer};
@@ -27,6 +25,8 @@ use foghorn::proto::{
     PeerHeartbeat, PeerMessage, QueryStreamRequest, QueryStreamResponse,
 };
 use foghorn::routing::Router;
+use foghorn::wire::MAX_MESSAGE_BYTES;
+use foghorn::wire::{summary_from_proto, summary_to_proto};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

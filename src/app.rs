@@ -12,11 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::edge::EdgeState;
+use crate::federation::Hub;
 use crate::geoip::GeoIp;
+use crate::leadership::Leadership;
 use crate::logging::redact;
 use crate::metrics::Metrics;
 use crate::registry::{now_ms, ClusterUtilization, PlaybackCache, Registry};
-use crate::replicas::{Leadership, Lease, RedisLink, Replication};
+use crate::replicas::{Lease, RedisLink, Replication};
 use crate::routing::Router;
 use crate::state::{AppState, Shared};
 
@@ -62,12 +64,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let sync_stop = CancellationToken::new();
     let sync_tasks = TaskTracker::new();
+    // The loops that run as long as the server: each ends when `shutdown` fires.
+    let background = TaskTracker::new();
+    let tasks = TaskTracker::new();
     let replica_id = hex::encode(rand::random::<[u8; 8]>());
     let redis = if config.redis.url.is_empty() {
         None
     } else {
         let link = RedisLink::new(&config.redis.url).context("parsing redis.url")?;
-        tokio::spawn(link.clone().run(shutdown.child_token()));
+        background.spawn(link.clone().run(shutdown.child_token()));
         Some(link)
     };
 
@@ -91,7 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     {
         router.set_weights(weights);
     }
-    tokio::spawn(router.clone().run(shutdown.child_token()));
+    background.spawn(router.clone().run(shutdown.child_token()));
 
     let peers = Arc::new(crate::federation::Peers::new(
         &config.cluster.id,
@@ -122,12 +127,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 config.liveness_window(),
                 crate::replicas::PeerRelay {
                     peers: peers.clone(),
-                    edge_links: edge_links.clone(),
+                    edge_commands: edge_links.clone(),
                     root_domain: config.cluster.root_domain.clone(),
                 },
             );
             sync_tasks.spawn(replication.clone().write(sync_stop.clone()));
-            tokio::spawn(replication.clone().subscribe(shutdown.child_token()));
+            background.spawn(replication.clone().subscribe(shutdown.child_token()));
             let leadership = Arc::new(Leadership::by_lease());
             let lease = Lease::new(
                 link.clone(),
@@ -139,10 +144,35 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             (Some(replication), leadership)
         }
     };
+    let link = crate::grpc::GrpcPeerLink::new(
+        registry.clone(),
+        &config.cluster.id,
+        &config.cluster.root_domain,
+        credential,
+        config.federation.rpc_timeout,
+    );
+    let federation = Hub::new(crate::federation::Parts {
+        cluster_id: config.cluster.id.clone(),
+        root_domain: config.cluster.root_domain.clone(),
+        config: config.federation.clone(),
+        stats_interval: config.edges.stats_interval,
+        peers,
+        edges: edges.clone(),
+        router: router.clone(),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        link: Arc::new(link),
+        directory: Arc::new(registry.clone()),
+        edge_commands: edge_links.clone(),
+        relay: replication
+            .clone()
+            .map(|r| Arc::new(r) as Arc<dyn crate::federation::Relay>),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    });
     let state = AppState(Arc::new(Shared {
         edges,
-        federation: crate::grpc::Hub::new(peers, credential),
-        edge_links,
+        federation: federation.clone(),
         tls: tls.clone(),
         router,
         playback: Arc::new(PlaybackCache::new(registry.clone(), &config.cluster.id)),
@@ -155,15 +185,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         leadership,
         replica_id,
         shutdown: shutdown.clone(),
-        tasks: TaskTracker::new(),
+        tasks,
+        background,
         ready: AtomicBool::new(false),
         sync_stop,
         sync_tasks,
         config: config.clone(),
     }));
 
-    tokio::spawn(publish_load(state.clone(), shutdown.child_token()));
-    tokio::spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
+    let background = &state.background;
+    background.spawn(publish_load(state.clone(), shutdown.child_token()));
+    background.spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
 
     let http_listener = TcpListener::bind(config.server.http_addr)
         .await
@@ -183,15 +215,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .set_cluster_endpoint(&config.cluster.id, &endpoint)
         .await
         .context("publishing this cluster's gRPC address and CA")?;
-    tokio::spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
-    tokio::spawn(crate::grpc::federation::feed(
-        state.clone(),
-        shutdown.child_token(),
-    ));
-    tokio::spawn(crate::grpc::federation::supervise(
-        state.clone(),
-        shutdown.child_token(),
-    ));
+    background.spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
+    background.spawn(federation.clone().feed(shutdown.child_token()));
+    background.spawn(federation.supervise(shutdown.child_token()));
 
     let http = tokio::spawn(crate::http::serve(
         http_listener,
@@ -200,6 +226,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     ));
     let grpc = tokio::spawn(crate::grpc::serve(
         state.clone(),
+        edge_links,
         grpc_listener,
         shutdown.clone(),
     ));
@@ -257,6 +284,15 @@ impl Server {
             .is_err()
         {
             tracing::warn!("could not tell Redis about every closed session in time");
+        }
+        // The server's loops end as soon as they see `shutdown`; one stuck in a call to the
+        // registry or Redis is left behind at the deadline.
+        self.state.background.close();
+        if tokio::time::timeout_at(deadline, self.state.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still busy at the end of the grace period");
         }
         // Closing the pool waits for checked-out connections; a query stuck on a partitioned
         // database must not keep the process alive past the grace period.

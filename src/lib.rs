@@ -27,17 +27,20 @@ pub mod federation;
 pub mod geoip;
 pub mod grpc;
 pub mod http;
+pub mod leadership;
 pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod registry;
 pub mod replicas;
+pub mod retry;
 pub mod routing;
 pub mod secret;
 pub mod sim;
 pub mod state;
 pub mod tls;
+pub mod wire;
 
 /// Generated protobuf and gRPC code for `proto/foghorn/v1`.
 pub mod proto {

@@ -7,6 +7,11 @@
 //! - `edge-{node}.{zone}`: one edge;
 //! - `edge.{zone}`: the pool of its edges, `edge-ingest.{zone}`: where publishers go.
 
+/// Whether `id` may be a node id: a DNS label short enough that `edge-{id}` is one too.
+pub fn is_valid_node_id(id: &str) -> bool {
+    id.len() <= 58 && crate::config::is_valid_label(id)
+}
+
 /// The zone of one cluster: `{cluster}.{root}`. Borrowed, so naming costs no allocation until a
 /// name is formatted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

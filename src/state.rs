@@ -1,5 +1,5 @@
 //! The state every adapter shares: configuration, registry, edge state, router, federation,
-//! replication. Built by [`crate::app`], read by the gRPC and HTTP adapters and the API.
+//! replication. Built by the `app` module at start, read by the gRPC and HTTP adapters and the API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,9 +10,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::geoip::GeoIp;
+use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::registry::{PlaybackCache, Registry};
-use crate::replicas::{Leadership, RedisLink, Replication};
+use crate::replicas::{RedisLink, Replication};
 use crate::routing::Router;
 
 /// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
@@ -45,11 +46,9 @@ pub struct Shared {
     /// Edge-state sync with the other replicas (with Redis only).
     pub replication: Option<Replication>,
     /// Federation with other clusters' Foghorns: peers, channels, origin pulls.
-    pub federation: crate::grpc::Hub,
+    pub federation: Arc<crate::federation::Hub>,
     /// The cluster's certificate: pushed to edges, presented by the listeners.
     pub tls: Arc<crate::tls::Tls>,
-    /// The control streams of the edges connected here, for commands like `OriginPull`.
-    pub edge_links: Arc<crate::grpc::EdgeLinks>,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.
@@ -58,6 +57,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Per-connection tasks (edge sessions), awaited during shutdown.
     pub tasks: TaskTracker,
+    /// The server's own loops (feed, supervisor, publishers, Redis link), awaited at shutdown
+    /// until the grace period ends.
+    pub(crate) background: TaskTracker,
     pub(crate) ready: AtomicBool,
     /// Stops the Redis sync after the edge sessions ended (so their ends are announced).
     pub(crate) sync_stop: CancellationToken,

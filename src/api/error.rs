@@ -1,5 +1,5 @@
 //! The API's error: what went wrong, in words for the caller. The HTTP adapter maps each kind
-//! to its status ([`crate::http`]); the MCP tools send the same code and message.
+//! to its status (in the HTTP adapter); the MCP tools send the same code and message.
 
 use serde_json::json;
 

@@ -12,6 +12,7 @@
 //! node has one live session however many replicas it reached.
 
 mod base_url;
+mod control;
 mod pending;
 
 use parking_lot::Mutex;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use base_url::{check_base_url, BaseUrlError};
+pub use control::{EdgeCommands, PROTOCOL_VERSION};
 pub use pending::{per_viewer_estimate, Pending, PENDING_TTL, SLOT as PENDING_SLOT};
 
 /// What an edge can do.

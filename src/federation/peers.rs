@@ -2,7 +2,7 @@
 //! last summary, heartbeat and stream advert of each, the streams that keep an on-demand peer
 //! wanted, and the cross-cluster origin pulls arranged for streams live elsewhere.
 //!
-//! Policy only; the transport (`crate::grpc::federation`) opens the channels and feeds this.
+//! Policy only; the transport opens the channels and feeds this.
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};

@@ -1,7 +1,7 @@
 //! `ClusterEdgeSummary` content: what a cluster tells its peers about its healthy edges, with load
 //! averaged over a window (DESIGN.md §7.1), and what a peer's summary becomes in the routing pool.
 //!
-//! Free of transport types: `crate::grpc` converts to and from the wire messages.
+//! Free of transport types: the `wire` module converts to and from the wire messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

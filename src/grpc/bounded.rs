@@ -1,5 +1,5 @@
 //! The request bodies of gRPC calls that send one message (unary and server-streaming), bounded
-//! like HTTP bodies ([`crate::http`]'s `body` module): the message must arrive within
+//! like HTTP bodies (the HTTP adapter's `body` module): the message must arrive within
 //! `server.body_timeout` (else `DEADLINE_EXCEEDED`), and one still arriving when shutdown begins
 //! is cut (`UNAVAILABLE`). tonic would wait for such a body as long as the client keeps the
 //! connection alive, and hyper's graceful shutdown waits for the call: a client that stalled a

@@ -42,11 +42,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct HelmsmanService {
     state: AppState,
+    /// The control streams of the edges connected here.
+    links: Arc<EdgeLinks>,
 }
 
 impl HelmsmanService {
-    pub fn new(state: AppState) -> Self {
-        HelmsmanService { state }
+    pub fn new(state: AppState, links: Arc<EdgeLinks>) -> Self {
+        HelmsmanService { state, links }
     }
 }
 
@@ -111,8 +113,9 @@ impl HelmsmanControl for HelmsmanService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let state = self.state.clone();
+        let links = self.links.clone();
         let fut = async move {
-            if let Err(end) = run_session(&state, inbound, &tx, peer_ip, conn.tls).await {
+            if let Err(end) = run_session(&state, &links, inbound, &tx, peer_ip, conn.tls).await {
                 end.send(&tx, &state.metrics);
             }
         };
@@ -183,13 +186,13 @@ impl End {
 /// Detaches the session from the edge state however the session task ends.
 struct Attached<'a> {
     state: &'a AppState,
+    links: &'a EdgeLinks,
     handle: SessionHandle,
 }
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
-        self.state
-            .edge_links
+        self.links
             .remove(&self.handle.node_id, self.handle.session_id);
         self.state.edges.detach(&self.handle);
         self.state
@@ -242,6 +245,7 @@ fn is_disconnect(status: &Status) -> bool {
 
 async fn run_session(
     state: &AppState,
+    links: &EdgeLinks,
     mut inbound: Streaming<EdgeMessage>,
     tx: &Outbound,
     peer_ip: Option<IpAddr>,
@@ -292,10 +296,9 @@ async fn run_session(
     let attached = Attached {
         handle: state.edges.attach(&node.node_id, info.clone(), token),
         state,
+        links,
     };
-    state
-        .edge_links
-        .insert(&node.node_id, attached.handle.session_id, tx);
+    links.insert(&node.node_id, attached.handle.session_id, tx);
     let mut mode = attached.handle.mode;
     let mut seed_version = 1u64;
     // Watched from before the first seed is built, so a renewal in between is not missed.

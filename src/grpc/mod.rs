@@ -6,9 +6,9 @@ mod codec;
 mod convert;
 pub mod federation;
 mod helmsman;
-pub mod peer;
 mod provisioning;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -20,16 +20,16 @@ use crate::proto::helmsman_control_server::HelmsmanControlServer;
 use crate::state::AppState;
 
 pub use codec::CompactCodec;
-pub use federation::{FederationService, Hub};
+pub use federation::{FederationService, GrpcPeerLink};
 pub use helmsman::{EdgeLinks, HelmsmanService};
 pub use provisioning::ProvisioningService;
 
-/// The protocol version this Foghorn speaks on the control stream.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use crate::edge::PROTOCOL_VERSION;
 
 /// Serves gRPC on `listener` until `shutdown` fires and open streams have ended.
 pub async fn serve(
     state: AppState,
+    links: Arc<EdgeLinks>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -48,7 +48,7 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let max_message = state.config.edges.max_message_bytes;
-    let helmsman = HelmsmanControlServer::new(HelmsmanService::new(state.clone()))
+    let helmsman = HelmsmanControlServer::new(HelmsmanService::new(state.clone(), links))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(4 * 1024 * 1024);
 
@@ -62,8 +62,8 @@ pub async fn serve(
         .set_serving::<FederationServer<FederationService>>()
         .await;
     let federation = FederationServer::new(FederationService::new(state.clone()))
-        .max_decoding_message_size(federation::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(federation::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
 
     let not_serving = health.clone();
     let shutdown_accept = shutdown.child_token();

@@ -24,7 +24,7 @@ use super::params::Params;
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::edge::per_viewer_estimate;
-use crate::grpc::federation::Arrangement;
+use crate::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
 use crate::routing::{
@@ -219,19 +219,20 @@ async fn cross_cluster(state: &AppState, resolved: &Resolved, viewer: &Viewer) -
     {
         return None;
     }
-    let arranged = crate::grpc::federation::arrange(
-        state,
-        live,
-        &resolved.tenant_id,
-        &resolved.internal_name,
-        viewer.position,
-    )
-    .await;
+    let arranged = state
+        .federation
+        .arrange(
+            live,
+            &resolved.tenant_id,
+            &resolved.internal_name,
+            viewer.position,
+        )
+        .await;
     match arranged {
         Ok(Arrangement::Local) => None,
         Ok(Arrangement::Remote { base_url }) => Some(base_url),
-        Err(status) => {
-            tracing::warn!(peer = %live, stream = %resolved.internal_name, code = ?status.code(), message = status.message(), "could not arrange a cross-cluster origin pull");
+        Err(e) => {
+            tracing::warn!(peer = %live, stream = %resolved.internal_name, error = %e, "could not arrange a cross-cluster origin pull");
             None
         }
     }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use sqlx::Row as _;
 
 use super::{new_id, now_ms, Registry, RegistryError, Result};
-use crate::config::is_valid_label;
 use crate::net::canonical_ip;
 use crate::secret::{self, SecretKind};
 
@@ -111,10 +110,7 @@ pub struct PreRegistration {
 /// Reservations a token may hold beyond its remaining uses (hosts provisioned and abandoned).
 pub const MAX_SPARE_RESERVATIONS: i64 = 16;
 
-/// Whether `id` may be a node id: a DNS label short enough that `edge-{id}` is one too.
-pub fn is_valid_node_id(id: &str) -> bool {
-    id.len() <= 58 && is_valid_label(id)
-}
+pub use crate::names::is_valid_node_id;
 
 /// A successful enrollment: the node and its credential, to be sent once and forgotten.
 #[derive(Debug, Clone)]

@@ -1,10 +1,12 @@
 //! What federation needs from the registry (DESIGN.md §7): the credentials a cluster's Foghorns
 //! present to each other, who may peer with whom, and where a peer listens.
 
+use futures_util::future::BoxFuture;
 use sqlx::Row as _;
 
 use super::subscriptions::usable_by;
-use super::{new_id, now_ms, Registry, Result};
+use super::{new_id, now_ms, Registry, RegistryError, Result};
+use crate::federation::LinkError;
 use crate::secret::{self, SecretKind};
 
 /// A credential unused for this long is forgotten (a Foghorn whose data directory is gone).
@@ -241,4 +243,64 @@ impl Registry {
             .await?;
         Ok(())
     }
+}
+
+/// The registry as federation's directory. Its errors reach the logs, never a peer.
+impl crate::federation::PeerDirectory for Registry {
+    fn always_on_peers<'a>(
+        &'a self,
+        me: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Vec<String>, LinkError>> {
+        Box::pin(async move {
+            let peers = Registry::always_on_peers(self, me)
+                .await
+                .map_err(unavailable)?;
+            Ok(peers.into_iter().map(|p| p.cluster_id).collect())
+        })
+    }
+
+    fn share_a_tenant<'a>(
+        &'a self,
+        a: &'a str,
+        b: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<bool, LinkError>> {
+        Box::pin(async move {
+            self.clusters_share_a_tenant(a, b)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn tenant_may_use_both<'a>(
+        &'a self,
+        tenant: &'a str,
+        a: &'a str,
+        b: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<bool, LinkError>> {
+        Box::pin(async move {
+            Registry::tenant_may_use_both(self, tenant, a, b)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn stream_owner<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<String>, LinkError>> {
+        Box::pin(async move {
+            Ok(self
+                .stream_by_internal_name(stream)
+                .await
+                .map_err(unavailable)?
+                .map(|s| s.tenant_id))
+        })
+    }
+}
+
+/// A registry failure as federation sees it: logged here with its detail; what may reach a peer
+/// says only that the registry is unavailable.
+fn unavailable(e: RegistryError) -> LinkError {
+    tracing::warn!(error = %e, "registry unavailable for federation");
+    LinkError::Unavailable("registry unavailable, retry later".into())
 }

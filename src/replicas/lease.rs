@@ -6,7 +6,6 @@
 //! renewal: the key expires `ttl` after Redis ran the script, which is later, so two replicas never
 //! both believe they lead (clock rates aside, which the margin covers).
 
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
+use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 
 /// Take the lease if free, renew it if ours; 1 when held afterwards.
@@ -140,42 +140,6 @@ impl Lease {
             call.arg(&self.holder);
             let released = call.invoke_async::<i64>(&mut conn);
             let _ = tokio::time::timeout(self.margin, released).await;
-        }
-    }
-}
-
-/// Whether this replica leads its cluster, as last established by [`Lease::keep`].
-#[derive(Debug)]
-pub struct Leadership {
-    /// `None` inside: not leading. A single instance (no Redis) always leads.
-    until: Option<Mutex<Option<Instant>>>,
-}
-
-impl Leadership {
-    /// A single-instance cluster: always its own leader.
-    pub fn always() -> Leadership {
-        Leadership { until: None }
-    }
-
-    /// Leads only while a lease says so.
-    pub fn by_lease() -> Leadership {
-        Leadership {
-            until: Some(Mutex::new(None)),
-        }
-    }
-
-    fn set(&self, until: Option<Instant>) {
-        if let Some(m) = &self.until {
-            *m.lock() = until;
-        }
-    }
-
-    /// Whether this replica leads now (checked against the clock, not a cached flag: a lease
-    /// that was not renewed in time stops counting by itself).
-    pub fn is_leader(&self) -> bool {
-        match &self.until {
-            None => true,
-            Some(m) => m.lock().is_some_and(|t| Instant::now() < t),
         }
     }
 }

@@ -15,7 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use lease::{Leadership, Lease};
+pub use lease::Lease;
 pub use replication::{PeerNews, PeerRelay, Replication};
 
 /// How often the link checks that Redis answers, and how long an answer may take.

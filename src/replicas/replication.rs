@@ -35,8 +35,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
+use crate::edge::EdgeCommands;
 use crate::edge::{Announcement, EdgeRecord, EdgeState};
-use crate::federation::{Origin, Peers};
+use crate::federation::{Frame, Origin, Peers};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routing::Router;
@@ -275,7 +276,7 @@ fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
 #[derive(Debug, Clone)]
 pub struct PeerRelay {
     pub peers: Arc<Peers>,
-    pub edge_links: Arc<crate::grpc::EdgeLinks>,
+    pub edge_commands: Arc<dyn EdgeCommands>,
     pub root_domain: String,
 }
 
@@ -603,7 +604,7 @@ impl Replication {
                 if peers.set_origin(stream, origin)
                     && self
                         .federation
-                        .edge_links
+                        .edge_commands
                         .origin_pull(node_id, stream, dtsc_url)
                 {
                     tracing::info!(%peer, %stream, node = %node_id, source = %dtsc_url, "cross-cluster origin pull arranged by another replica passed on to the edge");
@@ -613,30 +614,14 @@ impl Replication {
         }
     }
 
-    /// Applies a frame `peer` sent to another replica `age` ago.
+    /// Applies a frame `peer` sent to another replica `age` ago, checked as on a channel.
     fn apply_peer_frame(&self, peer: &str, bytes: &[u8], age: Duration) {
-        use crate::proto::peer_message::Payload;
-        use prost::Message as _;
-        let peers = &self.federation.peers;
-        let Ok(frame) = crate::proto::PeerMessage::decode(bytes) else {
-            tracing::warn!(%peer, "federation relay: undecodable frame ignored");
-            return;
-        };
-        let root = &self.federation.root_domain;
-        match frame.payload {
-            Some(Payload::Summary(wire)) => {
-                match crate::grpc::peer::summary_from_proto(&wire, peer, root) {
-                    Ok(summary) => peers.on_summary_aged(peer, summary, age),
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "federation relay: bad summary ignored")
-                    }
-                }
+        match crate::wire::decode_frame(bytes, peer, &self.federation.root_domain) {
+            Ok(frame) if frame.cluster_id() == peer => {
+                crate::federation::apply_frame(&self.federation.peers, peer, frame, age)
             }
-            Some(Payload::Heartbeat(_)) => peers.on_heartbeat(peer),
-            Some(Payload::StreamAdvert(advert)) => {
-                peers.on_advert(peer, advert.streams.into_iter().collect())
-            }
-            Some(Payload::Hello(_)) | None => {}
+            Ok(_) => tracing::warn!(%peer, "federation relay: a frame of another cluster ignored"),
+            Err(why) => tracing::warn!(%peer, %why, "federation relay: bad frame ignored"),
         }
     }
 
@@ -658,26 +643,21 @@ impl Replication {
     }
 
     fn relay_what_peers_said(&self, to: &str) {
-        use crate::proto::{peer_message::Payload, PeerMessage, StreamAdvert};
-        use prost::Message as _;
         let peers = &self.federation.peers;
+        let root = &self.federation.root_domain;
         for held in peers.held() {
-            let summary = held.summary.map(|(s, age)| {
-                let wire = crate::grpc::peer::summary_to_proto(&s, &self.federation.root_domain);
-                (Payload::Summary(wire), age)
-            });
+            let summary = held
+                .summary
+                .map(|(s, age)| (Frame::Summary(Arc::new(s)), age));
             let advert = held.streams.map(|streams| {
-                let advert = StreamAdvert {
+                let advert = Frame::Advert {
                     cluster_id: held.peer.clone(),
-                    streams,
+                    streams: Arc::new(streams),
                 };
-                (Payload::StreamAdvert(advert), Duration::ZERO)
+                (advert, Duration::ZERO)
             });
-            for (payload, age) in [summary, advert].into_iter().flatten() {
-                let frame = PeerMessage {
-                    payload: Some(payload),
-                }
-                .encode_to_vec();
+            for (frame, age) in [summary, advert].into_iter().flatten() {
+                let frame = crate::wire::encode_frame(&frame, root);
                 let reply = PeerNews::Reply {
                     to,
                     age,
@@ -872,6 +852,29 @@ impl Replication {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not reload the weights"),
         }
+    }
+}
+
+/// The other replicas as federation's relay: news goes out on the cluster's peers channel.
+impl crate::federation::Relay for Replication {
+    fn frame(&self, peer: &str, frame: &Frame) {
+        let bytes = crate::wire::encode_frame(frame, &self.federation.root_domain);
+        self.relay_peer_news(peer, PeerNews::Frame(&bytes));
+    }
+
+    fn want(&self, peer: &str, stream: &str) {
+        self.relay_peer_news(peer, PeerNews::Want(stream));
+    }
+
+    fn origin(&self, stream: &str, origin: &Origin) {
+        self.relay_peer_news(
+            &origin.peer,
+            PeerNews::Origin {
+                stream,
+                dtsc_url: &origin.dtsc_url,
+                node_id: &origin.node_id,
+            },
+        );
     }
 }
 

@@ -415,7 +415,7 @@ fn register_frame(
     };
     Ok(EdgeMessage {
         payload: Some(edge_message::Payload::Register(Register {
-            protocol_version: crate::grpc::PROTOCOL_VERSION,
+            protocol_version: crate::edge::PROTOCOL_VERSION,
             auth: Some(auth),
             capabilities: Some(Capabilities {
                 ingest: true,

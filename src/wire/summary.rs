@@ -1,4 +1,4 @@
-//! Conversion of federation summaries to and from the wire (`foghorn.v1.ClusterEdgeSummary`).
+//! Federation summaries to and from the wire (`foghorn.v1.ClusterEdgeSummary`).
 //!
 //! Compact on purpose (DESIGN.md §10, ≤ 100 bytes per edge without streams): 12-hex node ids
 //! travel as 6 bytes, base URLs that follow the naming of DESIGN.md §2 are left out, positions
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::edge::Capabilities;
-use crate::federation::{ClusterSummary, EdgeSummary};
+use crate::federation::{peer_base_url, ClusterSummary, EdgeSummary};
 use crate::names::Zone;
 use crate::proto;
 
@@ -37,42 +37,8 @@ pub enum SummaryError {
     TooLarge(&'static str),
 }
 
-fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
-    Zone::new(cluster, root).edge_base_url(node_id)
-}
-
 fn is_default_base_url(url: &str, node_id: &str, cluster: &str, root: &str) -> bool {
     Zone::new(cluster, root).is_edge_base_url(url, node_id)
-}
-
-/// Where viewers may be sent for edge `node_id` of peer cluster `peer`: the URL the peer gave
-/// when it names a host in the peer's own zone (`*.{peer}.{root}`), else the standard name of
-/// the edge there. A peer can therefore only send viewers to names under its own cluster's zone.
-///
-/// The given URL must pass the checks of an edge's own `Register` ([`check_base_url`]): the zone
-/// is read from its real host, and a viewer's `Location` is a valid URI either way.
-///
-/// [`check_base_url`]: crate::edge::check_base_url
-pub fn peer_base_url(given: &str, node_id: &str, peer: &str, root: &str) -> String {
-    if given.is_empty() {
-        return default_base_url(node_id, peer, root);
-    }
-    match crate::edge::check_base_url(given) {
-        // Without user info (refused), the host is what follows the scheme up to `:` or `/`.
-        Ok(url) if Zone::new(peer, root).contains_host(crate::routing::host_of(&url)) => url,
-        _ => default_base_url(node_id, peer, root),
-    }
-}
-
-/// Whether `url` is a DTSC URL on a host in peer `peer`'s zone (`*.{peer}.{root}`): the only
-/// sources this cluster's edges are told to pull from, so a peer cannot point them at an
-/// arbitrary host (an internal address, say).
-pub fn is_peer_dtsc_url(url: &str, peer: &str, root: &str) -> bool {
-    let host = crate::routing::host_of(url);
-    url.starts_with("dtsc://")
-        && url.len() <= MAX_TEXT
-        && !url.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '\\')
-        && Zone::new(peer, root).contains_host(host)
 }
 
 /// The wire fields `(node_id, node_name)` of a node id.
@@ -87,7 +53,7 @@ fn encode_node_id(id: &str) -> (Vec<u8>, String) {
 fn decode_node_id(bytes: &[u8], name: &str) -> Option<String> {
     match (bytes.len(), name.is_empty()) {
         (6, true) => Some(hex::encode(bytes)),
-        (0, false) if crate::registry::is_valid_node_id(name) => Some(name.to_string()),
+        (0, false) if crate::names::is_valid_node_id(name) => Some(name.to_string()),
         _ => None,
     }
 }
@@ -251,6 +217,10 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    fn default_base_url(node_id: &str, cluster: &str, root: &str) -> String {
+        Zone::new(cluster, root).edge_base_url(node_id)
+    }
+
     fn edge(i: usize, streams: Vec<Arc<str>>) -> EdgeSummary {
         let node_id = format!("{i:012x}");
         EdgeSummary {
@@ -335,51 +305,6 @@ mod tests {
         let wire = summary_to_proto(&named, "example.net");
         assert_eq!(wire.edges[0].node_name, "berlin-1");
         assert_eq!(summary_from_proto(&wire, "eu", "example.net"), Ok(named));
-    }
-
-    #[test]
-    fn viewers_are_only_sent_to_clean_urls_in_the_peer_zone() {
-        let base = |u: &str| peer_base_url(u, "0123456789ab", "eu", "example.net");
-        let standard = "https://edge-0123456789ab.eu.example.net";
-        assert_eq!(base(""), standard);
-        assert_eq!(
-            base("https://cdn-7.eu.example.net:8443/mist/"),
-            "https://cdn-7.eu.example.net:8443/mist"
-        );
-        for bad in [
-            "https://evil.org#.eu.example.net",
-            "https://evil.org?.eu.example.net",
-            "https://cdn-7.eu.example.net/p?x=1",
-            "https://cdn-7.eu.example.net/p#f",
-            "https://cdn-7.eu.example.net/\u{1}",
-            "https://cdn-7.eu.example.net/a b",
-            "https://user@cdn-7.eu.example.net",
-            "https://cdn-7.eu.example.net:99999",
-            "https://cdn-7.eu.example.net.evil.org",
-            "https://cdn-7.us.example.net",
-            "ftp://cdn-7.eu.example.net",
-        ] {
-            assert_eq!(base(bad), standard, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn only_dtsc_urls_in_the_peer_zone_are_pulled_from() {
-        let ok = |u: &str| is_peer_dtsc_url(u, "eu", "example.net");
-        assert!(ok("dtsc://edge-0123456789ab.eu.example.net:4200/live+a"));
-        assert!(ok("dtsc://edge-x.eu.example.net/live+a"));
-        for bad in [
-            "dtsc://10.0.0.1:4200/live+a",
-            "dtsc://edge-x.us.example.net:4200/live+a",
-            "dtsc://eu.example.net:4200/live+a",
-            "dtsc://evil-eu.example.net:4200/live+a",
-            "dtsc://edge-x.eu.example.net.evil.org:4200/live+a",
-            "dtsc://user@edge-x.eu.example.net:4200/live+a",
-            "http://edge-x.eu.example.net/live+a",
-            "dtsc://edge-x.eu.example.net:4200/live a",
-        ] {
-            assert!(!ok(bad), "{bad}");
-        }
     }
 
     #[test]

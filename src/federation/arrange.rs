@@ -1,0 +1,290 @@
+//! On-demand peering (DESIGN.md §7.2, tier 2), both sides: on the viewer path, the arrangement of
+//! an origin pull of a stream live on a peer into one of this cluster's edges; and the answers
+//! this cluster gives peers arranging the same (`QueryStream`, `NotifyOriginPull`).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::hub::Hub;
+use super::ports::{LinkError, PullAnswer, PullNotice, QueryAnswer, StreamCandidate, StreamQuery};
+use super::{is_peer_dtsc_url, is_valid_stream_name, peer_base_url, Origin};
+use crate::routing::{dtsc_url, Candidate, Need, Position, Request as RouteRequest};
+
+/// Candidates a QueryStream answers.
+const QUERY_CANDIDATES: usize = 5;
+/// How long a refused or failed arrangement stands before a viewer tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the viewer path should do for a stream live on another cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrangement {
+    /// Route as usual: a local edge pulls the stream (arranged now or earlier), or the stream is
+    /// not live anywhere else.
+    Local,
+    /// The peer refused the pull (or this cluster has no edge for it): send the viewer to this
+    /// edge of the peer.
+    Remote { base_url: String },
+}
+
+impl Hub {
+    /// What is already settled for `stream`: pulled here, or refused/failed a moment ago.
+    fn settled(&self, stream: &str) -> Option<Arrangement> {
+        if self.peers.has_origin(stream) {
+            return Some(Arrangement::Local);
+        }
+        let unarranged = self.unarranged.lock();
+        let (at, url) = unarranged.get(stream)?;
+        (at.elapsed() < RETRY_AFTER).then(|| match url {
+            Some(base_url) => Arrangement::Remote {
+                base_url: base_url.clone(),
+            },
+            None => Arrangement::Local,
+        })
+    }
+
+    /// Arranges, once per stream, the origin pull of `stream` (live on `peer`) into one of this
+    /// cluster's edges: keeps `peer` wanted (a channel opens), asks it where the stream is
+    /// (`QueryStream`), picks the local edge for the viewer, tells the peer
+    /// (`NotifyOriginPull`), and tells the edge to pull (`OriginPull`); `?source=` answers the
+    /// peer's DTSC URL from then on. Later viewers find the arrangement and cost no
+    /// cross-cluster call.
+    pub async fn arrange(
+        &self,
+        peer: &str,
+        tenant: &str,
+        stream: &str,
+        viewer: Option<Position>,
+    ) -> Result<Arrangement, LinkError> {
+        if let Some(done) = self.settled(stream) {
+            return Ok(done);
+        }
+        let gate = self
+            .arranging
+            .lock()
+            .entry(stream.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(done) = self.settled(stream) {
+            return Ok(done); // settled while this request waited
+        }
+        let result = self.arrange_now(peer, tenant, stream, viewer).await;
+        let unarranged = match &result {
+            Ok(Arrangement::Remote { base_url }) => Some(Some(base_url.clone())),
+            Ok(Arrangement::Local) if !self.peers.has_origin(stream) => Some(None),
+            Err(_) => Some(None),
+            Ok(Arrangement::Local) => None,
+        };
+        {
+            let mut map = self.unarranged.lock();
+            map.retain(|_, (at, _)| at.elapsed() < RETRY_AFTER);
+            if let Some(url) = unarranged {
+                map.insert(stream.to_string(), (Instant::now(), url));
+            }
+        }
+        self.arranging.lock().remove(stream);
+        result
+    }
+
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, LinkError>>,
+    ) -> Result<T, LinkError> {
+        self.count_rpc(what, "out");
+        tokio::time::timeout(self.config.rpc_timeout, call)
+            .await
+            .map_err(|_| LinkError::TimedOut(format!("{what} took too long")))?
+    }
+
+    async fn arrange_now(
+        &self,
+        peer: &str,
+        tenant: &str,
+        stream: &str,
+        viewer: Option<Position>,
+    ) -> Result<Arrangement, LinkError> {
+        let query = StreamQuery {
+            stream: stream.to_string(),
+            tenant_id: tenant.to_string(),
+            viewer,
+            source_selection: false,
+        };
+        let found = self
+            .call("query_stream", self.link.query_stream(peer, query))
+            .await?;
+        if !found.live {
+            return Ok(Arrangement::Local);
+        }
+        self.peers.want(peer, stream);
+        if let Some(relay) = self.relay.as_ref().filter(|_| !self.leadership.is_leader()) {
+            // Only the leader dials: it opens the channel this stream needs.
+            relay.want(peer, stream);
+        }
+        let remote = || {
+            found
+                .candidates
+                .iter()
+                .find(|c| crate::names::is_valid_node_id(&c.node_id))
+                .map(|c| Arrangement::Remote {
+                    base_url: peer_base_url(&c.base_url, &c.node_id, peer, &self.root),
+                })
+                .unwrap_or(Arrangement::Local)
+        };
+        let snapshot = self.router.snapshot();
+        let route = RouteRequest {
+            viewer,
+            stream: Some(stream),
+            need: Need::Viewers,
+            now: Instant::now(),
+            remote_clusters: &[],
+        };
+        let Some(edge) = snapshot
+            .rank(&route, 1)
+            .first()
+            .map(|p| snapshot.candidate(p).clone())
+        else {
+            return Ok(remote());
+        };
+        let notice = PullNotice {
+            stream: stream.to_string(),
+            tenant_id: tenant.to_string(),
+            destination_cluster_id: self.me.clone(),
+            destination_node_id: edge.node_id.to_string(),
+        };
+        let answer = self
+            .call(
+                "notify_origin_pull",
+                self.link.notify_origin_pull(peer, notice),
+            )
+            .await?;
+        if !answer.accepted || !is_peer_dtsc_url(&answer.dtsc_url, peer, &self.root) {
+            tracing::info!(%peer, %stream, reason = %answer.reason, "origin pull refused; sending the viewer to the peer's edge");
+            return Ok(remote());
+        }
+        let origin = Origin {
+            peer: peer.to_string(),
+            dtsc_url: answer.dtsc_url.clone(),
+            node_id: edge.node_id.to_string(),
+        };
+        self.peers.set_origin(stream, origin.clone());
+        // Every replica answers the edge's `?source=`; the one holding its control stream tells
+        // it.
+        if let Some(relay) = &self.relay {
+            relay.origin(stream, &origin);
+        }
+        let told = self
+            .edge_commands
+            .origin_pull(&edge.node_id, stream, &answer.dtsc_url);
+        tracing::info!(%peer, %stream, node = %edge.node_id, source = %answer.dtsc_url, told, "cross-cluster origin pull arranged");
+        Ok(Arrangement::Local)
+    }
+
+    /// The calling cluster may act for `tenant` on `stream` here: the tenant may use both
+    /// clusters and owns the stream.
+    async fn check_tenant(
+        &self,
+        caller: &str,
+        tenant: &str,
+        stream: &str,
+    ) -> Result<(), LinkError> {
+        if !is_valid_stream_name(stream) {
+            return Err(LinkError::Malformed("malformed stream name".into()));
+        }
+        let me = &self.me;
+        if !self
+            .directory
+            .tenant_may_use_both(tenant, caller, me)
+            .await?
+        {
+            return Err(self.refuse(LinkError::Refused(format!(
+                "the tenant may not use both cluster {caller:?} and cluster {me:?}"
+            ))));
+        }
+        let owned = self
+            .directory
+            .stream_owner(stream)
+            .await?
+            .is_some_and(|owner| owner == tenant);
+        if !owned {
+            return Err(LinkError::NotFound("no such stream of this tenant".into()));
+        }
+        Ok(())
+    }
+
+    /// Answers `caller`'s `QueryStream`: whether the stream is live here and the edges that would
+    /// serve the viewer (or the best source edge).
+    pub async fn answer_query(
+        &self,
+        caller: &str,
+        query: &StreamQuery,
+    ) -> Result<QueryAnswer, LinkError> {
+        self.count_rpc("query_stream", "in");
+        self.check_tenant(caller, &query.tenant_id, &query.stream)
+            .await?;
+        let snapshot = self.router.snapshot();
+        let now = Instant::now();
+        let origin = snapshot.best_source(&query.stream, None, query.viewer, now);
+        let live = origin.is_some();
+        let candidate = |c: &Candidate, score: u64| StreamCandidate {
+            node_id: c.node_id.to_string(),
+            base_url: c.base_url.to_string(),
+            dtsc_url: dtsc_url(&c.base_url, &query.stream),
+            score,
+        };
+        let candidates = if query.source_selection {
+            origin.map(|c| candidate(c, 0)).into_iter().collect()
+        } else if live {
+            let route = RouteRequest {
+                viewer: query.viewer,
+                stream: Some(&query.stream),
+                need: Need::Viewers,
+                now,
+                remote_clusters: &[],
+            };
+            snapshot
+                .rank(&route, QUERY_CANDIDATES)
+                .iter()
+                .map(|p| candidate(snapshot.candidate(p), p.parts.total))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(QueryAnswer { live, candidates })
+    }
+
+    /// Answers `caller`'s `NotifyOriginPull`: the DTSC URL of the best source edge here.
+    pub async fn answer_pull(
+        &self,
+        caller: &str,
+        notice: &PullNotice,
+    ) -> Result<PullAnswer, LinkError> {
+        self.count_rpc("notify_origin_pull", "in");
+        if notice.destination_cluster_id != caller {
+            return Err(self.refuse(LinkError::Refused(format!(
+                "cluster {caller:?} may only arrange pulls into its own edges"
+            ))));
+        }
+        self.check_tenant(caller, &notice.tenant_id, &notice.stream)
+            .await?;
+        let snapshot = self.router.snapshot();
+        Ok(
+            match snapshot.best_source(&notice.stream, None, None, Instant::now()) {
+                Some(origin) => {
+                    tracing::info!(stream = %notice.stream, peer = %caller, node = %notice.destination_node_id, "origin pull into a peer cluster accepted");
+                    PullAnswer {
+                        accepted: true,
+                        dtsc_url: dtsc_url(&origin.base_url, &notice.stream),
+                        reason: String::new(),
+                    }
+                }
+                None => PullAnswer {
+                    accepted: false,
+                    dtsc_url: String::new(),
+                    reason: format!("stream is not live on cluster {:?}", self.me),
+                },
+            },
+        )
+    }
+}

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::auth::principal_from_headers;
 use super::params::Params;
@@ -31,8 +32,7 @@ use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::registry::Resolved;
-use crate::routing::{dtsc_url, host_of};
-use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
+use crate::routing::{dtsc_url, host_of, Ask, Candidate, Snapshot, Weights};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -51,17 +51,6 @@ fn valid_stream(s: &str) -> bool {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<'a> {
-    Request {
-        viewer: viewer.position,
-        stream,
-        need,
-        now: tokio::time::Instant::now(),
-        // MistServer's balancer calls come from this cluster's own edges: local edges only.
-        remote_clusters: &[],
-    }
 }
 
 /// The stream a MistServer-style name means: a playback id, or the internal name of a stream
@@ -97,8 +86,9 @@ async fn best_host(
     let stream = &resolved.internal_name;
     let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let snapshot = state.router.snapshot();
-    let picks = snapshot.rank(&request(&viewer, Some(stream), Need::Viewers), 1);
-    let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
+    // MistServer's balancer calls come from this cluster's own edges: local edges only.
+    let best = snapshot.decide_best(viewer.position, Ask::local_viewer(stream), Instant::now());
+    let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
     match q.get("proto") {
         Some(proto) => {
             let url = protocol_url(&edge.base_url, &proto, stream, "").ok_or_else(|| {
@@ -128,7 +118,7 @@ fn source_url(
         .find(|c| c.ip.is_some() && c.ip == asker)
         .and_then(|c| c.position)
         .or(viewer.position);
-    match snapshot.best_source(stream, asker, position, tokio::time::Instant::now()) {
+    match snapshot.best_source(stream, asker, position, Instant::now()) {
         Some(c) => Some(dtsc_url(&c.base_url, stream)),
         None => state.federation.peers.origin(stream).map(|o| o.dtsc_url),
     }
@@ -149,8 +139,8 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         })));
     }
     if q.has("ingest") {
-        let picks = snapshot.rank(&request(&viewer, None, Need::Ingest), 1);
-        let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
+        let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
+        let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
     }
     let views = ["lstserver", "streamstats", "viewers", "host"];

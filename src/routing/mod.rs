@@ -9,7 +9,7 @@ pub mod select;
 
 pub use decide::Ask;
 pub use router::{RemoteEdge, Router};
-pub use score::{Parts, Position, Weights, CROSS_CLUSTER_PENALTY};
+pub use score::{Parts, Position, Weights, WeightsError, CROSS_CLUSTER_PENALTY, MAX_WEIGHT};
 pub use select::{Candidate, Need, Pick, Pool, Request, Snapshot, StreamRef};
 
 /// The port MistServer serves DTSC on.

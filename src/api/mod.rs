@@ -16,6 +16,7 @@ mod error;
 pub mod input;
 mod marketplace;
 mod streams;
+mod weights;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ pub use clusters::*;
 pub use error::ApiError;
 pub use marketplace::*;
 pub use streams::*;
+pub use weights::*;
 
 /// Longest TTL accepted for invites and enrollment tokens.
 const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

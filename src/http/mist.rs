@@ -24,15 +24,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::auth::principal_from_headers;
 use super::params::Params;
 use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
+use crate::api;
 use crate::registry::Resolved;
-use crate::routing::{dtsc_url, host_of};
-use crate::routing::{Candidate, Need, Request, Snapshot, Weights};
+use crate::routing::{dtsc_url, host_of, Ask, Candidate, Snapshot};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -51,17 +52,6 @@ fn valid_stream(s: &str) -> bool {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-fn request<'a>(viewer: &Viewer, stream: Option<&'a str>, need: Need) -> Request<'a> {
-    Request {
-        viewer: viewer.position,
-        stream,
-        need,
-        now: tokio::time::Instant::now(),
-        // MistServer's balancer calls come from this cluster's own edges: local edges only.
-        remote_clusters: &[],
-    }
 }
 
 /// The stream a MistServer-style name means: a playback id, or the internal name of a stream
@@ -97,8 +87,9 @@ async fn best_host(
     let stream = &resolved.internal_name;
     let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
     let snapshot = state.router.snapshot();
-    let picks = snapshot.rank(&request(&viewer, Some(stream), Need::Viewers), 1);
-    let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
+    // MistServer's balancer calls come from this cluster's own edges: local edges only.
+    let best = snapshot.decide_best(viewer.position, Ask::local_viewer(stream), Instant::now());
+    let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
     match q.get("proto") {
         Some(proto) => {
             let url = protocol_url(&edge.base_url, &proto, stream, "").ok_or_else(|| {
@@ -128,7 +119,7 @@ fn source_url(
         .find(|c| c.ip.is_some() && c.ip == asker)
         .and_then(|c| c.position)
         .or(viewer.position);
-    match snapshot.best_source(stream, asker, position, tokio::time::Instant::now()) {
+    match snapshot.best_source(stream, asker, position, Instant::now()) {
         Some(c) => Some(dtsc_url(&c.base_url, stream)),
         None => state.federation.peers.origin(stream).map(|o| o.dtsc_url),
     }
@@ -149,8 +140,8 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
         })));
     }
     if q.has("ingest") {
-        let picks = snapshot.rank(&request(&viewer, None, Need::Ingest), 1);
-        let edge = chosen(&snapshot, &picks, &state.metrics.mist_decisions)?;
+        let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
+        let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
     }
     let views = ["lstserver", "streamstats", "viewers", "host"];
@@ -196,25 +187,14 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
             .ok_or_else(|| ApiError::NotFound("unknown host".into()))?;
         return Ok(Json(describe(c)).into_response());
     }
-    if let Some(new) = q.get("weights") {
-        let p = principal_from_headers(headers, &state).await?;
-        if !p.role.is_operator() {
-            return Err(ApiError::Forbidden("weights need an operator token".into()));
-        }
-        if !new.is_empty() {
-            let weights = merge_weights(state.router.weights(), &new)?;
-            // Stored first: the registry is what every replica (and the next start) reads back.
-            state
-                .registry
-                .set_cluster_weights(&state.config.cluster.id, &weights)
-                .await?;
-            state.router.set_weights(weights);
-            if let Some(replication) = &state.replication {
-                replication.announce_weights().await;
-            }
-            tracing::info!(?weights, by = %p.token_id, "weights changed");
-        }
-        return Ok(Json(state.router.weights()).into_response());
+    if let Some(changes) = q.get("weights") {
+        let caller = principal_from_headers(headers, &state).await?;
+        let weights = if changes.is_empty() {
+            api::weights(&state, &caller)?
+        } else {
+            api::set_weights(&state, &caller, &changes).await?
+        };
+        return Ok(Json(weights).into_response());
     }
     Ok(Json(json!({
         "service": "foghorn",
@@ -239,32 +219,7 @@ async fn may_read_views(
     {
         return Ok(());
     }
-    crate::api::require_operator(&principal_from_headers(headers, state).await?)
-}
-
-/// Applies `{"cpu":..,"ram":..,"bw":..,"geo":..,"bonus":..}` (any subset) to `current`.
-fn merge_weights(current: Weights, json: &str) -> Result<Weights, ApiError> {
-    let bad = |m: String| ApiError::BadRequest(format!("weights: {m}"));
-    let value: Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad("expected a JSON object".into()))?;
-    let mut w = current;
-    for (k, v) in obj {
-        let v = v
-            .as_u64()
-            .filter(|v| *v <= 1_000_000)
-            .ok_or_else(|| bad(format!("{k} must be an integer from 0 to 1000000")))?;
-        match k.as_str() {
-            "cpu" => w.cpu = v,
-            "ram" => w.ram = v,
-            "bw" => w.bw = v,
-            "geo" => w.geo = v,
-            "bonus" => w.bonus = v,
-            other => return Err(bad(format!("unknown weight {other:?}"))),
-        }
-    }
-    Ok(w)
+    api::require_operator(&principal_from_headers(headers, state).await?)
 }
 
 fn describe(c: &Candidate) -> Value {
@@ -307,15 +262,5 @@ mod tests {
         assert!(valid_stream("live+abc_1.2-3"));
         assert!(!valid_stream("a/b"));
         assert!(!valid_stream(""));
-    }
-
-    #[test]
-    fn weights_merge_and_validate() {
-        let w = merge_weights(Weights::default(), r#"{"cpu":100,"bonus":0}"#).expect("ok");
-        assert_eq!((w.cpu, w.ram, w.bonus), (100, 500, 0));
-        assert!(merge_weights(Weights::default(), r#"{"cpu":-1}"#).is_err());
-        assert!(merge_weights(Weights::default(), r#"{"gpu":1}"#).is_err());
-        assert!(merge_weights(Weights::default(), "nope").is_err());
-        assert!(merge_weights(Weights::default(), r#"{"geo":1e20}"#).is_err());
     }
 }

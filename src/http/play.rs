@@ -27,9 +27,7 @@ use crate::edge::per_viewer_estimate;
 use crate::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
-use crate::routing::{
-    host_of, Candidate, Need, Parts, Pick, Request, Snapshot, RTMP_PORT, SRT_PORT,
-};
+use crate::routing::{host_of, Ask, Candidate, Parts, Pick, Snapshot, RTMP_PORT, SRT_PORT};
 use crate::state::AppState;
 
 /// Primary plus up to four fallbacks.
@@ -134,13 +132,13 @@ async fn resolve(
         .ok_or_else(|| ApiError::NotFound("unknown playback id".into()))
 }
 
-/// The chosen edge of a decision, counted in `counters`, or 503 when no edge is eligible.
+/// The edge of a decision's best pick, counted in `counters`, or 503 when no edge is eligible.
 pub(super) fn chosen<'s>(
     snapshot: &'s Snapshot,
-    picks: &[Pick],
+    best: Option<&Pick>,
     counters: &DecisionCounters,
 ) -> Result<&'s Candidate, ApiError> {
-    let edge = picks.first().map(|p| snapshot.candidate(p));
+    let edge = best.map(|p| snapshot.candidate(p));
     counters.count(edge.map(|c| c.remote));
     edge.ok_or_else(|| ApiError::NoEdge("no eligible edge right now, retry shortly".into()))
 }
@@ -188,23 +186,14 @@ fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>, now: Instant
     Session::new()
 }
 
-fn rank(
-    snapshot: &Snapshot,
-    viewer: &Viewer,
-    resolved: &Resolved,
-    k: usize,
-    now: Instant,
-) -> Vec<Pick> {
-    snapshot.rank(
-        &Request {
-            viewer: viewer.position,
-            stream: Some(&resolved.internal_name),
-            need: Need::Viewers,
-            now,
-            remote_clusters: &resolved.usable_clusters,
-        },
-        k,
-    )
+/// What a viewer of `resolved` asks for: its stream, on this cluster's edges or those of the
+/// clusters its tenant may use.
+#[inline]
+fn viewing(resolved: &Resolved) -> Ask<'_> {
+    Ask::Viewer {
+        stream: &resolved.internal_name,
+        remote_clusters: &resolved.usable_clusters,
+    }
 }
 
 /// For a stream live on another cluster its tenant may use (DESIGN.md §7.2): arranges, once per
@@ -260,14 +249,13 @@ async fn play_json(
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let now = Instant::now();
-    let picks = rank(
-        &snapshot,
-        &viewer,
-        &resolved,
+    let picks = snapshot.decide(
+        viewer.position,
+        viewing(&resolved),
         if explain { EXPLAIN } else { CHOICES },
         now,
     );
-    let primary = chosen(&snapshot, &picks, &state.metrics.play_json_decisions)?;
+    let primary = chosen(&snapshot, picks.first(), &state.metrics.play_json_decisions)?;
     // An operator's diagnostic must not change what it observes: explain charges nothing.
     let returning = q.get(SESSION_PARAM);
     let session = if explain {
@@ -371,8 +359,8 @@ pub(super) async fn redirect(
     }
     let snapshot = state.router.snapshot();
     let now = Instant::now();
-    let picks = rank(&snapshot, &viewer, &resolved, 1, now);
-    let edge = chosen(&snapshot, &picks, &state.metrics.play_decisions)?;
+    let best = snapshot.decide_best(viewer.position, viewing(&resolved), now);
+    let edge = chosen(&snapshot, best.as_ref(), &state.metrics.play_decisions)?;
     let returning = q.get(SESSION_PARAM);
     let session = debit(edge, stream, returning.as_deref(), now);
     let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
@@ -421,17 +409,12 @@ async fn ingest(
         }
     };
     let snapshot = state.router.snapshot();
-    let picks = snapshot.rank(
-        &Request {
-            viewer: viewer.position,
-            stream: None,
-            need: Need::Ingest,
-            now: tokio::time::Instant::now(),
-            remote_clusters: &[],
-        },
-        1,
-    );
-    let edge = chosen(&snapshot, &picks, &state.metrics.ingest_routing_decisions)?;
+    let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
+    let edge = chosen(
+        &snapshot,
+        best.as_ref(),
+        &state.metrics.ingest_routing_decisions,
+    )?;
     let host = host_of(&edge.base_url);
     let whip = format!("{}/webrtc/{stream_key}", edge.base_url);
     if req.method() == Method::POST {

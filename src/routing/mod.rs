@@ -1,12 +1,15 @@
-//! Routing: the MistServer-compatible score (`score`) and the choice of edges from an immutable
-//! snapshot of the pool (`select`). No transport, SQL or Redis here: the hot path reads a snapshot.
+//! Routing: the MistServer-compatible score (`score`), the choice of edges from an immutable
+//! snapshot of the pool (`select`), and the one decision every entry point asks for (`decide`).
+//! No transport, SQL or Redis here: the hot path reads a snapshot.
 
+pub mod decide;
 pub mod router;
 pub mod score;
 pub mod select;
 
+pub use decide::Ask;
 pub use router::{RemoteEdge, Router};
-pub use score::{Parts, Position, Weights, CROSS_CLUSTER_PENALTY};
+pub use score::{Parts, Position, Weights, WeightsError, CROSS_CLUSTER_PENALTY, MAX_WEIGHT};
 pub use select::{Candidate, Need, Pick, Pool, Request, Snapshot, StreamRef};
 
 /// The port MistServer serves DTSC on.

@@ -35,6 +35,45 @@ impl Default for Weights {
     }
 }
 
+/// Largest value an operator may give a weight: far above the defaults, and small enough that no
+/// sum of parts comes near overflow.
+pub const MAX_WEIGHT: u64 = 1_000_000;
+
+/// Why a change of weights was refused; the weights stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("weights: {0}")]
+pub struct WeightsError(String);
+
+impl Weights {
+    /// `self` with the weights `changes` names: a JSON object with any of `cpu`, `ram`, `bw`,
+    /// `geo` and `bonus`, each an integer from 0 to [`MAX_WEIGHT`]. Anything else (not an object,
+    /// another key, a negative, fractional or larger number, `null`) is refused as a whole.
+    pub fn merged(self, changes: &str) -> Result<Weights, WeightsError> {
+        let bad = |m: String| WeightsError(m);
+        let value: serde_json::Value =
+            serde_json::from_str(changes).map_err(|e| bad(e.to_string()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| bad("expected a JSON object".into()))?;
+        let mut w = self;
+        for (k, v) in obj {
+            let v = v
+                .as_u64()
+                .filter(|v| *v <= MAX_WEIGHT)
+                .ok_or_else(|| bad(format!("{k} must be an integer from 0 to {MAX_WEIGHT}")))?;
+            match k.as_str() {
+                "cpu" => w.cpu = v,
+                "ram" => w.ram = v,
+                "bw" => w.bw = v,
+                "geo" => w.geo = v,
+                "bonus" => w.bonus = v,
+                other => return Err(bad(format!("unknown weight {other:?}"))),
+            }
+        }
+        Ok(w)
+    }
+}
+
 /// Subtracted from a remote (peered cluster) edge's score.
 pub const CROSS_CLUSTER_PENALTY: u64 = 200;
 
@@ -167,6 +206,68 @@ impl Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn weights_merge_and_validate() {
+        let w = Weights::default()
+            .merged(r#"{"cpu":100,"bonus":0}"#)
+            .expect("ok");
+        assert_eq!((w.cpu, w.ram, w.bonus), (100, 500, 0));
+        assert!(Weights::default().merged(r#"{"cpu":-1}"#).is_err());
+        assert!(Weights::default().merged(r#"{"gpu":1}"#).is_err());
+        assert!(Weights::default().merged("nope").is_err());
+        assert!(Weights::default().merged(r#"{"geo":1e20}"#).is_err());
+        assert!(Weights::default().merged(r#"{"geo":null}"#).is_err());
+        assert!(Weights::default().merged("[1]").is_err());
+        assert_eq!(Weights::default().merged("{}"), Ok(Weights::default()));
+        assert_eq!(
+            Weights::default()
+                .merged(r#"{"bw":1000001}"#)
+                .map_err(|e| e.to_string()),
+            Err("weights: bw must be an integer from 0 to 1000000".to_string())
+        );
+    }
+
+    proptest! {
+        /// Any subset of weights in range is applied exactly, the rest kept; one key out of
+        /// range or unknown refuses the whole change.
+        #[test]
+        fn weights_merge_any_subset(
+            current in proptest::array::uniform5(0u64..=MAX_WEIGHT),
+            changes in proptest::array::uniform5(proptest::option::of(0u64..=MAX_WEIGHT)),
+            spoiler in proptest::option::of(prop_oneof![
+                Just(r#""cpu":1000001"#),
+                Just(r#""ram":-1"#),
+                Just(r#""bw":1.5"#),
+                Just(r#""gpu":1"#),
+                Just(r#""geo":"1""#),
+            ]),
+        ) {
+            let [cpu, ram, bw, geo, bonus] = current;
+            let current = Weights { cpu, ram, bw, geo, bonus };
+            let names = ["cpu", "ram", "bw", "geo", "bonus"];
+            let mut fields: Vec<String> = names
+                .iter()
+                .zip(changes)
+                .filter_map(|(k, v)| v.map(|v| format!("\"{k}\":{v}")))
+                .collect();
+            fields.extend(spoiler.map(str::to_string));
+            let merged = current.merged(&format!("{{{}}}", fields.join(",")));
+            if spoiler.is_some() {
+                prop_assert!(merged.is_err());
+            } else {
+                let pick = |i: usize, old: u64| changes[i].unwrap_or(old);
+                prop_assert_eq!(merged, Ok(Weights {
+                    cpu: pick(0, cpu),
+                    ram: pick(1, ram),
+                    bw: pick(2, bw),
+                    geo: pick(3, geo),
+                    bonus: pick(4, bonus),
+                }));
+            }
+        }
+    }
 
     fn pos(lat: f64, lon: f64) -> Position {
         Position::from_degrees(lat, lon).expect("valid")

@@ -101,7 +101,8 @@ impl Candidate {
     }
 }
 
-/// One request to score against the pool.
+/// One request to score against the pool. Entry points make it from an [`Ask`](super::Ask)
+/// ([`Snapshot::decide`]); by hand only in tests, benches and [`Snapshot::best_source`].
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub viewer: Option<Position>,

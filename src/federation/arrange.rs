@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::hub::Hub;
 use super::ports::{LinkError, PullAnswer, PullNotice, QueryAnswer, StreamCandidate, StreamQuery};
 use super::{is_peer_dtsc_url, is_valid_stream_name, peer_base_url, Origin};
-use crate::routing::{dtsc_url, Candidate, Need, Position, Request as RouteRequest};
+use crate::routing::{dtsc_url, Ask, Candidate, Position};
 
 /// Candidates a QueryStream answers.
 const QUERY_CANDIDATES: usize = 5;
@@ -133,17 +133,9 @@ impl Hub {
                 .unwrap_or(Arrangement::Local)
         };
         let snapshot = self.router.snapshot();
-        let route = RouteRequest {
-            viewer,
-            stream: Some(stream),
-            need: Need::Viewers,
-            now: Instant::now(),
-            remote_clusters: &[],
-        };
         let Some(edge) = snapshot
-            .rank(&route, 1)
-            .first()
-            .map(|p| snapshot.candidate(p).clone())
+            .decide_best(viewer, Ask::local_viewer(stream), Instant::now())
+            .map(|p| snapshot.candidate(&p).clone())
         else {
             return Ok(remote());
         };
@@ -236,15 +228,13 @@ impl Hub {
         let candidates = if query.source_selection {
             origin.map(|c| candidate(c, 0)).into_iter().collect()
         } else if live {
-            let route = RouteRequest {
-                viewer: query.viewer,
-                stream: Some(&query.stream),
-                need: Need::Viewers,
-                now,
-                remote_clusters: &[],
-            };
             snapshot
-                .rank(&route, QUERY_CANDIDATES)
+                .decide(
+                    query.viewer,
+                    Ask::local_viewer(&query.stream),
+                    QUERY_CANDIDATES,
+                    now,
+                )
                 .iter()
                 .map(|p| candidate(snapshot.candidate(p), p.parts.total))
                 .collect()

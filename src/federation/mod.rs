@@ -18,6 +18,8 @@ mod peers;
 pub mod ports;
 mod summary;
 mod supervise;
+#[cfg(test)]
+mod tests;
 mod trust;
 
 pub use arrange::Arrangement;

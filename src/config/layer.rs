@@ -230,8 +230,11 @@ fn set_key(tree: &mut toml::Value, o: &Override) -> Result<(), ConfigError> {
 mod tests {
     use std::time::Duration;
 
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::config::tests::env;
+    use crate::config::tests::{any_text, env};
+    use crate::config::{ListenerTls, LogFormat};
 
     #[test]
     fn env_overrides_file_and_flags_override_env() {
@@ -254,5 +257,265 @@ mod tests {
         assert_eq!(cfg.cluster.id, "from-flag");
         assert_eq!(cfg.cluster.region, "eu");
         assert_eq!(cfg.edges.stats_interval, Duration::from_secs(2));
+    }
+
+    fn default_tree() -> toml::Value {
+        toml::Value::try_from(Config::default()).expect("the defaults serialize")
+    }
+
+    /// What `{var}={text}` loads, alone in the environment.
+    fn load_var(var: &str, text: &str) -> Result<Config, ConfigError> {
+        Config::load_from(None, &env(&[(var, text)]), &[])
+    }
+
+    /// Sets `key` of `tree` to `value` as the flag `--x` would.
+    fn set(tree: &mut toml::Value, key: &str, value: &str) -> Result<(), ConfigError> {
+        set_key(
+            tree,
+            &Override {
+                key: key.into(),
+                value: value.into(),
+                origin: "--x".into(),
+            },
+        )
+    }
+
+    /// An integer as the environment writes it, read by hand: surrounding whitespace, an optional
+    /// sign, decimal digits; within TOML's i64 and not negative (every size is unsigned).
+    fn reference_size(text: &str) -> Option<usize> {
+        let t = text.trim();
+        let (negative, digits) = match t.as_bytes().first() {
+            Some(b'+') => (false, &t[1..]),
+            Some(b'-') => (true, &t[1..]),
+            _ => (false, t),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let magnitude = digits.bytes().try_fold(0i128, |n, b| {
+            n.checked_mul(10)?.checked_add(i128::from(b - b'0'))
+        })?;
+        let value = if negative { -magnitude } else { magnitude };
+        (0..=i128::from(i64::MAX))
+            .contains(&value)
+            .then(|| usize::try_from(value).expect("0..=i64::MAX fits a 64-bit usize"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// No text in any variable panics: it loads, or it is refused naming a configuration key,
+        /// and the variable when the key is the one it sets (a value can also put another key,
+        /// still at its default, out of range: a TTL under its interval).
+        #[test]
+        fn any_value_of_any_variable_loads_or_is_refused_by_key(
+            (var, key) in proptest::sample::select(ENV_KEYS),
+            text in any_text(),
+        ) {
+            match load_var(var, &text) {
+                Ok(_) => {}
+                Err(ConfigError::Invalid { key: bad, origin, .. }) => {
+                    let base = bad.split_once('[').map_or(bad.as_str(), |(base, _)| base);
+                    prop_assert!(ENV_KEYS.iter().any(|(_, k)| *k == base), "{bad}");
+                    if bad == key {
+                        prop_assert_eq!(origin, var);
+                    } else {
+                        prop_assert_eq!(origin, "defaults");
+                    }
+                }
+                Err(other) => prop_assert!(false, "{var}={text:?}: {other}"),
+            }
+        }
+
+        /// Flags name keys freely: only a known key is set, anything else is refused by name.
+        #[test]
+        fn a_flag_for_an_unknown_key_is_refused_by_name(
+            key in prop_oneof![
+                proptest::sample::select(ENV_KEYS).prop_map(|(_, k)| k.to_string()),
+                "[a-z_]{0,10}(\\.[a-z_]{0,16}){0,3}",
+            ],
+        ) {
+            let flag = Override { key: key.clone(), value: "7".into(), origin: "--x".into() };
+            let known = ENV_KEYS.iter().any(|(_, k)| *k == key);
+            let section = !key.contains('.') && default_tree().get(&key).is_some();
+            match Config::load_from(None, &[], &[flag]) {
+                Ok(_) => prop_assert!(known, "{key}"),
+                Err(ConfigError::Invalid { key: bad, origin, message }) => {
+                    // `7` can also leave a key it pairs with unusable (a cert without its key).
+                    prop_assert_eq!(origin, if bad == key { "--x" } else { "defaults" });
+                    if !known && !section {
+                        prop_assert_eq!(bad, key);
+                        prop_assert_eq!(message, "unknown configuration key");
+                    }
+                }
+                Err(other) => prop_assert!(false, "{key}: {other}"),
+            }
+        }
+
+        /// Sizes are decimal integers, surrounding whitespace ignored.
+        #[test]
+        fn sizes_are_read_as_a_hand_written_reader_reads_them(
+            text in prop_oneof![any_text(), "[ ]?[+-]?[0-9]{0,21}[ ]?"],
+        ) {
+            let loaded = load_var("FOGHORN_MAX_STREAMS_PER_NODE", &text);
+            match reference_size(&text) {
+                Some(n) => prop_assert_eq!(loaded.expect("a size").edges.max_streams_per_node, n),
+                None => prop_assert!(loaded.is_err(), "{text:?} was taken"),
+            }
+        }
+
+        #[test]
+        fn sizes_round_trip(n in 0..=i64::MAX as usize, connections in 1..=u32::MAX) {
+            let cfg = Config::load_from(
+                None,
+                &env(&[
+                    ("FOGHORN_MAX_STREAMS_PER_NODE", &n.to_string()),
+                    ("FOGHORN_DATABASE_MAX_CONNECTIONS", &connections.to_string()),
+                ]),
+                &[],
+            )
+            .expect("valid sizes");
+            prop_assert_eq!(cfg.edges.max_streams_per_node, n);
+            prop_assert_eq!(cfg.database.max_connections, connections);
+        }
+
+        /// Durations reach the deserializer as written: what humantime reads is taken, unchanged.
+        #[test]
+        fn durations_are_read_as_humantime_reads_them(text in any_text()) {
+            // No range check applies to this key, so only the parser decides.
+            let loaded = load_var("FOGHORN_SHUTDOWN_GRACE", &text);
+            match humantime::parse_duration(&text) {
+                Ok(d) => prop_assert_eq!(loaded.expect("a duration").server.shutdown_grace, d),
+                Err(_) => {
+                    let err = loaded.expect_err("not a duration").to_string();
+                    prop_assert!(err.contains("server.shutdown_grace"), "{err}");
+                    prop_assert!(err.contains("FOGHORN_SHUTDOWN_GRACE"), "{err}");
+                }
+            }
+        }
+
+        #[test]
+        fn durations_round_trip(secs in 0u64..=10 * 365 * 86_400, nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            let text = humantime::format_duration(d).to_string();
+            let cfg = load_var("FOGHORN_SHUTDOWN_GRACE", &text).expect("a formatted duration");
+            prop_assert_eq!(cfg.server.shutdown_grace, d);
+        }
+
+        #[test]
+        fn addresses_are_read_as_std_reads_them(
+            text in prop_oneof![any_text(), "\\[?[0-9a-f:.]{0,20}\\]?:[0-9]{0,6}"],
+        ) {
+            let loaded = load_var("FOGHORN_HTTP_ADDR", &text);
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) => prop_assert_eq!(loaded.expect("an address").server.http_addr, addr),
+                Err(_) => prop_assert!(loaded.is_err(), "{text:?} was taken"),
+            }
+        }
+
+        #[test]
+        fn addresses_round_trip(ip in any::<std::net::IpAddr>(), port in any::<u16>()) {
+            let addr = std::net::SocketAddr::new(ip, port);
+            let cfg = load_var("FOGHORN_GRPC_ADDR", &addr.to_string()).expect("an address");
+            prop_assert_eq!(cfg.server.grpc_addr, addr);
+        }
+
+        /// The listener mode and the log format are their lowercase names, nothing else.
+        #[test]
+        fn modes_are_their_lowercase_names(
+            text in prop_oneof![
+                any_text(),
+                proptest::sample::select(vec!["both", "required", "off", "text", "json", "Both", "JSON", " off"])
+                    .prop_map(String::from),
+            ],
+        ) {
+            let listeners = load_var("FOGHORN_TLS_LISTENERS", &text).map(|c| c.tls.listeners);
+            let expected = match text.as_str() {
+                "both" => Some(ListenerTls::Both),
+                "required" => Some(ListenerTls::Required),
+                "off" => Some(ListenerTls::Off),
+                _ => None,
+            };
+            prop_assert_eq!(listeners.ok(), expected);
+            let format = load_var("FOGHORN_LOG_FORMAT", &text).map(|c| c.log.format);
+            let expected = match text.as_str() {
+                "text" => Some(LogFormat::Text),
+                "json" => Some(LogFormat::Json),
+                _ => None,
+            };
+            prop_assert_eq!(format.ok(), expected);
+        }
+
+        /// No configuration key is a boolean today; the reader keeps the rule for when one is:
+        /// `true` or `false`, surrounding whitespace ignored.
+        #[test]
+        fn booleans_are_true_or_false(
+            text in prop_oneof![
+                any_text(),
+                "[ ]?(true|false|True|FALSE|1|0|yes)[ ]?",
+            ],
+        ) {
+            let mut tree: toml::Value = toml::from_str("[s]\nflag = false").expect("a tree");
+            let set = set(&mut tree, "s.flag", &text);
+            match text.trim() {
+                "true" | "false" => {
+                    prop_assert!(set.is_ok());
+                    prop_assert_eq!(tree["s"]["flag"].as_bool(), Some(text.trim() == "true"));
+                }
+                _ => {
+                    let err = set.expect_err("not a boolean").to_string();
+                    prop_assert!(err.contains("is not true or false"), "{err}");
+                }
+            }
+        }
+
+        /// Lists are comma-separated; items are trimmed and empty ones dropped.
+        #[test]
+        fn lists_split_on_commas(
+            items in proptest::collection::vec("[0-9a-f.:/]{1,12}", 0..5),
+            separator in proptest::sample::select(vec![",", ", ", " , ", ",,", ",\t"]),
+            text in any_text(),
+        ) {
+            let mut tree = default_tree();
+            set(&mut tree, "viewers.trusted_proxies", &items.join(separator)).expect("a list");
+            let read: Vec<&str> = tree["viewers"]["trusted_proxies"]
+                .as_array()
+                .expect("still a list")
+                .iter()
+                .map(|v| v.as_str().expect("of strings"))
+                .collect();
+            prop_assert_eq!(read, items.iter().map(String::as_str).collect::<Vec<_>>());
+
+            set(&mut tree, "viewers.trusted_proxies", &text).expect("any text is a list");
+            for item in tree["viewers"]["trusted_proxies"].as_array().expect("a list") {
+                let item = item.as_str().expect("a string");
+                prop_assert!(!item.is_empty() && !item.contains(',') && item.trim() == item);
+            }
+        }
+    }
+
+    proptest! {
+        // Each case writes a file.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// No file text panics: it loads, or it is refused as unparsable or naming a key.
+        #[test]
+        fn any_file_loads_or_is_refused(
+            text in prop_oneof![
+                ".{0,200}",
+                "(\\[(server|cluster|edges|tls|nope)\\]\n)?([a-z_]{1,14} = (\"[a-z0-9:.]{0,12}\"|-?[0-9]{1,5}|true|\\[\\]))?\n{0,2}",
+            ],
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = dir.path().join("f.toml");
+            std::fs::write(&file, &text).expect("write");
+            match Config::load_from(Some(&file), &[], &[]) {
+                Ok(_) | Err(ConfigError::Parse { .. }) => {}
+                Err(ConfigError::Invalid { origin, .. }) => {
+                    prop_assert_eq!(origin, format!("config file {}", file.display()));
+                }
+                Err(other) => prop_assert!(false, "{text:?}: {other}"),
+            }
+        }
     }
 }

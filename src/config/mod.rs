@@ -89,12 +89,25 @@ mod tests {
             .collect()
     }
 
+    /// Any text at all, mixed with text made of the characters values are written with, so both
+    /// sides of each parser are reached.
+    pub(super) fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            ".{0,40}",
+            "[ 0-9a-zA-Z:.,/+_\\[\\]-]{0,24}",
+            "[0-9]{1,6}(ns|ms|s|m|h|d|day|min)?",
+        ]
+    }
+
     #[test]
     fn documented_file_matches_the_embedded_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/foghorn.toml");
         let text = std::fs::read_to_string(&path).expect("config/foghorn.toml is in the repo");
         let parsed: Config = toml::from_str(&text).expect("config/foghorn.toml parses");
         assert_eq!(parsed, Config::default());
+        // It is also a file `--config` accepts, as it stands.
+        let loaded = Config::load_from(Some(&path), &[], &[]).expect("config/foghorn.toml loads");
+        assert_eq!(loaded, Config::default());
         // Every key of the defaults is written out in the file, not left implicit.
         let file_tree: toml::Value = toml::from_str(&text).expect("parses as a tree");
         let default_tree = toml::Value::try_from(Config::default()).expect("serializes");

@@ -346,3 +346,39 @@ mod humantime_serde_compat {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A configuration written as TOML reads back the same: durations, addresses, sizes and
+        /// lists are written in the form they are read in.
+        #[test]
+        fn a_config_written_as_toml_reads_back_the_same(
+            secs in 0u64..=10 * 365 * 86_400,
+            nanos in 0u32..1_000_000_000,
+            ip in any::<std::net::IpAddr>(),
+            port in any::<u16>(),
+            size in 0..=i64::MAX as usize,
+            id in "[a-z0-9][a-z0-9-]{0,62}",
+            proxies in proptest::collection::vec("[0-9a-f.:/]{1,12}", 0..4),
+            listeners in proptest::sample::select(vec![ListenerTls::Both, ListenerTls::Required, ListenerTls::Off]),
+        ) {
+            let mut cfg = Config::default();
+            cfg.server.shutdown_grace = Duration::new(secs, nanos);
+            cfg.server.http_addr = SocketAddr::new(ip, port);
+            cfg.server.max_body_bytes = size;
+            cfg.cluster.id = id;
+            cfg.viewers.trusted_proxies = proxies;
+            cfg.tls.listeners = listeners;
+            let text = toml::to_string(&cfg).expect("a configuration serializes");
+            let read: Config = toml::from_str(&text).expect("and reads back");
+            prop_assert_eq!(read, cfg);
+        }
+    }
+}

@@ -230,7 +230,60 @@ pub(super) fn parse_proxy(entry: &str) -> Option<ipnet::IpNet> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use ipnet::IpNet;
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::config::tests::{any_text, env};
+    use crate::config::{ConfigError, ENV_KEYS};
+
+    /// What `{var}={text}` loads, alone in the environment.
+    fn load_var(var: &str, text: &str) -> Result<Config, ConfigError> {
+        Config::load_from(None, &env(&[(var, text)]), &[])
+    }
+
+    /// `[a-z0-9][a-z0-9-]{0,62}`, read a character at a time.
+    fn reference_label(s: &str) -> bool {
+        let lower_or_digit = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let mut chars = s.chars();
+        chars.next().is_some_and(lower_or_digit)
+            && s.chars().count() <= 63
+            && chars.all(|c| lower_or_digit(c) || c == '-')
+    }
+
+    /// A URL's scheme (what comes before the first `:`) is one of `schemes`, and the rest starts
+    /// with `//` unless the scheme is `sqlite`, or the URL is empty.
+    fn reference_url(url: &str, schemes: &[&str]) -> bool {
+        url.is_empty()
+            || url.split_once(':').is_some_and(|(scheme, rest)| {
+                schemes.contains(&scheme) && (scheme == "sqlite" || rest.starts_with("//"))
+            })
+    }
+
+    fn label_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any_text(),
+            "[a-z0-9-]{0,70}",
+            "[a-zA-Z0-9_.-]{0,66}",
+            // Around the 63-character limit.
+            "[a-z0-9][a-z0-9-]{61,63}",
+        ]
+    }
+
+    /// A network as an operator writes it: a CIDR or a bare address.
+    fn network() -> impl Strategy<Value = (String, IpNet)> {
+        (any::<IpAddr>(), any::<u8>(), any::<bool>()).prop_map(|(ip, prefix, bare)| {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let net = IpNet::new(ip, prefix % (max + 1)).expect("prefix within the family's bits");
+            if bare {
+                (ip.to_string(), IpNet::from(ip))
+            } else {
+                (net.to_string(), net)
+            }
+        })
+    }
 
     #[test]
     fn labels() {
@@ -240,5 +293,65 @@ mod tests {
         assert!(!is_valid_label("-x"));
         assert!(!is_valid_label("UPPER"));
         assert!(!is_valid_label(&"a".repeat(64)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn labels_agree_with_their_pattern(s in label_like()) {
+            prop_assert_eq!(is_valid_label(&s), reference_label(&s), "{:?}", s);
+            prop_assert_eq!(load_var("FOGHORN_CLUSTER_ID", &s).is_ok(), reference_label(&s));
+        }
+
+        #[test]
+        fn root_domains_are_dot_separated_labels(
+            s in prop_oneof![label_like(), "([a-z0-9-]{0,6}\\.){0,4}[a-zA-Z0-9-]{0,6}"],
+        ) {
+            let expected = !s.is_empty() && s.split('.').all(reference_label);
+            prop_assert_eq!(load_var("FOGHORN_ROOT_DOMAIN", &s).is_ok(), expected, "{:?}", s);
+        }
+
+        /// Database, Redis and peer URLs are taken by scheme alone; the rest is the client's.
+        #[test]
+        fn urls_need_a_known_scheme(
+            scheme in proptest::sample::select(vec![
+                "", "postgres://", "postgresql://", "postgres:", "sqlite:", "sqlite://", "mysql://",
+                "redis://", "rediss://", "redis:", "http://", "https://", "HTTP://", "https:/",
+            ]),
+            rest in any_text(),
+        ) {
+            let url = format!("{scheme}{rest}");
+            for (var, schemes) in [
+                ("FOGHORN_DATABASE_URL", &["postgres", "postgresql", "sqlite"][..]),
+                ("FOGHORN_REDIS_URL", &["redis", "rediss"][..]),
+                ("FOGHORN_FEDERATION_ADVERTISE_GRPC", &["http", "https"][..]),
+            ] {
+                let key = ENV_KEYS.iter().find(|(v, _)| *v == var).expect("a known variable").1;
+                match load_var(var, &url) {
+                    Ok(_) => prop_assert!(reference_url(&url, schemes), "{var}={url:?} was taken"),
+                    Err(e) => {
+                        prop_assert!(!reference_url(&url, schemes), "{var}={url:?}: {e}");
+                        prop_assert!(e.to_string().contains(key), "{e}");
+                    }
+                }
+            }
+        }
+
+        /// Any text is a proxy entry or not, without panicking; written networks read back.
+        #[test]
+        fn proxy_entries_round_trip(
+            text in any_text(),
+            networks in proptest::collection::vec(network(), 0..4),
+        ) {
+            let _ = parse_proxy(&text);
+            for (written, net) in &networks {
+                prop_assert_eq!(parse_proxy(written), Some(*net));
+            }
+            let list = networks.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ");
+            let cfg = load_var("FOGHORN_TRUSTED_PROXIES", &list).expect("valid networks");
+            let expected: Vec<IpNet> = networks.iter().map(|(_, net)| *net).collect();
+            prop_assert_eq!(cfg.trusted_proxies(), expected);
+        }
     }
 }

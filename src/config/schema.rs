@@ -1,0 +1,384 @@
+//! The configuration's shape: every key, its type and its default, and the values derived from
+//! them. `config/foghorn.toml` writes out the same defaults, key by key (a test holds them equal).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::parse_proxy;
+
+/// Everything Foghorn can be told. `config/foghorn.toml` documents each key with this default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cluster: ClusterConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub edges: EdgesConfig,
+    pub viewers: ViewersConfig,
+    pub geoip: GeoIpConfig,
+    pub federation: FederationConfig,
+    pub tls: TlsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM chain (leaf first) of the cluster wildcard `*.{cluster}.{root}`; empty: a development
+    /// CA under `{data_dir}/tls/` issues one.
+    pub cert_path: String,
+    /// PEM private key of `cert_path`; required with it.
+    pub key_path: String,
+    /// PEM of the CA that edges and tools should trust for Foghorn; empty: none is handed out
+    /// (a public CA needs none).
+    pub ca_path: String,
+    /// A development certificate is issued again this long before it expires.
+    #[serde(with = "humantime_serde_compat")]
+    pub renew_before: Duration,
+    /// How often the certificate is checked: dev renewal, operator files read again.
+    #[serde(with = "humantime_serde_compat")]
+    pub check_interval: Duration,
+    /// What Foghorn's own HTTP and gRPC listeners accept.
+    pub listeners: ListenerTls,
+}
+
+/// What Foghorn's own listeners accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// TLS and plaintext on the same port, told apart by the connection's first byte.
+    Both,
+    /// TLS only: plaintext connections are closed.
+    Required,
+    /// Plaintext only (TLS terminated in front of Foghorn).
+    Off,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: String::new(),
+            key_path: String::new(),
+            ca_path: String::new(),
+            renew_before: Duration::from_secs(30 * 86_400),
+            check_interval: Duration::from_secs(3600),
+            listeners: ListenerTls::Both,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// This Foghorn's peer credential (`fpc_` + 48 hex); empty: the one kept in
+    /// `{data_dir}/federation.key`, created on first start.
+    pub credential: String,
+    /// Where peers dial this cluster's gRPC (`http://host:port`); empty: the gRPC listener's
+    /// address when it is bound to one, else `http://foghorn.{cluster}.{root}:{port}`.
+    pub advertise_grpc: String,
+    /// How often a `ClusterEdgeSummary` goes to each peer; load is averaged over the same window.
+    #[serde(with = "humantime_serde_compat")]
+    pub summary_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// A peer's edges stop being scored this long after its last summary...
+    #[serde(with = "humantime_serde_compat")]
+    pub summary_ttl: Duration,
+    /// ...or this long after its last heartbeat, whichever comes first.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_ttl: Duration,
+    /// How often the always-on peer set is recomputed from the registry.
+    #[serde(with = "humantime_serde_compat")]
+    pub reconcile_interval: Duration,
+    /// Budget for dialing a peer and for each unary call to it.
+    #[serde(with = "humantime_serde_compat")]
+    pub rpc_timeout: Duration,
+    /// Longest wait between two attempts to reach a peer (exponential backoff with jitter).
+    #[serde(with = "humantime_serde_compat")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            credential: String::new(),
+            advertise_grpc: String::new(),
+            summary_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            summary_ttl: Duration::from_secs(90),
+            heartbeat_ttl: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(300),
+            rpc_timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// MaxMind GeoIP2/GeoLite2 City database; empty: positions only from query or proxy headers.
+    pub mmdb_path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewersConfig {
+    /// CIDRs of proxies whose `X-Forwarded-For`, `X-Latitude` and `X-Longitude` are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before remaining work is abandoned.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// Largest HTTP request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive, from the moment it is read.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+    /// Largest HTTP request head (request line and headers), in bytes; also the HTTP/2 header
+    /// list size.
+    pub max_header_bytes: usize,
+    /// Most headers an HTTP/1 request may carry.
+    pub max_headers: usize,
+    /// Longest request URI, in bytes.
+    pub max_uri_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Stable lowercase id, also the DNS label of the cluster.
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub root_domain: String,
+    /// How often the leader publishes the cluster's load for the other clusters' marketplaces.
+    #[serde(with = "humantime_serde_compat")]
+    pub report_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite://...`; empty means SQLite at `{data_dir}/foghorn.db`.
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Empty: no Redis, this Foghorn is a single-instance cluster.
+    pub url: String,
+    /// Lifetime of the cluster's leader lease; renewed every fifth of it. A leader that stops or
+    /// loses Redis is replaced within about 1.2 × this.
+    #[serde(with = "humantime_serde_compat")]
+    pub leader_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            leader_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgesConfig {
+    /// How often edges send NodeStats (sent to them in the ConfigSeed).
+    #[serde(with = "humantime_serde_compat")]
+    pub stats_interval: Duration,
+    /// An edge is routable while its last NodeStats is younger than this many intervals.
+    pub liveness_intervals: u32,
+    /// How long a new connection may take to send its Register frame.
+    #[serde(with = "humantime_serde_compat")]
+    pub register_timeout: Duration,
+    /// Budget for answering an IngestRequest.
+    #[serde(with = "humantime_serde_compat")]
+    pub ingest_timeout: Duration,
+    /// Largest gRPC frame accepted from an edge, in bytes.
+    pub max_message_bytes: usize,
+    /// Most streams one NodeStats may list.
+    pub max_streams_per_node: usize,
+    /// Longest string accepted in any edge frame field (URLs, names, keys).
+    pub max_string_bytes: usize,
+    /// How long a redirect's expected bandwidth is charged to its edge at most (DESIGN.md §5),
+    /// whatever the stats interval.
+    #[serde(with = "humantime_serde_compat")]
+    pub pending_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `foghorn=debug,info`. `RUST_LOG` wins when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 18008)),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 18019)),
+            data_dir: PathBuf::from("./data"),
+            shutdown_grace: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            id: "local".into(),
+            name: "Local cluster".into(),
+            region: "local".into(),
+            root_domain: "frameworks.localhost".into(),
+            report_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for EdgesConfig {
+    fn default() -> Self {
+        Self {
+            stats_interval: Duration::from_secs(5),
+            liveness_intervals: 3,
+            register_timeout: Duration::from_secs(10),
+            ingest_timeout: Duration::from_secs(2),
+            max_message_bytes: 256 * 1024,
+            max_streams_per_node: 2_000,
+            max_string_bytes: 512,
+            pending_ttl: crate::edge::PENDING_TTL,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// The database URL actually used: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.server.data_dir.join("foghorn.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The trusted proxy networks, parsed (validated at load, so nothing is dropped here).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.viewers
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| parse_proxy(c))
+            .collect()
+    }
+
+    /// How long after its last NodeStats an edge stays routable.
+    pub fn liveness_window(&self) -> Duration {
+        self.edges.stats_interval * self.edges.liveness_intervals
+    }
+}
+
+/// Durations are written the human way (`5s`, `30d`) in TOML, env and flags.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 5s or 2m: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A configuration written as TOML reads back the same: durations, addresses, sizes and
+        /// lists are written in the form they are read in.
+        #[test]
+        fn a_config_written_as_toml_reads_back_the_same(
+            secs in 0u64..=10 * 365 * 86_400,
+            nanos in 0u32..1_000_000_000,
+            ip in any::<std::net::IpAddr>(),
+            port in any::<u16>(),
+            size in 0..=i64::MAX as usize,
+            id in "[a-z0-9][a-z0-9-]{0,62}",
+            proxies in proptest::collection::vec("[0-9a-f.:/]{1,12}", 0..4),
+            listeners in proptest::sample::select(vec![ListenerTls::Both, ListenerTls::Required, ListenerTls::Off]),
+        ) {
+            let mut cfg = Config::default();
+            cfg.server.shutdown_grace = Duration::new(secs, nanos);
+            cfg.server.http_addr = SocketAddr::new(ip, port);
+            cfg.server.max_body_bytes = size;
+            cfg.cluster.id = id;
+            cfg.viewers.trusted_proxies = proxies;
+            cfg.tls.listeners = listeners;
+            let text = toml::to_string(&cfg).expect("a configuration serializes");
+            let read: Config = toml::from_str(&text).expect("and reads back");
+            prop_assert_eq!(read, cfg);
+        }
+    }
+}

@@ -96,8 +96,8 @@ impl RedisLink {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CHECK_TIMEOUT)
             .set_number_of_retries(0);
-        let mut delay = Duration::from_millis(50);
-        loop {
+        let mut delays = crate::retry::backoff(Duration::from_millis(50), RECONNECT_MAX);
+        for tries in 0u32.. {
             let attempt = tokio::select! {
                 r = ConnectionManager::new_with_config(self.client.clone(), config.clone()) => r,
                 _ = stop.cancelled() => return None,
@@ -105,8 +105,9 @@ impl RedisLink {
             match attempt {
                 Ok(conn) => return Some(conn),
                 Err(e) => {
+                    let delay = delays.next().unwrap_or(RECONNECT_MAX);
                     // Tried twice a second through an outage: the first attempts warn, the rest log at debug.
-                    if delay < RECONNECT_MAX {
+                    if tries < 4 {
                         tracing::warn!(error = %e, retry_in = ?delay, "Redis unreachable");
                     } else {
                         tracing::debug!(error = %e, retry_in = ?delay, "Redis still unreachable");
@@ -115,10 +116,10 @@ impl RedisLink {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => return None,
                     }
-                    delay = (delay * 2).min(RECONNECT_MAX);
                 }
             }
         }
+        None
     }
 
     /// Waits until the link has a connection that answered (at once when it has one).

@@ -350,6 +350,7 @@ impl Replication {
     /// sessions that shutdown closed) and returns.
     pub async fn write(self, stop: CancellationToken) {
         let mut backoff = Duration::ZERO;
+        let mut delays = None;
         loop {
             let stopping = tokio::select! {
                 _ = async {
@@ -371,8 +372,14 @@ impl Replication {
             }
             // Failed writes are back in the outbox: wait before trying Redis again.
             backoff = if failed {
-                (backoff * 2).clamp(Duration::from_millis(50), RETRY_MAX)
+                delays
+                    .get_or_insert_with(|| {
+                        crate::retry::backoff(Duration::from_millis(50), RETRY_MAX)
+                    })
+                    .next()
+                    .unwrap_or(RETRY_MAX)
             } else {
+                delays = None;
                 Duration::ZERO
             };
         }
@@ -681,7 +688,7 @@ impl Replication {
     /// Subscribes, resynchronises and applies announcements until `stop`; starts over (with
     /// backoff) whenever Redis goes away.
     pub async fn subscribe(self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(50);
+        let mut delays = crate::retry::backoff(Duration::from_millis(50), RETRY_MAX);
         loop {
             // The resync writes through the shared connection: no use subscribing before it is
             // back, and once it is, no reason to wait longer.
@@ -689,6 +696,7 @@ impl Replication {
                 _ = self.link.connected() => {}
                 _ = stop.cancelled() => return,
             }
+            let delay = delays.next().unwrap_or(RETRY_MAX);
             match self.follow(&stop).await {
                 Ok(()) => return,
                 Err(e) => {
@@ -700,7 +708,6 @@ impl Replication {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stop.cancelled() => return,
             }
-            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 

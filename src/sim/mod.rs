@@ -362,7 +362,7 @@ async fn run_edge(
         viewers: rng.random_range(0..50),
     };
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-    let mut backoff = FIRST_BACKOFF;
+    let mut delays = crate::retry::backoff(FIRST_BACKOFF, Duration::from_secs(10));
     let mut published_since: Option<tokio::time::Instant> = None;
     loop {
         let mut seeded = false;
@@ -382,15 +382,14 @@ async fn run_edge(
             SessionEnd::Retry(why) => {
                 // A session that got as far as its ConfigSeed worked: back off afresh.
                 if seeded {
-                    backoff = FIRST_BACKOFF;
+                    delays = crate::retry::backoff(FIRST_BACKOFF, Duration::from_secs(10));
                 }
                 tracing::warn!(
                     edge = profile.index,
                     "control stream ended: {why}; reconnecting"
                 );
-                let jitter = rng.random_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -25,7 +25,7 @@ pub use helmsman::{EdgeLinks, HelmsmanService};
 pub use provisioning::ProvisioningService;
 
 /// The protocol version this Foghorn speaks on the control stream.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use crate::edge::session::PROTOCOL_VERSION;
 
 /// Serves gRPC on `listener` until `shutdown` fires and open streams have ended.
 pub async fn serve(

@@ -3,7 +3,8 @@
 //! Crate map:
 //! - [`config`]: typed, layered, validated configuration.
 //! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes, streams.
-//! - [`edge`]: in-process state of connected edges: sessions, stats, liveness. No transport types.
+//! - [`edge`]: in-process state of connected edges: sessions, stats, liveness; the rules of a
+//!   control session. No transport types.
 //! - [`federation`]: peering with other clusters' Foghorns: edge summaries, remote edges.
 //! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot.
 //! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.

@@ -4,7 +4,8 @@
 //! control stream is open and its last `NodeStats` is younger than the liveness window; closing the
 //! stream makes it unroutable at once; a new session for the same node replaces (cancels) the old
 //! one, and frames of a replaced session are ignored. Time is `tokio::time::Instant`, so tests pause
-//! and advance it instead of sleeping.
+//! and advance it instead of sleeping. What one control session may do, in which order, and how it
+//! ends is in [`session`].
 //!
 //! With replicas (issue 4), an edge is held either here (a local session) or by another replica of
 //! the cluster, whose announcements the replication (`replicas` module) folds in. Each session carries a
@@ -14,6 +15,7 @@
 mod base_url;
 mod control;
 mod pending;
+pub mod session;
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};

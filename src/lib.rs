@@ -1,26 +1,36 @@
 //! Foghorn: the control plane of a live-video edge cluster.
 //!
-//! Crate map:
-//! - [`config`]: typed, layered, validated configuration.
-//! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes, streams.
-//! - [`edge`]: in-process state of connected edges: sessions, stats, liveness; the rules of a
-//!   control session. No transport types.
-//! - [`federation`]: peering with other clusters' Foghorns: edge summaries, remote edges.
-//! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot.
-//! - [`grpc`]: tonic adapters: the Helmsman control stream, health and reflection.
+//! Crate map, from the domain up (no module imports one above it; only `app` knows them all):
+//! - [`names`]: every public host name of DESIGN.md §2; [`net`], [`secret`], [`retry`],
+//!   [`metrics`], [`geoip`]: small shared helpers.
+//! - [`config`]: configuration: schema, layering (defaults, file, environment, flags), validation.
+//! - [`edge`]: in-process state of connected edges (sessions, stats, liveness, pending
+//!   bandwidth) and the rules of a control session (§4). No transport types.
+//! - [`routing`]: the score and the exact, pruned choice of edges from an immutable snapshot;
+//!   one routing decision for every caller.
+//! - [`leadership`]: whether this replica leads its cell.
+//! - [`federation`]: peering with other clusters' Foghorns (§7): the [`federation::Hub`],
+//!   channels, mailbox, supervision, feed, on-demand arrangement, behind small ports.
+//! - [`registry`]: the SQL store (PostgreSQL or SQLite) of clusters, tenants, tokens, nodes,
+//!   streams; federation's directory.
+//! - [`wire`]: protobuf ↔ domain conversion of federation frames, for gRPC and the Redis relay.
+//! - [`replicas`]: Redis shared by a cell's replicas: edge-state sync, fencing, leader lease, the
+//!   federation relay.
+//! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
+//! - [`state`]: [`state::AppState`], what every adapter shares.
 //! - [`api`]: what tenants and operators can do, shared by the REST API and the MCP tools.
-//! - [`http`]: axum routers: health, readiness, metrics, the operator API.
+//! - [`grpc`]: tonic adapters: the Helmsman control stream, provisioning, federation (server
+//!   and client), health and reflection.
+//! - [`http`]: hyper + axum: the viewer redirect, MistServer API, tenant API, MCP, health.
 //! - [`app`]: wiring, start and graceful shutdown of the whole server.
 //! - [`logging`]: the tracing subscriber, which no secret gets through.
 //! - [`admin`]: `foghorn admin ...` commands acting on the registry.
 //! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
-//! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
 //! - [`cli`]: the `frameworks` operator CLI.
 
 pub mod admin;
 pub mod api;
 pub mod app;
-
 pub mod cli;
 pub mod config;
 pub mod edge;

@@ -107,7 +107,8 @@ fn incoming(
     shutdown: CancellationToken,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Started>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
+    let background = state.background.clone();
+    background.spawn(async move {
         let stop = shutdown.clone();
         let starting = shutdown.clone();
         let accepting = crate::tls::accept_loop(listener, state.tls.clone(), shutdown, |peer| {

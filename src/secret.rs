@@ -113,6 +113,8 @@ pub fn random_hex(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -155,5 +157,129 @@ mod tests {
         bad.pop();
         bad.push('z');
         assert!(lookup_prefix(SecretKind::StreamKey, &bad).is_none());
+    }
+
+    fn kind() -> impl Strategy<Value = SecretKind> {
+        proptest::sample::select(SecretKind::ALL.to_vec())
+    }
+
+    /// The shape of a `kind` secret, written with the hex decoder: its prefix, then the random
+    /// bytes in hex (either case) and nothing else.
+    fn has_shape(kind: SecretKind, text: &str) -> bool {
+        text.strip_prefix(kind.prefix())
+            .is_some_and(|rest| hex::decode(rest).is_ok_and(|b| b.len() == SECRET_BYTES))
+    }
+
+    /// A secret of some kind with one edit: a character inserted, removed or replaced.
+    fn near_miss() -> impl Strategy<Value = String> {
+        let replacement = prop_oneof![
+            proptest::char::range('0', '9'),
+            proptest::char::range('a', 'z'),
+            proptest::char::range('A', 'Z'),
+            Just('_'),
+            any::<char>(),
+        ];
+        (
+            kind(),
+            "[0-9a-fA-F]{48}",
+            any::<proptest::sample::Index>(),
+            0..3,
+            replacement,
+        )
+            .prop_map(|(kind, random, at, edit, c)| {
+                let mut text: Vec<char> = format!("{}{random}", kind.prefix()).chars().collect();
+                let len = text.len();
+                match edit {
+                    0 => text.insert(at.index(len + 1), c),
+                    1 => {
+                        text.remove(at.index(len));
+                    }
+                    _ => text[at.index(len)] = c,
+                }
+                text.into_iter().collect()
+            })
+    }
+
+    proptest! {
+        /// A secret of the exact shape is recognised by its own kind only, and its lookup prefix
+        /// is the kind's prefix and the first 8 hex digits.
+        #[test]
+        fn a_secret_is_recognised_by_its_own_kind_only(
+            kind in kind(),
+            random in "[0-9a-fA-F]{48}",
+        ) {
+            let plain = format!("{}{random}", kind.prefix());
+            for other in SecretKind::ALL {
+                let expected =
+                    (other == kind).then(|| format!("{}{}", kind.prefix(), &random[..8]));
+                prop_assert_eq!(lookup_prefix(other, &plain), expected, "{:?}", other);
+            }
+        }
+
+        /// A minted secret parses back to its kind, with the lookup stored beside it, and
+        /// verifies against its hash.
+        #[test]
+        fn a_minted_secret_parses_back_to_its_kind(kind in kind()) {
+            let minted = mint(kind);
+            for other in SecretKind::ALL {
+                let expected = (other == kind).then(|| minted.lookup.clone());
+                prop_assert_eq!(lookup_prefix(other, &minted.plain), expected, "{:?}", other);
+            }
+            prop_assert!(verify(&minted.plain, &minted.hash));
+        }
+
+        /// Whatever the text (arbitrary, or a secret with one character inserted, removed or
+        /// replaced), it never panics and is accepted exactly when it has a kind's shape; what is
+        /// accepted looks up by a prefix of it.
+        #[test]
+        fn only_the_exact_shape_is_accepted(
+            text in prop_oneof![
+                any::<String>(),
+                near_miss(),
+                "(fhk_|enroll_|nc_|sk_|inv_|fpc_)[0-9a-fA-Fg é]{46,50}",
+            ],
+        ) {
+            for kind in SecretKind::ALL {
+                let lookup = lookup_prefix(kind, &text);
+                prop_assert_eq!(lookup.is_some(), has_shape(kind, &text), "{:?}", kind);
+                if let Some(lookup) = lookup {
+                    prop_assert!(text.starts_with(&lookup));
+                    prop_assert_eq!(lookup.len(), kind.prefix().len() + LOOKUP_HEX);
+                }
+            }
+        }
+
+        /// A peer credential has the shape of a minted one, is the same each time, and differs
+        /// per audience.
+        #[test]
+        fn peer_credentials_have_the_shape_and_differ_per_audience(
+            random in "[0-9a-f]{48}",
+            audience in "[a-z0-9-]{1,20}",
+            other in "[a-z0-9-]{1,20}",
+        ) {
+            let secret = format!("{}{random}", SecretKind::PeerCredential.prefix());
+            let credential = peer_credential_for(&secret, &audience);
+            prop_assert!(has_shape(SecretKind::PeerCredential, &credential));
+            prop_assert_eq!(&credential, &peer_credential_for(&secret, &audience));
+            if other != audience {
+                prop_assert_ne!(credential, peer_credential_for(&secret, &other));
+            }
+        }
+
+        /// A stored hash verifies the secret it was made from and nothing else: another secret,
+        /// the hash in capitals or cut short, arbitrary text.
+        #[test]
+        fn a_hash_verifies_its_own_secret_only(
+            plain in "\\PC{0,40}",
+            other in "\\PC{0,40}",
+            stored in any::<String>(),
+        ) {
+            let hash = hash(&plain);
+            prop_assert!(verify(&plain, &hash));
+            prop_assert_eq!(verify(&other, &hash), other == plain);
+            prop_assert!(!verify(&plain, &hash.to_uppercase()));
+            prop_assert!(!verify(&plain, &hash[..63]));
+            prop_assert_eq!(verify(&plain, &stored), stored == hash);
+        }
     }
 }

@@ -209,5 +209,48 @@ mod tests {
                 prop_assert_eq!(check_base_url(&base), Ok(base.clone()));
             }
         }
+
+        /// Arbitrary text never panics the check, and whatever passes is an http(s) URL whose
+        /// normal form passes again unchanged.
+        #[test]
+        fn arbitrary_text_is_refused_or_a_stable_url(
+            text in prop_oneof![
+                any::<String>(),
+                "[ -~]{0,40}",
+                "(https?://)?[a-zA-Z0-9._~:/?#\\[\\]@!$&'()*+,;=%-]{0,40}",
+                "https?://[a-z0-9.:%\\[\\]@]{0,16}(/[a-zA-Z0-9.%/-]{0,12})?",
+            ],
+        ) {
+            if let Ok(base) = check_base_url(&text) {
+                prop_assert!(base.starts_with("http://") || base.starts_with("https://"));
+                prop_assert_eq!(check_base_url(&base), Ok(base.clone()), "from {:?}", text);
+            }
+        }
+
+        /// Every clean URL (http or https, a DNS name in any case, any port but 0, a path of
+        /// url-safe segments) is accepted, and comes out as written but for the case of the host,
+        /// a default port and a trailing `/`.
+        #[test]
+        fn clean_urls_are_accepted_as_written(
+            https in any::<bool>(),
+            labels in proptest::collection::vec("[a-zA-Z][a-zA-Z0-9]{0,9}", 1..4),
+            port in proptest::option::of(1u16..),
+            segments in proptest::collection::vec("[a-zA-Z0-9_~-][a-zA-Z0-9._~-]{0,7}", 0..4),
+            slash in any::<bool>(),
+        ) {
+            let scheme = if https { "https" } else { "http" };
+            let host = labels.join(".");
+            let path: String = segments.iter().map(|s| format!("/{s}")).collect();
+            let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let slash = if slash { "/" } else { "" };
+            let text = format!("{scheme}://{host}{port_text}{path}{slash}");
+            let default = if https { 443 } else { 80 };
+            let normal_port = port
+                .filter(|&p| p != default)
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            let normal = format!("{scheme}://{}{normal_port}{path}", host.to_ascii_lowercase());
+            prop_assert_eq!(check_base_url(&text), Ok(normal));
+        }
     }
 }

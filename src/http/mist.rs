@@ -50,6 +50,14 @@ fn valid_stream(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
 }
 
+/// The stream name a request gives, `None` when it is malformed. In a query string `live+abc`
+/// decodes to `live abc`; names never contain spaces, so a space is the `+` of a MistServer
+/// wildcard stream that the client did not percent-encode.
+fn stream_name(given: &str) -> Option<String> {
+    let name = given.replace(' ', "+");
+    valid_stream(&name).then_some(name)
+}
+
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -58,12 +66,8 @@ fn text(body: String) -> Response {
 /// this cluster serves. `None` for any other name: unknown here, or a stream of a tenant that may
 /// not use this cluster, which must look exactly like an unknown one (DESIGN.md §11).
 async fn known_stream(state: &AppState, stream: &str) -> Result<Option<Arc<Resolved>>, ApiError> {
-    // In a query string `live+abc` decodes to `live abc`; names never contain spaces, so a space
-    // is the `+` of a MistServer wildcard stream that the client did not percent-encode.
-    let stream = &stream.replace(' ', "+");
-    if !valid_stream(stream) {
-        return Err(ApiError::BadRequest("malformed stream name".into()));
-    }
+    let stream =
+        &stream_name(stream).ok_or_else(|| ApiError::BadRequest("malformed stream name".into()))?;
     if stream
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -242,6 +246,8 @@ fn describe(c: &Candidate) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -262,5 +268,45 @@ mod tests {
         assert!(valid_stream("live+abc_1.2-3"));
         assert!(!valid_stream("a/b"));
         assert!(!valid_stream(""));
+    }
+
+    /// MistServer's rule for stream names, written out: 1 to 100 characters, each an ASCII
+    /// letter or digit or one of `_+.-`.
+    fn mist_name(s: &str) -> bool {
+        (1..=100).contains(&s.chars().count())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+.-".contains(c))
+    }
+
+    proptest! {
+        /// Stream names are accepted exactly by MistServer's rule, whatever the text (non-ASCII,
+        /// separators, lengths around the bound); a space counts as the `+` it was sent as.
+        #[test]
+        fn stream_names_follow_the_mist_rule(
+            s in prop_oneof![
+                any::<String>(),
+                "[A-Za-z0-9_+. /%é-]{0,12}",
+                "[A-Za-z0-9_+.-]{95,105}",
+            ],
+        ) {
+            prop_assert_eq!(valid_stream(&s), mist_name(&s));
+            let as_sent = s.replace(' ', "+");
+            prop_assert_eq!(stream_name(&s), mist_name(&as_sent).then_some(as_sent));
+        }
+
+        /// A name reads back the same however a MistServer client writes it: in the path, in a
+        /// query string as is (`+` then decodes to a space), form-encoded, or every byte escaped.
+        #[test]
+        fn a_stream_name_reads_back_however_it_was_sent(name in "[A-Za-z0-9_+.-]{1,100}") {
+            prop_assert_eq!(stream_name(&name), Some(name.clone()));
+            let encoded: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+            let escaped: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+            for written in [&name, &encoded, &escaped] {
+                let query = format!("source={written}");
+                let params = Params::parse(&query).expect("a short query");
+                let given = params.get("source").expect("given");
+                prop_assert_eq!(stream_name(&given), Some(name.clone()), "{}", query);
+            }
+        }
     }
 }

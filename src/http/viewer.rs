@@ -108,6 +108,10 @@ impl Viewer {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn q(query: &str) -> Params<'_> {
@@ -154,6 +158,160 @@ mod tests {
             q("lat=NaN&lon=0"),
         ] {
             assert!(Viewer::from_request(peer, &HeaderMap::new(), &bad, &[], None).is_err());
+        }
+    }
+
+    /// Our proxies in the properties: 10.0.0.0/8 and fd00::/8.
+    fn proxies() -> Vec<IpNet> {
+        vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "fd00::/8".parse().expect("cidr"),
+        ]
+    }
+
+    /// One of our proxies, IPv4 also written IPv4-mapped (as a dual-stack proxy may).
+    fn proxy_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<[u8; 3]>().prop_map(|[a, b, c]| Ipv4Addr::new(10, a, b, c).into()),
+            any::<[u8; 3]>()
+                .prop_map(|[a, b, c]| Ipv4Addr::new(10, a, b, c).to_ipv6_mapped().into()),
+            any::<u128>().prop_map(|x| Ipv6Addr::from(x >> 8 | 0xfd << 120).into()),
+        ]
+    }
+
+    /// Anyone but our proxies, IPv4 also written IPv4-mapped.
+    fn client_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            (11u8..=223, any::<[u8; 3]>())
+                .prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d).into()),
+            (11u8..=223, any::<[u8; 3]>())
+                .prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d).to_ipv6_mapped().into()),
+            any::<u128>().prop_map(|x| Ipv6Addr::from(x >> 32 | 0x2001_0db8 << 96).into()),
+        ]
+    }
+
+    /// One hop of a generated `X-Forwarded-For` chain.
+    #[derive(Debug, Clone)]
+    enum Hop {
+        Proxy(IpAddr),
+        Client(IpAddr),
+        /// No address at all: `unknown`, an obfuscated name, nothing.
+        Junk(String),
+    }
+
+    fn hop() -> impl Strategy<Value = Hop> {
+        prop_oneof![
+            proxy_ip().prop_map(Hop::Proxy),
+            client_ip().prop_map(Hop::Client),
+            "[g-z_]{0,7}".prop_map(Hop::Junk),
+        ]
+    }
+
+    fn with_headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("visible ASCII"));
+        }
+        h
+    }
+
+    proptest! {
+        /// Behind our proxies the client is the rightmost hop that is not one of them, read as
+        /// written; a hop that is no address ends the search at the proxy, as does a chain longer
+        /// than any value we read.
+        #[test]
+        fn the_client_is_the_rightmost_hop_that_is_not_our_proxy(
+            peer in proxy_ip(),
+            hops in proptest::collection::vec((hop(), "[ \t]{0,2}", "[ \t]{0,2}"), 0..10),
+        ) {
+            let chain = hops
+                .iter()
+                .map(|(hop, before, after)| match hop {
+                    Hop::Proxy(ip) | Hop::Client(ip) => format!("{before}{ip}{after}"),
+                    Hop::Junk(junk) => format!("{before}{junk}{after}"),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut expected = peer;
+            if chain.len() <= MAX_VALUE_BYTES {
+                for (hop, _, _) in hops.iter().rev() {
+                    match hop {
+                        Hop::Proxy(_) => continue,
+                        Hop::Client(ip) => expected = *ip,
+                        Hop::Junk(_) => {}
+                    }
+                    break;
+                }
+            }
+            let headers = with_headers(&[("x-forwarded-for", &chain)]);
+            let viewer = Viewer::from_request(
+                SocketAddr::new(peer, 443),
+                &headers,
+                &Params::default(),
+                &proxies(),
+                None,
+            )
+            .expect("no coordinates, nothing to refuse");
+            prop_assert_eq!(viewer.ip, expected, "{}", chain);
+        }
+
+        /// Whatever headers anyone sends, a peer that is not our proxy is the client and gives no
+        /// position; behind our proxies the client is the peer or one of the hops, and a
+        /// position only from coordinates in range.
+        #[test]
+        fn headers_never_make_a_stranger_someone_else(
+            (peer, ours) in prop_oneof![
+                proxy_ip().prop_map(|ip| (ip, true)),
+                client_ip().prop_map(|ip| (ip, false)),
+            ],
+            chain in "[ -~\t]{0,80}",
+            lat in prop_oneof!["[ -~\t]{0,12}", "[ \t]?-?[0-9]{1,3}(\\.[0-9]{1,4})?[ \t]?"],
+            lon in prop_oneof!["[ -~\t]{0,12}", "[ \t]?-?[0-9]{1,3}(\\.[0-9]{1,4})?[ \t]?"],
+        ) {
+            let headers = with_headers(&[
+                ("x-forwarded-for", &chain),
+                ("x-latitude", &lat),
+                ("x-longitude", &lon),
+            ]);
+            let viewer = Viewer::from_request(
+                SocketAddr::new(peer, 443),
+                &headers,
+                &Params::default(),
+                &proxies(),
+                None,
+            )
+            .expect("headers never make a request fail");
+            if ours {
+                let hops: Vec<Option<IpAddr>> =
+                    chain.split(',').map(|h| h.trim().parse().ok()).collect();
+                prop_assert!(viewer.ip == peer || hops.contains(&Some(viewer.ip)));
+                let by_hand = lat.trim().parse().ok().zip(lon.trim().parse().ok());
+                let expected = by_hand.and_then(|(lat, lon)| Position::from_degrees(lat, lon));
+                prop_assert_eq!(viewer.position, expected);
+            } else {
+                prop_assert_eq!(viewer.ip, peer);
+                prop_assert_eq!(viewer.position, None);
+            }
+        }
+
+        /// Coordinates in the query are read exactly, spaces around them allowed; out of range or
+        /// not finite, the request is refused.
+        #[test]
+        fn query_coordinates_are_read_exactly_or_refused(
+            lat in prop_oneof![-90.0f64..=90.0, -1e3f64..1e3, Just(f64::NAN), Just(f64::INFINITY)],
+            lon in prop_oneof![-180.0f64..=180.0, -1e3f64..1e3, Just(f64::NEG_INFINITY)],
+            pad in "[ +]{0,2}",
+        ) {
+            let query = format!("lat={pad}{lat}{pad}&lon={pad}{lon}");
+            let query = Params::parse(&query).expect("short query");
+            let peer = SocketAddr::from(([192, 0, 2, 1], 443));
+            let viewer = Viewer::from_request(peer, &HeaderMap::new(), &query, &[], None);
+            match Position::from_degrees(lat, lon) {
+                Some(position) => {
+                    prop_assert_eq!(viewer.expect("in range").position, Some(position));
+                }
+                None => prop_assert!(viewer.is_err(), "accepted ({}, {})", lat, lon),
+            }
         }
     }
 }

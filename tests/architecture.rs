@@ -58,16 +58,17 @@ fn crate_paths(text: &str) -> BTreeSet<String> {
     found
 }
 
-/// `module → modules it names`, and `module → its files' texts`.
-fn graph() -> (
-    BTreeMap<String, BTreeSet<String>>,
-    BTreeMap<String, Vec<(PathBuf, String)>>,
-) {
+/// Top-level module → the modules it names.
+type Deps = BTreeMap<String, BTreeSet<String>>;
+/// Top-level module → its files and their texts.
+type Texts = BTreeMap<String, Vec<(PathBuf, String)>>;
+
+fn graph() -> (Deps, Texts) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
-    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut texts: BTreeMap<String, Vec<(PathBuf, String)>> = BTreeMap::new();
+    let mut deps = Deps::new();
+    let mut texts = Texts::new();
     for file in files {
         let module = module_of(&src, &file);
         if module == "bin" || module == "lib" {
@@ -96,7 +97,7 @@ fn no_import_cycle_between_top_level_modules() {
     // Depth-first search for a back edge, ignoring the wiring.
     fn visit<'a>(
         node: &'a str,
-        deps: &'a BTreeMap<String, BTreeSet<String>>,
+        deps: &'a Deps,
         path: &mut Vec<&'a str>,
         done: &mut BTreeSet<&'a str>,
     ) {

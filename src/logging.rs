@@ -244,6 +244,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever surrounds it (short of a word character glued to its prefix), a minted secret
+        /// leaves the log with its lookup part only; and any text is scrubbed without panicking.
+        #[test]
+        fn no_secret_survives_in_any_text(
+            kind in 0..SecretKind::ALL.len(),
+            before in "(.{0,40}[ \"=:/,{(])?",
+            after in ".{0,40}",
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let secret = mint(SecretKind::ALL[kind]);
+            let clean = scrubbed(&format!("{before}{}{after}", secret.plain));
+            proptest::prop_assert!(!clean.contains(&secret.plain[secret.lookup.len()..]), "{}", clean);
+            let _ = scrub(&noise);
+        }
+    }
+
     #[test]
     fn private_keys_are_cut_whole() {
         let pem = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";

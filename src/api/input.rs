@@ -102,6 +102,24 @@ impl<T: JsonSchema> JsonSchema for Nullable<T> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// A body is taken exactly when it is one JSON object and nothing else; any bytes are
+        /// refused with a 400 rather than a panic.
+        #[test]
+        fn a_body_is_one_json_object_or_a_400(
+            text in "[ \t\r\n]{0,2}(\\{|\\[|\"|1|n|t)[ a-z0-9\":,{}\\[\\]]{0,30}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            type Object = serde_json::Map<String, serde_json::Value>;
+            let ours = from_json::<Object>(text.as_bytes()).is_ok();
+            let reference = serde_json::from_slice::<Object>(text.as_bytes()).is_ok();
+            proptest::prop_assert_eq!(ours, reference, "{:?}", text);
+            if let Err(e) = from_json::<Object>(&bytes) {
+                proptest::prop_assert!(matches!(e, ApiError::BadRequest(_)));
+            }
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

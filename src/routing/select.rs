@@ -179,6 +179,9 @@ pub struct Pool {
     /// that lands while this pool is still in use (a newer one is being built, or a request still
     /// holds this one) cannot lift a score above the bounds: decreases count from the next pool.
     pending_built: Vec<u64>,
+    /// Per candidate: its place in node-id order (equal ids share one), so the tie rule of
+    /// [`Snapshot::rank`] compares two integers instead of two strings.
+    tie: Vec<u32>,
     groups: Vec<Group>,
 }
 
@@ -329,7 +332,23 @@ impl Pool {
         for carriers in by_stream.values_mut() {
             carriers.sort_unstable_by_key(|&i| std::cmp::Reverse(static_bound[i as usize]));
         }
+        let mut by_id: Vec<u32> = (0..candidates.len() as u32).collect();
+        by_id.sort_unstable_by(|a, b| {
+            candidates[*a as usize]
+                .node_id
+                .cmp(&candidates[*b as usize].node_id)
+        });
+        let mut tie = vec![0u32; candidates.len()];
+        let mut place = 0u32;
+        for (n, &i) in by_id.iter().enumerate() {
+            if n > 0 && candidates[by_id[n - 1] as usize].node_id != candidates[i as usize].node_id
+            {
+                place += 1;
+            }
+            tie[i as usize] = place;
+        }
         Pool {
+            tie,
             weights,
             candidates,
             static_bound,
@@ -401,9 +420,29 @@ impl Pool {
     }
 }
 
-/// Whether `c` comes after the k-th pick `kth` (remote flag, node id) among equal totals.
-fn after(c: &Candidate, kth: &(bool, Arc<str>)) -> bool {
-    (c.remote, &*c.node_id) > (kth.0, &*kth.1)
+/// The k-th best pick so far, as the tie rule needs it.
+#[derive(Debug, Clone, Copy)]
+struct Kth<'a> {
+    remote: bool,
+    /// Its pool (0 local, 1 remote) and place in that pool's node-id order.
+    pool: usize,
+    tie: u32,
+    node_id: &'a str,
+}
+
+/// Whether candidate `i` of pool `p` comes after the k-th pick among equal totals: by remote
+/// flag (local first), then node id. Within one pool the node-id order is the pool's `tie`.
+#[inline]
+fn after(pool: &Pool, p: usize, i: u32, kth: &Kth<'_>) -> bool {
+    let c = &pool.candidates[i as usize];
+    if c.remote != kth.remote {
+        return c.remote;
+    }
+    if p == kth.pool {
+        pool.tie[i as usize] > kth.tie
+    } else {
+        &*c.node_id > kth.node_id
+    }
 }
 
 /// An immutable view of the routable edges: the local pool and the remote pool, built with the
@@ -621,13 +660,23 @@ impl Snapshot {
         // whose bound is below that total, or equal to it and after it in the tie order (local
         // first, then the lower id), cannot enter the top k. Under a flood, redirects level many
         // edges to the same score, so the tie rule is what keeps the scan short.
-        let threshold = |top: &Vec<Pick>| -> Option<(i64, (bool, Arc<str>))> {
+        let threshold = |top: &Vec<Pick>| -> Option<(i64, Kth<'_>)> {
             (top.len() == k).then(|| {
-                let kth = self.get(top[k - 1].index);
-                (
-                    top[k - 1].parts.total as i64,
-                    (kth.remote, kth.node_id.clone()),
-                )
+                let local = self.pools[0].candidates.len() as u32;
+                let index = top[k - 1].index;
+                let (pool, i) = if index < local {
+                    (0, index)
+                } else {
+                    (1, index - local)
+                };
+                let c = &self.pools[pool].candidates[i as usize];
+                let kth = Kth {
+                    remote: c.remote,
+                    pool,
+                    tie: self.pools[pool].tie[i as usize],
+                    node_id: &c.node_id,
+                };
+                (top[k - 1].parts.total as i64, kth)
             })
         };
         // Carriers of the stream first: they alone can get the bonus, so their bound is their own
@@ -648,8 +697,7 @@ impl Snapshot {
                 if let Some((t, kth_id)) = &bar {
                     let geo = geo_of_group[p][pool.group_of[i as usize] as usize];
                     let bound = pool.static_bound[i as usize] + bonus + geo;
-                    let c = &pool.candidates[i as usize];
-                    if bound < *t || (bound == *t && after(c, kth_id)) {
+                    if bound < *t || (bound == *t && after(pool, p, i, kth_id)) {
                         continue;
                     }
                 }
@@ -675,7 +723,7 @@ impl Snapshot {
                 let c = &pool.candidates[i as usize];
                 if let Some((t, kth_id)) = &bar {
                     let bound = geo_bound + pool.static_bound[i as usize];
-                    if bound < *t || (bound == *t && after(c, kth_id)) {
+                    if bound < *t || (bound == *t && after(pool, p as usize, i, kth_id)) {
                         break; // members come in (bound desc, node id asc) order
                     }
                     // The same bound with the pending of this instant: redirects since the build
@@ -683,7 +731,7 @@ impl Snapshot {
                     let bw_now = bw_part(pool.weights.bw, c.up, pool.pending(i), c.bw_limit);
                     let lost = pool.bw_built[i as usize].saturating_sub(bw_now) as i64;
                     let tight = bound - lost;
-                    if tight < *t || (tight == *t && after(c, kth_id)) {
+                    if tight < *t || (tight == *t && after(pool, p as usize, i, kth_id)) {
                         continue;
                     }
                 }
@@ -763,15 +811,24 @@ mod tests {
                     prop_oneof![Just("live+a"), Just("live+b"), Just("live+c")],
                     0..3,
                 ),
+                // Two peers may report the same node id (an operator's hint like "berlin-1").
+                proptest::bool::weighted(0.15),
             ),
             0..120,
         )
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (lat, lon, cpu, ram, up, pending, remote, streams))| {
-                    candidate(i, lat, lon, (cpu, ram, up, pending), remote, &streams)
-                })
+                .map(
+                    |(i, (lat, lon, cpu, ram, up, pending, remote, streams, shared_id))| {
+                        let mut c =
+                            candidate(i, lat, lon, (cpu, ram, up, pending), remote, &streams);
+                        if shared_id {
+                            c.node_id = Arc::from(format!("{:012x}", i % 5).as_str());
+                        }
+                        c
+                    },
+                )
                 .collect()
         })
     }

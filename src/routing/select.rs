@@ -516,14 +516,20 @@ impl Snapshot {
         self.len() == 0
     }
 
-    /// The pool and the index within it of a pick index.
-    fn locate(&self, index: u32) -> (&Pool, u32) {
+    /// The pool (0 local, 1 remote) and the index within it of a pick index.
+    fn place(&self, index: u32) -> (usize, u32) {
         let local = self.pools[0].candidates.len() as u32;
         if index < local {
-            (&self.pools[0], index)
+            (0, index)
         } else {
-            (&self.pools[1], index - local)
+            (1, index - local)
         }
+    }
+
+    /// The pool and the index within it of a pick index.
+    fn locate(&self, index: u32) -> (&Pool, u32) {
+        let (pool, i) = self.place(index);
+        (&self.pools[pool], i)
     }
 
     /// The candidate at a pick index.
@@ -662,13 +668,7 @@ impl Snapshot {
         // edges to the same score, so the tie rule is what keeps the scan short.
         let threshold = |top: &Vec<Pick>| -> Option<(i64, Kth<'_>)> {
             (top.len() == k).then(|| {
-                let local = self.pools[0].candidates.len() as u32;
-                let index = top[k - 1].index;
-                let (pool, i) = if index < local {
-                    (0, index)
-                } else {
-                    (1, index - local)
-                };
+                let (pool, i) = self.place(top[k - 1].index);
                 let c = &self.pools[pool].candidates[i as usize];
                 let kth = Kth {
                     remote: c.remote,

@@ -93,7 +93,7 @@ async fn best_host(
     let snapshot = state.router.snapshot();
     // MistServer's balancer calls come from this cluster's own edges: local edges only.
     let best = snapshot.decide_best(viewer.position, Ask::local_viewer(stream), Instant::now());
-    let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
+    let (_, edge) = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
     match q.get("proto") {
         Some(proto) => {
             let url = protocol_url(&edge.base_url, &proto, stream, "").ok_or_else(|| {
@@ -145,7 +145,7 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
     }
     if q.has("ingest") {
         let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
-        let edge = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
+        let (_, edge) = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
     }
     let views = ["lstserver", "streamstats", "viewers", "host"];

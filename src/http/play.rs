@@ -132,14 +132,14 @@ async fn resolve(
         .ok_or_else(|| ApiError::NotFound("unknown playback id".into()))
 }
 
-/// The edge of a decision's best pick, counted in `counters`, or 503 when no edge is eligible.
+/// A decision's best pick and its edge, counted in `counters`, or 503 when no edge is eligible.
 pub(super) fn chosen<'s>(
     snapshot: &'s Snapshot,
     best: Option<&Pick>,
     counters: &DecisionCounters,
-) -> Result<&'s Candidate, ApiError> {
-    let edge = best.map(|p| snapshot.candidate(p));
-    counters.count(edge.map(|c| c.remote));
+) -> Result<(u32, &'s Candidate), ApiError> {
+    let edge = best.map(|p| (p.index, snapshot.candidate(p)));
+    counters.count(edge.map(|(_, c)| c.remote));
     edge.ok_or_else(|| ApiError::NoEdge("no eligible edge right now, retry shortly".into()))
 }
 
@@ -174,14 +174,20 @@ impl Serialize for Session<'_> {
 
 /// Charges the chosen edge one viewer's bandwidth, once per viewer session: a viewer that comes
 /// back with the session id of an earlier redirect was counted then.
-fn debit<'a>(c: &Candidate, stream: &str, session: Option<&'a str>, now: Instant) -> Session<'a> {
+fn debit<'a>(
+    snapshot: &Snapshot,
+    (index, c): (u32, &Candidate),
+    stream: &str,
+    session: Option<&'a str>,
+    now: Instant,
+) -> Session<'a> {
     if let Some(existing) = session.filter(|s| valid_token(s) && s.len() <= 64) {
         return Session::Returning(existing);
     }
     if !c.remote {
         let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
         let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
-        c.pending.add(bytes, now);
+        snapshot.charge(index, bytes, now);
     }
     Session::new()
 }
@@ -261,7 +267,7 @@ async fn play_json(
     let session = if explain {
         Session::new()
     } else {
-        debit(primary, stream, returning.as_deref(), now)
+        debit(&snapshot, primary, stream, returning.as_deref(), now)
     };
     let choices: Vec<EdgeChoice> = picks
         .iter()
@@ -360,9 +366,10 @@ pub(super) async fn redirect(
     let snapshot = state.router.snapshot();
     let now = Instant::now();
     let best = snapshot.decide_best(viewer.position, viewing(&resolved), now);
-    let edge = chosen(&snapshot, best.as_ref(), &state.metrics.play_decisions)?;
+    let picked = chosen(&snapshot, best.as_ref(), &state.metrics.play_decisions)?;
+    let edge = picked.1;
     let returning = q.get(SESSION_PARAM);
-    let session = debit(edge, stream, returning.as_deref(), now);
+    let session = debit(&snapshot, picked, stream, returning.as_deref(), now);
     let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
     for part in url_parts(&edge.base_url, proto, stream, rest)
         .into_iter()
@@ -410,7 +417,7 @@ async fn ingest(
     };
     let snapshot = state.router.snapshot();
     let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
-    let edge = chosen(
+    let (_, edge) = chosen(
         &snapshot,
         best.as_ref(),
         &state.metrics.ingest_routing_decisions,

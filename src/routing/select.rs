@@ -14,6 +14,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -133,7 +134,7 @@ pub struct Pick {
 }
 
 /// A geo group: members near each other, bounded by a spherical cap.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Group {
     /// Unit vector of the cap's centre; `None` for the group of edges with unknown position.
     centre: Option<[f64; 3]>,
@@ -143,6 +144,74 @@ struct Group {
     members: Vec<u32>,
     /// Largest `static_bound` of the members.
     max_static: i64,
+    /// The members' current bounds as a max-tree (see [`Bounds`]).
+    bounds: Bounds,
+}
+
+/// A bound and a tie place in one ordered integer: a higher bound first, then the lower place
+/// (the lower node id). Bounds stay far below 2^31 (weights are at most 10^6), so the shift
+/// cannot overflow.
+#[inline]
+fn key(bound: i64, tie: u32) -> i64 {
+    (bound << 32) | i64::from(u32::MAX - tie)
+}
+
+/// A group's members' bounds as a max-tree: leaf `j` holds the key ([`key`]) of member `j`'s
+/// bound with the pending of the last time it was looked at, each inner node the largest key
+/// below it. A search descends only into subtrees whose largest key can still enter the top k,
+/// so under a flood (redirects pile pending onto the best edges, leaving many at bounds below
+/// their static ones) it visits the few members still in contention instead of every member
+/// whose static bound is.
+///
+/// Exact without locks: between two pool builds a member's bound only falls (the pool never
+/// uses less pending than it has seen, [`Pool::pending`]), and every value written is computed
+/// from values read, each at least the current truth. So every node is always at least the
+/// largest current bound below it, whatever the interleaving of concurrent updates; a stale node
+/// is only too high, which costs a visit, never a missed candidate.
+#[derive(Debug)]
+struct Bounds {
+    /// Nodes 1.. of the heap layout; leaves from `leaves`, padding leaves hold `i64::MIN`.
+    nodes: Box<[AtomicI64]>,
+    leaves: usize,
+}
+
+impl Bounds {
+    fn new(keys: impl ExactSizeIterator<Item = i64>) -> Bounds {
+        let leaves = keys.len().next_power_of_two();
+        let mut nodes = vec![i64::MIN; 2 * leaves];
+        for (j, k) in keys.enumerate() {
+            nodes[leaves + j] = k;
+        }
+        for n in (1..leaves).rev() {
+            nodes[n] = nodes[2 * n].max(nodes[2 * n + 1]);
+        }
+        Bounds {
+            nodes: nodes.into_iter().map(AtomicI64::new).collect(),
+            leaves,
+        }
+    }
+
+    #[inline]
+    fn get(&self, node: usize) -> i64 {
+        self.nodes[node].load(Relaxed)
+    }
+
+    /// Lowers leaf `j` to `key` (never raises it: a key computed from older pending loses to a
+    /// newer, lower one) and the maxima above it.
+    fn lower(&self, j: usize, key: i64) {
+        let mut n = self.leaves + j;
+        if self.nodes[n].fetch_min(key, Relaxed) <= key {
+            return;
+        }
+        while n > 1 {
+            n /= 2;
+            let max = self.get(2 * n).max(self.get(2 * n + 1));
+            // Nodes above hold at least this node's old value: they stay upper bounds.
+            if self.nodes[n].swap(max, Relaxed) == max {
+                return;
+            }
+        }
+    }
 }
 
 /// Margin added to cap radii. `acos` near 1 turns a 1-ulp error of its argument into ~1.5e-8 rad,
@@ -157,7 +226,7 @@ const MAX_GROUPS: usize = (180 / 30 + 1) * (360 / 30 + 1) + 1;
 /// One indexed set of candidates: the local edges, or the remote ones. Local edges change every
 /// few seconds and remote ones only when a peer's summary arrives, so each is rebuilt on its own
 /// and a snapshot pairs the current two.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pool {
     weights: Weights,
     candidates: Vec<Candidate>,
@@ -168,17 +237,19 @@ pub struct Pool {
     static_bound: Vec<i64>,
     /// Stream name → candidates carrying it, by descending `static_bound`.
     by_stream: HashMap<Arc<str>, Vec<u32>>,
-    /// Per candidate: its geo group.
+    /// Per candidate: its geo group and its place among the group's members.
     group_of: Vec<u32>,
+    slot: Vec<u32>,
     /// Per candidate: cpu and ram parts, which do not change between rebuilds.
     cpu_ram: Vec<(u64, u64)>,
     /// Per candidate: the bandwidth part with the pending of build time (what `static_bound`
     /// assumed; pending only grows until the next build, so this part only shrinks).
     bw_built: Vec<u64>,
-    /// Per candidate: the pending of build time. Scores use at least this much, so a decrease
-    /// that lands while this pool is still in use (a newer one is being built, or a request still
-    /// holds this one) cannot lift a score above the bounds: decreases count from the next pool.
-    pending_built: Vec<u64>,
+    /// Per candidate: the most pending this pool has seen, from the pending of build time on.
+    /// Scores use this much, so a decrease that lands while this pool is still in use (a newer
+    /// one is being built, or a request still holds this one) cannot lift a score above the
+    /// bounds: decreases count from the next pool.
+    pending_seen: Vec<AtomicU64>,
     /// Per candidate: its place in node-id order (equal ids share one), so the tie rule of
     /// [`Snapshot::rank`] compares two integers instead of two strings.
     tie: Vec<u32>,
@@ -245,6 +316,22 @@ impl Pool {
             })
             .collect();
 
+        let mut by_id: Vec<u32> = (0..candidates.len() as u32).collect();
+        by_id.sort_unstable_by(|a, b| {
+            candidates[*a as usize]
+                .node_id
+                .cmp(&candidates[*b as usize].node_id)
+        });
+        let mut tie = vec![0u32; candidates.len()];
+        let mut place = 0u32;
+        for (n, &i) in by_id.iter().enumerate() {
+            if n > 0 && candidates[by_id[n - 1] as usize].node_id != candidates[i as usize].node_id
+            {
+                place += 1;
+            }
+            tie[i as usize] = place;
+        }
+
         let mut cells: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
         let mut unknown = Vec::new();
         let mut by_stream: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
@@ -266,19 +353,12 @@ impl Pool {
                 None => unknown.push(i),
             }
         }
-        // Descending bound, then ascending node id: the order ties are broken in, so a member
-        // whose bound only equals the k-th best and comes after it cannot win (see `rank`).
+        // Descending bound, then ascending node id: the order ties are broken in.
+        let key_of = |i: u32| key(static_bound[i as usize], tie[i as usize]);
         let sort_members = |members: &mut Vec<u32>| {
-            members.sort_unstable_by(|a, b| {
-                static_bound[*b as usize]
-                    .cmp(&static_bound[*a as usize])
-                    .then_with(|| {
-                        candidates[*a as usize]
-                            .node_id
-                            .cmp(&candidates[*b as usize].node_id)
-                    })
-            });
+            members.sort_unstable_by_key(|&i| std::cmp::Reverse(key_of(i)));
         };
+        let bounds = |members: &[u32]| Bounds::new(members.iter().map(|&i| key_of(i)));
         let mut groups = Vec::with_capacity(cells.len() + 1);
         for (_, mut members) in cells {
             let mut sum = [0.0f64; 3];
@@ -309,6 +389,7 @@ impl Pool {
             groups.push(Group {
                 centre: Some(centre),
                 radius,
+                bounds: bounds(&members),
                 members,
                 max_static,
             });
@@ -319,33 +400,21 @@ impl Pool {
             groups.push(Group {
                 centre: None,
                 radius: 0.0,
+                bounds: bounds(&unknown),
                 members: unknown,
                 max_static,
             });
         }
         let mut group_of = vec![0u32; candidates.len()];
+        let mut slot = vec![0u32; candidates.len()];
         for (g, group) in groups.iter().enumerate() {
-            for &i in &group.members {
+            for (j, &i) in group.members.iter().enumerate() {
                 group_of[i as usize] = g as u32;
+                slot[i as usize] = j as u32;
             }
         }
         for carriers in by_stream.values_mut() {
             carriers.sort_unstable_by_key(|&i| std::cmp::Reverse(static_bound[i as usize]));
-        }
-        let mut by_id: Vec<u32> = (0..candidates.len() as u32).collect();
-        by_id.sort_unstable_by(|a, b| {
-            candidates[*a as usize]
-                .node_id
-                .cmp(&candidates[*b as usize].node_id)
-        });
-        let mut tie = vec![0u32; candidates.len()];
-        let mut place = 0u32;
-        for (n, &i) in by_id.iter().enumerate() {
-            if n > 0 && candidates[by_id[n - 1] as usize].node_id != candidates[i as usize].node_id
-            {
-                place += 1;
-            }
-            tie[i as usize] = place;
         }
         Pool {
             tie,
@@ -354,10 +423,11 @@ impl Pool {
             static_bound,
             cpu_ram,
             bw_built,
-            pending_built,
+            pending_seen: pending_built.into_iter().map(AtomicU64::new).collect(),
             groups,
             by_stream,
             group_of,
+            slot,
         }
     }
 
@@ -378,10 +448,36 @@ impl Pool {
         self.candidates.is_empty()
     }
 
-    /// A candidate's pending now, never below its pending at build time (see `pending_built`).
+    /// A candidate's pending now, never below what this pool has seen (see `pending_seen`): to
+    /// this pool a ledger only grows.
+    #[inline]
     fn pending(&self, index: u32) -> u64 {
-        let c = &self.candidates[index as usize];
-        c.pending.current().max(self.pending_built[index as usize])
+        let now = self.candidates[index as usize].pending.current();
+        let seen = &self.pending_seen[index as usize];
+        let before = seen.load(Relaxed);
+        if now > before {
+            seen.fetch_max(now, Relaxed).max(now)
+        } else {
+            before
+        }
+    }
+
+    /// Candidate `i`'s bound (load parts − penalty, without geo and bonus) with its pending of
+    /// now: the static bound less what the pending since the build took off the bandwidth part.
+    #[inline]
+    fn bound_now(&self, i: u32) -> i64 {
+        let c = &self.candidates[i as usize];
+        let bw_now = bw_part(self.weights.bw, c.up, self.pending(i), c.bw_limit);
+        let lost = self.bw_built[i as usize].saturating_sub(bw_now) as i64;
+        self.static_bound[i as usize] - lost
+    }
+
+    /// Brings candidate `i`'s leaf in its group's tree down to its bound of now.
+    fn refresh(&self, i: u32) {
+        let key = key(self.bound_now(i), self.tie[i as usize]);
+        self.groups[self.group_of[i as usize] as usize]
+            .bounds
+            .lower(self.slot[i as usize] as usize, key);
     }
 
     /// The exact score of one candidate for `req`, or `None` when it is not eligible.
@@ -445,6 +541,21 @@ fn after(pool: &Pool, p: usize, i: u32, kth: &Kth<'_>) -> bool {
     }
 }
 
+/// The lowest key ([`key`], geo bound included) with which a member of pool `p` (0 local, 1
+/// remote) can still enter the top k when the k-th best has total `t`: in the k-th's own pool the
+/// k-th's own key (at or before it in the tie order); a remote member must beat a local k-th's
+/// total; any other member may equal it.
+#[inline]
+fn floor(p: usize, t: i64, kth: &Kth<'_>) -> i64 {
+    if p == kth.pool {
+        key(t, kth.tie)
+    } else if p == 1 && !kth.remote {
+        key(t + 1, u32::MAX)
+    } else {
+        key(t, u32::MAX)
+    }
+}
+
 /// An immutable view of the routable edges: the local pool and the remote pool, built with the
 /// same weights. Picks index the local candidates first, then the remote ones.
 #[derive(Debug, Clone)]
@@ -471,6 +582,11 @@ impl Snapshot {
         assert_eq!(
             local.weights, remote.weights,
             "both pools of a snapshot are built with the same weights"
+        );
+        assert!(
+            local.candidates.iter().all(|c| !c.remote)
+                && remote.candidates.iter().all(|c| c.remote),
+            "the local pool holds local edges and the remote pool remote ones"
         );
         let mut blind_order: Vec<(i64, i64, u8, u32)> = [&local, &remote]
             .iter()
@@ -530,6 +646,14 @@ impl Snapshot {
     fn locate(&self, index: u32) -> (&Pool, u32) {
         let (pool, i) = self.place(index);
         (&self.pools[pool], i)
+    }
+
+    /// Charges the candidate at a pick index one viewer's bandwidth (`bytes_per_sec`, from `now`)
+    /// and lowers its bound in the search tree, so the next decisions look past it at once.
+    pub fn charge(&self, index: u32, bytes_per_sec: u64, now: Instant) {
+        let (pool, i) = self.locate(index);
+        pool.candidates[i as usize].pending.add(bytes_per_sec, now);
+        pool.refresh(i);
     }
 
     /// The candidate at a pick index.
@@ -712,34 +836,66 @@ impl Snapshot {
             if usize::from(p) >= pools {
                 continue;
             }
-            let pool = &self.pools[p as usize];
+            let p = usize::from(p);
+            let pool = &self.pools[p];
             let group = &pool.groups[g as usize];
             if let Some((t, _)) = &bar {
                 if group_bound < *t {
                     break; // groups are in descending bound order
                 }
             }
-            for &i in &group.members {
-                let c = &pool.candidates[i as usize];
-                if let Some((t, kth_id)) = &bar {
-                    let bound = geo_bound + pool.static_bound[i as usize];
-                    if bound < *t || (bound == *t && after(pool, p as usize, i, kth_id)) {
-                        break; // members come in (bound desc, node id asc) order
-                    }
-                    // The same bound with the pending of this instant: redirects since the build
-                    // pile pending onto the best edges. Still an upper bound, so still exact.
-                    let bw_now = bw_part(pool.weights.bw, c.up, pool.pending(i), c.bw_limit);
-                    let lost = pool.bw_built[i as usize].saturating_sub(bw_now) as i64;
-                    let tight = bound - lost;
-                    if tight < *t || (tight == *t && after(pool, p as usize, i, kth_id)) {
+            // Best first down the group's tree, entering only subtrees whose largest key (geo
+            // bound added) reaches the floor of the k-th best.
+            let tree = &group.bounds;
+            let geo_key = geo_bound << 32;
+            let mut stack = [0usize; 64];
+            stack[0] = 1;
+            let mut depth = 1;
+            while depth > 0 {
+                depth -= 1;
+                let n = stack[depth];
+                let v = tree.get(n);
+                if v == i64::MIN {
+                    continue; // padding
+                }
+                if let Some((t, kth)) = &bar {
+                    if v + geo_key < floor(p, *t, kth) {
                         continue;
                     }
                 }
+                if n < tree.leaves {
+                    let (l, r) = (2 * n, 2 * n + 1);
+                    let (first, second) = if tree.get(l) >= tree.get(r) {
+                        (l, r)
+                    } else {
+                        (r, l)
+                    };
+                    stack[depth] = second;
+                    stack[depth + 1] = first;
+                    depth += 2;
+                    continue;
+                }
+                let j = n - tree.leaves;
+                let i = group.members[j];
+                // The leaf's bound with the pending of this instant (redirects since the build
+                // pile pending onto the best edges): still an upper bound, so still exact.
+                let now = pool.bound_now(i);
+                let now_key = key(now, pool.tie[i as usize]);
+                if now_key < v {
+                    tree.lower(j, now_key);
+                }
+                if let Some((t, kth)) = &bar {
+                    let tight = geo_bound + now;
+                    if tight < *t || (tight == *t && after(pool, p, i, kth)) {
+                        continue;
+                    }
+                }
+                let c = &pool.candidates[i as usize];
                 if any_carrier && req.stream.is_some_and(|s| c.carries(s)) {
                     continue; // scored in the carriers' pass
                 }
                 if let Some(parts) = pool.score(i, req) {
-                    let index = offsets[p as usize] + i;
+                    let index = offsets[p] + i;
                     self.offer(&mut top, k, Pick { index, parts });
                     bar = threshold(&top);
                 }
@@ -845,15 +1001,30 @@ mod tests {
             stream in proptest::option::of(prop_oneof![Just("live+a"), Just("live+b"), Just("live+zzz")]),
             ingest in any::<bool>(),
             k in 1usize..=5,
-            growth in proptest::collection::vec((0usize..120, 0u64..=60_000_000), 0..20),
+            growth in proptest::collection::vec((0usize..120, 0u64..=60_000_000, any::<bool>()), 0..20),
             shrink in proptest::collection::vec(0usize..120, 0..10),
             peered in 0usize..=2,
         ) {
             let snapshot = Snapshot::build(Weights::default(), pool);
-            // Redirects after the build: pending grows.
-            for (i, more) in growth {
-                if let Some(c) = snapshot.candidates().nth(i) {
-                    c.pending.add(more, Instant::now());
+            let req = Request {
+                viewer: viewer.and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+                stream,
+                need: if ingest { Need::Ingest } else { Need::Viewers },
+                now: Instant::now(),
+                // None, one or both of the peered clusters may be used.
+                remote_clusters: &peers()[..peered],
+            };
+            // Redirects after the build: pending grows, through the snapshot (which lowers the
+            // search tree) or behind its back (another replica's share, a stale tree), with
+            // searches in between that see each step.
+            for (i, more, charged) in growth {
+                if i < snapshot.len() {
+                    if charged {
+                        snapshot.charge(i as u32, more, Instant::now());
+                    } else {
+                        snapshot.get(i as u32).pending.add(more, Instant::now());
+                    }
+                    prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
                 }
             }
             // And ledgers settled for the next build while this snapshot is still in use: the
@@ -864,14 +1035,6 @@ mod tests {
                     c.pending.settle();
                 }
             }
-            let req = Request {
-                viewer: viewer.and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
-                stream,
-                need: if ingest { Need::Ingest } else { Need::Viewers },
-                now: Instant::now(),
-                // None, one or both of the peered clusters may be used.
-                remote_clusters: &peers()[..peered],
-            };
             prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
         }
     }
@@ -930,11 +1093,6 @@ mod tests {
                 })
                 .collect();
             let snapshot = Snapshot::build(Weights::default(), pool);
-            for (i, more) in growth {
-                if let Some(c) = snapshot.candidates().nth(i) {
-                    c.pending.add(more, Instant::now());
-                }
-            }
             let req = Request {
                 viewer: if viewer_known { Position::from_degrees(50.0, 8.0) } else { None },
                 stream: None,
@@ -942,7 +1100,19 @@ mod tests {
                 now: Instant::now(),
                 remote_clusters: &peers(),
             };
+            for (i, more) in growth {
+                if i < snapshot.len() {
+                    snapshot.charge(i as u32, more, Instant::now());
+                }
+            }
             prop_assert_eq!(snapshot.rank(&req, k), snapshot.rank_exhaustive(&req, k));
+            // A flood: every decision charges its winner, each answer still the oracle's.
+            for _ in 0..20 {
+                let top = snapshot.rank(&req, k);
+                prop_assert_eq!(&top, &snapshot.rank_exhaustive(&req, k));
+                let Some(best) = top.first() else { break };
+                snapshot.charge(best.index, 131_072, Instant::now());
+            }
         }
     }
 

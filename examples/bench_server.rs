@@ -91,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
             "enrollment_token": enroll,
             "operator_token": operator,
             "remote_edges": remote,
+            // The cluster certificate (ECDSA P-256 from the dev CA) nginx serves in the HTTPS runs.
+            "tls_dir": data.path().join("tls"),
         })
     );
     tokio::signal::ctrl_c().await?;

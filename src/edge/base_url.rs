@@ -26,6 +26,8 @@ pub enum BaseUrlError {
     Scheme,
     #[error("must name a host")]
     Host,
+    #[error("must name a host by letters, digits, '-', '_' and '.', or an IP address")]
+    HostName,
     #[error("must not carry a user name or password")]
     UserInfo,
     #[error("must not have port 0")]
@@ -94,8 +96,19 @@ pub fn check_base_url(text: &str) -> Result<String, BaseUrlError> {
         Some(rest) if rest.starts_with('/') => return Err(BaseUrlError::Host),
         Some(_) => {}
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(BaseUrlError::Host);
+    match url.host() {
+        None => return Err(BaseUrlError::Host),
+        Some(url::Host::Domain(name)) if name.is_empty() => return Err(BaseUrlError::Host),
+        // The parser decodes escapes in a host (`http://%60` names the host "`"), which no
+        // `Location` could carry: a host name is written plainly.
+        Some(url::Host::Domain(name))
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+        {
+            return Err(BaseUrlError::HostName)
+        }
+        Some(_) => {}
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(BaseUrlError::UserInfo);
@@ -129,6 +142,8 @@ mod tests {
             ("https://edge.example.net/a%2", BaseUrlError::Escape),
             ("https://", BaseUrlError::Host),
             ("https:///hls", BaseUrlError::Host),
+            ("http://%60", BaseUrlError::HostName),
+            ("https://ed!ge.example.net", BaseUrlError::HostName),
             (
                 "https://edge.example.net?x=1",
                 BaseUrlError::QueryOrFragment,

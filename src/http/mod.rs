@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod error;
 mod health;
+mod lane;
 mod mcp;
 mod mist;
 mod openapi;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::auth::principal_from_headers;
 use super::params::Params;
-use super::viewer::Viewer;
+use super::viewer::{Headers, Viewer};
 use super::ApiError;
 use crate::edge::per_viewer_estimate;
 use crate::federation::Arrangement;
@@ -327,8 +327,8 @@ pub(super) fn is_redirect_path(path: &str) -> bool {
     play_path(path).is_some()
 }
 
-/// `GET|POST /play/{playback_id}/{proto}/...`, the viewer hot path: resolve (in-process cache),
-/// rank (snapshot), debit (the edge's own ledger), 307. No SQL, Redis, lock or per-request map.
+/// `GET|POST /play/{playback_id}/{proto}/...` through hyper (the viewer lane hands hyper every
+/// request it does not take itself, POST included): the answer of [`redirect_to`].
 pub(super) async fn redirect(
     state: &AppState,
     peer: SocketAddr,
@@ -341,9 +341,23 @@ pub(super) async fn redirect(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         return Ok(response);
     }
+    let location = redirect_to(state, peer, req.uri.path(), req.uri.query(), &req.headers).await?;
+    temporary_redirect(location)
+}
+
+/// The viewer hot path, for the viewer lane and hyper alike: resolve (in-process cache), rank
+/// (snapshot), debit (the edge's own ledger), and the edge URL to send the viewer to. No SQL,
+/// Redis, lock or per-request map.
+pub(super) async fn redirect_to<H: Headers + ?Sized>(
+    state: &AppState,
+    peer: SocketAddr,
+    path: &str,
+    query: Option<&str>,
+    headers: &H,
+) -> Result<String, ApiError> {
     let (playback_id, proto, rest) =
-        play_path(req.uri.path()).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
-    let q = Params::of(&req.uri)?;
+        play_path(path).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+    let q = Params::parse(query.unwrap_or(""))?;
     if !valid_rest(rest) {
         return Err(ApiError::BadRequest("malformed path".into()));
     }
@@ -354,14 +368,14 @@ pub(super) async fn redirect(
         )));
     }
     let resolved = resolve(state, playback_id).await?;
-    let viewer = Viewer::of(state, peer, &req.headers, &q)?;
+    let viewer = Viewer::of(state, peer, headers, &q)?;
     let stream = resolved.internal_name.as_str();
     if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await {
         // The peer would not let this cluster pull the stream: its own edge serves the viewer.
         state.metrics.play_decisions.count(Some(true));
         let location = protocol_url(&base_url, proto, stream, rest)
             .ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
-        return temporary_redirect(location);
+        return redirect_location(location);
     }
     let snapshot = state.router.snapshot();
     let now = Instant::now();
@@ -378,7 +392,22 @@ pub(super) async fn redirect(
         location.push_str(part);
     }
     let _ = write!(location, "?{SESSION_PARAM}={session}");
-    temporary_redirect(location)
+    redirect_location(location)
+}
+
+/// `location` when it can be sent as a header value (visible ASCII, what `HeaderValue` takes
+/// from a URL), else 400.
+fn redirect_location(location: String) -> Result<String, ApiError> {
+    if location
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        Ok(location)
+    } else {
+        Err(ApiError::BadRequest(
+            "cannot build a redirect for this request".into(),
+        ))
+    }
 }
 
 /// 307 keeps the method and body: a WHEP/WHIP POST stays a POST at the edge.

@@ -1,11 +1,12 @@
 //! The viewer/API listener: accepts connections and serves them with hyper (HTTP/1.1, and h2c
 //! for clients that speak it).
 //!
-//! Each connection gets a [`Front`] service that knows the peer address. Viewer redirects
-//! (`/play/{playback_id}/{proto}/...`, the one path that takes the whole viewer load) go straight
-//! to [`super::play::redirect`]; everything else goes through the axum router, with the peer as
-//! `ConnectInfo`. The redirect path so skips the router's per-request work (route lookup, path
-//! parameters, extensions, body boxing), which is most of what separates it from a static reply.
+//! Each connection starts in the viewer lane ([`super::lane`]), which answers the plain HTTP/1.1
+//! viewer redirects (`GET /play/{playback_id}/{proto}/...`, the one path that takes the whole
+//! viewer load) without hyper, and hands the connection to hyper at the first request it does not
+//! take. There each connection gets a [`Front`] service that knows the peer address. Viewer
+//! redirects hyper serves (POST, HTTP/1.0, h2c) go straight to [`super::play::redirect`];
+//! everything else goes through the axum router, with the peer as `ConnectInfo`.
 //!
 //! Every answer is the JSON error of DESIGN §6, also those made before Foghorn's handlers run:
 //! hyper's own answers to heads it cannot parse or that break `server.max_header_bytes` /
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire::{Answers, JsonAnswers};
-use super::{play, ApiError};
+use super::{lane, play, ApiError};
 use crate::state::AppState;
 
 /// One connection's service.
@@ -131,6 +132,11 @@ pub async fn serve(
         let tracked = connections.token();
         move |conn| async move {
             let _tracked = tracked;
+            // The viewer lane answers redirects until the first request it does not take.
+            let conn = match lane::serve(conn, &front.state, peer, &asked, &stop).await {
+                lane::Outcome::Closed => return,
+                lane::Outcome::Handoff(conn) => conn,
+            };
             let conn = builder
                 .serve_connection(TokioIo::new(JsonAnswers::new(conn, answers)), front)
                 .into_owned();

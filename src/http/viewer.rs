@@ -16,6 +16,30 @@ use crate::geoip::GeoIp;
 use crate::routing::Position;
 use crate::state::AppState;
 
+/// A request's headers as the viewer rules read them: the first value of a name (lowercase),
+/// when it is visible ASCII (what `HeaderValue::to_str` accepts).
+pub trait Headers {
+    fn first(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for HeaderMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Headers as `httparse` leaves them (the viewer lane, [`super::lane`]).
+impl Headers for [httparse::Header<'_>] {
+    fn first(&self, name: &str) -> Option<&str> {
+        let h = self.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
+        h.value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            .then(|| std::str::from_utf8(h.value).ok())
+            .flatten()
+    }
+}
+
 /// The request's origin as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Viewer {
@@ -44,10 +68,10 @@ fn coordinates(lat: &str, lon: &str) -> Result<Position, String> {
 
 impl Viewer {
     /// [`Viewer::from_request`] with the server's trusted proxies and GeoIP database.
-    pub fn of(
+    pub fn of<H: Headers + ?Sized>(
         state: &AppState,
         peer: SocketAddr,
-        headers: &HeaderMap,
+        headers: &H,
         query: &Params<'_>,
     ) -> Result<Viewer, ApiError> {
         Self::from_request(
@@ -60,20 +84,15 @@ impl Viewer {
     }
 
     /// Works out the viewer from the socket peer, headers and query parameters.
-    pub fn from_request(
+    pub fn from_request<H: Headers + ?Sized>(
         peer: SocketAddr,
-        headers: &HeaderMap,
+        headers: &H,
         query: &Params<'_>,
         trusted: &[IpNet],
         geoip: Option<&GeoIp>,
     ) -> Result<Viewer, ApiError> {
         let from_proxy = is_trusted(peer.ip(), trusted);
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| v.len() <= MAX_VALUE_BYTES)
-        };
+        let header = |name: &str| headers.first(name).filter(|v| v.len() <= MAX_VALUE_BYTES);
         let mut ip = peer.ip();
         if from_proxy {
             // Rightmost address that is not itself a trusted proxy: the client as our proxies saw it.

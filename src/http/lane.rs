@@ -1,0 +1,362 @@
+//! The viewer lane: the requests that carry the whole viewer load, `GET|HEAD
+//! /play/{playback_id}/{proto}/...` over HTTP/1.1 keep-alive, answered without hyper.
+//!
+//! Every connection of the viewer/API listener starts here. The lane reads request heads
+//! (`httparse`, the parser hyper itself uses), answers the redirects and, at the first request it
+//! does not take, hands the connection and every byte it has read to hyper, which serves the rest
+//! of the connection as it always did ([`Prefixed`]). The lane takes only requests whose meaning
+//! is plain: HTTP/1.1, `GET` or `HEAD`, an origin-form target of url-safe characters on the
+//! redirect path, no body, no `Connection`, `Expect`, `Upgrade` or `Transfer-Encoding` header.
+//! Anything else (another path or method, HTTP/1.0, a body, an HTTP/2 preface, a head it cannot
+//! parse, more than [`MAX_HEADERS`] headers, a head over `server.max_header_bytes`) goes to hyper
+//! with nothing answered yet, so every error hyper makes stays hyper's (and Foghorn's JSON).
+//!
+//! What it saves per request is hyper's request and response objects (`http::Request`,
+//! `HeaderMap`s, the boxed service future, header encoding) and the header-read timer armed per
+//! request: the lane keeps one deadline per connection, moved on lazily.
+//!
+//! The answer is the one [`super::play::redirect_to`] gives the hyper path for the same request:
+//! the 307 with `location` and `cache-control: no-store`, or the JSON error with its headers.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::response::IntoResponse;
+use futures_util::FutureExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ApiError;
+use crate::state::AppState;
+
+/// Most headers a request of the lane may have; one with more goes to hyper, which applies
+/// `server.max_headers`.
+pub const MAX_HEADERS: usize = 32;
+/// A connection that has not sent a whole request head this long after it opened or after its
+/// last answer is closed (hyper's header read timeout, which the requests hyper serves keep).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a connection left the lane.
+pub enum Outcome<T> {
+    /// It ended: closed by the client, silent past [`HEAD_TIMEOUT`], shut down between requests,
+    /// or an I/O error.
+    Closed,
+    /// Hyper serves the rest: the connection, with what the lane read of it and did not answer.
+    Handoff(Prefixed<T>),
+}
+
+/// One request head in the buffer.
+enum Head<'b, 'h> {
+    /// Not all of it has arrived.
+    Partial,
+    /// Not the lane's: hyper takes the connection from this request on.
+    Other,
+    /// A redirect the lane answers; `len` bytes of the buffer.
+    Redirect {
+        len: usize,
+        head_only: bool,
+        path: &'b str,
+        query: Option<&'b str>,
+        headers: &'h mut [httparse::Header<'b>],
+    },
+}
+
+/// Characters the lane accepts in a request target: unreserved, sub-delims, `%`, `/`, `?`, `:`,
+/// `@`. Anything else (`#`, quotes, brackets, non-ASCII...) goes to hyper.
+fn target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'/'
+                | b'?'
+                | b'='
+                | b'&'
+                | b'%'
+                | b'+'
+                | b','
+                | b';'
+                | b':'
+                | b'@'
+                | b'!'
+                | b'$'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+        )
+}
+
+/// Reads the head at the start of `buf`; `headers` receives its headers.
+fn head<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Head<'b, 'h> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Other,
+    };
+    let head_only = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Head::Other,
+    };
+    let Some(target) = req.path else {
+        return Head::Other;
+    };
+    if req.version != Some(1) || !target.bytes().all(target_byte) {
+        return Head::Other;
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    if !super::play::is_redirect_path(path) {
+        return Head::Other;
+    }
+    let plain = req.headers.iter().all(|h| {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            h.value == b"0"
+        } else {
+            !(name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("connection")
+                || name.eq_ignore_ascii_case("expect")
+                || name.eq_ignore_ascii_case("upgrade"))
+        }
+    });
+    if !plain {
+        return Head::Other;
+    }
+    Head::Redirect {
+        len,
+        head_only,
+        path,
+        query,
+        headers: std::mem::take(&mut req.headers),
+    }
+}
+
+/// Serves `conn`'s redirects until it ends or sends a request that is not the lane's.
+/// `asked` is set once a whole request head has arrived (see `http::serve`'s shutdown).
+pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: T,
+    state: &AppState,
+    peer: SocketAddr,
+    asked: &AtomicBool,
+    stop: &CancellationToken,
+) -> Outcome<T> {
+    let max_head = state.config.server.max_header_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut answered_at = Instant::now();
+    let mut deadline = pin!(tokio::time::sleep_until(answered_at + HEAD_TIMEOUT));
+    let mut stopped = pin!(stop.cancelled());
+    loop {
+        // Answer every whole head in the buffer (pipelined requests in order), then write.
+        let mut used = 0;
+        loop {
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let (len, head_only, answer) = match head(&buf[used..], &mut headers) {
+                Head::Partial => break,
+                Head::Other => {
+                    if !out.is_empty() && conn.write_all(&out).await.is_err() {
+                        return Outcome::Closed;
+                    }
+                    buf.drain(..used);
+                    return Outcome::Handoff(Prefixed::new(buf, conn));
+                }
+                Head::Redirect {
+                    len,
+                    head_only,
+                    path,
+                    query,
+                    headers,
+                } => {
+                    asked.store(true, Ordering::Relaxed);
+                    let answer =
+                        super::play::redirect_to(state, peer, path, query, &*headers).await;
+                    (len, head_only, answer)
+                }
+            };
+            write_answer(&mut out, answer, head_only);
+            used += len;
+        }
+        buf.drain(..used);
+        if !out.is_empty() {
+            if conn.write_all(&out).await.is_err() {
+                return Outcome::Closed;
+            }
+            out.clear();
+            answered_at = Instant::now();
+        }
+        if buf.len() >= max_head {
+            // hyper answers the oversized head (431, as JSON).
+            return Outcome::Handoff(Prefixed::new(buf, conn));
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            biased;
+            () = &mut stopped => return Outcome::Closed,
+            read = conn.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            },
+            () = &mut deadline => {
+                // One timer per connection, moved on only when it fires.
+                let due = answered_at + HEAD_TIMEOUT;
+                if due <= Instant::now() {
+                    return Outcome::Closed;
+                }
+                deadline.as_mut().reset(due);
+            }
+        }
+    }
+}
+
+/// The HTTP date of now, formatted once per second per thread.
+fn date() -> [u8; 29] {
+    thread_local! {
+        static CACHED: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let (at, text) = c.get();
+        if at == secs {
+            return text;
+        }
+        let mut text = [0u8; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        c.set((secs, text));
+        text
+    })
+}
+
+/// Appends the answer to `out`: the 307, or the error as the hyper path sends it (status,
+/// headers, JSON body; a `HEAD` gets the head alone).
+fn write_answer(out: &mut Vec<u8>, answer: Result<String, ApiError>, head_only: bool) {
+    match answer {
+        Ok(location) => {
+            out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: ");
+            out.extend_from_slice(location.as_bytes());
+            // As hyper: an empty body's length goes out except in the answer to a HEAD.
+            out.extend_from_slice(if head_only {
+                b"\r\ncache-control: no-store\r\ndate: ".as_slice()
+            } else {
+                b"\r\ncache-control: no-store\r\ncontent-length: 0\r\ndate: ".as_slice()
+            });
+            out.extend_from_slice(&date());
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        Err(error) => {
+            let (parts, body) = error.into_response().into_parts();
+            // An error's body is JSON in memory: one poll reads it.
+            let body = axum::body::to_bytes(body, usize::MAX)
+                .now_or_never()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let status = parts.status;
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    status.as_str(),
+                    status.canonical_reason().unwrap_or("")
+                )
+                .as_bytes(),
+            );
+            for (name, value) in &parts.headers {
+                if name != axum::http::header::CONTENT_LENGTH {
+                    out.extend_from_slice(name.as_str().as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(format!("content-length: {}\r\ndate: ", body.len()).as_bytes());
+            out.extend_from_slice(&date());
+            out.extend_from_slice(b"\r\n\r\n");
+            if !head_only {
+                out.extend_from_slice(&body);
+            }
+        }
+    }
+}
+
+/// A connection with bytes already read from it in front: what hyper reads first.
+pub struct Prefixed<T> {
+    read: Vec<u8>,
+    at: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(read: Vec<u8>, inner: T) -> Prefixed<T> {
+        Prefixed { read, at: 0, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.read.len() {
+            let n = (this.read.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.read[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.read.len() {
+                this.read = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -98,7 +98,7 @@ pub fn check_base_url(text: &str) -> Result<String, BaseUrlError> {
     }
     match url.host() {
         None => return Err(BaseUrlError::Host),
-        Some(url::Host::Domain(name)) if name.is_empty() => return Err(BaseUrlError::Host),
+        Some(url::Host::Domain("")) => return Err(BaseUrlError::Host),
         // The parser decodes escapes in a host (`http://%60` names the host "`"), which no
         // `Location` could carry: a host name is written plainly.
         Some(url::Host::Domain(name))

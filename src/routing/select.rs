@@ -10,7 +10,9 @@
 //! margin far above float error). Groups and their members are visited in descending bound order,
 //! (members by bound, then node id), and a candidate is skipped only when its bound is below the
 //! k-th best score found so far, or equal to it with a higher node id (ties go to the lower id),
-//! so no skipped candidate could have entered the top k.
+//! so no skipped candidate could have entered the top k. Under a flood the same holds with each
+//! member's bound of now, which a per-group max-tree ([`Bounds`]) keeps as charges land, so runs
+//! of members that redirects have already pushed below the k-th best are stepped over at once.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -157,11 +159,14 @@ fn key(bound: i64, tie: u32) -> i64 {
 }
 
 /// A group's members' bounds as a max-tree: leaf `j` holds the key ([`key`]) of member `j`'s
-/// bound with the pending of the last time it was looked at, each inner node the largest key
-/// below it. A search descends only into subtrees whose largest key can still enter the top k,
-/// so under a flood (redirects pile pending onto the best edges, leaving many at bounds below
-/// their static ones) it visits the few members still in contention instead of every member
-/// whose static bound is.
+/// bound with the pending of its last charge through [`Snapshot::charge`] (of the build before
+/// that), each inner node the largest key below it (leaves in member order). Pending added behind
+/// the snapshot's back leaves a leaf too high until the next build: a visit more, never a
+/// candidate missed. A search reads a member's leaf before its ledger, and
+/// steps over a whole aligned block of members at once when the block's largest key cannot enter
+/// the top k; so under a flood (redirects pile pending onto the best edges, leaving many at
+/// bounds below their static ones) it visits the few members still in contention instead of
+/// every member whose static bound is.
 ///
 /// Exact without locks: between two pool builds a member's bound only falls (the pool never
 /// uses less pending than it has seen, [`Pool::pending`]), and every value written is computed
@@ -194,6 +199,20 @@ impl Bounds {
     #[inline]
     fn get(&self, node: usize) -> i64 {
         self.nodes[node].load(Relaxed)
+    }
+
+    /// The first member from `j` on whose key may reach `floor`, or the member count's bound:
+    /// member `j`'s key is below `floor`, and so are the keys of the largest aligned block of
+    /// members starting at `j` whose maximum is.
+    fn skip(&self, j: usize, floor: i64) -> usize {
+        let mut node = self.leaves + j;
+        let mut size = 1;
+        // A left child whose parent is below the floor: its right sibling is too.
+        while node.is_multiple_of(2) && node > 1 && self.get(node / 2) < floor {
+            node /= 2;
+            size *= 2;
+        }
+        (node + 1) * size - self.leaves
     }
 
     /// Lowers leaf `j` to `key` (never raises it: a key computed from older pending loses to a
@@ -808,6 +827,12 @@ impl Snapshot {
         // the bonus, and skips the carriers it meets again.
         let bonus = self.weights().bonus as i64;
         let mut bar = threshold(&top);
+        // Per pool, the floor of the k-th best (see `floor`), kept with `bar`.
+        let floors_of = |bar: &Option<(i64, Kth<'_>)>| {
+            bar.as_ref()
+                .map_or([i64::MIN; 2], |(t, kth)| [floor(0, *t, kth), floor(1, *t, kth)])
+        };
+        let mut floors = floors_of(&bar);
         let mut any_carrier = false;
         // Without a peered cluster to use, the remote pool is not looked at at all.
         let pools = if req.remote_clusters.is_empty() { 1 } else { 2 };
@@ -829,6 +854,7 @@ impl Snapshot {
                     let index = offsets[p] + i;
                     self.offer(&mut top, k, Pick { index, parts });
                     bar = threshold(&top);
+                    floors = floors_of(&bar);
                 }
             }
         }
@@ -844,52 +870,29 @@ impl Snapshot {
                     break; // groups are in descending bound order
                 }
             }
-            // Best first down the group's tree, entering only subtrees whose largest key (geo
-            // bound added) reaches the floor of the k-th best.
+            // Members in (static bound, node id) order, as far as the static bound can still
+            // reach the k-th best; a run of members whose keys of now (geo bound added) are all
+            // below its floor is stepped over at once through the group's tree.
             let tree = &group.bounds;
             let geo_key = geo_bound << 32;
-            let mut stack = [0usize; 64];
-            stack[0] = 1;
-            let mut depth = 1;
-            while depth > 0 {
-                depth -= 1;
-                let n = stack[depth];
-                let v = tree.get(n);
-                if v == i64::MIN {
-                    continue; // padding
-                }
-                if let Some((t, kth)) = &bar {
-                    if v + geo_key < floor(p, *t, kth) {
-                        continue;
-                    }
-                }
-                if n < tree.leaves {
-                    let (l, r) = (2 * n, 2 * n + 1);
-                    let (first, second) = if tree.get(l) >= tree.get(r) {
-                        (l, r)
-                    } else {
-                        (r, l)
-                    };
-                    stack[depth] = second;
-                    stack[depth + 1] = first;
-                    depth += 2;
-                    continue;
-                }
-                let j = n - tree.leaves;
+            let mut j = 0;
+            while j < group.members.len() {
                 let i = group.members[j];
-                // The leaf's bound with the pending of this instant (redirects since the build
-                // pile pending onto the best edges): still an upper bound, so still exact.
-                let now = pool.bound_now(i);
-                let now_key = key(now, pool.tie[i as usize]);
-                if now_key < v {
-                    tree.lower(j, now_key);
-                }
+                let v = tree.get(tree.leaves + j);
                 if let Some((t, kth)) = &bar {
-                    let tight = geo_bound + now;
-                    if tight < *t || (tight == *t && after(pool, p, i, kth)) {
+                    let bound = geo_bound + pool.static_bound[i as usize];
+                    if bound < *t || (bound == *t && after(pool, p, i, kth)) {
+                        break; // members come in (bound desc, node id asc) order
+                    }
+                    // The member's key of now (charges since the build lowered it): still an
+                    // upper bound, so still exact.
+                    let floor = floors[p] - geo_key;
+                    if v < floor {
+                        j = tree.skip(j, floor);
                         continue;
                     }
                 }
+                j += 1;
                 let c = &pool.candidates[i as usize];
                 if any_carrier && req.stream.is_some_and(|s| c.carries(s)) {
                     continue; // scored in the carriers' pass
@@ -898,6 +901,7 @@ impl Snapshot {
                     let index = offsets[p] + i;
                     self.offer(&mut top, k, Pick { index, parts });
                     bar = threshold(&top);
+                    floors = floors_of(&bar);
                 }
             }
         }

@@ -201,6 +201,19 @@ impl Bounds {
         self.nodes[node].load(Relaxed)
     }
 
+    /// The member with the largest key (the first of equals).
+    fn best(&self) -> usize {
+        let mut n = 1;
+        while n < self.leaves {
+            n = if self.get(2 * n) >= self.get(2 * n + 1) {
+                2 * n
+            } else {
+                2 * n + 1
+            };
+        }
+        n - self.leaves
+    }
+
     /// The first member from `j` on whose key may reach `floor`, or the member count's bound:
     /// member `j`'s key is below `floor`, and so are the keys of the largest aligned block of
     /// members starting at `j` whose maximum is.
@@ -489,6 +502,12 @@ impl Pool {
         let bw_now = bw_part(self.weights.bw, c.up, self.pending(i), c.bw_limit);
         let lost = self.bw_built[i as usize].saturating_sub(bw_now) as i64;
         self.static_bound[i as usize] - lost
+    }
+
+    /// Candidate `i`'s key at build time.
+    #[inline]
+    fn static_key(&self, i: u32) -> i64 {
+        key(self.static_bound[i as usize], self.tie[i as usize])
     }
 
     /// Brings candidate `i`'s leaf in its group's tree down to its bound of now.
@@ -829,8 +848,9 @@ impl Snapshot {
         let mut bar = threshold(&top);
         // Per pool, the floor of the k-th best (see `floor`), kept with `bar`.
         let floors_of = |bar: &Option<(i64, Kth<'_>)>| {
-            bar.as_ref()
-                .map_or([i64::MIN; 2], |(t, kth)| [floor(0, *t, kth), floor(1, *t, kth)])
+            bar.as_ref().map_or([i64::MIN; 2], |(t, kth)| {
+                [floor(0, *t, kth), floor(1, *t, kth)]
+            })
         };
         let mut floors = floors_of(&bar);
         let mut any_carrier = false;
@@ -875,24 +895,37 @@ impl Snapshot {
             // below its floor is stepped over at once through the group's tree.
             let tree = &group.bounds;
             let geo_key = geo_bound << 32;
+            // When charges have lowered the group's first member, the best of the group now is
+            // elsewhere: it is scored first (found down the tree), so the k-th best is tight
+            // before the scan instead of rising member by member.
+            let mut first = (!group.members.is_empty()
+                && tree.get(tree.leaves) < pool.static_key(group.members[0]))
+            .then(|| tree.best());
             let mut j = 0;
-            while j < group.members.len() {
-                let i = group.members[j];
-                let v = tree.get(tree.leaves + j);
-                if let Some((t, kth)) = &bar {
-                    let bound = geo_bound + pool.static_bound[i as usize];
-                    if bound < *t || (bound == *t && after(pool, p, i, kth)) {
-                        break; // members come in (bound desc, node id asc) order
+            loop {
+                let i = if let Some(best) = first.take() {
+                    group.members[best]
+                } else if j < group.members.len() {
+                    let i = group.members[j];
+                    let v = tree.get(tree.leaves + j);
+                    if let Some((t, kth)) = &bar {
+                        let bound = geo_bound + pool.static_bound[i as usize];
+                        if bound < *t || (bound == *t && after(pool, p, i, kth)) {
+                            break; // members come in (bound desc, node id asc) order
+                        }
+                        // The member's key of now (charges since the build lowered it): still
+                        // an upper bound, so still exact.
+                        let floor = floors[p] - geo_key;
+                        if v < floor {
+                            j = tree.skip(j, floor);
+                            continue;
+                        }
                     }
-                    // The member's key of now (charges since the build lowered it): still an
-                    // upper bound, so still exact.
-                    let floor = floors[p] - geo_key;
-                    if v < floor {
-                        j = tree.skip(j, floor);
-                        continue;
-                    }
-                }
-                j += 1;
+                    j += 1;
+                    i
+                } else {
+                    break;
+                };
                 let c = &pool.candidates[i as usize];
                 if any_carrier && req.stream.is_some_and(|s| c.carries(s)) {
                     continue; // scored in the carriers' pass

@@ -91,18 +91,7 @@ impl Conn {
             }
             self.fill().await;
         };
-        let head = String::from_utf8(self.buf[..end].to_vec()).expect("ASCII head");
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().expect("status line");
-        assert!(status_line.starts_with("HTTP/1."), "{status_line:?}");
-        let status = status_line[9..12].parse().expect("status");
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').expect("header line");
-                (n.trim().to_ascii_lowercase(), v.trim().to_string())
-            })
-            .collect();
+        let (status, headers) = common::parse_head(&self.buf[..end]);
         let length: usize = headers
             .iter()
             .find(|(n, _)| n == "content-length")

@@ -4,7 +4,7 @@
 //! Every connection of the viewer/API listener starts here. The lane reads request heads
 //! (`httparse`, the parser hyper itself uses), answers the redirects and, at the first request it
 //! does not take, hands the connection and every byte it has read to hyper, which serves the rest
-//! of the connection as it always did ([`Prefixed`]). The lane takes only requests whose meaning
+//! of the connection as it always did. The lane takes only requests whose meaning
 //! is plain: HTTP/1.1, `GET` or `HEAD`, an origin-form target of url-safe characters on the
 //! redirect path, no body, no `Connection`, `Expect`, `Upgrade` or `Transfer-Encoding` header.
 //! Anything else (another path or method, HTTP/1.0, a body, an HTTP/2 preface, a head it cannot
@@ -18,17 +18,15 @@
 //! The answer is the one [`super::play::redirect_to`] gives the hyper path for the same request:
 //! the 307 with `location` and `cache-control: no-store`, or the JSON error with its headers.
 
-use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::response::IntoResponse;
 use futures_util::FutureExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +45,9 @@ pub enum Outcome<T> {
     /// It ended: closed by the client, silent past [`HEAD_TIMEOUT`], shut down between requests,
     /// or an I/O error.
     Closed,
-    /// Hyper serves the rest: the connection, with what the lane read of it and did not answer.
-    Handoff(Prefixed<T>),
+    /// Hyper serves the rest: the connection, and what the lane read of it and did not answer
+    /// (hyper reads it first, [`super::wire::JsonAnswers`]).
+    Handoff(T, Vec<u8>),
 }
 
 /// One request head in the buffer.
@@ -174,7 +173,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         return Outcome::Closed;
                     }
                     buf.drain(..used);
-                    return Outcome::Handoff(Prefixed::new(buf, conn));
+                    return Outcome::Handoff(conn, buf);
                 }
                 Head::Redirect {
                     len,
@@ -202,7 +201,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         }
         if buf.len() >= max_head {
             // hyper answers the oversized head (431, as JSON).
-            return Outcome::Handoff(Prefixed::new(buf, conn));
+            return Outcome::Handoff(conn, buf);
         }
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
@@ -294,69 +293,5 @@ fn write_answer(out: &mut Vec<u8>, answer: Result<String, ApiError>, head_only: 
                 out.extend_from_slice(&body);
             }
         }
-    }
-}
-
-/// A connection with bytes already read from it in front: what hyper reads first.
-pub struct Prefixed<T> {
-    read: Vec<u8>,
-    at: usize,
-    inner: T,
-}
-
-impl<T> Prefixed<T> {
-    fn new(read: Vec<u8>, inner: T) -> Prefixed<T> {
-        Prefixed { read, at: 0, inner }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.at < this.read.len() {
-            let n = (this.read.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.read[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.read.len() {
-                this.read = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -133,12 +133,12 @@ pub async fn serve(
         move |conn| async move {
             let _tracked = tracked;
             // The viewer lane answers redirects until the first request it does not take.
-            let conn = match lane::serve(conn, &front.state, peer, &asked, &stop).await {
+            let (conn, read) = match lane::serve(conn, &front.state, peer, &asked, &stop).await {
                 lane::Outcome::Closed => return,
-                lane::Outcome::Handoff(conn) => conn,
+                lane::Outcome::Handoff(conn, read) => (conn, read),
             };
             let conn = builder
-                .serve_connection(TokioIo::new(JsonAnswers::new(conn, answers)), front)
+                .serve_connection(TokioIo::new(JsonAnswers::new(conn, read, answers)), front)
                 .into_owned();
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {

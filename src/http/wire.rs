@@ -105,19 +105,25 @@ fn automatic(written: &[u8]) -> Option<Automatic> {
     (has(b"\r\ncontent-length: 0\r\n") && !has(b"\r\ncontent-type:")).then_some(which)
 }
 
-/// A connection whose automatic error answers from hyper are written as JSON (see the module
-/// docs). Reads pass through.
+/// A connection as hyper sees it: first the bytes the viewer lane read and did not answer
+/// ([`super::lane`]), then the connection's own; hyper's automatic error answers are written as
+/// JSON (see the module docs).
 pub struct JsonAnswers<T> {
     inner: T,
+    /// Bytes read before hyper took the connection, and how many of them hyper has had.
+    read: Vec<u8>,
+    given: usize,
     answers: Arc<Answers>,
     /// The JSON answer being written in place of hyper's head, and how much of it is out.
     replacing: Option<(Automatic, usize)>,
 }
 
 impl<T> JsonAnswers<T> {
-    pub fn new(inner: T, answers: Arc<Answers>) -> JsonAnswers<T> {
+    pub fn new(inner: T, read: Vec<u8>, answers: Arc<Answers>) -> JsonAnswers<T> {
         JsonAnswers {
             inner,
+            read,
+            given: 0,
             answers,
             replacing: None,
         }
@@ -159,7 +165,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for JsonAnswers<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.given < this.read.len() {
+            let n = (this.read.len() - this.given).min(buf.remaining());
+            buf.put_slice(&this.read[this.given..this.given + n]);
+            this.given += n;
+            if this.given == this.read.len() {
+                this.read = Vec::new();
+                this.given = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -261,11 +278,11 @@ mod tests {
         let automatic_head = head(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let expected = answers.get(Automatic::HeadTooLarge).to_vec();
 
-        let mut conn = JsonAnswers::new(Vec::new(), answers.clone());
+        let mut conn = JsonAnswers::new(Vec::new(), Vec::new(), answers.clone());
         conn.write_all(&automatic_head).await.expect("write");
         assert_eq!(conn.inner, expected);
 
-        let mut conn = JsonAnswers::new(Vec::new(), answers.clone());
+        let mut conn = JsonAnswers::new(Vec::new(), Vec::new(), answers.clone());
         let n = conn
             .write_vectored(&[IoSlice::new(b""), IoSlice::new(&automatic_head)])
             .await
@@ -274,7 +291,7 @@ mod tests {
         assert_eq!(conn.inner, expected);
 
         // A head followed by a body in the same write is someone else's answer.
-        let mut conn = JsonAnswers::new(Vec::new(), answers);
+        let mut conn = JsonAnswers::new(Vec::new(), Vec::new(), answers);
         let slices = [IoSlice::new(&automatic_head), IoSlice::new(b"{}")];
         let n = conn.write_vectored(&slices).await.expect("write");
         assert_eq!(conn.inner[..n], [&automatic_head[..], b"{}"].concat()[..n]);

@@ -28,7 +28,9 @@ pub use self::edges::{
     stalled_pre_registration, stats_frame, stats_frame_at_cpu, EdgeConn,
 };
 #[allow(unused_imports)]
-pub use self::raw_http::{accept_queue, raw_request, read_response, until_closed, RawResponse};
+pub use self::raw_http::{
+    accept_queue, parse_head, raw_request, read_response, until_closed, RawResponse,
+};
 #[allow(unused_imports)]
 pub use self::redis::{redis_url, Proxy, RedisProc};
 #[allow(unused_imports)]

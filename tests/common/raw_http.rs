@@ -78,21 +78,7 @@ async fn read_response_unbounded(stream: &mut tokio::net::TcpStream) -> RawRespo
         );
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8(buf[..head_end].to_vec()).expect("ASCII head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(':').expect("header line");
-            (n.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
+    let (status, headers) = parse_head(&buf[..head_end]);
     let mut body = buf[head_end..].to_vec();
     let length = headers
         .iter()
@@ -117,6 +103,26 @@ async fn read_response_unbounded(stream: &mut tokio::net::TcpStream) -> RawRespo
         headers,
         body,
     }
+}
+
+/// The status and headers (names lowercased, in order) of a response head.
+pub fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
+    let head = std::str::from_utf8(head).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    (status, headers)
 }
 
 /// Sends `request` as is on a new connection to `addr` and reads the answer.

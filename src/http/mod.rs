@@ -16,6 +16,14 @@ mod tenant;
 mod viewer;
 mod wire;
 
+/// Whether `bytes` may be sent as a header value as they are: visible ASCII, space and tab (what
+/// `HeaderValue::to_str` accepts).
+fn header_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 

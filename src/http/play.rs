@@ -398,10 +398,7 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
 /// `location` when it can be sent as a header value (visible ASCII, what `HeaderValue` takes
 /// from a URL), else 400.
 fn redirect_location(location: String) -> Result<String, ApiError> {
-    if location
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
+    if super::header_text(location.as_bytes()) {
         Ok(location)
     } else {
         Err(ApiError::BadRequest(

@@ -32,9 +32,7 @@ impl Headers for HeaderMap {
 impl Headers for [httparse::Header<'_>] {
     fn first(&self, name: &str) -> Option<&str> {
         let h = self.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
-        h.value
-            .iter()
-            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        super::header_text(h.value)
             .then(|| std::str::from_utf8(h.value).ok())
             .flatten()
     }

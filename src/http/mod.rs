@@ -16,14 +16,6 @@ mod tenant;
 mod viewer;
 mod wire;
 
-/// Whether `bytes` may be sent as a header value as they are: visible ASCII, space and tab (what
-/// `HeaderValue::to_str` accepts).
-fn header_text(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
@@ -45,4 +37,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Whether `bytes` may be sent as a header value as they are: visible ASCII, space and tab (what
+/// `HeaderValue::to_str` accepts).
+fn header_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }

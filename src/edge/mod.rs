@@ -181,6 +181,8 @@ struct Edge {
     /// Highest fencing token seen for this node, here or elsewhere: a new session's token must
     /// exceed it even if Redis lost its counter.
     last_token: u64,
+    /// Changes with every edit of what routing reads (see [`RoutingInput::version`]).
+    version: u64,
 }
 
 impl Edge {
@@ -196,6 +198,7 @@ impl Edge {
             pending: Arc::new(Pending::new(pending_ttl)),
             released: None,
             last_token: 0,
+            version: 0,
         }
     }
 
@@ -233,6 +236,10 @@ pub struct RoutingInput<'a> {
     pub stats: &'a Stats,
     pub fresh_until: Instant,
     pub pending: &'a Arc<Pending>,
+    /// Unique to this state of the edge's routing inputs in this `EdgeState`: equal versions of
+    /// a node mean equal `info`, `stats`, `fresh_until` and `pending`, so what was derived from
+    /// them can be reused.
+    pub version: u64,
 }
 
 /// A handle held by the transport for one open control stream.
@@ -297,6 +304,8 @@ pub enum Announcement {
 pub struct EdgeState {
     edges: Mutex<HashMap<String, Edge>>,
     next_session: AtomicU64,
+    /// Source of [`Edge::version`]: never reused, so no two states of any edges share one.
+    next_version: AtomicU64,
     liveness: Duration,
     /// How long a redirect is charged to an edge at most (see [`Pending`]).
     pending_ttl: Duration,
@@ -314,6 +323,7 @@ impl EdgeState {
         EdgeState {
             edges: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            next_version: AtomicU64::new(1),
             liveness,
             pending_ttl: PENDING_TTL,
             changed: Notify::new(),
@@ -337,6 +347,11 @@ impl EdgeState {
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Edge>> {
         self.edges.lock()
+    }
+
+    /// Marks an edit of `edge` (under the edges' lock) for the routing builder.
+    fn edited(&self, edge: &mut Edge) {
+        edge.version = self.next_version.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues `node_id` for announcement.
@@ -366,11 +381,13 @@ impl EdgeState {
             Some(edge) => {
                 edge.hand_to(session);
                 edge.info = info;
+                self.edited(edge);
                 edge.mode
             }
             None => {
                 let mut edge = Edge::new(info, Holder::Nobody, self.pending_ttl);
                 edge.hand_to(session);
+                self.edited(&mut edge);
                 edges.insert(node_id.to_string(), edge);
                 Mode::Normal
             }
@@ -393,6 +410,7 @@ impl EdgeState {
         let current = match edges.get_mut(&handle.node_id) {
             Some(edge) if matches!(&edge.holder, Holder::Here(s) if s.id == handle.session_id) => {
                 f(edge);
+                self.edited(edge);
                 true
             }
             _ => false,
@@ -432,6 +450,7 @@ impl EdgeState {
                 stats,
                 fresh_until: at + self.liveness,
                 pending: &edge.pending,
+                version: edge.version,
             });
         }
     }
@@ -610,6 +629,7 @@ impl EdgeState {
         }
         edge.info = record.info;
         edge.mode = record.mode;
+        self.edited(edge);
         if let Some(stats) = record.stats {
             // Newer stats of this session only (a resync may replay older ones); an age this
             // process cannot place counts as stale.

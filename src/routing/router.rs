@@ -2,8 +2,10 @@
 //! and hands the hot path an immutable snapshot through an `ArcSwap` (no lock per decision).
 //!
 //! Rebuilds are event-driven and rate-limited: an edge change (attach, stats, mode, detach) wakes
-//! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL`, so a burst
-//! of stats costs one rebuild and a change is visible within that interval.
+//! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL` (longer when
+//! a rebuild itself takes long), so a burst of stats costs one rebuild and a change is visible
+//! within that interval. Edges whose inputs did not change since the last build reuse their
+//! candidate.
 //!
 //! The local and the remote edges are indexed in separate pools: local edges change every few
 //! seconds, remote ones only when a peer's summary arrives (or expires). An edge change rebuilds
@@ -27,6 +29,11 @@ use crate::metrics::{Metrics, PoolLabels};
 
 /// Shortest time between two rebuilds.
 pub const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
+/// After a rebuild the builder waits at least this many times as long as the rebuild took, so
+/// rebuilding takes at most 1/20 of one core however large the pool: a few thousand edges are
+/// rebuilt every 20 ms, a cell of 100,000 every few hundred milliseconds (their stats come every
+/// 5 s; redirects in between are charged to the snapshot itself).
+const REBUILD_PAUSE_FACTOR: u32 = 19;
 
 /// An edge of a peered cluster, as its summary described it.
 #[derive(Debug, Clone)]
@@ -68,6 +75,19 @@ struct BuildState {
     /// The earliest `fresh_until` in `remote_pool`: at that instant the pool is rebuilt without
     /// the expired edges (they are already never chosen, `score` checks freshness).
     remote_expires: Option<Instant>,
+    /// The candidate of each local edge as last built, with the edge's routing-input version and
+    /// the build that last saw it: an edge whose inputs did not change since (most of them, stats
+    /// come every few seconds) costs a clone, not a new candidate.
+    local: HashMap<String, CachedCandidate>,
+    /// Number of local builds so far.
+    builds: u64,
+}
+
+#[derive(Debug)]
+struct CachedCandidate {
+    version: u64,
+    seen_in: u64,
+    candidate: Candidate,
 }
 
 impl BuildState {
@@ -114,6 +134,8 @@ impl Router {
                 remote: HashMap::new(),
                 remote_pool: Arc::new(Pool::empty(weights)),
                 remote_expires: None,
+                local: HashMap::new(),
+                builds: 0,
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::build(weights, Vec::new())),
             metrics,
@@ -140,7 +162,7 @@ impl Router {
         let mut build = self.lock();
         build.weights = weights;
         build.rebuild_remote(Instant::now());
-        self.rebuild_local(&build);
+        self.rebuild_local(&mut build);
     }
 
     /// Replaces the remote edges of one peered cluster and rebuilds at once.
@@ -194,7 +216,7 @@ impl Router {
         crate::names::Zone::new(&self.cluster_id, &self.root_domain).edge_base_url(node_id)
     }
 
-    fn local_candidate(&self, input: RoutingInput<'_>) -> Candidate {
+    fn local_candidate(&self, input: &RoutingInput<'_>) -> Candidate {
         let stats = input.stats;
         let streams = sorted_streams(stats.streams.iter().map(|s| StreamRef {
             name: Arc::from(s.internal_name.as_str()),
@@ -231,24 +253,49 @@ impl Router {
     }
 
     /// Rebuilds the snapshot now: the local pool from the edge state, and the remote pool too if
-    /// one of its edges has expired since it was built.
-    pub fn rebuild(&self) {
+    /// one of its edges has expired since it was built. Returns how long that took.
+    pub fn rebuild(&self) -> Duration {
         let started = std::time::Instant::now();
         let mut build = self.lock();
         let now = Instant::now();
         if build.remote_expires.is_some_and(|t| t <= now) {
             build.rebuild_remote(now);
         }
-        self.rebuild_local(&build);
+        self.rebuild_local(&mut build);
+        let took = started.elapsed();
         self.metrics
             .routing_rebuild_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        took
     }
 
-    fn rebuild_local(&self, build: &BuildState) {
-        let mut candidates = Vec::new();
-        self.edges
-            .for_each_routing_input(|input| candidates.push(self.local_candidate(input)));
+    fn rebuild_local(&self, build: &mut BuildState) {
+        build.builds += 1;
+        let BuildState { local, builds, .. } = build;
+        let mut candidates = Vec::with_capacity(local.len());
+        self.edges.for_each_routing_input(|input| {
+            let candidate = match local.get_mut(input.node_id) {
+                Some(cached) if cached.version == input.version => {
+                    cached.seen_in = *builds;
+                    cached.candidate.clone()
+                }
+                _ => {
+                    let candidate = self.local_candidate(&input);
+                    let cached = CachedCandidate {
+                        version: input.version,
+                        seen_in: *builds,
+                        candidate: candidate.clone(),
+                    };
+                    local.insert(input.node_id.to_string(), cached);
+                    candidate
+                }
+            };
+            candidates.push(candidate);
+        });
+        // Edges gone or unroutable since: forgotten (and rebuilt if they come back).
+        if local.len() > candidates.len() {
+            local.retain(|_, cached| cached.seen_in == *builds);
+        }
         let local = Arc::new(Pool::build(build.weights, candidates));
         self.publish(Snapshot::from_pools(local, build.remote_pool.clone()));
     }
@@ -277,7 +324,8 @@ impl Router {
         }
     }
 
-    /// Rebuilds on every edge change, at most every `MIN_REBUILD_INTERVAL`, until `stop`; and
+    /// Rebuilds on every edge change, at most every `MIN_REBUILD_INTERVAL` (longer for pools that
+    /// take long to build, see [`REBUILD_PAUSE_FACTOR`]), until `stop`; and
     /// whenever a redirect's pending bandwidth reaches its TTL (checked every `PENDING_SLOT`), so
     /// it is forgotten on time whatever the stats interval (DESIGN.md §5).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -293,9 +341,10 @@ impl Router {
                 }
                 _ = stop.cancelled() => return,
             }
-            self.rebuild();
+            let took = self.rebuild();
+            let pause = MIN_REBUILD_INTERVAL.max(took * REBUILD_PAUSE_FACTOR);
             tokio::select! {
-                _ = tokio::time::sleep(MIN_REBUILD_INTERVAL) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return,
             }
         }
@@ -305,7 +354,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::{Capabilities, EdgeInfo, Stats};
+    use crate::edge::{Capabilities, EdgeInfo, Mode, Stats};
 
     fn stats() -> Stats {
         Stats {
@@ -316,6 +365,80 @@ mod tests {
             bw_limit_bytes_per_sec: 125_000_000,
             ..Stats::default()
         }
+    }
+
+    /// The local candidate as the current snapshot has it.
+    fn local(router: &Router, node_id: &str) -> Option<Candidate> {
+        let snapshot = router.snapshot();
+        let found = snapshot.candidates().find(|c| &*c.node_id == node_id);
+        found.cloned()
+    }
+
+    /// A rebuild reuses the candidate of an edge whose inputs did not change, and builds anew
+    /// the one of an edge whose stats, mode or registration did; edges gone are dropped.
+    #[tokio::test]
+    async fn rebuilds_follow_every_edit_of_an_edge() {
+        let edges = Arc::new(EdgeState::new(Duration::from_secs(15)));
+        let router = Router::new(edges.clone(), "c", "example.net", Arc::new(Metrics::new()));
+        let info = |base_url: &str| EdgeInfo {
+            capabilities: Capabilities {
+                edge: true,
+                ..Capabilities::default()
+            },
+            public_base_url: base_url.to_string(),
+            ..EdgeInfo::default()
+        };
+        let (a, b) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+        let session_a = edges.attach(a, info("https://a.example.com/"), 0);
+        let session_b = edges.attach(b, info(""), 0);
+        assert!(edges.apply_stats(&session_a, stats()));
+        assert!(edges.apply_stats(&session_b, stats()));
+        router.rebuild();
+        let first_b = local(&router, b).expect("b is routable");
+        assert_eq!(
+            &*first_b.base_url,
+            "https://edge-bbbbbbbbbbbb.c.example.net"
+        );
+        let a_before = local(&router, a).expect("a is routable");
+        assert_eq!(&*a_before.base_url, "https://a.example.com");
+        assert_eq!(a_before.cpu_tenths, 100);
+
+        // New stats on a only: a is built anew, b is the very same candidate.
+        assert!(edges.apply_stats(
+            &session_a,
+            Stats {
+                cpu_tenths: 700,
+                ..stats()
+            }
+        ));
+        router.rebuild();
+        assert_eq!(local(&router, a).expect("a").cpu_tenths, 700);
+        let again_b = local(&router, b).expect("b");
+        assert!(Arc::ptr_eq(&first_b.node_id, &again_b.node_id), "b reused");
+
+        // Draining a, then b's session ending: both leave the pool.
+        assert!(edges.set_mode(&session_a, Mode::Draining));
+        router.rebuild();
+        assert!(local(&router, a).is_none(), "a draining");
+        assert!(edges.set_mode(&session_a, Mode::Normal));
+        router.rebuild();
+        assert_eq!(local(&router, a).expect("a back").cpu_tenths, 700);
+        assert!(edges.detach(&session_b));
+        router.rebuild();
+        assert!(local(&router, b).is_none(), "b detached");
+
+        // b comes back registered with a base URL of its own: built anew, not the old candidate.
+        let session_b = edges.attach(b, info("https://b.example.com"), 0);
+        router.rebuild();
+        assert!(
+            local(&router, b).is_none(),
+            "no stats yet in the new session"
+        );
+        assert!(edges.apply_stats(&session_b, stats()));
+        router.rebuild();
+        let new_b = local(&router, b).expect("b back");
+        assert_eq!(&*new_b.base_url, "https://b.example.com");
+        assert!(!Arc::ptr_eq(&first_b.node_id, &new_b.node_id));
     }
 
     /// Issue 14 item 8: with stats every 20 s, a redirect's pending bandwidth still goes 30 s after

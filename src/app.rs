@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -197,11 +196,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     background.spawn(publish_load(state.clone(), shutdown.child_token()));
     background.spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
 
-    let http_listener = TcpListener::bind(config.server.http_addr)
-        .await
+    let http_listener = crate::net::listen(config.server.http_addr)
         .with_context(|| format!("binding HTTP on {}", config.server.http_addr))?;
-    let grpc_listener = TcpListener::bind(config.server.grpc_addr)
-        .await
+    let grpc_listener = crate::net::listen(config.server.grpc_addr)
         .with_context(|| format!("binding gRPC on {}", config.server.grpc_addr))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;

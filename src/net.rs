@@ -11,3 +11,20 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+/// Connections a listener lets wait for `accept` (the kernel caps it at `net.core.somaxconn`,
+/// 4096 on current Linux). tokio's default of 1,024 drops the SYNs of a reconnect storm, and
+/// every dropped edge waits out a SYN retransmit (1 s, then 3 s, ...) before trying again.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (as `TcpListener::bind` sets
+/// it), so a restarted Foghorn binds at once.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}

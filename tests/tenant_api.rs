@@ -730,6 +730,8 @@ async fn private_cluster_enrollment(db: Db) {
         enrollment_token: Some(secret.clone()),
         pre_registered_node_id: Some(node_id.clone()),
         edges: 1,
+        first_edge: 0,
+        local_address: None,
         state_dir: None,
         region_center: (52.52, 13.40),
         region_radius_km: 10.0,

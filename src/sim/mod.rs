@@ -41,6 +41,15 @@ pub struct SimArgs {
     /// Number of simulated edges.
     #[arg(long, default_value_t = 1)]
     pub edges: usize,
+    /// Number of this process's first edge, so several simulator processes sharing one Foghorn
+    /// (each below its own file-descriptor limit) simulate distinct hosts: edge `i` reports host
+    /// fingerprint `sim-{i}` and saves its credentials as edge `i` in --state-dir.
+    #[arg(long, default_value_t = 0)]
+    pub first_edge: usize,
+    /// Local address the edges' connections come from (e.g. another loopback address, since one
+    /// source address has only ~28,000 ephemeral ports towards one Foghorn port).
+    #[arg(long)]
+    pub local_address: Option<std::net::IpAddr>,
     /// Where node ids and credentials are saved, so a restart reconnects instead of re-enrolling.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -137,7 +146,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut endpoint = Endpoint::from_shared(args.grpc.clone())
         .with_context(|| format!("--grpc {:?} is not a URL", args.grpc))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .local_address(args.local_address);
     if args.grpc.starts_with("https://") {
         let tls = tonic::transport::ClientTlsConfig::new();
         let mut tls = match &args.ca {
@@ -161,7 +171,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     };
     let args = Arc::new(args);
     let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..args.edges {
+    for index in args.first_edge..args.first_edge.saturating_add(args.edges) {
         let profile = random_profile(index, &args, &mut rng);
         let seed = rng.random();
         tasks.spawn(run_edge(
@@ -429,9 +439,11 @@ fn register_frame(
                 disk_bytes: 500 << 30,
             }),
             host_fingerprint: format!("sim-{}", profile.index),
-            // Only the first edge was pre-registered; the others get fresh ids.
-            pre_registered_node_id: match (identity, profile.index) {
-                (None, 0) => args.pre_registered_node_id.clone().unwrap_or_default(),
+            // Only the first edge of this process was pre-registered; the others get fresh ids.
+            pre_registered_node_id: match identity {
+                None if profile.index == args.first_edge => {
+                    args.pre_registered_node_id.clone().unwrap_or_default()
+                }
                 _ => String::new(),
             },
         })),
@@ -521,7 +533,7 @@ async fn session(
         .reconnect_every
         .map(|d| tokio::time::Instant::now() + d);
 
-    let publishes = profile.index == 0 && args.publish.is_some();
+    let publishes = profile.index == args.first_edge && args.publish.is_some();
     let mut live_stream: Option<String> = None;
     if publishes && !publish_window_over(args, *published_since) {
         let request = EdgeMessage {
@@ -679,6 +691,8 @@ mod tests {
             enrollment_token: None,
             pre_registered_node_id: None,
             edges: 1,
+            first_edge: 0,
+            local_address: None,
             state_dir: None,
             region_center: (48.85, 2.35),
             region_radius_km: 100.0,

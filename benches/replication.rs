@@ -131,6 +131,8 @@ async fn bench(sizes: Sizes) {
         enrollment_token: Some(token),
         pre_registered_node_id: None,
         edges: sizes.edges,
+        first_edge: 0,
+        local_address: None,
         state_dir: None,
         region_center: (50.11, 8.68),
         region_radius_km: 300.0,

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::edge::Pending;
 
 use super::score::{
-    bw_part, cpu_part, geo_from_angle, geo_from_cos, ram_part, Parts, Position, Weights,
+    acos_fast, bw_part, cpu_part, geo_from_cos, ram_part, Parts, Position, Weights, ACOS_FAST_ERROR,
 };
 
 /// What a request needs from an edge.
@@ -267,8 +267,8 @@ pub struct Pool {
     /// in a pass of their own (`by_stream`), so under a flood the bonus's slack does not keep
     /// hundreds of level edges from being pruned.
     static_bound: Vec<i64>,
-    /// Stream name → candidates carrying it, by descending `static_bound`.
-    by_stream: HashMap<Arc<str>, Vec<u32>>,
+    /// Stream name → candidates carrying it, by geo group.
+    by_stream: HashMap<Arc<str>, Carriers>,
     /// Per candidate: its geo group and its place among the group's members.
     group_of: Vec<u32>,
     slot: Vec<u32>,
@@ -288,14 +288,28 @@ pub struct Pool {
     groups: Vec<Group>,
 }
 
+/// The carriers of one stream in one pool, in runs of one geo group each, every run in
+/// (static bound descending, node id ascending) order: a carrier's bound is its static bound plus
+/// the bonus plus its group's geo bound, so a run is scored until its first member that cannot
+/// enter the top k, and the rest of the run is stepped over.
+#[derive(Debug, Default)]
+struct Carriers {
+    members: Vec<u32>,
+    /// Per run: its group and the end of its members.
+    runs: Vec<(u32, u32)>,
+}
+
 fn unit_vector(p: &Position) -> [f64; 3] {
     [p.cos_lat * p.lon.cos(), p.cos_lat * p.lon.sin(), p.sin_lat]
 }
 
+/// The cosine of the angle between two unit vectors.
+fn dot(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0)
+}
+
 fn angle_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    (a[0] * b[0] + a[1] * b[1] + a[2] * b[2])
-        .clamp(-1.0, 1.0)
-        .acos()
+    dot(a, b).acos()
 }
 
 impl Pool {
@@ -366,11 +380,11 @@ impl Pool {
 
         let mut cells: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
         let mut unknown = Vec::new();
-        let mut by_stream: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
+        let mut carrying: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
         for (i, c) in candidates.iter().enumerate() {
             let i = i as u32;
             for s in c.streams.iter() {
-                by_stream.entry(s.name.clone()).or_default().push(i);
+                carrying.entry(s.name.clone()).or_default().push(i);
             }
             match &c.position {
                 Some(p) => {
@@ -445,9 +459,23 @@ impl Pool {
                 slot[i as usize] = j as u32;
             }
         }
-        for carriers in by_stream.values_mut() {
-            carriers.sort_unstable_by_key(|&i| std::cmp::Reverse(static_bound[i as usize]));
-        }
+        let by_stream = carrying
+            .into_iter()
+            .map(|(name, mut members)| {
+                members.sort_unstable_by_key(|&i| {
+                    (group_of[i as usize], std::cmp::Reverse(key_of(i)))
+                });
+                let mut runs: Vec<(u32, u32)> = Vec::new();
+                for (n, &i) in members.iter().enumerate() {
+                    let g = group_of[i as usize];
+                    match runs.last_mut() {
+                        Some((last, end)) if *last == g => *end = n as u32 + 1,
+                        _ => runs.push((g, n as u32 + 1)),
+                    }
+                }
+                (name, Carriers { members, runs })
+            })
+            .collect();
         Pool {
             tie,
             weights,
@@ -594,14 +622,34 @@ fn floor(p: usize, t: i64, kth: &Kth<'_>) -> i64 {
     }
 }
 
+/// A group to visit, as one integer that sorts by bound: the bound of the group's best member
+/// (geo bound included) above, the pool (0 local, 1 remote) and the group below.
+/// Bounds stay far below 2^40 (see [`key`]), so the shift cannot overflow.
+#[inline]
+fn group_entry(bound: i64, pool: usize, group: usize) -> i64 {
+    (bound << 8) | (pool * MAX_GROUPS + group) as i64
+}
+
+const _: () = assert!(
+    2 * MAX_GROUPS <= 256,
+    "a pool and group fit in a group entry's byte"
+);
+
+/// The bound, pool and group of a [`group_entry`].
+#[inline]
+fn group_of_entry(entry: i64) -> (i64, usize, usize) {
+    let slot = (entry & 0xff) as usize;
+    (entry >> 8, slot / MAX_GROUPS, slot % MAX_GROUPS)
+}
+
 /// An immutable view of the routable edges: the local pool and the remote pool, built with the
 /// same weights. Picks index the local candidates first, then the remote ones.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pools: [Arc<Pool>; 2],
     /// Both pools' groups as [`Snapshot::rank`] visits them when the viewer's position is
-    /// unknown (every geo part 0): (bound, geo bound 0, pool, group), best bound first.
-    blind_order: Vec<(i64, i64, u8, u32)>,
+    /// unknown (every geo part 0), as [`group_entry`]s, best bound first.
+    blind_order: Vec<i64>,
 }
 
 impl Snapshot {
@@ -626,17 +674,17 @@ impl Snapshot {
                 && remote.candidates.iter().all(|c| c.remote),
             "the local pool holds local edges and the remote pool remote ones"
         );
-        let mut blind_order: Vec<(i64, i64, u8, u32)> = [&local, &remote]
+        let mut blind_order: Vec<i64> = [&local, &remote]
             .iter()
             .enumerate()
             .flat_map(|(p, pool)| {
                 pool.groups
                     .iter()
                     .enumerate()
-                    .map(move |(g, group)| (group.max_static, 0, p as u8, g as u32))
+                    .map(move |(g, group)| group_entry(group.max_static, p, g))
             })
             .collect();
-        blind_order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+        blind_order.sort_unstable_by_key(|&e| std::cmp::Reverse(e));
         Snapshot {
             pools: [local, remote],
             blind_order,
@@ -794,33 +842,41 @@ impl Snapshot {
             return top;
         }
         let offsets = [0u32, self.pools[0].candidates.len() as u32];
-        // Group bounds for this viewer, both pools' groups together, visited best first:
-        // (bound of the best member, geo bound, pool, group), on the stack, no allocation per
-        // request. Geo bounds are also kept by pool and group for the carriers' pass. Without a
-        // viewer position every geo bound is 0 and the order is the snapshot's own.
-        let mut sorted = [(0i64, 0i64, 0u8, 0u32); 2 * MAX_GROUPS];
+        // Without a peered cluster to use, the remote pool is not looked at at all.
+        let pools = if req.remote_clusters.is_empty() { 1 } else { 2 };
+        // Group bounds for this viewer, the used pools' groups together, visited best first
+        // ([`group_entry`]s), on the stack, no allocation per request. Geo bounds are kept by
+        // pool and group for the scans. Without a viewer position every geo bound is 0 and the
+        // order is the snapshot's own.
+        let mut sorted = [0i64; 2 * MAX_GROUPS];
         let mut geo_of_group = [[0i64; MAX_GROUPS]; 2];
-        let order: &[(i64, i64, u8, u32)] = match req.viewer.as_ref().map(unit_vector) {
+        let order: &[i64] = match req.viewer.as_ref().map(unit_vector) {
             None => &self.blind_order,
             Some(v) => {
                 let w_geo = self.weights().geo;
+                let geo_per_radian = w_geo as f64 / std::f64::consts::PI;
                 let mut n = 0;
-                for (p, pool) in self.pools.iter().enumerate() {
+                for (p, pool) in self.pools.iter().enumerate().take(pools) {
                     for (g, group) in pool.groups.iter().enumerate() {
                         let geo = match &group.centre {
                             Some(c) => {
-                                let nearest = (angle_between(&v, c) - group.radius).max(0.0);
-                                geo_from_angle(w_geo, nearest) as i64
+                                // A bound: the nearest angle taken smaller than it can be, by
+                                // far more than the float error of the product below, so the
+                                // truncation cannot land above a member's exact `⌊w·d⌋`.
+                                let angle = acos_fast(dot(&v, c)) - ACOS_FAST_ERROR;
+                                let nearest = (angle - group.radius).max(0.0);
+                                let lost = ((nearest * geo_per_radian) as u64).min(w_geo);
+                                (w_geo - lost) as i64
                             }
                             None => 0,
                         };
                         geo_of_group[p][g] = geo;
-                        sorted[n] = (geo + group.max_static, geo, p as u8, g as u32);
+                        sorted[n] = group_entry(geo + group.max_static, p, g);
                         n += 1;
                     }
                 }
                 let sorted = &mut sorted[..n];
-                sorted.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+                sorted.sort_unstable_by_key(|&e| std::cmp::Reverse(e));
                 sorted
             }
         };
@@ -854,37 +910,39 @@ impl Snapshot {
         };
         let mut floors = floors_of(&bar);
         let mut any_carrier = false;
-        // Without a peered cluster to use, the remote pool is not looked at at all.
-        let pools = if req.remote_clusters.is_empty() { 1 } else { 2 };
         for (p, pool) in self.pools.iter().enumerate().take(pools) {
-            let carriers: &[u32] = req
-                .stream
-                .and_then(|s| pool.by_stream.get(s))
-                .map_or(&[], Vec::as_slice);
-            any_carrier |= !carriers.is_empty();
-            for &i in carriers {
-                if let Some((t, kth_id)) = &bar {
-                    let geo = geo_of_group[p][pool.group_of[i as usize] as usize];
-                    let bound = pool.static_bound[i as usize] + bonus + geo;
-                    if bound < *t || (bound == *t && after(pool, p, i, kth_id)) {
-                        continue;
+            let Some(carriers) = req.stream.and_then(|s| pool.by_stream.get(s)) else {
+                continue;
+            };
+            any_carrier = true;
+            let mut start = 0;
+            for &(g, end) in &carriers.runs {
+                let geo = geo_of_group[p][g as usize];
+                for &i in &carriers.members[start as usize..end as usize] {
+                    if let Some((t, kth_id)) = &bar {
+                        let bound = pool.static_bound[i as usize] + bonus + geo;
+                        if bound < *t || (bound == *t && after(pool, p, i, kth_id)) {
+                            break; // the rest of the run is in (bound desc, node id asc) order
+                        }
+                    }
+                    if let Some(parts) = pool.score(i, req) {
+                        let index = offsets[p] + i;
+                        self.offer(&mut top, k, Pick { index, parts });
+                        bar = threshold(&top);
+                        floors = floors_of(&bar);
                     }
                 }
-                if let Some(parts) = pool.score(i, req) {
-                    let index = offsets[p] + i;
-                    self.offer(&mut top, k, Pick { index, parts });
-                    bar = threshold(&top);
-                    floors = floors_of(&bar);
-                }
+                start = end;
             }
         }
-        for &(group_bound, geo_bound, p, g) in order {
-            if usize::from(p) >= pools {
+        for &entry in order {
+            let (group_bound, p, g) = group_of_entry(entry);
+            if p >= pools {
                 continue;
             }
-            let p = usize::from(p);
+            let geo_bound = geo_of_group[p][g];
             let pool = &self.pools[p];
-            let group = &pool.groups[g as usize];
+            let group = &pool.groups[g];
             if let Some((t, _)) = &bar {
                 if group_bound < *t {
                     break; // groups are in descending bound order
@@ -1122,17 +1180,22 @@ mod tests {
             growth in proptest::collection::vec((0usize..150, prop_oneof![Just(131_072u64), Just(262_144)]), 0..40),
             viewer_known in any::<bool>(),
             k in 1usize..=5,
+            carried in proptest::collection::vec(any::<bool>(), 150),
+            stream in proptest::option::of(Just("live+a")),
         ) {
             let pool: Vec<Candidate> = (0..n)
                 .map(|i| {
-                    // Three pending levels: many edges share each score exactly.
-                    candidate(i, Some(50.0), 8.0, (300, 4 << 30, 10_000_000, levels[i] * 131_072), false, &[])
+                    // Three pending levels: many edges share each score exactly, carriers of the
+                    // stream among them, in two sites (two geo groups, two runs of carriers).
+                    let streams: &[&str] = if carried[i] { &["live+a"] } else { &[] };
+                    let lon = if i % 4 == 0 { 40.0 } else { 8.0 };
+                    candidate(i, Some(50.0), lon, (300, 4 << 30, 10_000_000, levels[i] * 131_072), i % 7 == 0, streams)
                 })
                 .collect();
             let snapshot = Snapshot::build(Weights::default(), pool);
             let req = Request {
                 viewer: if viewer_known { Position::from_degrees(50.0, 8.0) } else { None },
-                stream: None,
+                stream,
                 need: Need::Viewers,
                 now: Instant::now(),
                 remote_clusters: &peers(),

@@ -97,7 +97,14 @@ fn decisions(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("routing/decision");
     group.throughput(Throughput::Elements(1));
-    for (local, remote) in [(100, 0), (1_000, 0), (1_000, 10_000)] {
+    // The cell sizes of `scripts/bench-edges` (18,000) and its projection (100,000) too.
+    for (local, remote) in [
+        (100, 0),
+        (1_000, 0),
+        (1_000, 10_000),
+        (18_000, 0),
+        (100_000, 0),
+    ] {
         let snapshot = Snapshot::build(Weights::default(), pool(local, remote, &mut rng));
         let now = Instant::now();
         // Every viewer's answer is checked against the exhaustive scan before timing.

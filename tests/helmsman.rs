@@ -535,7 +535,10 @@ async fn live_streams_follow_the_edge_session(db: Db) {
         async move { live_on(r, id).await == Some(n) }
     })
     .await;
-    assert!(server.routable(&op, &node).await);
+    eventually("the edge routable again", || async {
+        server.routable(&op, &node).await
+    })
+    .await;
 
     // A burst of ingests beyond the per-edge limit is answered (some perhaps "busy"), never
     // disconnected.

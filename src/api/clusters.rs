@@ -487,6 +487,7 @@ pub async fn list_nodes(
     let cluster = managed_cluster(state, caller, cluster_id).await?;
     let local = cluster.id == state.config.cluster.id;
     let nodes = state.registry.nodes_of_cluster(&cluster.id).await?;
+    let routed = local.then(|| state.router.routed_now()).unwrap_or_default();
     Ok(nodes
         .into_iter()
         .map(|node| {
@@ -494,7 +495,10 @@ pub async fn list_nodes(
             let stats = live.as_ref().and_then(|v| v.stats.as_ref());
             NodeView {
                 connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),
-                routable: local.then(|| live.as_ref().is_some_and(|v| v.routable)),
+                routable: local.then(|| {
+                    live.as_ref().is_some_and(|v| v.routable)
+                        && routed.contains(node.node_id.as_str())
+                }),
                 bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
                 viewers: stats.map(Stats::viewers),
                 node_id: node.node_id,

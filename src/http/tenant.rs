@@ -578,8 +578,13 @@ pub struct EdgeList {
 }
 
 async fn edges(State(state): State<AppState>, _op: Operator) -> Reply<EdgeList> {
+    let routed = state.router.routed_now();
+    let mut edges = state.edges.list();
+    for edge in &mut edges {
+        edge.routable &= routed.contains(edge.node_id.as_str());
+    }
     ok(EdgeList {
         cluster_id: state.config.cluster.id.clone(),
-        edges: state.edges.list(),
+        edges,
     })
 }

@@ -13,7 +13,7 @@
 //! edges: ~3 ms, paid once per summary instead of 50 times a second).
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,8 @@ use crate::metrics::{Metrics, PoolLabels};
 
 /// Shortest time between two rebuilds.
 pub const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
-/// After a rebuild the builder waits at least this many times as long as the rebuild took, so
+/// After a rebuild the builder waits at least this many times as long as a rebuild takes (the
+/// shortest of the last few, so preemption does not count), so
 /// rebuilding takes at most 1/20 of one core however large the pool: a few thousand edges are
 /// rebuilt every 20 ms, a cell of 100,000 every few hundred milliseconds (their stats come every
 /// 5 s; redirects in between are charged to the snapshot itself).
@@ -146,6 +147,18 @@ impl Router {
     /// The current snapshot; cheap, lock-free.
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.snapshot.load()
+    }
+
+    /// The local edges the current snapshot sends viewers to now (in the pool, stats fresh): the
+    /// APIs report these as routable, so they never say routable before `/play` can route there.
+    pub fn routed_now(&self) -> HashSet<Arc<str>> {
+        let snapshot = self.snapshot();
+        let now = Instant::now();
+        snapshot
+            .candidates()
+            .filter(|c| !c.remote && now < c.fresh_until)
+            .map(|c| c.node_id.clone())
+            .collect()
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, BuildState> {
@@ -331,6 +344,10 @@ impl Router {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut sweep = tokio::time::interval(PENDING_SLOT);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The last rebuilds' durations: the pause follows the shortest, so a rebuild that the
+        // scheduler preempted (a loaded machine) does not hold the next one back for long.
+        let mut recent = [Duration::MAX; 8];
+        let mut next = 0;
         loop {
             tokio::select! {
                 _ = self.edges.changed() => {}
@@ -341,8 +358,10 @@ impl Router {
                 }
                 _ = stop.cancelled() => return,
             }
-            let took = self.rebuild();
-            let pause = MIN_REBUILD_INTERVAL.max(took * REBUILD_PAUSE_FACTOR);
+            recent[next] = self.rebuild();
+            next = (next + 1) % recent.len();
+            let took = recent.iter().min().copied().unwrap_or_default();
+            let pause = MIN_REBUILD_INTERVAL.max(took.saturating_mul(REBUILD_PAUSE_FACTOR));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return,

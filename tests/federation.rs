@@ -708,6 +708,134 @@ async fn preferred_change_is_picked_up_by_reconciliation() {
     }
 }
 
+/// Redirects to a peer's edges are charged here until the peer's next summary: a flood of new
+/// viewers on alpha spreads over bravo's two equal edges instead of all landing on the one with
+/// the lower node id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_to_a_peer_are_charged_until_its_next_summary() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (stream, _) = alpha.stream(&t).await;
+    let (operator, _) = alpha.operator().await;
+    // Alpha's own edge is loaded: bravo's two idle edges beat it by far more than the penalty.
+    let _ea = Edge::start(&alpha, &operator, 1000).await;
+    let b1 = Edge::start(&bravo, &operator, 0).await;
+    let b2 = Edge::start(&bravo, &operator, 0).await;
+    eventually(WAIT, "alpha scores both of bravo's edges", || async {
+        candidates(&play(&alpha, &stream.playback_id).await)
+            .iter()
+            .filter(|c| c.1)
+            .count()
+            == 2
+    })
+    .await;
+    // New viewers (no session id): each redirect is charged to its edge.
+    let url = alpha.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id));
+    let (mut to_b1, mut to_b2) = (0, 0);
+    for _ in 0..10 {
+        let res = http().get(&url).send().await.expect("GET /play");
+        assert_eq!(res.status(), 307);
+        let location = res.headers()["location"].to_str().expect("location");
+        if location.starts_with(&b1.url("bravo")) {
+            to_b1 += 1;
+        } else if location.starts_with(&b2.url("bravo")) {
+            to_b2 += 1;
+        } else {
+            panic!("a viewer sent to {location}");
+        }
+    }
+    assert!(
+        to_b1 >= 3 && to_b2 >= 3,
+        "10 new viewers: {to_b1} to one of bravo's edges, {to_b2} to the other"
+    );
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// Sets the tenant's preferred cluster through `server`'s tenant API, as the tenant would.
+async fn prefer(server: &TestServer, token: &str, cluster: &str) {
+    let res = http()
+        .put(server.http("/api/v1/tenant/preferred-cluster"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "cluster_id": cluster }))
+        .send()
+        .await
+        .expect("PUT preferred-cluster");
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+/// The change feed: with the periodic reconciliation an hour away, a preferred-cluster change
+/// made through another Foghorn's API opens the new always-on pair (channel open, remote edges
+/// scored) and closes the old one within `WAIT`, twenty times over. Prints the delays (median and
+/// worst) for `docs/BENCHMARKS.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_changes_reach_every_foghorn_within_seconds() {
+    let start = |cluster: &'static str| {
+        move |c: &mut Config| {
+            federated(c, cluster);
+            c.federation.reconcile_interval = Duration::from_secs(3600);
+            c.federation.topology_poll = Config::default().federation.topology_poll;
+        }
+    };
+    let alpha = TestServer::start_with(Db::Postgres, start("alpha")).await;
+    let bravo = alpha.replica(start("bravo")).await;
+    let charlie = alpha.replica(start("charlie")).await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (operator, _) = alpha.operator().await;
+    let _eb = Edge::start(&bravo, &operator, 0).await;
+    let _ec = Edge::start(&charlie, &operator, 0).await;
+
+    let mut delays = Vec::new();
+    for n in 0..20 {
+        let (to, from) = if n % 2 == 0 {
+            ("bravo", "charlie")
+        } else {
+            ("charlie", "bravo")
+        };
+        // The change goes through a Foghorn that does not dial (bravo or charlie): only the
+        // shared registry can tell alpha.
+        let via = if n % 2 == 0 { &charlie } else { &bravo };
+        // Changes at varied moments of alpha's polling, not in step with it.
+        tokio::time::sleep(Duration::from_millis(n * 379 % 1000)).await;
+        let asked = std::time::Instant::now();
+        prefer(via, &token, to).await;
+        eventually(
+            WAIT,
+            "the new pair open and scored, the old one closed",
+            || async {
+                peering(&alpha, &token, to).await == ("open".to_string(), true)
+                    && peering(&alpha, &token, from).await == ("none".to_string(), false)
+            },
+        )
+        .await;
+        delays.push(asked.elapsed());
+    }
+    delays.sort();
+    let (median, worst) = (delays[delays.len() / 2], delays[delays.len() - 1]);
+    println!(
+        "preferred cluster changed 20 times: open, scored and old pair closed after median {} ms, worst {} ms",
+        median.as_millis(),
+        worst.as_millis()
+    );
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
 /// With replicas, only the leader dials out, and every replica scores the peer's edges (relayed
 /// through the cluster's Redis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

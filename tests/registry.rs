@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use common::{Db, TestDb};
 use foghorn::registry::{
     now_ms, EnrollError, EnrollRequest, IngestVerdict, NewCluster, NewEnrollmentToken,
-    NodeAuthError, NodeProfile, Registry, RegistryError, Role, SubscriptionStatus, Tier,
+    NodeAuthError, NodeProfile, PeerEndpoint, Registry, RegistryError, Role, SubscriptionStatus,
+    Tier,
 };
 
 on_both!(
@@ -24,6 +25,7 @@ on_both!(
     streams_keys_and_live_location,
     migrations_are_idempotent,
     racing_tenants_for_one_invite_exactly_one_joins,
+    topology_version_moves_with_every_topology_change,
 );
 
 async fn setup(db: Db) -> (TestDb, Registry, String) {
@@ -754,4 +756,61 @@ async fn racing_tenants_for_one_invite_exactly_one_joins(db: Db) {
             "a loser has no subscription row"
         );
     }
+}
+
+/// The counter federation polls moves with every change of official or preferred clusters,
+/// subscriptions and clusters, and not with the registry's other writes (streams, tokens).
+async fn topology_version_moves_with_every_topology_change(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    let version = || async { registry.topology_version().await.expect("version") };
+    let mut last = version().await;
+    let mut moved = |what: &str, now: i64| {
+        assert!(now > last, "{what} did not move the topology version");
+        last = now;
+    };
+
+    registry
+        .create_cluster(&NewCluster::platform("bravo", "Bravo"))
+        .await
+        .expect("cluster");
+    moved("a new cluster", version().await);
+    registry
+        .subscribe(&tenant, "bravo", None, true)
+        .await
+        .expect("subscribe");
+    moved("a subscription", version().await);
+    registry
+        .set_preferred_cluster(&tenant, Some("bravo"))
+        .await
+        .expect("preferred");
+    moved("a preferred cluster", version().await);
+    let endpoint = PeerEndpoint {
+        grpc_addr: "https://127.0.0.1:9".into(),
+        tls_ca_pem: String::new(),
+    };
+    registry
+        .set_cluster_endpoint("bravo", &endpoint)
+        .await
+        .expect("endpoint");
+    moved("a cluster's address", version().await);
+    registry
+        .cancel_subscription(&tenant, "bravo")
+        .await
+        .expect("cancel");
+    moved("a cancelled subscription", version().await);
+
+    let unchanged = version().await;
+    registry
+        .create_stream(&tenant, "show")
+        .await
+        .expect("stream");
+    registry
+        .create_api_token(&tenant, Role::Tenant)
+        .await
+        .expect("token");
+    assert_eq!(
+        version().await,
+        unchanged,
+        "streams and tokens are not topology"
+    );
 }

@@ -64,6 +64,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "FOGHORN_FEDERATION_RECONCILE_INTERVAL",
         "federation.reconcile_interval",
     ),
+    (
+        "FOGHORN_FEDERATION_TOPOLOGY_POLL",
+        "federation.topology_poll",
+    ),
     ("FOGHORN_FEDERATION_RPC_TIMEOUT", "federation.rpc_timeout"),
     (
         "FOGHORN_FEDERATION_RECONNECT_MAX",

@@ -91,9 +91,14 @@ pub struct FederationConfig {
     /// ...or this long after its last heartbeat, whichever comes first.
     #[serde(with = "humantime_serde_compat")]
     pub heartbeat_ttl: Duration,
-    /// How often the always-on peer set is recomputed from the registry.
+    /// How often the always-on peer set is recomputed from the registry whatever happened (the
+    /// backstop)...
     #[serde(with = "humantime_serde_compat")]
     pub reconcile_interval: Duration,
+    /// ...and how often the registry's topology counter is read: the peers are recomputed as
+    /// soon as it moved.
+    #[serde(with = "humantime_serde_compat")]
+    pub topology_poll: Duration,
     /// Budget for dialing a peer and for each unary call to it.
     #[serde(with = "humantime_serde_compat")]
     pub rpc_timeout: Duration,
@@ -112,6 +117,7 @@ impl Default for FederationConfig {
             summary_ttl: Duration::from_secs(90),
             heartbeat_ttl: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(300),
+            topology_poll: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
             reconnect_max: Duration::from_secs(30),
         }

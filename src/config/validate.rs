@@ -138,6 +138,11 @@ impl Config {
                 Duration::from_millis(100)..=secs(86400),
             ),
             (
+                "federation.topology_poll",
+                f.topology_poll,
+                Duration::from_millis(50)..=secs(3600),
+            ),
+            (
                 "federation.rpc_timeout",
                 f.rpc_timeout,
                 Duration::from_millis(50)..=secs(60),

@@ -112,6 +112,10 @@ pub trait PeerLink: Send + Sync + std::fmt::Debug {
 /// What the registry knows about clusters, tenants and streams. Errors are
 /// [`LinkError::Unavailable`] with a message for the logs (never sent to a peer).
 pub trait PeerDirectory: Send + Sync + std::fmt::Debug {
+    /// A number that changes whenever the topology may have (official and preferred clusters,
+    /// subscriptions, clusters): read often, so the peers are recomputed soon after a change.
+    fn topology_version(&self) -> BoxFuture<'_, Result<i64, LinkError>>;
+
     /// The clusters `me` peers with always-on (some tenant prefers one and is official on the
     /// other).
     fn always_on_peers<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<String>, LinkError>>;

@@ -23,7 +23,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 impl Hub {
     /// Keeps the channels this Foghorn should dial open and the others closed: the always-on
-    /// peers (recomputed from the registry every `federation.reconcile_interval`) and the
+    /// peers (recomputed from the registry as soon as its topology counter moves, read every
+    /// `federation.topology_poll`, and every `federation.reconcile_interval` whatever) and the
     /// on-demand peers streams need. Only the leader dials. Also closes channels peers opened
     /// here once the pair shares no tenant any more.
     pub async fn supervise(self: Arc<Self>, stop: CancellationToken) {
@@ -32,14 +33,37 @@ impl Hub {
         let mut dialers: HashMap<String, CancellationToken> = HashMap::new();
         let mut always_on: Vec<String> = Vec::new();
         let mut next_reconcile = Instant::now();
+        let mut next_poll = Instant::now();
+        // The topology version the last recomputation started from: read before the peers, so
+        // a change that lands in between moves it again and is seen at the next poll.
+        let mut topology: Option<i64> = None;
         loop {
+            if Instant::now() >= next_poll && Instant::now() < next_reconcile {
+                next_poll = Instant::now() + cfg.topology_poll;
+                match self.directory.topology_version().await {
+                    Ok(v) if topology != Some(v) => {
+                        tracing::debug!(version = v, "the topology changed; recomputing peers");
+                        next_reconcile = Instant::now();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not read the topology version"),
+                }
+            }
             if Instant::now() >= next_reconcile {
                 next_reconcile = Instant::now() + cfg.reconcile_interval;
+                next_poll = Instant::now() + cfg.topology_poll;
+                match self.directory.topology_version().await {
+                    Ok(v) => topology = Some(v),
+                    // Recomputed at the next poll that reads it.
+                    Err(_) => topology = None,
+                }
                 match self.directory.always_on_peers(&self.me).await {
                     Ok(list) => {
                         always_on = list.into_iter().filter(|p| self.me < *p).collect();
                     }
                     Err(e) => {
+                        // Tried again at the next poll.
+                        topology = None;
                         tracing::warn!(error = %e, "could not recompute the always-on peers")
                     }
                 }
@@ -75,7 +99,7 @@ impl Hub {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = peers.wanted_changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1).min(cfg.reconcile_interval)) => {}
+                _ = tokio::time::sleep_until(next_poll.min(next_reconcile).min(Instant::now() + Duration::from_secs(1))) => {}
             }
         }
     }

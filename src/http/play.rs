@@ -173,7 +173,9 @@ impl Serialize for Session<'_> {
 }
 
 /// Charges the chosen edge one viewer's bandwidth, once per viewer session: a viewer that comes
-/// back with the session id of an earlier redirect was counted then.
+/// back with the session id of an earlier redirect was counted then. A peer's edge is charged
+/// too, on its ledger here, until the peer's next summary shows the viewers itself: a flood of
+/// viewers spreads over the peer's edges instead of all landing on its best one.
 fn debit<'a>(
     snapshot: &Snapshot,
     (index, c): (u32, &Candidate),
@@ -184,11 +186,9 @@ fn debit<'a>(
     if let Some(existing) = session.filter(|s| valid_token(s) && s.len() <= 64) {
         return Session::Returning(existing);
     }
-    if !c.remote {
-        let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
-        let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
-        snapshot.charge(index, bytes, now);
-    }
+    let on_stream = c.stream(stream).map(|s| (s.up, s.viewers));
+    let bytes = per_viewer_estimate(on_stream, Some((c.up, c.connections)));
+    snapshot.charge(index, bytes, now);
     Session::new()
 }
 

@@ -201,6 +201,15 @@ impl Registry {
             .collect()
     }
 
+    /// The topology counter: raised by the registry's own triggers whenever tenants' official or
+    /// preferred clusters, subscriptions or clusters change, whoever changed them.
+    pub async fn topology_version(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT version FROM topology_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("version")?)
+    }
+
     /// Where `cluster_id`'s Foghorns take gRPC and what to trust there; `None` for no such cluster.
     pub async fn peer_endpoint(&self, cluster_id: &str) -> Result<Option<PeerEndpoint>> {
         let row = sqlx::query("SELECT grpc_addr, tls_ca_pem FROM clusters WHERE id = $1")
@@ -247,6 +256,10 @@ impl Registry {
 
 /// The registry as federation's directory. Its errors reach the logs, never a peer.
 impl crate::federation::PeerDirectory for Registry {
+    fn topology_version(&self) -> BoxFuture<'_, std::result::Result<i64, LinkError>> {
+        Box::pin(async move { Registry::topology_version(self).await.map_err(unavailable) })
+    }
+
     fn always_on_peers<'a>(
         &'a self,
         me: &'a str,

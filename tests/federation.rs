@@ -708,6 +708,118 @@ async fn preferred_change_is_picked_up_by_reconciliation() {
     }
 }
 
+/// A loopback TCP proxy in front of a peer's gRPC listener that the test can cut: the
+/// connections through it end at once and new ones are refused, as when the peer's machine dies.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start() -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let target = std::sync::Arc::new(std::sync::OnceLock::<std::net::SocketAddr>::new());
+        let to = target.clone();
+        let accept = tokio::spawn(async move {
+            // Dropped with the accept task: every connection through the proxy ends with it.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(&to) = to.get() else { continue };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Cuttable {
+            addr,
+            target,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.accept.abort();
+    }
+}
+
+/// A peer whose connection dies is reported `connecting` (this side redials) and its edges stop
+/// being scored as soon as the channel fails, long before the heartbeat TTL (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cut_off_is_shown_and_unscored_at_once() {
+    let proxy = Cuttable::start().await;
+    let long_ttls = |c: &mut Config| {
+        c.federation.heartbeat_ttl = Duration::from_secs(30);
+        c.federation.summary_ttl = Duration::from_secs(90);
+    };
+    let alpha = TestServer::start_with(Db::Postgres, |c| {
+        federated(c, "alpha");
+        long_ttls(c);
+    })
+    .await;
+    let proxied = format!("http://{}", proxy.addr);
+    let bravo = alpha
+        .replica(|c| {
+            federated(c, "bravo");
+            long_ttls(c);
+            c.federation.advertise_grpc = proxied;
+        })
+        .await;
+    proxy
+        .target
+        .set(bravo.server().grpc_addr)
+        .expect("target set once");
+    let (t, token) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "bravo").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    let (stream, _) = alpha.stream(&t).await;
+    let (operator, _) = alpha.operator().await;
+    let ea = Edge::start(&alpha, &operator, 1000).await;
+    let eb = Edge::start(&bravo, &operator, 0).await;
+    eventually(WAIT, "alpha sends viewers to bravo's edge", || async {
+        try_redirect(&alpha, &stream.playback_id)
+            .await
+            .is_some_and(|l| l.starts_with(&eb.url("bravo")))
+    })
+    .await;
+    assert_eq!(
+        peering(&alpha, &token, "bravo").await,
+        ("open".to_string(), true)
+    );
+
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    eventually(
+        WAIT,
+        "bravo reported connecting, its edge unscored, viewers on alpha's edge",
+        || async {
+            let (channel, scored) = peering(&alpha, &token, "bravo").await;
+            channel == "connecting"
+                && !scored
+                && try_redirect(&alpha, &stream.playback_id)
+                    .await
+                    .is_some_and(|l| l.starts_with(&ea.url("alpha")))
+        },
+    )
+    .await;
+    println!(
+        "peer cut off: connecting and unscored after {} ms (heartbeat TTL 30 s)",
+        cut.elapsed().as_millis()
+    );
+    for s in [alpha, bravo] {
+        s.stop().await;
+    }
+}
+
 /// Redirects to a peer's edges are charged here until the peer's next summary: a flood of new
 /// viewers on alpha spreads over bravo's two equal edges instead of all landing on the one with
 /// the lower node id.

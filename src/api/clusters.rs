@@ -487,7 +487,11 @@ pub async fn list_nodes(
     let cluster = managed_cluster(state, caller, cluster_id).await?;
     let local = cluster.id == state.config.cluster.id;
     let nodes = state.registry.nodes_of_cluster(&cluster.id).await?;
-    let routed = local.then(|| state.router.routed_now()).unwrap_or_default();
+    let routed = if local {
+        state.router.routed_now()
+    } else {
+        Default::default()
+    };
     Ok(nodes
         .into_iter()
         .map(|node| {

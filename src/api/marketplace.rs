@@ -201,7 +201,8 @@ pub struct NetworkCluster {
     /// other subscribed clusters, `none` when no peering is needed.
     pub peering: &'static str,
     /// The federation channel between the Foghorn answering and this cluster: `local` (the
-    /// cluster answering), `open`, `connecting` (being dialed, or needed by a stream) or `none`.
+    /// cluster answering), `open`, `connecting` (being dialed, or needed by a stream), `down`
+    /// (the last channel failed and the peer has not dialed back) or `none`.
     pub channel: &'static str,
     /// Whether this cluster's edges are scored for viewers here now (its last summary is within
     /// its TTLs); always true for the cluster answering.

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{Frame, FrameRules};
 use super::hub::{unix_ms, Hub};
 use super::mailbox::Mailbox;
+use super::peers::Closed;
 use super::ports::{Inbound, LinkError, Received};
 use super::{budget, Direction, FrameBudget, Peers};
 use crate::metrics::FrameLabels;
@@ -244,11 +245,19 @@ impl Hub {
                 },
             }
         };
-        self.peers.channel_closed(
-            peer,
-            id,
-            matches!(end, ChannelEnd::Unpeered | ChannelEnd::PeerClosed),
-        );
+        let how = match end {
+            ChannelEnd::Unpeered | ChannelEnd::PeerClosed => Closed::Unpeered,
+            ChannelEnd::Replaced | ChannelEnd::ShuttingDown => Closed::Replaced,
+            ChannelEnd::Silent
+            | ChannelEnd::Failed(_)
+            | ChannelEnd::Refused(_)
+            | ChannelEnd::Flooded => Closed::Failed,
+        };
+        if self.peers.channel_closed(peer, id, how) {
+            if let Some(relay) = &self.relay {
+                relay.down(peer);
+            }
+        }
         self.metrics.federation_channels.dec();
         match &end {
             ChannelEnd::Refused(why) => tracing::warn!(%peer, %why, "peer channel refused"),

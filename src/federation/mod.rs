@@ -30,7 +30,7 @@ pub use frame::{
 };
 pub use hub::{Hub, Parts};
 pub use mailbox::{Mailbox, MAILBOX};
-pub use peers::{Direction, Held, Origin, Peers, Ttls};
+pub use peers::{Closed, Direction, Held, Origin, Peers, Ttls};
 pub use ports::{LinkError, PeerDirectory, PeerLink, Relay};
 pub use summary::{ClusterSummary, EdgeSummary, Smoother};
 pub use trust::{is_peer_dtsc_url, peer_base_url};

@@ -49,6 +49,21 @@ struct PeerState {
     advertised: bool,
     /// The expiry the routing pool holds for the peer's edges.
     applied_until: Option<Instant>,
+    /// The last channel with the peer failed (here or on the replica that held it) and nothing
+    /// was heard from the peer since: its edges are not scored.
+    down: bool,
+}
+
+/// How a channel ended, as [`Peers::channel_closed`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Nobody needs the pair any more, or the peer closed it cleanly (shutting down).
+    Unpeered,
+    /// It failed: the connection broke, the peer went silent past the heartbeat TTL, or it was
+    /// cut off for what it sent.
+    Failed,
+    /// Replaced by a newer channel, or this Foghorn is shutting down.
+    Replaced,
 }
 
 /// The timings of DESIGN.md §7.3.
@@ -117,23 +132,59 @@ impl Peers {
         let state = peers.entry(peer.to_string()).or_default();
         state.channels.insert(id, direction);
         state.heard_at = Some(Instant::now());
+        self.heard(peer, state);
         id
     }
 
-    /// Records the end of a channel. When the last channel with a peer ends on purpose
-    /// (`unpeered`: nobody needs the pair any more), its edges stop being scored at once;
-    /// after a failure they are scored until their TTL, as a reconnect usually comes first.
-    pub fn channel_closed(&self, peer: &str, id: u64, unpeered: bool) {
+    /// Something came from the peer (a channel opened, a frame here or relayed): it is not down,
+    /// and what its last summary said is scored again while it is within its TTLs.
+    fn heard(&self, peer: &str, state: &mut PeerState) {
+        if std::mem::take(&mut state.down) {
+            self.apply(peer, state);
+        }
+    }
+
+    /// Records the end of a channel. When the last channel with a peer ends, its edges stop
+    /// being scored at once: forgotten when nobody needs the pair any more, marked down after a
+    /// failure (scored again as soon as anything comes from the peer). Returns whether the peer
+    /// just went down here (the other replicas are told).
+    pub fn channel_closed(&self, peer: &str, id: u64, how: Closed) -> bool {
         let mut peers = self.peers.lock();
         let Some(state) = peers.get_mut(peer) else {
-            return;
+            return false;
         };
         state.channels.remove(&id);
-        if state.channels.is_empty() && unpeered {
-            peers.remove(peer);
-            drop(peers);
-            self.router.set_remote_edges(peer, Vec::new());
+        if !state.channels.is_empty() {
+            return false;
         }
+        match how {
+            Closed::Unpeered => {
+                peers.remove(peer);
+                drop(peers);
+                self.router.set_remote_edges(peer, Vec::new());
+                false
+            }
+            Closed::Failed => {
+                self.mark_down(peer, state);
+                true
+            }
+            Closed::Replaced => false,
+        }
+    }
+
+    /// Another replica's last channel with `peer` failed: unless a channel is open here, the
+    /// peer's edges stop being scored here too.
+    pub fn peer_down(&self, peer: &str) {
+        let mut peers = self.peers.lock();
+        if let Some(state) = peers.get_mut(peer).filter(|s| s.channels.is_empty()) {
+            self.mark_down(peer, state);
+        }
+    }
+
+    fn mark_down(&self, peer: &str, state: &mut PeerState) {
+        state.down = true;
+        state.applied_until = None;
+        self.router.set_remote_edges(peer, Vec::new());
     }
 
     /// Number of channels open with `peer`.
@@ -170,6 +221,7 @@ impl Peers {
         state.summary = Some(summary);
         state.summary_at = Some(at);
         state.heard_at = Some(state.heard_at.map_or(at, |h| h.max(at)));
+        state.down = false;
         self.apply(peer, state);
     }
 
@@ -180,6 +232,7 @@ impl Peers {
         let mut peers = self.peers.lock();
         let state = peers.entry(peer.to_string()).or_default();
         state.heard_at = Some(Instant::now());
+        self.heard(peer, state);
         let moved = match (self.expires_at(state), state.applied_until) {
             (Some(new), Some(old)) => {
                 // The summary's own TTL caps the expiry: reaching the cap is applied exactly.
@@ -204,6 +257,7 @@ impl Peers {
             let mut peers = self.peers.lock();
             let state = peers.entry(peer.to_string()).or_default();
             state.heard_at = Some(now);
+            self.heard(peer, state);
             let ended = state.streams.difference(&streams).cloned().collect();
             state.streams = streams.clone();
             state.advertised = true;
@@ -277,6 +331,9 @@ impl Peers {
     /// Until when a peer's edges are scored: its summary TTL after its last summary, or its
     /// heartbeat TTL after it was last heard from, whichever comes first (DESIGN.md §7.3).
     fn expires_at(&self, state: &PeerState) -> Option<Instant> {
+        if state.down {
+            return None;
+        }
         let summary_at = state.summary_at?;
         let heard_at = state.heard_at.unwrap_or(summary_at);
         Some((summary_at + self.ttls.summary).min(heard_at + self.ttls.heartbeat))
@@ -331,14 +388,17 @@ impl Peers {
         *self.dialing.lock() = peers;
     }
 
-    /// The channel state of `peer` for the tenant API: `open`, `connecting` or `none`. With
-    /// replicas, a channel held by another replica of the cluster counts as open while its
-    /// relayed summaries keep the peer scored here.
+    /// The channel state of `peer` for the tenant API: `open`, `connecting`, `down` or `none`.
+    /// With replicas, a channel held by another replica of the cluster counts as open while its
+    /// relayed summaries keep the peer scored here. After a failure: `connecting` while this
+    /// Foghorn redials, `down` while it waits for the peer to dial.
     pub fn channel_state(&self, peer: &str) -> &'static str {
         if self.open_channels(peer) > 0 || self.is_scored(peer) {
             "open"
         } else if self.dialing.lock().contains(peer) || self.on_demand.lock().contains_key(peer) {
             "connecting"
+        } else if self.peers.lock().get(peer).is_some_and(|s| s.down) {
+            "down"
         } else {
             "none"
         }

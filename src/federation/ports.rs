@@ -152,4 +152,6 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     fn want(&self, peer: &str, stream: &str);
     /// An origin pull of `stream` from `origin.peer` was arranged here.
     fn origin(&self, stream: &str, origin: &Origin);
+    /// The last channel with `peer` held here failed: the others stop scoring its edges too.
+    fn down(&self, peer: &str);
 }

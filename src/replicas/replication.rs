@@ -212,6 +212,8 @@ pub enum PeerNews<'a> {
         age: Duration,
         frame: &'a [u8],
     },
+    /// The sending replica's last channel with the peer failed.
+    Down,
 }
 
 /// How often one replica's `Sync` is answered at most.
@@ -220,7 +222,7 @@ const SYNC_ANSWER_EVERY: Duration = Duration::from_secs(5);
 /// The peer field of news about no peer in particular.
 const NO_PEER: &str = "-";
 
-/// `{replica} {peer} F|W|O|S|R {payload}` on the peers channel; an origin's payload is
+/// `{replica} {peer} F|W|O|S|R|D {payload}` on the peers channel (`D`: an empty payload); an origin's payload is
 /// `{node_id} {dtsc_url} {stream}`, a reply's `{to} {age_ms} {frame}`. A peer is a valid cluster
 /// id (`-` for a `Sync`).
 fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
@@ -250,6 +252,7 @@ fn parse_peer_news(msg: &[u8]) -> Option<(&str, &str, PeerNews<'_>)> {
                 node_id,
             }
         }
+        b"D" if payload.is_empty() => PeerNews::Down,
         b"S" if payload.is_empty() && peer == NO_PEER => {
             return Some((replica, peer, PeerNews::Sync))
         }
@@ -556,6 +559,7 @@ impl Replication {
                 (b"O", origin.as_bytes())
             }
             PeerNews::Sync => (b"S", b""),
+            PeerNews::Down => (b"D", b""),
             PeerNews::Reply { to, age, frame } => {
                 reply = [format!("{to} {} ", age.as_millis()).as_bytes(), frame].concat();
                 (b"R", reply.as_slice())
@@ -594,6 +598,7 @@ impl Replication {
                 }
             }
             PeerNews::Want(stream) => peers.want(peer, stream),
+            PeerNews::Down => peers.peer_down(peer),
             PeerNews::Origin {
                 stream,
                 dtsc_url,
@@ -873,6 +878,10 @@ impl crate::federation::Relay for Replication {
         self.relay_peer_news(peer, PeerNews::Want(stream));
     }
 
+    fn down(&self, peer: &str) {
+        self.relay_peer_news(peer, PeerNews::Down);
+    }
+
     fn origin(&self, stream: &str, origin: &Origin) {
         self.relay_peer_news(
             &origin.peer,
@@ -899,6 +908,11 @@ mod tests {
             parse_peer_news(b"r1 bravo W live+a"),
             Some(("r1", "bravo", PeerNews::Want("live+a")))
         );
+        assert_eq!(
+            parse_peer_news(b"r1 bravo D "),
+            Some(("r1", "bravo", PeerNews::Down))
+        );
+        assert_eq!(parse_peer_news(b"r1 bravo D x"), None);
         assert_eq!(parse_peer_news(b"r1 bravo X y"), None);
         assert_eq!(parse_peer_news(b"r1 bravo"), None);
         assert_eq!(parse_peer_news(b"r1 bravo W \xff"), None);

@@ -10,7 +10,7 @@ use super::{
     ClusterSummary,
 };
 use crate::api::ApiError;
-use crate::edge::Stats;
+use crate::edge::{Mode, Stats};
 use crate::registry::{
     ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal,
     Subscription, SubscriptionStatus, Tenant,
@@ -500,8 +500,9 @@ pub async fn list_nodes(
             NodeView {
                 connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),
                 routable: local.then(|| {
-                    live.as_ref().is_some_and(|v| v.routable)
-                        && routed.contains(node.node_id.as_str())
+                    live.as_ref().is_some_and(|v| {
+                        v.routable && (v.mode != Mode::Normal || routed.contains(&node.node_id))
+                    })
                 }),
                 bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
                 viewers: stats.map(Stats::viewers),

@@ -267,8 +267,8 @@ pub struct EdgeView {
     /// The replica holding the edge's control stream, when it is not this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
-    /// Open stream and fresh stats; the APIs also require the routing snapshot to hold it
-    /// (the router's `routed_now`).
+    /// Open stream and fresh stats; for an edge in `normal` mode the APIs also wait for the
+    /// routing snapshot to hold it (the router's `routed_now`).
     pub routable: bool,
     /// Milliseconds since the last NodeStats of the current session.
     pub last_stats_age_ms: Option<u64>,

@@ -149,15 +149,17 @@ impl Router {
         self.snapshot.load()
     }
 
-    /// The local edges the current snapshot sends viewers to now (in the pool, stats fresh): the
-    /// APIs report these as routable, so they never say routable before `/play` can route there.
-    pub fn routed_now(&self) -> HashSet<Arc<str>> {
-        let snapshot = self.snapshot();
+    /// The local edges the current snapshot was built from that are still fresh: an edge in
+    /// `normal` mode is reported routable only once it is here, so the APIs never say routable
+    /// before `/play` can send viewers there (whether it is also eligible, bandwidth and
+    /// capability, is the snapshot's business, not liveness).
+    pub fn routed_now(&self) -> HashSet<String> {
         let now = Instant::now();
-        snapshot
-            .candidates()
-            .filter(|c| !c.remote && now < c.fresh_until)
-            .map(|c| c.node_id.clone())
+        self.lock()
+            .local
+            .iter()
+            .filter(|(_, cached)| now < cached.candidate.fresh_until)
+            .map(|(node_id, _)| node_id.clone())
             .collect()
     }
 

@@ -55,6 +55,19 @@ async fn tenant(server: &TestServer, official: &str) -> (String, String) {
     (t.id, token)
 }
 
+/// A tenant of alpha subscribed to bravo that prefers it (alpha and bravo peer always-on), with a
+/// tenant API token.
+async fn preferring_bravo(alpha: &TestServer) -> (String, String) {
+    let (t, token) = tenant(alpha, "alpha").await;
+    subscribe(alpha, &t, "bravo").await;
+    alpha
+        .registry()
+        .set_preferred_cluster(&t, Some("bravo"))
+        .await
+        .expect("preferred");
+    (t, token)
+}
+
 async fn subscribe(server: &TestServer, tenant: &str, cluster: &str) {
     server
         .registry()
@@ -218,13 +231,7 @@ fn candidates(play: &Value) -> Vec<(String, bool, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_on_pair_scores_remote_edges_with_the_penalty() {
     let (alpha, bravo, charlie) = three().await;
-    let (t, token) = tenant(&alpha, "alpha").await;
-    subscribe(&alpha, &t, "bravo").await;
-    alpha
-        .registry()
-        .set_preferred_cluster(&t, Some("bravo"))
-        .await
-        .expect("preferred");
+    let (t, token) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let (other, _) = tenant(&alpha, "alpha").await;
     let (other_stream, _) = alpha.stream(&other).await;
@@ -623,13 +630,7 @@ async fn without_a_local_edge_the_viewer_goes_to_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_stops_being_scored() {
     let (alpha, bravo, charlie) = three().await;
-    let (t, token) = tenant(&alpha, "alpha").await;
-    subscribe(&alpha, &t, "bravo").await;
-    alpha
-        .registry()
-        .set_preferred_cluster(&t, Some("bravo"))
-        .await
-        .expect("preferred");
+    let (t, token) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let (operator, _) = alpha.operator().await;
     let ea = Edge::start(&alpha, &operator, 900).await;
@@ -774,13 +775,7 @@ async fn a_peer_cut_off_is_shown_and_unscored_at_once() {
         .target
         .set(bravo.server().grpc_addr)
         .expect("target set once");
-    let (t, token) = tenant(&alpha, "alpha").await;
-    subscribe(&alpha, &t, "bravo").await;
-    alpha
-        .registry()
-        .set_preferred_cluster(&t, Some("bravo"))
-        .await
-        .expect("preferred");
+    let (t, token) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let (operator, _) = alpha.operator().await;
     let ea = Edge::start(&alpha, &operator, 1000).await;
@@ -826,13 +821,7 @@ async fn a_peer_cut_off_is_shown_and_unscored_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_to_a_peer_are_charged_until_its_next_summary() {
     let (alpha, bravo, charlie) = three().await;
-    let (t, _) = tenant(&alpha, "alpha").await;
-    subscribe(&alpha, &t, "bravo").await;
-    alpha
-        .registry()
-        .set_preferred_cluster(&t, Some("bravo"))
-        .await
-        .expect("preferred");
+    let (t, _) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let (operator, _) = alpha.operator().await;
     // Alpha's own edge is loaded: bravo's two idle edges beat it by far more than the penalty.
@@ -970,13 +959,7 @@ async fn replicas_share_remote_edges_and_only_the_leader_dials() {
         })
         .await;
     let bravo = leader.replica(|c| federated(c, "bravo")).await;
-    let (t, token) = tenant(&leader, "alpha").await;
-    subscribe(&leader, &t, "bravo").await;
-    leader
-        .registry()
-        .set_preferred_cluster(&t, Some("bravo"))
-        .await
-        .expect("preferred");
+    let (t, token) = preferring_bravo(&leader).await;
     let (stream, _) = leader.stream(&t).await;
     let (operator, _) = leader.operator().await;
     let eb = Edge::start(&bravo, &operator, 0).await;

@@ -709,6 +709,45 @@ async fn preferred_change_is_picked_up_by_reconciliation() {
     }
 }
 
+/// A stream live only on a cluster its tenant does not use (any more) gets a JSON 404, on the
+/// redirect path and the JSON one, never a redirect to an edge that cannot pull it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_live_only_on_an_unused_cluster_is_not_found() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, _) = alpha.operator().await;
+    let _ea = Edge::start(&alpha, &operator, 100).await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&name, 1)]).await; // a publisher on charlie's edge
+    live_on(&alpha, &stream.id, "charlie").await;
+    alpha
+        .registry()
+        .cancel_subscription(&t, "charlie")
+        .await
+        .expect("cancel");
+
+    let redirect_url = alpha.http(&format!("/play/{}/hls/index.m3u8", stream.playback_id));
+    eventually(WAIT, "a JSON 404 instead of a redirect", || async {
+        let res = http().get(&redirect_url).send().await.expect("GET /play");
+        res.status() == 404 && res.headers()["content-type"] == "application/json"
+    })
+    .await;
+    let res = http()
+        .get(alpha.http(&format!("/play/{}", stream.playback_id)))
+        .send()
+        .await
+        .expect("GET /play JSON");
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
 /// A loopback TCP proxy in front of a peer's gRPC listener that the test can cut: the
 /// connections through it end at once and new ones are refused, as when the peer's machine dies.
 struct Cuttable {

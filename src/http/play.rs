@@ -206,13 +206,24 @@ fn viewing(resolved: &Resolved) -> Ask<'_> {
 /// stream, the pull into one of this cluster's edges. `Some(base URL)` of the peer's edge when the
 /// peer refused the pull or this cluster has no edge for it: the viewer goes there instead.
 /// Nothing to do (no call, one string compare) for a stream live here or already arranged.
-async fn cross_cluster(state: &AppState, resolved: &Resolved, viewer: &Viewer) -> Option<String> {
-    let live = resolved.live_cluster_id.as_deref()?;
-    if live == state.config.cluster.id
-        || state.federation.peers.has_origin(&resolved.internal_name)
-        || !resolved.usable_clusters.iter().any(|c| **c == *live)
+/// A stream live only on a cluster its tenant may not use is a 404: no edge here could pull it,
+/// so a redirect would send the viewer nowhere.
+async fn cross_cluster(
+    state: &AppState,
+    resolved: &Resolved,
+    viewer: &Viewer,
+) -> Result<Option<String>, ApiError> {
+    let Some(live) = resolved.live_cluster_id.as_deref() else {
+        return Ok(None);
+    };
+    if live == state.config.cluster.id || state.federation.peers.has_origin(&resolved.internal_name)
     {
-        return None;
+        return Ok(None);
+    }
+    if !resolved.usable_clusters.iter().any(|c| **c == *live) {
+        return Err(ApiError::NotFound(
+            "stream is live only on a cluster this stream's owner does not use".into(),
+        ));
     }
     let arranged = state
         .federation
@@ -223,14 +234,14 @@ async fn cross_cluster(state: &AppState, resolved: &Resolved, viewer: &Viewer) -
             viewer.position,
         )
         .await;
-    match arranged {
+    Ok(match arranged {
         Ok(Arrangement::Local) => None,
         Ok(Arrangement::Remote { base_url }) => Some(base_url),
         Err(e) => {
             tracing::warn!(peer = %live, stream = %resolved.internal_name, error = %e, "could not arrange a cross-cluster origin pull");
             None
         }
-    }
+    })
 }
 
 async fn play_json(
@@ -242,7 +253,7 @@ async fn play_json(
     let headers = req.headers();
     let resolved = resolve(&state, &playback_id).await?;
     let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
-    let elsewhere = cross_cluster(&state, &resolved, &viewer).await;
+    let elsewhere = cross_cluster(&state, &resolved, &viewer).await?;
     let explain = q.get("explain").is_some_and(|v| v == "1");
     if explain {
         let p = principal_from_headers(headers, &state).await?;
@@ -370,7 +381,7 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     let resolved = resolve(state, playback_id).await?;
     let viewer = Viewer::of(state, peer, headers, &q)?;
     let stream = resolved.internal_name.as_str();
-    if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await {
+    if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await? {
         // The peer would not let this cluster pull the stream: its own edge serves the viewer.
         state.metrics.play_decisions.count(Some(true));
         let location = protocol_url(&base_url, proto, stream, rest)

@@ -10,7 +10,7 @@ use super::{
     ClusterSummary,
 };
 use crate::api::ApiError;
-use crate::edge::{Mode, Stats};
+use crate::edge::Stats;
 use crate::registry::{
     ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal,
     Subscription, SubscriptionStatus, Tenant,
@@ -499,11 +499,7 @@ pub async fn list_nodes(
             let stats = live.as_ref().and_then(|v| v.stats.as_ref());
             NodeView {
                 connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),
-                routable: local.then(|| {
-                    live.as_ref().is_some_and(|v| {
-                        v.routable && (v.mode != Mode::Normal || routed.contains(&node.node_id))
-                    })
-                }),
+                routable: local.then(|| live.as_ref().is_some_and(|v| v.routable_given(&routed))),
                 bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
                 viewers: stats.map(Stats::viewers),
                 node_id: node.node_id,

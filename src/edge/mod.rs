@@ -276,6 +276,14 @@ pub struct EdgeView {
     pub stats: Option<Stats>,
 }
 
+impl EdgeView {
+    /// Whether the APIs report it routable, given the edges the router's last build included
+    /// (`routed_now`): an edge in `normal` mode only once the router can send viewers there.
+    pub fn routable_given(&self, routed: &std::collections::HashSet<String>) -> bool {
+        self.routable && (self.mode != Mode::Normal || routed.contains(&self.node_id))
+    }
+}
+
 /// What the other replicas are told about an edge held here: everything they need to route to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EdgeRecord {

@@ -38,36 +38,36 @@ impl Hub {
         // a change that lands in between moves it again and is seen at the next poll.
         let mut topology: Option<i64> = None;
         loop {
-            if Instant::now() >= next_poll && Instant::now() < next_reconcile {
+            if Instant::now() >= next_poll.min(next_reconcile) {
                 next_poll = Instant::now() + cfg.topology_poll;
-                match self.directory.topology_version().await {
-                    Ok(v) if topology != Some(v) => {
-                        tracing::debug!(version = v, "the topology changed; recomputing peers");
-                        next_reconcile = Instant::now();
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "could not read the topology version"),
-                }
-            }
-            if Instant::now() >= next_reconcile {
-                next_reconcile = Instant::now() + cfg.reconcile_interval;
-                next_poll = Instant::now() + cfg.topology_poll;
-                match self.directory.topology_version().await {
-                    Ok(v) => topology = Some(v),
-                    // Recomputed at the next poll that reads it.
-                    Err(_) => topology = None,
-                }
-                match self.directory.always_on_peers(&self.me).await {
-                    Ok(list) => {
-                        always_on = list.into_iter().filter(|p| self.me < *p).collect();
-                    }
+                // Read before the peers, so it is the version they are recomputed from.
+                let version = match self.directory.topology_version().await {
+                    Ok(v) => Some(v),
                     Err(e) => {
-                        // Tried again at the next poll.
-                        topology = None;
-                        tracing::warn!(error = %e, "could not recompute the always-on peers")
+                        tracing::debug!(error = %e, "could not read the topology version");
+                        None
                     }
+                };
+                let moved = version.is_some() && version != topology;
+                if moved {
+                    tracing::debug!(?version, "the topology changed; recomputing peers");
                 }
-                self.close_unshared_inbound().await;
+                if moved || Instant::now() >= next_reconcile {
+                    next_reconcile = Instant::now() + cfg.reconcile_interval;
+                    // None when unread: the next poll that reads it recomputes.
+                    topology = version;
+                    match self.directory.always_on_peers(&self.me).await {
+                        Ok(list) => {
+                            always_on = list.into_iter().filter(|p| self.me < *p).collect();
+                        }
+                        Err(e) => {
+                            // Tried again at the next poll.
+                            topology = None;
+                            tracing::warn!(error = %e, "could not recompute the always-on peers")
+                        }
+                    }
+                    self.close_unshared_inbound().await;
+                }
             }
             peers.expire_wants();
             let mut want: HashSet<String> = HashSet::new();

@@ -14,7 +14,7 @@ use super::openapi::{Access, Documented, NoBody, Op};
 use super::params::Params;
 use super::{ApiError, Operator};
 use crate::api::{self, *};
-use crate::edge::{EdgeView, Mode};
+use crate::edge::EdgeView;
 use crate::registry::{Principal, Tenant};
 use crate::state::AppState;
 
@@ -581,7 +581,7 @@ async fn edges(State(state): State<AppState>, _op: Operator) -> Reply<EdgeList> 
     let routed = state.router.routed_now();
     let mut edges = state.edges.list();
     for edge in &mut edges {
-        edge.routable &= edge.mode != Mode::Normal || routed.contains(&edge.node_id);
+        edge.routable = edge.routable_given(&routed);
     }
     ok(EdgeList {
         cluster_id: state.config.cluster.id.clone(),

@@ -21,8 +21,8 @@ use foghorn::metrics::Metrics;
 use foghorn::proto::federation_client::FederationClient;
 use foghorn::proto::federation_server::{Federation, FederationServer};
 use foghorn::proto::{
-    peer_message, ClusterEdgeSummary, NotifyOriginPullRequest, NotifyOriginPullResponse,
-    PeerHeartbeat, PeerMessage, QueryStreamRequest, QueryStreamResponse,
+    peer_message, ArrangeOriginPullRequest, ClusterEdgeSummary, NotifyOriginPullRequest,
+    NotifyOriginPullResponse, PeerHeartbeat, PeerMessage, QueryStreamRequest, QueryStreamResponse,
 };
 use foghorn::routing::Router;
 use foghorn::wire::MAX_MESSAGE_BYTES;
@@ -133,6 +133,13 @@ impl Federation for Receiver {
     async fn notify_origin_pull(
         &self,
         _: Request<NotifyOriginPullRequest>,
+    ) -> Result<Response<NotifyOriginPullResponse>, Status> {
+        Err(Status::unimplemented("not in this bench"))
+    }
+
+    async fn arrange_origin_pull(
+        &self,
+        _: Request<ArrangeOriginPullRequest>,
     ) -> Result<Response<NotifyOriginPullResponse>, Status> {
         Err(Status::unimplemented("not in this bench"))
     }

@@ -46,7 +46,7 @@ pub struct PoolLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
-    /// `query_stream` or `notify_origin_pull`.
+    /// `query_stream`, `notify_origin_pull` or `arrange_origin_pull`.
     pub rpc: &'static str,
     /// `out` (this Foghorn called a peer) or `in` (a peer called this one).
     pub direction: &'static str,
@@ -114,7 +114,7 @@ pub struct Metrics {
     pub replication_synced: Gauge,
     /// 1 while this replica holds the cluster's leader lease.
     pub leader: Gauge,
-    /// Cross-cluster unary calls (QueryStream, NotifyOriginPull), by direction.
+    /// Cross-cluster unary calls (QueryStream, NotifyOriginPull, ArrangeOriginPull), by direction.
     pub federation_rpcs: Family<RpcLabels, Counter>,
     /// PeerChannels open now (both directions).
     pub federation_channels: Gauge,
@@ -238,7 +238,7 @@ impl Metrics {
         );
         registry.register(
             "federation_rpcs",
-            "Cross-cluster unary calls (QueryStream, NotifyOriginPull) by direction",
+            "Cross-cluster unary calls (QueryStream, NotifyOriginPull, ArrangeOriginPull) by direction",
             m.federation_rpcs.clone(),
         );
         registry.register(

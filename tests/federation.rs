@@ -99,13 +99,18 @@ fn stats(cpu_tenths: u32, streams: &[(&str, u32)]) -> foghorn::proto::EdgeMessag
 impl Edge {
     /// Enrolls an edge (standard base URL) owned by `owner` and sends its first stats.
     async fn start(server: &TestServer, owner: &str, cpu_tenths: u32) -> Edge {
+        Edge::start_at(server, owner, cpu_tenths, "").await
+    }
+
+    /// Like [`Edge::start`], with the base URL `base_url` (empty: the standard one).
+    async fn start_at(server: &TestServer, owner: &str, cpu_tenths: u32, base_url: &str) -> Edge {
         let token = server.enrollment_token(owner, 1).await;
         let mut register = register_with_token(&token);
         if let Some(edge_message::Payload::Register(Register {
             public_base_url, ..
         })) = &mut register.payload
         {
-            public_base_url.clear();
+            *public_base_url = base_url.to_string();
         }
         let mut conn = EdgeConn::open(&server.grpc_url(), register).await;
         let node_id = conn.seed().await.node_id;
@@ -743,6 +748,136 @@ async fn a_stream_live_only_on_an_unused_cluster_is_not_found() {
     assert_eq!(res.status(), 404);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found", "{body}");
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// What `server` answers an edge's `?source={stream}` (with a `push://none` fallback).
+async fn source(server: &TestServer, stream: &str) -> String {
+    http()
+        .get(server.http(&format!("/?source={stream}&fallback=push://none")))
+        .send()
+        .await
+        .expect("source")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Waits until `server` scores `peer`'s edges for the tenant of `token` (without asking for a
+/// viewer decision, which could arrange pulls).
+async fn scored(server: &TestServer, token: &str, peer: &str) {
+    eventually(WAIT, "the peer's edges are scored", || async {
+        peering(server, token, peer).await == ("open".to_string(), true)
+    })
+    .await;
+}
+
+const ARRANGE_OUT: &str =
+    "foghorn_federation_rpcs_total{rpc=\"arrange_origin_pull\",direction=\"out\"}";
+const ARRANGE_IN: &str =
+    "foghorn_federation_rpcs_total{rpc=\"arrange_origin_pull\",direction=\"in\"}";
+
+/// A viewer sent to a peer's edge that lacks the stream: the pull into the peer is arranged
+/// first. The stream is live on alpha, the viewer asks alpha, and bravo's idle edge beats alpha's
+/// loaded one: before the 307 to bravo's edge, bravo has told that edge to pull from alpha's
+/// origin, and its `?source=` answers the origin's DTSC URL. Later viewers cost no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_peer_edge_without_the_stream_arranges_the_pull_there_first() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = preferring_bravo(&alpha).await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, _) = alpha.operator().await;
+    let ea = Edge::start(&alpha, &operator, 1000).await;
+    ea.report(1000, &[(&name, 1)]).await; // the publisher, on alpha's loaded edge
+    let mut eb = Edge::start(&bravo, &operator, 0).await;
+    live_on(&alpha, &stream.id, "alpha").await;
+    scored(&alpha, &token, "bravo").await;
+    assert_eq!(source(&bravo, &name).await, "push://none");
+
+    let location = redirect(&alpha, &stream.playback_id).await;
+    assert!(location.starts_with(&eb.url("bravo")), "{location}");
+    let dtsc = format!("dtsc://edge-{}.alpha.{ROOT}:4200/{name}", ea.node_id);
+    let pull = origin_pull(eb.conn.recv().await.expect("frame"));
+    assert_eq!(pull, Some((name.clone(), dtsc.clone())));
+    assert_eq!(source(&bravo, &name).await, dtsc);
+    assert_eq!(metric(&alpha, ARRANGE_OUT).await, 1.0);
+    assert_eq!(metric(&bravo, ARRANGE_IN).await, 1.0);
+
+    // Later viewers, by redirect or JSON: the arrangement stands, no call.
+    for _ in 0..10 {
+        let location = redirect(&alpha, &stream.playback_id).await;
+        assert!(location.starts_with(&eb.url("bravo")), "{location}");
+    }
+    let json = play(&alpha, &stream.playback_id).await;
+    assert_eq!(json["primary"]["node_id"], eb.node_id.as_str(), "{json}");
+    assert_eq!(metric(&alpha, ARRANGE_OUT).await, 1.0);
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// The same with the stream live on a third cluster: alpha pulls it from charlie into its own
+/// edge, and when the viewer goes to bravo's edge instead, bravo arranges its own pull from
+/// charlie (`NotifyOriginPull`) before the 307.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_edge_pulls_a_stream_live_on_a_third_cluster_from_there() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = preferring_bravo(&alpha).await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, _) = alpha.operator().await;
+    let _ea = Edge::start(&alpha, &operator, 1000).await;
+    let mut eb = Edge::start(&bravo, &operator, 0).await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&name, 1)]).await; // the publisher, on charlie's edge
+    live_on(&alpha, &stream.id, "charlie").await;
+    scored(&alpha, &token, "bravo").await;
+
+    let location = redirect(&alpha, &stream.playback_id).await;
+    assert!(location.starts_with(&eb.url("bravo")), "{location}");
+    let dtsc = format!("dtsc://edge-{}.charlie.{ROOT}:4200/{name}", ec.node_id);
+    let pull = origin_pull(eb.conn.recv().await.expect("frame"));
+    assert_eq!(pull, Some((name.clone(), dtsc.clone())));
+    assert_eq!(source(&bravo, &name).await, dtsc);
+    assert_eq!(metric(&bravo, ARRANGE_IN).await, 1.0);
+    let notified = "foghorn_federation_rpcs_total{rpc=\"notify_origin_pull\",direction=\"in\"}";
+    assert_eq!(
+        metric(&charlie, notified).await,
+        2.0,
+        "alpha's pull and bravo's"
+    );
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// A peer that cannot pull the stream is left out: alpha's origin edge has its own base URL,
+/// outside alpha's zone, so bravo will not pull from it; the viewer goes to alpha's edge, and the
+/// refusal stands a while (no call per viewer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_pull_the_stream_is_not_chosen() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, token) = preferring_bravo(&alpha).await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, _) = alpha.operator().await;
+    let origin = "https://origin.elsewhere.test";
+    let ea = Edge::start_at(&alpha, &operator, 1000, origin).await;
+    ea.report(1000, &[(&name, 1)]).await;
+    let _eb = Edge::start(&bravo, &operator, 0).await;
+    live_on(&alpha, &stream.id, "alpha").await;
+    scored(&alpha, &token, "bravo").await;
+
+    for _ in 0..5 {
+        let location = redirect(&alpha, &stream.playback_id).await;
+        assert!(location.starts_with(origin), "{location}");
+    }
+    assert_eq!(metric(&alpha, ARRANGE_OUT).await, 1.0);
+    assert_eq!(source(&bravo, &name).await, "push://none");
     for s in [alpha, bravo, charlie] {
         s.stop().await;
     }

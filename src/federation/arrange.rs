@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::hub::Hub;
-use super::ports::{LinkError, PullAnswer, PullNotice, QueryAnswer, StreamCandidate, StreamQuery};
+use super::ports::{
+    LinkError, PullAnswer, PullNotice, QueryAnswer, RemotePull, StreamCandidate, StreamQuery,
+};
 use super::{is_peer_dtsc_url, is_valid_stream_name, peer_base_url, Origin};
 use crate::routing::{dtsc_url, Ask, Candidate, Position};
 
@@ -15,6 +17,9 @@ use crate::routing::{dtsc_url, Ask, Candidate, Position};
 const QUERY_CANDIDATES: usize = 5;
 /// How long a refused or failed arrangement stands before a viewer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a pull arranged into a peer's cluster is taken as standing without asking again: by
+/// then the peer's summaries show its edges carrying the stream.
+const REMOTE_PULL_TTL: Duration = Duration::from_secs(30);
 
 /// What the viewer path should do for a stream live on another cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +122,7 @@ impl Hub {
         if !found.live {
             return Ok(Arrangement::Local);
         }
-        self.peers.want(peer, stream);
-        if let Some(relay) = self.relay.as_ref().filter(|_| !self.leadership.is_leader()) {
-            // Only the leader dials: it opens the channel this stream needs.
-            relay.want(peer, stream);
-        }
+        self.want(peer, stream);
         let remote = || {
             found
                 .candidates
@@ -155,22 +156,140 @@ impl Hub {
             tracing::info!(%peer, %stream, reason = %answer.reason, "origin pull refused; sending the viewer to the peer's edge");
             return Ok(remote());
         }
-        let origin = Origin {
-            peer: peer.to_string(),
-            dtsc_url: answer.dtsc_url.clone(),
-            node_id: edge.node_id.to_string(),
-        };
+        self.adopt(
+            stream,
+            Origin {
+                peer: peer.to_string(),
+                dtsc_url: answer.dtsc_url,
+                node_id: edge.node_id.to_string(),
+            },
+        );
+        Ok(Arrangement::Local)
+    }
+
+    /// Keeps `peer` wanted (a channel open) while `stream` is live there.
+    fn want(&self, peer: &str, stream: &str) {
+        self.peers.want(peer, stream);
+        if let Some(relay) = self.relay.as_ref().filter(|_| !self.leadership.is_leader()) {
+            // Only the leader dials: it opens the channel this stream needs.
+            relay.want(peer, stream);
+        }
+    }
+
+    /// Takes `origin` as where this cluster's edges pull `stream` from: every replica answers
+    /// `?source=` with it (until the peer's adverts stop listing the stream), and the edge is
+    /// told to pull now (by the replica holding its control stream).
+    fn adopt(&self, stream: &str, origin: Origin) {
         self.peers.set_origin(stream, origin.clone());
-        // Every replica answers the edge's `?source=`; the one holding its control stream tells
-        // it.
         if let Some(relay) = &self.relay {
             relay.origin(stream, &origin);
         }
         let told = self
             .edge_commands
-            .origin_pull(&edge.node_id, stream, &answer.dtsc_url);
-        tracing::info!(%peer, %stream, node = %edge.node_id, source = %answer.dtsc_url, told, "cross-cluster origin pull arranged");
-        Ok(Arrangement::Local)
+            .origin_pull(&origin.node_id, stream, &origin.dtsc_url);
+        tracing::info!(peer = %origin.peer, %stream, node = %origin.node_id, source = %origin.dtsc_url, told, "cross-cluster origin pull arranged");
+    }
+
+    /// Whether viewers of `stream` may go to edges of `peer` that lack it: `Some(true)` while a
+    /// pull into `peer` arranged here stands, `Some(false)` for a moment after `peer` refused or
+    /// failed, `None` when `peer` must be asked ([`Hub::arrange_remote`]).
+    pub fn remote_pull(&self, peer: &str, stream: &str) -> Option<bool> {
+        let pulls = self.remote_pulls.lock();
+        let (at, arranged) = pulls.get(stream)?.get(peer)?;
+        let ttl = if *arranged {
+            REMOTE_PULL_TTL
+        } else {
+            RETRY_AFTER
+        };
+        (at.elapsed() < ttl).then_some(*arranged)
+    }
+
+    /// Before the first viewer of `stream` (live on cluster `live`) goes to `node`, an edge of
+    /// `peer` that lacks it: asks `peer` to arrange the pull (`ArrangeOriginPull`), giving this
+    /// cluster's origin when the stream is live here. Once per stream and peer; whether viewers
+    /// may go there is then [`Hub::remote_pull`]'s.
+    pub async fn arrange_remote(
+        &self,
+        peer: &str,
+        tenant: &str,
+        stream: &str,
+        live: &str,
+        node: &str,
+    ) -> bool {
+        if let Some(settled) = self.remote_pull(peer, stream) {
+            return settled;
+        }
+        let key = format!("{peer} {stream}");
+        let gate = self
+            .arranging
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(settled) = self.remote_pull(peer, stream) {
+            return settled; // settled while this request waited
+        }
+        let arranged = match self.ask_remote(peer, tenant, stream, live, node).await {
+            Ok(answer) if answer.accepted => true,
+            Ok(answer) => {
+                tracing::info!(%peer, %stream, reason = %answer.reason, "the peer will not pull the stream; its edges are left out for it");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%peer, %stream, error = %e, "could not arrange the pull into the peer; its edges are left out for the stream");
+                false
+            }
+        };
+        {
+            let mut pulls = self.remote_pulls.lock();
+            pulls.retain(|_, by_peer| {
+                by_peer.retain(|_, (at, ok)| {
+                    at.elapsed() < if *ok { REMOTE_PULL_TTL } else { RETRY_AFTER }
+                });
+                !by_peer.is_empty()
+            });
+            pulls
+                .entry(stream.to_string())
+                .or_default()
+                .insert(peer.to_string(), (Instant::now(), arranged));
+        }
+        self.arranging.lock().remove(&key);
+        arranged
+    }
+
+    async fn ask_remote(
+        &self,
+        peer: &str,
+        tenant: &str,
+        stream: &str,
+        live: &str,
+        node: &str,
+    ) -> Result<PullAnswer, LinkError> {
+        let source_dtsc_url = if live == self.me {
+            let snapshot = self.router.snapshot();
+            let Some(origin) = snapshot.best_source(stream, None, None, Instant::now()) else {
+                return Ok(PullAnswer {
+                    reason: format!("stream is not live on cluster {:?}", self.me),
+                    ..PullAnswer::default()
+                });
+            };
+            dtsc_url(&origin.base_url, stream)
+        } else {
+            String::new()
+        };
+        let pull = RemotePull {
+            stream: stream.to_string(),
+            tenant_id: tenant.to_string(),
+            source_cluster_id: live.to_string(),
+            source_dtsc_url,
+            destination_node_id: node.to_string(),
+        };
+        self.call(
+            "arrange_origin_pull",
+            self.link.arrange_origin_pull(peer, pull),
+        )
+        .await
     }
 
     /// The calling cluster may act for `tenant` on `stream` here: the tenant may use both
@@ -276,5 +395,103 @@ impl Hub {
                 },
             },
         )
+    }
+
+    /// Answers `caller`'s `ArrangeOriginPull`: `caller` sends viewers of a stream live on
+    /// `pull.source_cluster_id` to this cluster's edge `pull.destination_node_id`. The pull is
+    /// arranged as for a viewer here: from the caller's origin when the caller is the source,
+    /// else through the source's own `NotifyOriginPull`; the edge is told to pull and every
+    /// edge's `?source=` answers the origin.
+    pub async fn answer_arrange(
+        &self,
+        caller: &str,
+        pull: &RemotePull,
+    ) -> Result<PullAnswer, LinkError> {
+        self.count_rpc("arrange_origin_pull", "in");
+        self.check_tenant(caller, &pull.tenant_id, &pull.stream)
+            .await?;
+        let (stream, node, source) = (
+            pull.stream.as_str(),
+            pull.destination_node_id.as_str(),
+            pull.source_cluster_id.as_str(),
+        );
+        if !crate::names::is_valid_node_id(node) || !crate::config::is_valid_label(source) {
+            return Err(self.refuse(LinkError::Malformed(
+                "malformed destination node or source cluster".into(),
+            )));
+        }
+        let accepted = |dtsc_url: String| PullAnswer {
+            accepted: true,
+            dtsc_url,
+            reason: String::new(),
+        };
+        if source == self.me {
+            // Live here, as far as the caller knows: the edge pulls from this cluster's origin.
+            let snapshot = self.router.snapshot();
+            return Ok(
+                match snapshot.best_source(stream, None, None, Instant::now()) {
+                    Some(origin) => accepted(dtsc_url(&origin.base_url, stream)),
+                    None => PullAnswer {
+                        reason: format!("stream is not live on cluster {:?}", self.me),
+                        ..PullAnswer::default()
+                    },
+                },
+            );
+        }
+        let known = self.peers.origin(stream).filter(|o| o.peer == source);
+        let dtsc_url = if let Some(known) = known {
+            known.dtsc_url // arranged already (for a viewer here or another peer)
+        } else if source == caller {
+            if !is_peer_dtsc_url(&pull.source_dtsc_url, caller, &self.root) {
+                return Err(self.refuse(LinkError::Malformed(
+                    "the source DTSC URL is not on an edge of the calling cluster".into(),
+                )));
+            }
+            pull.source_dtsc_url.clone()
+        } else {
+            // A third cluster: only one the tenant may use is ever called on a peer's word.
+            if !self
+                .directory
+                .tenant_may_use_both(&pull.tenant_id, &self.me, source)
+                .await?
+            {
+                return Err(self.refuse(LinkError::Refused(format!(
+                    "the tenant may not use both cluster {:?} and cluster {source:?}",
+                    self.me
+                ))));
+            }
+            let notice = PullNotice {
+                stream: stream.to_string(),
+                tenant_id: pull.tenant_id.clone(),
+                destination_cluster_id: self.me.clone(),
+                destination_node_id: node.to_string(),
+            };
+            let answer = self
+                .call(
+                    "notify_origin_pull",
+                    self.link.notify_origin_pull(source, notice),
+                )
+                .await?;
+            if !answer.accepted || !is_peer_dtsc_url(&answer.dtsc_url, source, &self.root) {
+                return Ok(PullAnswer {
+                    reason: format!(
+                        "cluster {source:?} would not let this cluster pull: {}",
+                        answer.reason
+                    ),
+                    ..PullAnswer::default()
+                });
+            }
+            answer.dtsc_url
+        };
+        self.want(source, stream);
+        self.adopt(
+            stream,
+            Origin {
+                peer: source.to_string(),
+                dtsc_url: dtsc_url.clone(),
+                node_id: node.to_string(),
+            },
+        );
+        Ok(accepted(dtsc_url))
     }
 }

@@ -48,6 +48,9 @@ pub struct Parts {
     pub tasks: TaskTracker,
 }
 
+/// The pulls of one stream asked of peers: by peer, when, and whether the peer arranged it.
+pub(super) type RemotePulls = HashMap<String, (Instant, bool)>;
+
 /// Federation with the Foghorns of other clusters.
 #[derive(Debug)]
 pub struct Hub {
@@ -76,11 +79,13 @@ pub struct Hub {
     /// Channels peers opened here, by order of opening, with what ends each.
     pub(super) inbound: Mutex<HashMap<u64, super::channel::InboundChannel>>,
     pub(super) next_inbound: AtomicU64,
-    /// One arrangement at a time per stream.
+    /// One arrangement at a time per stream (here) or per peer and stream (into a peer).
     pub(super) arranging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Arrangements that did not end in a pull here (refused, failed), kept for a while so the
     /// viewers meanwhile cost no call: by stream, when, and the peer edge's URL if any.
     pub(super) unarranged: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    /// Pulls into peers' clusters asked for ([`Hub::arrange_remote`]), by stream.
+    pub(super) remote_pulls: Mutex<HashMap<String, RemotePulls>>,
 }
 
 impl Hub {
@@ -108,6 +113,7 @@ impl Hub {
             next_inbound: AtomicU64::new(0),
             arranging: Mutex::new(HashMap::new()),
             unarranged: Mutex::new(HashMap::new()),
+            remote_pulls: Mutex::new(HashMap::new()),
         })
     }
 

@@ -86,6 +86,18 @@ pub struct PullAnswer {
     pub reason: String,
 }
 
+/// `ArrangeOriginPull`: the calling cluster sends viewers to edge `destination_node_id` of the
+/// callee, which lacks `stream`; the callee arranges the pull from `source_cluster_id` (the
+/// caller, pulling from `source_dtsc_url`, or a third cluster it asks itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePull {
+    pub stream: String,
+    pub tenant_id: String,
+    pub source_cluster_id: String,
+    pub source_dtsc_url: String,
+    pub destination_node_id: String,
+}
+
 /// The way to other clusters' Foghorns. Calls authenticate as this cluster and end within
 /// `federation.rpc_timeout`.
 pub trait PeerLink: Send + Sync + std::fmt::Debug {
@@ -106,6 +118,12 @@ pub trait PeerLink: Send + Sync + std::fmt::Debug {
         &'a self,
         peer: &'a str,
         notice: PullNotice,
+    ) -> BoxFuture<'a, Result<PullAnswer, LinkError>>;
+
+    fn arrange_origin_pull<'a>(
+        &'a self,
+        peer: &'a str,
+        pull: RemotePull,
     ) -> BoxFuture<'a, Result<PullAnswer, LinkError>>;
 }
 

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ports::{
-    Inbound, LinkError, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, StreamCandidate,
-    StreamQuery,
+    Inbound, LinkError, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull,
+    StreamCandidate, StreamQuery,
 };
 use super::*;
 use crate::edge::{Capabilities, EdgeCommands, EdgeInfo, EdgeState, Stats};
@@ -93,6 +93,26 @@ impl PeerLink for FakeLink {
             },
         };
         Box::pin(async move { Ok(answer) })
+    }
+
+    fn arrange_origin_pull<'a>(
+        &'a self,
+        peer: &'a str,
+        pull: RemotePull,
+    ) -> BoxFuture<'a, Result<PullAnswer, LinkError>> {
+        self.calls.lock().push(format!(
+            "arrange {peer} {} from {} {}",
+            pull.destination_node_id, pull.source_cluster_id, pull.source_dtsc_url
+        ));
+        let answer = if self.fail {
+            Err(LinkError::Unavailable("down".into()))
+        } else {
+            Ok(PullAnswer {
+                accepted: self.accept,
+                ..PullAnswer::default()
+            })
+        };
+        Box::pin(async move { answer })
     }
 }
 
@@ -296,6 +316,143 @@ async fn a_failed_peer_is_not_asked_for_every_viewer() {
     tokio::time::advance(Duration::from_secs(6)).await;
     let _ = w.hub.arrange("eu", "t1", "live+a", None).await;
     assert_eq!(w.link.calls().len(), 2);
+}
+
+fn remote_pull(source: &str, dtsc_url: &str) -> RemotePull {
+    RemotePull {
+        stream: "live+a".into(),
+        tenant_id: "t1".into(),
+        source_cluster_id: source.into(),
+        source_dtsc_url: dtsc_url.into(),
+        destination_node_id: "0000000000a1".into(),
+    }
+}
+
+/// `ArrangeOriginPull` from the cluster where the stream is live: its origin is taken (only on
+/// an edge in its zone), the edge is told, `?source=` answers it, and no call is made.
+#[tokio::test(start_paused = true)]
+async fn a_peer_sending_viewers_here_gets_the_pull_from_its_origin_arranged() {
+    let w = world(
+        "us",
+        live_peer(true),
+        Directory::default(),
+        Leadership::always(),
+    );
+    let outside = "dtsc://edge-0000000000e1.ap.example.net:4200/live+a";
+    assert!(matches!(
+        w.hub
+            .answer_arrange("eu", &remote_pull("eu", outside))
+            .await,
+        Err(LinkError::Malformed(_))
+    ));
+    assert!(w.hub.peers.origin("live+a").is_none() && w.told.0.lock().is_empty());
+
+    let answer = w
+        .hub
+        .answer_arrange("eu", &remote_pull("eu", PULL_FROM))
+        .await;
+    assert_eq!(
+        answer.map(|a| (a.accepted, a.dtsc_url)),
+        Ok((true, PULL_FROM.into()))
+    );
+    let pull = (
+        "0000000000a1".to_string(),
+        "live+a".to_string(),
+        PULL_FROM.to_string(),
+    );
+    assert_eq!(*w.told.0.lock(), [pull]);
+    assert_eq!(
+        w.hub.peers.origin("live+a").map(|o| o.peer),
+        Some("eu".into())
+    );
+    assert_eq!(
+        w.hub.peers.wanted(),
+        ["eu"],
+        "wanted while the stream is live there"
+    );
+    assert!(w.link.calls().is_empty());
+}
+
+/// `ArrangeOriginPull` for a stream live on a third cluster: the pull is asked of that cluster
+/// (`NotifyOriginPull`), as for a viewer here; once arranged, another peer's ask costs no call.
+#[tokio::test(start_paused = true)]
+async fn a_pull_from_a_third_cluster_is_asked_of_it() {
+    let w = world(
+        "us",
+        live_peer(true),
+        Directory::default(),
+        Leadership::always(),
+    );
+    let answer = w.hub.answer_arrange("ap", &remote_pull("eu", "")).await;
+    assert_eq!(
+        answer.map(|a| (a.accepted, a.dtsc_url)),
+        Ok((true, PULL_FROM.into()))
+    );
+    assert_eq!(w.link.calls(), ["notify eu 0000000000a1"]);
+    let again = w.hub.answer_arrange("sa", &remote_pull("eu", "")).await;
+    assert_eq!(again.map(|a| a.accepted), Ok(true));
+    assert_eq!(w.link.calls().len(), 1, "arranged already");
+    assert_eq!(w.told.0.lock().len(), 2, "the edge is told each time");
+}
+
+/// The asking side: a peer is asked once per stream; an arrangement stands 30 s, a refusal or
+/// failure 5 s, and meanwhile no viewer costs a call.
+#[tokio::test(start_paused = true)]
+async fn a_peer_is_asked_to_pull_once_per_stream() {
+    let w = world(
+        "us",
+        live_peer(true),
+        Directory::default(),
+        Leadership::always(),
+    );
+    assert_eq!(w.hub.remote_pull("ap", "live+a"), None);
+    for _ in 0..3 {
+        assert!(
+            w.hub
+                .arrange_remote("ap", "t1", "live+a", "eu", "0000000000b1")
+                .await
+        );
+    }
+    assert_eq!(w.link.calls(), ["arrange ap 0000000000b1 from eu "]);
+    assert_eq!(w.hub.remote_pull("ap", "live+a"), Some(true));
+    assert_eq!(w.hub.remote_pull("sa", "live+a"), None, "per peer");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(w.hub.remote_pull("ap", "live+a"), None);
+
+    // Live here, with no origin edge in the snapshot: nothing to pull, no call.
+    assert!(
+        !w.hub
+            .arrange_remote("ap", "t1", "live+b", "us", "0000000000b1")
+            .await
+    );
+    assert_eq!(w.link.calls().len(), 1);
+
+    let refusing = world(
+        "us",
+        live_peer(false),
+        Directory::default(),
+        Leadership::always(),
+    );
+    assert!(
+        !refusing
+            .hub
+            .arrange_remote("ap", "t1", "live+a", "eu", "0000000000b1")
+            .await
+    );
+    assert!(
+        !refusing
+            .hub
+            .arrange_remote("ap", "t1", "live+a", "eu", "0000000000b1")
+            .await
+    );
+    assert_eq!(refusing.link.calls().len(), 1);
+    assert_eq!(refusing.hub.remote_pull("ap", "live+a"), Some(false));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        refusing.hub.remote_pull("ap", "live+a"),
+        None,
+        "asked again after 5 s"
+    );
 }
 
 fn received(frame: Frame) -> Result<Received, LinkError> {

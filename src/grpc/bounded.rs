@@ -24,6 +24,7 @@ const SINGLE_MESSAGE: &[&str] = &[
     "/foghorn.v1.EdgeProvisioning/PreRegisterEdge",
     "/foghorn.v1.Federation/QueryStream",
     "/foghorn.v1.Federation/NotifyOriginPull",
+    "/foghorn.v1.Federation/ArrangeOriginPull",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];

@@ -1,5 +1,5 @@
 //! `foghorn.v1.Federation` over gRPC (DESIGN.md §7): the server side of PeerChannels,
-//! `QueryStream` and `NotifyOriginPull`, and the client ([`GrpcPeerLink`]) that federation dials
+//! `QueryStream`, `NotifyOriginPull` and `ArrangeOriginPull`, and the client ([`GrpcPeerLink`]) that federation dials
 //! peers with. Both only authenticate, convert ([`crate::wire`]) and call [`crate::federation`].
 //!
 //! Every call carries the caller's cluster id and its peer credential in metadata; the callee
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::edge::EdgeCommands;
 use crate::federation::ports::{
-    Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, StreamQuery,
+    Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull, StreamQuery,
 };
 use crate::federation::{Closing, LinkError, PeerLink};
 use crate::names::Zone;
@@ -204,6 +204,21 @@ impl Federation for FederationService {
         let answer = state
             .federation
             .answer_pull(&caller, &notice)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::pull_to_proto(answer)))
+    }
+
+    async fn arrange_origin_pull(
+        &self,
+        request: Request<proto::ArrangeOriginPullRequest>,
+    ) -> Result<Response<proto::NotifyOriginPullResponse>, Status> {
+        let state = &self.state;
+        let caller = authenticate(state, request.metadata()).await?;
+        let pull = wire::remote_pull_from_proto(request.into_inner());
+        let answer = state
+            .federation
+            .answer_arrange(&caller, &pull)
             .await
             .map_err(status)?;
         Ok(Response::new(wire::pull_to_proto(answer)))
@@ -402,6 +417,22 @@ impl PeerLink for GrpcPeerLink {
             let request = self.authed(peer, wire::notice_to_proto(notice)).await?;
             let answer = client
                 .notify_origin_pull(request)
+                .await
+                .map_err(link_error)?;
+            Ok(wire::pull_from_proto(answer.into_inner()))
+        })
+    }
+
+    fn arrange_origin_pull<'a>(
+        &'a self,
+        peer: &'a str,
+        pull: RemotePull,
+    ) -> BoxFuture<'a, Result<PullAnswer, LinkError>> {
+        Box::pin(async move {
+            let mut client = self.client_for(peer).await?;
+            let request = self.authed(peer, wire::remote_pull_to_proto(pull)).await?;
+            let answer = client
+                .arrange_origin_pull(request)
                 .await
                 .map_err(link_error)?;
             Ok(wire::pull_from_proto(answer.into_inner()))

@@ -27,7 +27,9 @@ use crate::edge::per_viewer_estimate;
 use crate::federation::Arrangement;
 use crate::metrics::DecisionCounters;
 use crate::registry::{IngestVerdict, Resolved};
-use crate::routing::{host_of, Ask, Candidate, Parts, Pick, Snapshot, RTMP_PORT, SRT_PORT};
+use crate::routing::{
+    host_of, Ask, Candidate, Parts, Pick, Position, Snapshot, RTMP_PORT, SRT_PORT,
+};
 use crate::state::AppState;
 
 /// Primary plus up to four fallbacks.
@@ -244,6 +246,66 @@ async fn cross_cluster(
     })
 }
 
+/// Whether a viewer of `resolved` may be sent to `c` now: this cluster's edges, a peer's edge
+/// that carries the stream (or any edge of the cluster where it is live, or of any cluster while
+/// it is live nowhere), and a peer's edge without it once the pull into its cluster stands.
+/// `None`: that pull must be arranged first ([`settle`]); `Some(false)`: the peer refused a
+/// moment ago.
+fn reachable(state: &AppState, resolved: &Resolved, c: &Candidate) -> Option<bool> {
+    let stream = resolved.internal_name.as_str();
+    if !c.remote || c.stream(stream).is_some() {
+        return Some(true);
+    }
+    match resolved.live_cluster_id.as_deref() {
+        Some(live) if live != &*c.cluster_id => state.federation.remote_pull(&c.cluster_id, stream),
+        _ => Some(true),
+    }
+}
+
+/// `picks` (the best `k` for a viewer of `resolved`), once their first may receive the viewer:
+/// when it is a peer's edge without the stream, the peer is asked to arrange the pull into it
+/// first (once per stream and peer, [`crate::federation::Hub::arrange_remote`]); a peer that
+/// will not is left out and the viewer decided again without it. Only for a remote first pick,
+/// off the common path.
+async fn settle(
+    state: &AppState,
+    snapshot: &Snapshot,
+    resolved: &Resolved,
+    position: Option<Position>,
+    k: usize,
+    mut picks: Vec<Pick>,
+    now: Instant,
+) -> Vec<Pick> {
+    let stream = resolved.internal_name.as_str();
+    let mut clusters: Vec<std::sync::Arc<str>> = resolved.usable_clusters.to_vec();
+    // Every round but the last leaves one peer out: once none is left, the pick is local.
+    for _ in 0..=clusters.len() {
+        let Some(c) = picks.first().map(|p| snapshot.candidate(p)) else {
+            break;
+        };
+        let ready = match (reachable(state, resolved, c), &resolved.live_cluster_id) {
+            (Some(ready), _) => ready,
+            (None, Some(live)) => {
+                state
+                    .federation
+                    .arrange_remote(&c.cluster_id, &resolved.tenant_id, stream, live, &c.node_id)
+                    .await
+            }
+            (None, None) => true,
+        };
+        if ready {
+            break;
+        }
+        clusters.retain(|id| **id != *c.cluster_id);
+        let ask = Ask::Viewer {
+            stream,
+            remote_clusters: &clusters,
+        };
+        picks = snapshot.decide(position, ask, k, now);
+    }
+    picks
+}
+
 async fn play_json(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
@@ -266,13 +328,22 @@ async fn play_json(
     let snapshot = state.router.snapshot();
     let stream = resolved.internal_name.as_str();
     let now = Instant::now();
-    let picks = snapshot.decide(
-        viewer.position,
-        viewing(&resolved),
-        if explain { EXPLAIN } else { CHOICES },
-        now,
-    );
-    let primary = chosen(&snapshot, picks.first(), &state.metrics.play_json_decisions)?;
+    let k = if explain { EXPLAIN } else { CHOICES };
+    let mut picks = snapshot.decide(viewer.position, viewing(&resolved), k, now);
+    if picks.first().is_some_and(|p| snapshot.candidate(p).remote) {
+        picks = settle(&state, &snapshot, &resolved, viewer.position, k, picks, now).await;
+    }
+    // Fallbacks too: none on a peer's edge that could not get the stream yet.
+    let usable: Vec<&Pick> = picks
+        .iter()
+        .filter(|p| reachable(&state, &resolved, snapshot.candidate(p)) == Some(true))
+        .take(CHOICES)
+        .collect();
+    let primary = chosen(
+        &snapshot,
+        usable.first().copied(),
+        &state.metrics.play_json_decisions,
+    )?;
     // An operator's diagnostic must not change what it observes: explain charges nothing.
     let returning = q.get(SESSION_PARAM);
     let session = if explain {
@@ -280,9 +351,8 @@ async fn play_json(
     } else {
         debit(&snapshot, primary, stream, returning.as_deref(), now)
     };
-    let choices: Vec<EdgeChoice> = picks
+    let choices: Vec<EdgeChoice> = usable
         .iter()
-        .take(CHOICES)
         .map(|p| choice(snapshot.candidate(p), &p.parts, stream, &session))
         .collect();
     let mut body = json!({
@@ -390,7 +460,19 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     }
     let snapshot = state.router.snapshot();
     let now = Instant::now();
-    let best = snapshot.decide_best(viewer.position, viewing(&resolved), now);
+    let mut best = snapshot.decide_best(viewer.position, viewing(&resolved), now);
+    if let Some(remote) = best.filter(|p| snapshot.candidate(p).remote) {
+        let picks = settle(
+            state,
+            &snapshot,
+            &resolved,
+            viewer.position,
+            1,
+            vec![remote],
+            now,
+        );
+        best = picks.await.first().copied();
+    }
     let picked = chosen(&snapshot, best.as_ref(), &state.metrics.play_decisions)?;
     let edge = picked.1;
     let returning = q.get(SESSION_PARAM);

@@ -11,7 +11,9 @@ pub use summary::{
     MAX_STREAM_NAMES,
 };
 
-use crate::federation::ports::{PullAnswer, PullNotice, QueryAnswer, StreamCandidate, StreamQuery};
+use crate::federation::ports::{
+    PullAnswer, PullNotice, QueryAnswer, RemotePull, StreamCandidate, StreamQuery,
+};
 use crate::federation::{is_valid_stream_name, Frame, MAX_ADVERT};
 use crate::proto::{self, peer_message::Payload, PeerMessage};
 use crate::routing::Position;
@@ -165,6 +167,26 @@ pub fn notice_from_proto(n: proto::NotifyOriginPullRequest) -> PullNotice {
         tenant_id: n.tenant_id,
         destination_cluster_id: n.destination_cluster_id,
         destination_node_id: n.destination_node_id,
+    }
+}
+
+pub fn remote_pull_to_proto(p: RemotePull) -> proto::ArrangeOriginPullRequest {
+    proto::ArrangeOriginPullRequest {
+        stream: p.stream,
+        tenant_id: p.tenant_id,
+        source_cluster_id: p.source_cluster_id,
+        source_dtsc_url: p.source_dtsc_url,
+        destination_node_id: p.destination_node_id,
+    }
+}
+
+pub fn remote_pull_from_proto(p: proto::ArrangeOriginPullRequest) -> RemotePull {
+    RemotePull {
+        stream: p.stream,
+        tenant_id: p.tenant_id,
+        source_cluster_id: p.source_cluster_id,
+        source_dtsc_url: p.source_dtsc_url,
+        destination_node_id: p.destination_node_id,
     }
 }
 

@@ -123,6 +123,14 @@ impl Edge {
         self.conn.send(stats(cpu_tenths, streams)).await;
     }
 
+    /// Waits until `server`'s routing holds this edge (`token`: an operator's).
+    async fn routable(&self, server: &TestServer, token: &str) {
+        eventually(WAIT, "the edge is routable", || {
+            server.routable(token, &self.node_id)
+        })
+        .await;
+    }
+
     fn url(&self, cluster: &str) -> String {
         format!("https://edge-{}.{cluster}.{ROOT}", self.node_id)
     }
@@ -789,11 +797,12 @@ async fn a_redirect_to_a_peer_edge_without_the_stream_arranges_the_pull_there_fi
     let (t, token) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let name = stream.internal_name.clone();
-    let (operator, _) = alpha.operator().await;
+    let (operator, op) = alpha.operator().await;
     let ea = Edge::start(&alpha, &operator, 1000).await;
     ea.report(1000, &[(&name, 1)]).await; // the publisher, on alpha's loaded edge
     let mut eb = Edge::start(&bravo, &operator, 0).await;
     live_on(&alpha, &stream.id, "alpha").await;
+    ea.routable(&alpha, &op).await;
     scored(&alpha, &token, "bravo").await;
     assert_eq!(source(&bravo, &name).await, "push://none");
 
@@ -829,12 +838,15 @@ async fn a_peer_edge_pulls_a_stream_live_on_a_third_cluster_from_there() {
     subscribe(&alpha, &t, "charlie").await;
     let (stream, _) = alpha.stream(&t).await;
     let name = stream.internal_name.clone();
-    let (operator, _) = alpha.operator().await;
-    let _ea = Edge::start(&alpha, &operator, 1000).await;
+    let (operator, op) = alpha.operator().await;
+    let ea = Edge::start(&alpha, &operator, 1000).await;
     let mut eb = Edge::start(&bravo, &operator, 0).await;
-    let ec = Edge::start(&charlie, &operator, 100).await;
-    ec.report(100, &[(&name, 1)]).await; // the publisher, on charlie's edge
+    // The publisher, on charlie's edge: busier than bravo's by more than its stream bonus, so
+    // bravo's edge wins once alpha scores charlie's too.
+    let ec = Edge::start(&charlie, &operator, 300).await;
+    ec.report(300, &[(&name, 1)]).await;
     live_on(&alpha, &stream.id, "charlie").await;
+    ea.routable(&alpha, &op).await; // else alpha, with no edge for the pull, sends it to charlie
     scored(&alpha, &token, "bravo").await;
 
     let location = redirect(&alpha, &stream.playback_id).await;
@@ -864,12 +876,13 @@ async fn a_peer_that_cannot_pull_the_stream_is_not_chosen() {
     let (t, token) = preferring_bravo(&alpha).await;
     let (stream, _) = alpha.stream(&t).await;
     let name = stream.internal_name.clone();
-    let (operator, _) = alpha.operator().await;
+    let (operator, op) = alpha.operator().await;
     let origin = "https://origin.elsewhere.test";
     let ea = Edge::start_at(&alpha, &operator, 1000, origin).await;
     ea.report(1000, &[(&name, 1)]).await;
     let _eb = Edge::start(&bravo, &operator, 0).await;
     live_on(&alpha, &stream.id, "alpha").await;
+    ea.routable(&alpha, &op).await;
     scored(&alpha, &token, "bravo").await;
 
     for _ in 0..5 {

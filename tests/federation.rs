@@ -805,6 +805,22 @@ async fn a_redirect_to_a_peer_edge_without_the_stream_arranges_the_pull_there_fi
     ea.routable(&alpha, &op).await;
     scored(&alpha, &token, "bravo").await;
     assert_eq!(source(&bravo, &name).await, "push://none");
+    // An operator's explain shows where the viewer would go, and arranges nothing.
+    let explain = alpha.http(&format!("/play/{}?explain=1", stream.playback_id));
+    eventually(WAIT, "explain shows bravo's edge first", || async {
+        let explained: Value = http()
+            .get(&explain)
+            .bearer_auth(&op)
+            .send()
+            .await
+            .expect("explain")
+            .json()
+            .await
+            .expect("json");
+        explained["primary"]["node_id"] == eb.node_id.as_str()
+    })
+    .await;
+    assert_eq!(metric(&alpha, ARRANGE_OUT).await, 0.0);
 
     let location = redirect(&alpha, &stream.playback_id).await;
     assert!(location.starts_with(&eb.url("bravo")), "{location}");

@@ -330,13 +330,15 @@ async fn play_json(
     let now = Instant::now();
     let k = if explain { EXPLAIN } else { CHOICES };
     let mut picks = snapshot.decide(viewer.position, viewing(&resolved), k, now);
-    if picks.first().is_some_and(|p| snapshot.candidate(p).remote) {
+    // An operator's diagnostic must not change what it observes: explain arranges no pull.
+    if !explain && picks.first().is_some_and(|p| snapshot.candidate(p).remote) {
         picks = settle(&state, &snapshot, &resolved, viewer.position, k, picks, now).await;
     }
-    // Fallbacks too: none on a peer's edge that could not get the stream yet.
+    // Fallbacks too: none on a peer's edge that could not get the stream yet (explain shows
+    // the ranking as a viewer's request would start from it).
     let usable: Vec<&Pick> = picks
         .iter()
-        .filter(|p| reachable(&state, &resolved, snapshot.candidate(p)) == Some(true))
+        .filter(|p| explain || reachable(&state, &resolved, snapshot.candidate(p)) == Some(true))
         .take(CHOICES)
         .collect();
     let primary = chosen(

@@ -564,15 +564,7 @@ async fn on_demand_origin_pull_then_no_more_calls_then_close() {
     let dtsc = format!("dtsc://edge-{}.charlie.{ROOT}:4200/{name}", ec.node_id);
     let pull = origin_pull(ea.conn.recv().await.expect("frame"));
     assert_eq!(pull, Some((name.clone(), dtsc.clone())));
-    let source = http()
-        .get(alpha.http(&format!("/?source={name}")))
-        .send()
-        .await
-        .expect("source")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(source, dtsc);
+    assert_eq!(source(&alpha, &name).await, dtsc);
     let out = "foghorn_federation_rpcs_total{rpc=\"query_stream\",direction=\"out\"}";
     let notify = "foghorn_federation_rpcs_total{rpc=\"notify_origin_pull\",direction=\"out\"}";
     assert_eq!(metric(&alpha, out).await, 1.0);
@@ -603,15 +595,7 @@ async fn on_demand_origin_pull_then_no_more_calls_then_close() {
         peering(&alpha, &token, "charlie").await,
         ("none".into(), false)
     );
-    let source = http()
-        .get(alpha.http(&format!("/?source={name}&fallback=push://x")))
-        .send()
-        .await
-        .expect("source")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(source, "push://x");
+    assert_eq!(source(&alpha, &name).await, "push://none");
     for s in [alpha, bravo, charlie] {
         s.stop().await;
     }

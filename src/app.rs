@@ -16,7 +16,7 @@ use crate::geoip::GeoIp;
 use crate::leadership::Leadership;
 use crate::logging::redact;
 use crate::metrics::Metrics;
-use crate::registry::{now_ms, ClusterUtilization, PlaybackCache, Registry};
+use crate::registry::{now_ms, CellReport, ClusterUtilization, PlaybackCache, Registry};
 use crate::replicas::{Lease, RedisLink, Replication};
 use crate::routing::Router;
 use crate::state::{AppState, Shared};
@@ -193,7 +193,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }));
 
     let background = &state.background;
-    background.spawn(publish_load(state.clone(), shutdown.child_token()));
+    let started_at = now_ms();
+    background.spawn(publish_load(
+        state.clone(),
+        started_at,
+        shutdown.child_token(),
+    ));
     background.spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
 
     let http_listener = crate::net::listen(config.server.http_addr)
@@ -212,6 +217,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .set_cluster_endpoint(&config.cluster.id, &endpoint)
         .await
         .context("publishing this cluster's gRPC address and CA")?;
+    // Live as a cell from the start: private clusters may be assigned to it at once.
+    state
+        .registry
+        .report_cell(&cell_report(&state, started_at))
+        .await
+        .context("reporting this Foghorn's cell")?;
     background.spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
     background.spawn(federation.clone().feed(shutdown.child_token()));
     background.spawn(federation.supervise(shutdown.child_token()));
@@ -304,15 +315,32 @@ impl Server {
     }
 }
 
-/// Publishes this cluster's live load to the registry every `cluster.report_interval` while this
-/// replica leads, so the marketplaces served by other clusters' Foghorns show it.
-async fn publish_load(state: AppState, stop: CancellationToken) {
+/// What this replica reports of its cell (the deployment named by its home cluster).
+fn cell_report(state: &AppState, started_at: i64) -> CellReport<'_> {
+    CellReport {
+        id: &state.config.cluster.id,
+        edges: i64::try_from(state.edges.utilization().edges).unwrap_or(i64::MAX),
+        started_at,
+    }
+}
+
+/// Every `cluster.report_interval`: reports the cell (from every replica, so the cell stays live
+/// while any is), and, while this replica leads, publishes the cluster's live load to the
+/// registry, so the marketplaces served by other clusters' Foghorns show it.
+async fn publish_load(state: AppState, started_at: i64, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.cluster.report_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Err(e) = state
+            .registry
+            .report_cell(&cell_report(&state, started_at))
+            .await
+        {
+            tracing::debug!(error = %e, "could not report the cell");
         }
         if !state.leadership.is_leader() {
             continue;

@@ -1344,11 +1344,154 @@ async fn openapi_matches_routes(db: Db) {
     server.stop().await;
 }
 
+/// A private cluster goes to a live Foghorn cell: this server's own (the cell reports itself),
+/// one asked for by id or by region when it is live, never one that is not (503, nothing
+/// created). The answer names the cell's addresses and the exact provision command.
+async fn private_clusters_go_to_a_live_cell(db: Db) {
+    let server = TestServer::start_with(db, |c| {
+        c.cluster.report_interval = Duration::from_millis(200);
+    })
+    .await;
+    let registry = server.registry();
+    eventually(
+        Duration::from_secs(10),
+        "this Foghorn reports its cell",
+        || async {
+            registry
+                .live_cells()
+                .await
+                .expect("cells")
+                .iter()
+                .any(|c| c.id() == "test" && c.hosts_private)
+        },
+    )
+    .await;
+    let (owner_id, owner) = tenant(&server, "Owner", Role::Tenant).await;
+
+    let (status, created) = owner
+        .post("/private-clusters", json!({ "name": "Home Lab" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["cluster"]["id"].as_str().expect("id").to_string();
+    let grpc = registry
+        .cluster("test")
+        .await
+        .expect("cluster")
+        .expect("exists")
+        .grpc_addr;
+    assert!(!grpc.is_empty(), "the Foghorn publishes its gRPC address");
+    assert_eq!(created["foghorn"]["cell"], "test", "{created}");
+    assert_eq!(created["foghorn"]["grpc_addr"], grpc.as_str());
+    assert_eq!(
+        created["foghorn"]["viewer_url"],
+        format!("https://foghorn.{id}.example.net")
+    );
+    let secret = created["enrollment_token"]["token"]
+        .as_str()
+        .expect("token");
+    assert_eq!(
+        created["enrollment_token"]["provision_command"],
+        format!("frameworks edge provision --foghorn {grpc} --enrollment-token {secret} --ssh user@host")
+    );
+    assert_eq!(
+        registry.serving_cell(&id).await.expect("cell"),
+        Some("test".into())
+    );
+    assert_eq!(
+        registry.serving_cell("test").await.expect("cell"),
+        Some("test".into())
+    );
+    assert_eq!(
+        registry.cell_clusters("test").await.expect("served"),
+        std::slice::from_ref(&id)
+    );
+    // Later tokens of the cluster name the same Foghorn.
+    let (status, token) = owner
+        .post(&format!("/clusters/{id}/enrollment-tokens"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{token}");
+    assert!(token["provision_command"]
+        .as_str()
+        .expect("command")
+        .starts_with(&format!("frameworks edge provision --foghorn {grpc} ")));
+
+    // Another live cell, in region "us": asked by id, or by region.
+    cluster(
+        &server,
+        NewCluster {
+            region: "us".into(),
+            grpc_addr: "https://foghorn.far.example.net:18019".into(),
+            ..platform("far")
+        },
+    )
+    .await;
+    let report = foghorn::registry::CellReport {
+        id: "far",
+        edges: 5,
+        started_at: 1,
+    };
+    registry.report_cell(&report).await.expect("report");
+    for body in [
+        json!({ "name": "By Id", "cell": "far" }),
+        json!({ "name": "By Region", "region": "US" }),
+    ] {
+        let (status, created) = owner.post("/private-clusters", body.clone()).await;
+        assert_eq!(status, 201, "{body}: {created}");
+        assert_eq!(created["foghorn"]["cell"], "far", "{body}: {created}");
+        assert_eq!(
+            created["foghorn"]["grpc_addr"],
+            "https://foghorn.far.example.net:18019"
+        );
+    }
+    // Without a hint: the cell with fewer edges (this one has none).
+    let (_, created) = owner
+        .post("/private-clusters", json!({ "name": "Any" }))
+        .await;
+    assert_eq!(created["foghorn"]["cell"], "test", "{created}");
+
+    // A cell that is not live (or not a cell at all): 503, and nothing is created.
+    let owned = || async {
+        registry
+            .usable_clusters(&owner_id)
+            .await
+            .expect("clusters")
+            .len()
+    };
+    let before = owned().await;
+    for cell in ["gone", "eu-west"] {
+        let (status, body) = owner
+            .post(
+                "/private-clusters",
+                json!({ "name": "Nowhere", "cell": cell }),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(error_code(&body), "unavailable");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains(cell),
+            "{body}"
+        );
+    }
+    assert_eq!(owned().await, before, "nothing half-created");
+    let (status, body) = owner
+        .post(
+            "/private-clusters",
+            json!({ "name": "Bad", "cell": "Not A Cell!" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    server.stop().await;
+}
+
 on_both!(
     browse_connect_prefer_stream,
     approval_flow,
     invites,
     private_cluster_enrollment,
+    private_clusters_go_to_a_live_cell,
     billing_tier_moves_the_official_cluster,
     isolation_and_bad_input,
     bodies_are_objects_of_known_fields,

@@ -12,9 +12,10 @@ use super::{
 use crate::api::ApiError;
 use crate::edge::Stats;
 use crate::registry::{
-    ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken, NewPrivateCluster, Principal,
-    Subscription, SubscriptionStatus, Tenant,
+    choose_cell, Cell, ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken,
+    NewPrivateCluster, Placement, Principal, Subscription, SubscriptionStatus, Tenant,
 };
+use crate::routing::Position;
 use crate::state::AppState;
 
 /// Default lifetime of an enrollment token (DESIGN.md §3).
@@ -306,8 +307,12 @@ pub async fn revoke_invite(
 pub struct CreatePrivateCluster {
     /// Display name; the cluster id is derived from it.
     pub name: String,
+    /// A region label; Foghorn cells whose home cluster is in this region serve it first.
     pub region: Option<String>,
     pub description: Option<String>,
+    /// The Foghorn cell to serve it (a cell is named by its home cluster's id); by default the
+    /// live cell nearest to you.
+    pub cell: Option<String>,
 }
 
 /// An enrollment token as listed (never the secret).
@@ -345,14 +350,37 @@ pub struct EnrollmentTokenCreated {
     pub provision_command: String,
 }
 
-fn token_created(token: &EnrollmentToken, secret: String) -> EnrollmentTokenCreated {
+/// `foghorn` names where the edges dial (the serving cell's gRPC address) when it is known.
+fn token_created(
+    token: &EnrollmentToken,
+    secret: String,
+    foghorn: Option<&str>,
+) -> EnrollmentTokenCreated {
+    let foghorn = foghorn
+        .filter(|a| !a.is_empty())
+        .map(|a| format!("--foghorn {a} "))
+        .unwrap_or_default();
     EnrollmentTokenCreated {
         enrollment_token: EnrollmentTokenView::from(token),
         provision_command: format!(
-            "frameworks edge provision --enrollment-token {secret} --ssh user@host"
+            "frameworks edge provision {foghorn}--enrollment-token {secret} --ssh user@host"
         ),
         token: secret,
     }
+}
+
+/// The Foghorn cell serving a cluster, and where to reach it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServingCell {
+    /// The cell: its home cluster's id.
+    pub cell: String,
+    /// Where the cluster's edges dial (gRPC: Helmsman control and enrollment).
+    pub grpc_addr: String,
+    /// The cell's HTTP address as its operator published it (may be empty).
+    pub http_url: String,
+    /// Where the cluster's viewers are sent once its DNS name resolves:
+    /// `https://foghorn.{cluster}.{root}`.
+    pub viewer_url: String,
 }
 
 /// The answer to `POST /private-clusters`.
@@ -360,17 +388,54 @@ fn token_created(token: &EnrollmentToken, secret: String) -> EnrollmentTokenCrea
 pub struct PrivateClusterCreated {
     pub cluster: ClusterSummary,
     pub subscription: SubscriptionView,
+    /// The Foghorn cell that serves the cluster.
+    pub foghorn: ServingCell,
     pub enrollment_token: EnrollmentTokenCreated,
 }
 
+/// The region of the tenant's preferred cluster (else its official one): where its viewers are,
+/// as far as the registry knows.
+async fn home_region(state: &AppState, tenant_id: &str) -> Result<Option<String>, ApiError> {
+    let Some(tenant) = state.registry.tenant(tenant_id).await? else {
+        return Ok(None);
+    };
+    let home = tenant
+        .preferred_cluster_id
+        .unwrap_or(tenant.official_cluster_id);
+    Ok(state.registry.cluster(&home).await?.map(|c| c.region))
+}
+
 /// `POST /private-clusters`, `create_private_cluster`: the cluster, the owner subscription and a
-/// first enrollment token, in one transaction.
+/// first enrollment token, in one transaction, assigned to a live Foghorn cell: the one asked
+/// for, else one in the asked region, else the nearest to `near` (the caller's position, from
+/// GeoIP), else one in the region of the tenant's preferred cluster; ties go to the cell with
+/// fewer edges, then the older. No live cell takes it: 503, nothing created.
 pub async fn create_private_cluster(
     state: &AppState,
     caller: &Principal,
     input: CreatePrivateCluster,
+    near: Option<Position>,
 ) -> Result<PrivateClusterCreated, ApiError> {
     let expires_at = parse_ttl(None, ENROLLMENT_TTL)?;
+    if let Some(cell) = &input.cell {
+        check_cluster_id(cell)?;
+    }
+    let cells = state.registry.live_cells().await?;
+    let placement = Placement {
+        cell: input.cell.clone(),
+        region: input.region.clone(),
+        near,
+        fallback_region: home_region(state, &caller.tenant_id).await?,
+    };
+    let cell: Cell = choose_cell(&cells, &placement).cloned().ok_or_else(|| {
+        ApiError::Unavailable(match &input.cell {
+            Some(cell) => format!(
+                "Foghorn cell {cell:?} is not live or does not take private clusters; \
+                 leave `cell` out to get the nearest one"
+            ),
+            None => "no live Foghorn cell takes private clusters right now; retry later".into(),
+        })
+    })?;
     let created = state
         .registry
         .create_private_cluster(&NewPrivateCluster {
@@ -379,12 +444,25 @@ pub async fn create_private_cluster(
             region: input.region.unwrap_or_default(),
             description: input.description.unwrap_or_default(),
             enrollment_expires_at: expires_at,
+            cell_id: cell.id().to_string(),
         })
         .await?;
+    let zone = crate::names::Zone::new(&created.cluster.id, &state.config.cluster.root_domain);
+    let foghorn = ServingCell {
+        cell: cell.id().to_string(),
+        grpc_addr: cell.home.grpc_addr.clone(),
+        http_url: cell.home.http_url.clone(),
+        viewer_url: format!("https://{}", zone.foghorn_host()),
+    };
     Ok(PrivateClusterCreated {
         cluster: ClusterSummary::of(&created.cluster, &caller.tenant_id),
         subscription: SubscriptionView::from(&created.subscription),
-        enrollment_token: token_created(&created.enrollment_token, created.enrollment_secret),
+        enrollment_token: token_created(
+            &created.enrollment_token,
+            created.enrollment_secret,
+            Some(&foghorn.grpc_addr),
+        ),
+        foghorn,
     })
 }
 
@@ -442,7 +520,16 @@ pub async fn create_enrollment_token(
         expected_cidr,
     };
     let (token, secret) = state.registry.create_enrollment_token(&new).await?;
-    Ok(token_created(&token, secret))
+    let foghorn = serving_grpc(state, &cluster.id).await?;
+    Ok(token_created(&token, secret, foghorn.as_deref()))
+}
+
+/// Where the edges of `cluster` dial: its serving cell's published gRPC address, if any.
+async fn serving_grpc(state: &AppState, cluster: &str) -> Result<Option<String>, ApiError> {
+    let Some(cell) = state.registry.serving_cell(cluster).await? else {
+        return Ok(None);
+    };
+    Ok(state.registry.cluster(&cell).await?.map(|c| c.grpc_addr))
 }
 
 impl CreateEnrollmentToken {

@@ -281,7 +281,8 @@ impl Tools {
         parts: Parts,
         Parameters(input): Parameters<CreatePrivateCluster>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(api::create_private_cluster(&self.state, caller(&parts)?, input).await)
+        let near = super::viewer::Viewer::position_of(&self.state, &parts.0);
+        reply(api::create_private_cluster(&self.state, caller(&parts)?, input, near).await)
     }
 
     #[tool(

@@ -31,6 +31,17 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Where the caller is (GeoIP of its address), if known.
+pub struct Near(pub Option<crate::routing::Position>);
+
+impl FromRequestParts<AppState> for Near {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Near(super::viewer::Viewer::position_of(state, parts)))
+    }
+}
+
 /// A JSON request body: `application/json` (or no content type, or JSON sent as a form the way
 /// `curl -d` does), at most `server.max_body_bytes` arriving within `server.body_timeout`
 /// ([`super::body::read`]), read by the rules of [`crate::api::input`]
@@ -516,9 +527,10 @@ async fn network(State(state): State<AppState>, Caller(caller): Caller) -> Reply
 async fn private_cluster(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    Near(near): Near,
     Body(input): Body<CreatePrivateCluster>,
 ) -> Reply<PrivateClusterCreated> {
-    created(api::create_private_cluster(&state, &caller, input).await?)
+    created(api::create_private_cluster(&state, &caller, input, near).await?)
 }
 
 async fn enrollment_token(

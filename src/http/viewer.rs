@@ -65,6 +65,19 @@ fn coordinates(lat: &str, lon: &str) -> Result<Position, String> {
 }
 
 impl Viewer {
+    /// Where the client of a request is, from GeoIP of its address (as trusted proxies forward
+    /// it), for placing what an API caller creates near it; `None` when unknown.
+    pub fn position_of(state: &AppState, parts: &axum::http::request::Parts) -> Option<Position> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()?
+            .0;
+        let no_query = Params::parse("").ok()?;
+        Viewer::of(state, peer, &parts.headers, &no_query)
+            .ok()?
+            .position
+    }
+
     /// [`Viewer::from_request`] with the server's trusted proxies and GeoIP database.
     pub fn of<H: Headers + ?Sized>(
         state: &AppState,

@@ -73,6 +73,8 @@ pub struct NewPrivateCluster {
     pub description: String,
     /// Expiry of the first enrollment token, Unix milliseconds.
     pub enrollment_expires_at: i64,
+    /// The cell that will serve it ([`super::choose_cell`]).
+    pub cell_id: String,
 }
 
 /// A private cluster just created: the cluster, the owner's subscription and the first enrollment
@@ -86,7 +88,7 @@ pub struct PrivateCluster {
 }
 
 /// `CLUSTER_COLUMNS` qualified with the alias `c`, for queries that join.
-fn cluster_columns_of_c() -> String {
+pub(super) fn cluster_columns_of_c() -> String {
     CLUSTER_COLUMNS
         .split(',')
         .map(|col| format!("c.{}", col.trim()))
@@ -381,6 +383,11 @@ impl Registry {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         insert_cluster(&mut tx, &cluster, false, now).await?;
+        sqlx::query("UPDATE clusters SET cell_id = $1 WHERE id = $2")
+            .bind(&new.cell_id)
+            .bind(&cluster.id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO subscriptions (tenant_id, cluster_id, status, requested_at, decided_at, \
              decided_by) VALUES ($1, $2, 'active', $3, $3, $1)",

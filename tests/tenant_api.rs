@@ -684,9 +684,15 @@ async fn private_cluster_enrollment(db: Db) {
         format!("edge-{node_id}.{id}.example.net")
     );
     assert_eq!(reserved.pool_domain, format!("edge.{id}.example.net"));
-    assert!(reserved
-        .foghorn_grpc_addr
-        .starts_with(&format!("foghorn.{id}.example.net:")));
+    // The cluster has no Foghorn of its own: its edges dial the cell serving it, this one.
+    let cell = platform
+        .registry()
+        .cluster("test")
+        .await
+        .expect("cluster")
+        .expect("exists")
+        .grpc_addr;
+    assert_eq!(reserved.foghorn_grpc_addr, cell);
     let again = provisioning
         .pre_register_edge(ask(&secret, "127.0.0.1"))
         .await
@@ -1431,6 +1437,7 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
         started_at: 1,
     };
     registry.report_cell(&report).await.expect("report");
+    let far = "https://foghorn.far.example.net:18019";
     for body in [
         json!({ "name": "By Id", "cell": "far" }),
         json!({ "name": "By Region", "region": "US" }),
@@ -1438,10 +1445,28 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
         let (status, created) = owner.post("/private-clusters", body.clone()).await;
         assert_eq!(status, 201, "{body}: {created}");
         assert_eq!(created["foghorn"]["cell"], "far", "{body}: {created}");
-        assert_eq!(
-            created["foghorn"]["grpc_addr"],
-            "https://foghorn.far.example.net:18019"
-        );
+        assert_eq!(created["foghorn"]["grpc_addr"], far);
+        // Any Foghorn of the platform sends the cluster's edges to the cell serving it.
+        let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let reserved =
+            foghorn::proto::edge_provisioning_client::EdgeProvisioningClient::new(channel)
+                .pre_register_edge(foghorn::proto::PreRegisterEdgeRequest {
+                    enrollment_token: created["enrollment_token"]["token"]
+                        .as_str()
+                        .expect("token")
+                        .into(),
+                    external_ip: "127.0.0.1".into(),
+                    preferred_node_id: String::new(),
+                    host_fingerprint: "machine-1".into(),
+                })
+                .await
+                .expect("pre-register")
+                .into_inner();
+        assert_eq!(reserved.foghorn_grpc_addr, far);
     }
     // Without a hint: the cell with fewer edges (this one has none).
     let (_, created) = owner

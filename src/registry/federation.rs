@@ -210,12 +210,20 @@ impl Registry {
         Ok(row.try_get("version")?)
     }
 
-    /// Where `cluster_id`'s Foghorns take gRPC and what to trust there; `None` for no such cluster.
+    /// Where `cluster_id`'s Foghorns take gRPC and what to trust there: what they published,
+    /// else, for a cluster without a Foghorn of its own, what its cell's published; `None` for no
+    /// such cluster.
     pub async fn peer_endpoint(&self, cluster_id: &str) -> Result<Option<PeerEndpoint>> {
-        let row = sqlx::query("SELECT grpc_addr, tls_ca_pem FROM clusters WHERE id = $1")
-            .bind(cluster_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CASE WHEN c.grpc_addr = '' AND h.id IS NOT NULL THEN h.grpc_addr \
+             ELSE c.grpc_addr END AS grpc_addr, \
+             CASE WHEN c.grpc_addr = '' AND h.id IS NOT NULL THEN h.tls_ca_pem \
+             ELSE c.tls_ca_pem END AS tls_ca_pem \
+             FROM clusters c LEFT JOIN clusters h ON h.id = c.cell_id WHERE c.id = $1",
+        )
+        .bind(cluster_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(PeerEndpoint {
                 grpc_addr: r.try_get("grpc_addr")?,

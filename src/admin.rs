@@ -248,7 +248,10 @@ pub async fn run(
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("{human}");
+        println!("{}", human.out);
+        if let Some(note) = human.note {
+            eprintln!("{note}");
+        }
     }
     Ok(())
 }
@@ -290,13 +293,27 @@ fn describe_cluster(c: &crate::registry::Cluster) -> String {
     )
 }
 
+/// What a command prints without `--json`: its answer on stdout, and a reminder (a secret is
+/// shown once) on stderr, so `TOKEN=$(foghorn admin token create ...)` holds the secret alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Human {
+    pub out: String,
+    pub note: Option<String>,
+}
+
+impl From<String> for Human {
+    fn from(out: String) -> Self {
+        Human { out, note: None }
+    }
+}
+
 /// Executes a command; returns the JSON result and its human rendering. `local_cluster` is the
 /// cluster of the configured Foghorn.
 pub async fn execute(
     registry: &Registry,
     local_cluster: &str,
     command: AdminCommand,
-) -> anyhow::Result<(Value, String)> {
+) -> anyhow::Result<(Value, Human)> {
     Ok(match command {
         AdminCommand::Cluster {
             command:
@@ -330,7 +347,7 @@ pub async fn execute(
             };
             let cluster = registry.create_cluster(&new).await?;
             let human = format!("created cluster {} ({})", cluster.id, cluster.name);
-            (serde_json::to_value(cluster)?, human)
+            (serde_json::to_value(cluster)?, human.into())
         }
         AdminCommand::Cluster {
             command:
@@ -383,7 +400,7 @@ pub async fn execute(
             );
             let cluster = registry.update_cluster(&id, &changes).await?;
             let human = describe_cluster(&cluster);
-            (serde_json::to_value(cluster)?, human)
+            (serde_json::to_value(cluster)?, human.into())
         }
         AdminCommand::Cluster {
             command: ClusterCommand::List,
@@ -394,7 +411,7 @@ pub async fn execute(
                 .map(|c| format!("{}\t{}\t{}\t{}", c.id, c.tier, c.visibility, c.name))
                 .collect::<Vec<_>>()
                 .join("\n");
-            (serde_json::to_value(clusters)?, human)
+            (serde_json::to_value(clusters)?, human.into())
         }
         AdminCommand::Tenant {
             command:
@@ -424,7 +441,7 @@ pub async fn execute(
                 }
             };
             let human = tenant.id.clone();
-            (serde_json::to_value(tenant)?, human)
+            (serde_json::to_value(tenant)?, human.into())
         }
         AdminCommand::Tenant {
             command: TenantCommand::SetTier { tenant, tier },
@@ -434,7 +451,7 @@ pub async fn execute(
                 "tenant {} is on tier {}; official cluster {}",
                 tenant.id, tenant.billing_tier, tenant.official_cluster_id
             );
-            (serde_json::to_value(tenant)?, human)
+            (serde_json::to_value(tenant)?, human.into())
         }
         AdminCommand::Token {
             command: TokenCommand::Create { tenant, role },
@@ -443,7 +460,10 @@ pub async fn execute(
             let (token, plain) = registry.create_api_token(&tenant, role).await?;
             let mut value = serde_json::to_value(&token)?;
             value["token"] = json!(plain);
-            let human = format!("{plain}\n(shown once: store it now; role {role})");
+            let human = Human {
+                out: plain,
+                note: Some(format!("(shown once: store it now; role {role})")),
+            };
             (value, human)
         }
         AdminCommand::EnrollmentToken {
@@ -467,11 +487,14 @@ pub async fn execute(
             let (token, plain) = registry.create_enrollment_token(&new).await?;
             let mut value = serde_json::to_value(&token)?;
             value["token"] = json!(plain);
-            let human = format!(
-                "{plain}\n(shown once; {} use(s), expires in {})",
-                token.usage_limit,
-                humantime::format_duration(ttl)
-            );
+            let human = Human {
+                out: plain,
+                note: Some(format!(
+                    "(shown once; {} use(s), expires in {})",
+                    token.usage_limit,
+                    humantime::format_duration(ttl)
+                )),
+            };
             (value, human)
         }
         AdminCommand::Stream {
@@ -484,7 +507,7 @@ pub async fn execute(
                 "stream key:   {key}   (shown once)\nplayback id:  {}\ninternal name: {}",
                 stream.playback_id, stream.internal_name
             );
-            (value, human)
+            (value, human.into())
         }
     })
 }

@@ -212,6 +212,38 @@ async fn admin_then_sim_then_kill() {
         ],
     );
     let enroll = enroll["token"].as_str().expect("token").to_string();
+    // Without --json, a secret alone on stdout (`T=$(foghorn admin token create ...)` holds
+    // it), the shown-once reminder on stderr.
+    for args in [
+        vec![
+            "token", "create", "--tenant", &tenant_id, "--role", "tenant",
+        ],
+        vec![
+            "enrollment-token",
+            "create",
+            "--cluster",
+            "local",
+            "--tenant",
+            &tenant_id,
+        ],
+    ] {
+        let out = foghorn(dir)
+            .arg("admin")
+            .args(&args)
+            .output()
+            .expect("run foghorn admin");
+        assert!(out.status.success(), "{args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let secret = stdout.strip_suffix('\n').expect("one line");
+        assert!(
+            !secret.contains(char::is_whitespace) && secret.contains('_'),
+            "{args:?}: {stdout:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("shown once"),
+            "{args:?}"
+        );
+    }
     let stream = admin_json(
         dir,
         &["stream", "create", "--tenant", &tenant_id, "--name", "main"],

@@ -516,9 +516,12 @@ async fn invites(db: Db) {
         .as_str()
         .expect("token");
     assert!(enroll.starts_with("enroll_"));
+    let cell = created["foghorn"]["grpc_addr"]
+        .as_str()
+        .expect("cell address");
     assert_eq!(
         created["enrollment_token"]["provision_command"],
-        format!("frameworks edge provision --enrollment-token {enroll} --ssh user@host")
+        format!("frameworks edge provision --foghorn {cell} --enrollment-token {enroll} --ssh user@host")
     );
     assert!(owner.marketplace_ids().await.contains(&id));
 

@@ -867,6 +867,38 @@ async fn a_peer_edge_pulls_a_stream_live_on_a_third_cluster_from_there() {
     }
 }
 
+/// An edge asking `?source=` for a stream live on another cluster its tenant uses, before any
+/// viewer asked this Foghorn (one reached the edge some other way, e.g. through DNS, or a pull
+/// arranged earlier was dropped): the pull is arranged then, and the answer is the origin's DTSC
+/// URL instead of `push://`. Once per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_asking_for_a_stream_live_elsewhere_gets_the_pull_arranged() {
+    let (alpha, bravo, charlie) = three().await;
+    let (t, _) = tenant(&alpha, "alpha").await;
+    subscribe(&alpha, &t, "charlie").await;
+    let (stream, _) = alpha.stream(&t).await;
+    let name = stream.internal_name.clone();
+    let (operator, op) = alpha.operator().await;
+    let mut ea = Edge::start(&alpha, &operator, 100).await;
+    let ec = Edge::start(&charlie, &operator, 100).await;
+    ec.report(100, &[(&name, 1)]).await;
+    live_on(&alpha, &stream.id, "charlie").await;
+    ea.routable(&alpha, &op).await;
+
+    let dtsc = format!("dtsc://edge-{}.charlie.{ROOT}:4200/{name}", ec.node_id);
+    assert_eq!(source(&alpha, &name).await, dtsc);
+    let pull = origin_pull(ea.conn.recv().await.expect("frame"));
+    assert_eq!(pull, Some((name.clone(), dtsc.clone())));
+    assert_eq!(source(&alpha, &name).await, dtsc);
+    let notify = "foghorn_federation_rpcs_total{rpc=\"notify_origin_pull\",direction=\"out\"}";
+    assert_eq!(metric(&alpha, notify).await, 1.0, "once per stream");
+    // A stream of nobody's (or malformed) still gets the fallback.
+    assert_eq!(source(&alpha, "live+nosuchstream").await, "push://none");
+    for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
 /// A peer that cannot pull the stream is left out: alpha's origin edge has its own base URL,
 /// outside alpha's zone, so bravo will not pull from it; the viewer goes to alpha's edge, and the
 /// refusal stands a while (no call per viewer).

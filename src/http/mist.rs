@@ -135,9 +135,22 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
     let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
     let snapshot = state.router.snapshot();
     if let Some(stream) = q.get("source") {
-        let source = known_stream(&state, &stream)
-            .await?
+        let known = known_stream(&state, &stream).await?;
+        let mut source = known
+            .as_ref()
             .and_then(|s| source_url(&state, &snapshot, &s.internal_name, &viewer));
+        if let Some(resolved) = known.as_ref().filter(|_| source.is_none()) {
+            // Live on another cluster its tenant uses, and no pull arranged here: a viewer
+            // reached this edge without asking this Foghorn (DNS, an old link), or the pull
+            // was dropped. Arranged now, once per stream, as for a viewer here.
+            if let Ok(None) = super::play::cross_cluster(&state, resolved, &viewer).await {
+                source = state
+                    .federation
+                    .peers
+                    .origin(&resolved.internal_name)
+                    .map(|o| o.dtsc_url);
+            }
+        }
         let fallback = q.get("fallback");
         return Ok(text(source.unwrap_or_else(|| {
             fallback.as_deref().unwrap_or("push://").to_string()

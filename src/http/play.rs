@@ -210,7 +210,7 @@ fn viewing(resolved: &Resolved) -> Ask<'_> {
 /// Nothing to do (no call, one string compare) for a stream live here or already arranged.
 /// A stream live only on a cluster its tenant may not use is a 404: no edge here could pull it,
 /// so a redirect would send the viewer nowhere.
-async fn cross_cluster(
+pub(super) async fn cross_cluster(
     state: &AppState,
     resolved: &Resolved,
     viewer: &Viewer,

@@ -1402,6 +1402,21 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
         created["enrollment_token"]["provision_command"],
         format!("frameworks edge provision --foghorn {grpc} --enrollment-token {secret} --ssh user@host")
     );
+    // The command handed out is one the CLI takes (its pipeline is still to come).
+    let command = created["enrollment_token"]["provision_command"]
+        .as_str()
+        .expect("command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "frameworks");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frameworks"))
+        .args(&words[1..])
+        .output()
+        .expect("run frameworks");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not available in this build yet"),
+        "{stderr}"
+    );
     assert_eq!(
         registry.serving_cell(&id).await.expect("cell"),
         Some("test".into())

@@ -26,6 +26,10 @@ pub enum Command {
 pub enum EdgeCommand {
     /// Provision an edge node over SSH: preflight, tune, register, cert stage, install, start, verify.
     Provision {
+        /// The platform's Foghorn (gRPC), e.g. https://foghorn.example.net:18019; the private
+        /// cluster API prints the serving cell's.
+        #[arg(long, env = "FRAMEWORKS_FOGHORN")]
+        foghorn: Option<String>,
         /// Enrollment token (`enroll_...`) from the cluster's owner.
         #[arg(long)]
         enrollment_token: Option<String>,

@@ -126,6 +126,18 @@ pub enum ClusterCommand {
         #[arg(long)]
         official_for: Option<String>,
     },
+    /// Assign a cluster to the Foghorn cell that serves it (a cell is named by its home
+    /// cluster's id), or give it back a Foghorn of its own.
+    Assign {
+        #[arg(long)]
+        id: String,
+        /// The cell to serve it.
+        #[arg(long, required_unless_present = "own_foghorn")]
+        cell: Option<String>,
+        /// The cluster has a Foghorn of its own (its own cell).
+        #[arg(long, conflicts_with = "cell")]
+        own_foghorn: bool,
+    },
     /// List clusters.
     List,
 }
@@ -401,6 +413,18 @@ pub async fn execute(
             let cluster = registry.update_cluster(&id, &changes).await?;
             let human = describe_cluster(&cluster);
             (serde_json::to_value(cluster)?, human.into())
+        }
+        AdminCommand::Cluster {
+            command: ClusterCommand::Assign { id, cell, .. },
+        } => {
+            registry.assign_cell(&id, cell.as_deref()).await?;
+            let cell = registry.serving_cell(&id).await?.unwrap_or_default();
+            let human = if cell == id {
+                format!("cluster {id} has a Foghorn of its own")
+            } else {
+                format!("cluster {id} is served by cell {cell}")
+            };
+            (json!({ "cluster_id": id, "cell": cell }), human.into())
         }
         AdminCommand::Cluster {
             command: ClusterCommand::List,

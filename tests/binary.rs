@@ -244,6 +244,15 @@ async fn admin_then_sim_then_kill() {
             "{args:?}"
         );
     }
+    // An operator assigns a cluster to a cell and gives it back a Foghorn of its own.
+    admin_json(dir, &["cluster", "create", "--id", "lab", "--name", "Lab"]);
+    let assigned = admin_json(
+        dir,
+        &["cluster", "assign", "--id", "lab", "--cell", "local"],
+    );
+    assert_eq!(assigned["cell"], "local", "{assigned}");
+    let own = admin_json(dir, &["cluster", "assign", "--id", "lab", "--own-foghorn"]);
+    assert_eq!(own["cell"], "lab", "{own}");
     let stream = admin_json(
         dir,
         &["stream", "create", "--tenant", &tenant_id, "--name", "main"],

@@ -26,6 +26,7 @@ on_both!(
     migrations_are_idempotent,
     racing_tenants_for_one_invite_exactly_one_joins,
     topology_version_moves_with_every_topology_change,
+    cells_report_live_and_clusters_are_assigned_to_them,
 );
 
 async fn setup(db: Db) -> (TestDb, Registry, String) {
@@ -812,5 +813,110 @@ async fn topology_version_moves_with_every_topology_change(db: Db) {
         version().await,
         unchanged,
         "streams and tokens are not topology"
+    );
+}
+
+/// Cells report themselves live (a dedicated cluster's takes no private cluster); clusters are
+/// assigned to a cell, moved between cells and given back their own Foghorn, under the rules of
+/// `assign_cell`; the assignment moves the topology version (the cells' reports do not).
+async fn cells_report_live_and_clusters_are_assigned_to_them(db: Db) {
+    use foghorn::registry::CellReport;
+    let (_db, registry, _) = setup(db).await;
+    for (id, tier) in [("bravo", Tier::SharedLb), ("solo", Tier::Dedicated)] {
+        registry
+            .create_cluster(&NewCluster {
+                tier,
+                ..NewCluster::platform(id, id)
+            })
+            .await
+            .expect("cluster");
+    }
+    registry
+        .create_cluster(&NewCluster::platform("lab", "Lab"))
+        .await
+        .expect("cluster");
+    let version = registry.topology_version().await.expect("version");
+    for id in ["alpha", "bravo", "solo"] {
+        let report = CellReport {
+            id,
+            edges: 3,
+            started_at: 7,
+        };
+        registry.report_cell(&report).await.expect("report");
+    }
+    assert_eq!(registry.topology_version().await.expect("version"), version);
+    let live: Vec<(String, bool, i64)> = registry
+        .live_cells()
+        .await
+        .expect("cells")
+        .iter()
+        .map(|c| (c.id().to_string(), c.hosts_private, c.edges))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            ("alpha".to_string(), true, 3),
+            ("bravo".to_string(), true, 3),
+            ("solo".to_string(), false, 3)
+        ]
+    );
+    // A report for a cluster that does not exist writes nothing.
+    let ghost = CellReport {
+        id: "ghost",
+        edges: 0,
+        started_at: 0,
+    };
+    registry.report_cell(&ghost).await.expect("report");
+    assert_eq!(registry.live_cells().await.expect("cells").len(), 3);
+
+    assert_eq!(
+        registry.serving_cell("lab").await.expect("cell"),
+        Some("lab".into())
+    );
+    registry
+        .assign_cell("lab", Some("alpha"))
+        .await
+        .expect("assign");
+    assert!(registry.topology_version().await.expect("version") > version);
+    assert_eq!(
+        registry.serving_cell("lab").await.expect("cell"),
+        Some("alpha".into())
+    );
+    assert_eq!(
+        registry.cell_clusters("alpha").await.expect("served"),
+        ["lab"]
+    );
+    let refused = [
+        ("lab", Some("nope"), "not found"),
+        ("nope", Some("alpha"), "not found"),
+        ("bravo", Some("lab"), "served by cell"),
+        ("alpha", Some("bravo"), "serves 1 cluster"),
+        ("bravo", Some("bravo"), "its own cell"),
+    ];
+    for (cluster, cell, why) in refused {
+        let e = registry
+            .assign_cell(cluster, cell)
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains(why), "{cluster} → {cell:?}: {e}");
+    }
+    // Moved to another cell, then back to a Foghorn of its own.
+    registry
+        .assign_cell("lab", Some("bravo"))
+        .await
+        .expect("move");
+    assert_eq!(
+        registry.serving_cell("lab").await.expect("cell"),
+        Some("bravo".into())
+    );
+    assert!(registry
+        .cell_clusters("alpha")
+        .await
+        .expect("served")
+        .is_empty());
+    registry.assign_cell("lab", None).await.expect("own");
+    assert_eq!(
+        registry.serving_cell("lab").await.expect("cell"),
+        Some("lab".into())
     );
 }

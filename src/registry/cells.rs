@@ -4,7 +4,7 @@
 //! it takes tenants' private clusters and how many edges it holds. A cell not heard from for
 //! [`CELL_TTL_MS`] is not live and gets no new cluster.
 
-use super::{now_ms, Cluster, Registry, Result, Tier};
+use super::{now_ms, Cluster, Registry, RegistryError, Result, Tier};
 use crate::routing::Position;
 
 /// A cell is live while its last report is at most this old.
@@ -144,6 +144,53 @@ impl Registry {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// Assigns `cluster` to cell `cell` (the cell's home cluster id), or with `None` gives it back
+    /// to a Foghorn of its own. A cell is a cluster served by nobody else, and a cluster that
+    /// serves others as a cell stays one.
+    pub async fn assign_cell(&self, cluster: &str, cell: Option<&str>) -> Result<()> {
+        let cell_of = |id: &str| {
+            let id = id.to_string();
+            async move {
+                sqlx::query_as::<_, (Option<String>,)>("SELECT cell_id FROM clusters WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        };
+        if cell_of(cluster).await?.is_none() {
+            return Err(RegistryError::NotFound("cluster"));
+        }
+        if let Some(cell) = cell {
+            match cell_of(cell).await? {
+                None => return Err(RegistryError::NotFound("cell")),
+                Some((Some(other),)) => {
+                    return Err(RegistryError::Invalid(format!(
+                        "{cell:?} is served by cell {other:?}; assign the cluster to {other:?}"
+                    )))
+                }
+                Some((None,)) if cell == cluster => {
+                    return Err(RegistryError::Invalid(format!(
+                        "a cluster is its own cell without one: leave out the cell of {cluster:?}"
+                    )))
+                }
+                Some((None,)) => {}
+            }
+            let served = self.cell_clusters(cluster).await?;
+            if !served.is_empty() {
+                return Err(RegistryError::Conflict(format!(
+                    "{cluster:?} serves {} cluster(s) as a cell; move them first",
+                    served.len()
+                )));
+            }
+        }
+        sqlx::query("UPDATE clusters SET cell_id = $1 WHERE id = $2")
+            .bind(cell)
+            .bind(cluster)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The cell serving `cluster`: the cell it is assigned to, else the cluster itself (a home

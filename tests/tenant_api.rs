@@ -1485,7 +1485,29 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
                 .expect("pre-register")
                 .into_inner();
         assert_eq!(reserved.foghorn_grpc_addr, far);
+        // An edge that comes here with it anyway is told where to go.
+        let token = created["enrollment_token"]["token"]
+            .as_str()
+            .expect("token");
+        let mut edge =
+            common::EdgeConn::open(&server.grpc_url(), common::register_with_token(token)).await;
+        let (code, message) = edge.error_frame().await;
+        assert_eq!(code, foghorn::proto::ErrorCode::EnrollmentFailed);
+        assert!(
+            message.ends_with(&format!("; connect to its Foghorn at {far}")),
+            "{message}"
+        );
     }
+    // One assigned to this Foghorn's own cell: refused, saying why (one Foghorn serving many
+    // clusters is still to come).
+    let mut edge =
+        common::EdgeConn::open(&server.grpc_url(), common::register_with_token(secret)).await;
+    let (code, message) = edge.error_frame().await;
+    assert_eq!(code, foghorn::proto::ErrorCode::EnrollmentFailed);
+    assert!(
+        message.contains("assigned to this Foghorn's cell"),
+        "{message}"
+    );
     // Without a hint: the cell with fewer edges (this one has none).
     let (_, created) = owner
         .post("/private-clusters", json!({ "name": "Any" }))

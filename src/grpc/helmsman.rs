@@ -420,7 +420,11 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.enrollments, Outcome::Refused);
                     tracing::warn!(peer = ?peer_ip, reason = %refused, "enrollment refused");
-                    Verdict::Refused(refused.public_message())
+                    let mut message = refused.public_message();
+                    if let EnrollError::WrongCluster(other) = &refused {
+                        message.push_str(&served_elsewhere(state, other).await);
+                    }
+                    Verdict::Refused(message)
                 }
             }
         }
@@ -448,10 +452,35 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.node_authentications, Outcome::Refused);
                     tracing::warn!(node_id = %node_id, peer = ?peer_ip, reason = %refused, "node authentication refused");
-                    Verdict::Refused(refused.to_string())
+                    let mut message = refused.to_string();
+                    if let NodeAuthError::WrongCluster(other) = &refused {
+                        message.push_str(&served_elsewhere(state, other).await);
+                    }
+                    Verdict::Refused(message)
                 }
             }
         }
+    }
+}
+
+/// What an edge that came to the wrong Foghorn is told of where its cluster is served: the
+/// address its cell published, or, for a cluster assigned to this Foghorn's own cell, that this
+/// Foghorn does not serve assigned clusters yet. Empty when the registry cannot say.
+async fn served_elsewhere(state: &AppState, cluster: &str) -> String {
+    let (Ok(Some(cell)), Ok(Some(at))) = (
+        state.registry.serving_cell(cluster).await,
+        state.registry.peer_endpoint(cluster).await,
+    ) else {
+        return String::new();
+    };
+    if cell == state.config.cluster.id {
+        "; it is assigned to this Foghorn's cell, which serves only its home cluster in this \
+         version"
+            .into()
+    } else if at.grpc_addr.is_empty() {
+        String::new()
+    } else {
+        format!("; connect to its Foghorn at {}", at.grpc_addr)
     }
 }
 

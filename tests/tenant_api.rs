@@ -1551,12 +1551,62 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
     server.stop().await;
 }
 
+/// Without a cell or region asked for, a private cluster goes to the live cell nearest to the
+/// caller, placed by GeoIP of its address: from a New York address to the New York cell, from a
+/// Paris address to the Paris one (the test database maps 127.0.0.6 and 127.0.0.5 there).
+async fn private_clusters_go_to_the_nearest_cell(db: Db) {
+    let mmdb =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geoip-test.mmdb");
+    let server = TestServer::start_with(db, |c| {
+        c.geoip.mmdb_path = mmdb.display().to_string();
+    })
+    .await;
+    let registry = server.registry();
+    for (id, at) in [("ny", (40.7, -74.0)), ("paris", (48.85, 2.35))] {
+        cluster(&server, platform(id)).await;
+        let changes = foghorn::registry::ClusterChanges {
+            location: Some(Some(at)),
+            ..Default::default()
+        };
+        registry
+            .update_cluster(id, &changes)
+            .await
+            .expect("location");
+        let report = foghorn::registry::CellReport {
+            id,
+            edges: 100,
+            started_at: 1,
+        };
+        registry.report_cell(&report).await.expect("report");
+    }
+    let (_, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    for (from, cell) in [("127.0.0.6", "ny"), ("127.0.0.5", "paris")] {
+        let client = reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().expect("ip"))
+            .build()
+            .expect("client");
+        let created: Value = client
+            .post(format!("{}/private-clusters", owner.base))
+            .bearer_auth(&owner.token)
+            .json(&json!({ "name": "Near" }))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(created["foghorn"]["cell"], cell, "from {from}: {created}");
+    }
+    server.stop().await;
+}
+
 on_both!(
     browse_connect_prefer_stream,
     approval_flow,
     invites,
     private_cluster_enrollment,
     private_clusters_go_to_a_live_cell,
+    private_clusters_go_to_the_nearest_cell,
     billing_tier_moves_the_official_cluster,
     isolation_and_bad_input,
     bodies_are_objects_of_known_fields,

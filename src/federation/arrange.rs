@@ -267,14 +267,11 @@ impl Hub {
         node: &str,
     ) -> Result<PullAnswer, LinkError> {
         let source_dtsc_url = if live == self.me {
-            let snapshot = self.router.snapshot();
-            let Some(origin) = snapshot.best_source(stream, None, None, Instant::now()) else {
-                return Ok(PullAnswer {
-                    reason: format!("stream is not live on cluster {:?}", self.me),
-                    ..PullAnswer::default()
-                });
-            };
-            dtsc_url(&origin.base_url, stream)
+            let here = self.origin_here(stream);
+            if !here.accepted {
+                return Ok(here);
+            }
+            here.dtsc_url
         } else {
             String::new()
         };
@@ -377,24 +374,28 @@ impl Hub {
         }
         self.check_tenant(caller, &notice.tenant_id, &notice.stream)
             .await?;
+        let answer = self.origin_here(&notice.stream);
+        if answer.accepted {
+            tracing::info!(stream = %notice.stream, peer = %caller, node = %notice.destination_node_id, "origin pull into a peer cluster accepted");
+        }
+        Ok(answer)
+    }
+
+    /// Where edges pull `stream` from this cluster: the DTSC URL of its best source edge, or
+    /// why not (it is not live here).
+    fn origin_here(&self, stream: &str) -> PullAnswer {
         let snapshot = self.router.snapshot();
-        Ok(
-            match snapshot.best_source(&notice.stream, None, None, Instant::now()) {
-                Some(origin) => {
-                    tracing::info!(stream = %notice.stream, peer = %caller, node = %notice.destination_node_id, "origin pull into a peer cluster accepted");
-                    PullAnswer {
-                        accepted: true,
-                        dtsc_url: dtsc_url(&origin.base_url, &notice.stream),
-                        reason: String::new(),
-                    }
-                }
-                None => PullAnswer {
-                    accepted: false,
-                    dtsc_url: String::new(),
-                    reason: format!("stream is not live on cluster {:?}", self.me),
-                },
+        match snapshot.best_source(stream, None, None, Instant::now()) {
+            Some(origin) => PullAnswer {
+                accepted: true,
+                dtsc_url: dtsc_url(&origin.base_url, stream),
+                reason: String::new(),
             },
-        )
+            None => PullAnswer {
+                reason: format!("stream is not live on cluster {:?}", self.me),
+                ..PullAnswer::default()
+            },
+        }
     }
 
     /// Answers `caller`'s `ArrangeOriginPull`: `caller` sends viewers of a stream live on
@@ -420,23 +421,9 @@ impl Hub {
                 "malformed destination node or source cluster".into(),
             )));
         }
-        let accepted = |dtsc_url: String| PullAnswer {
-            accepted: true,
-            dtsc_url,
-            reason: String::new(),
-        };
         if source == self.me {
             // Live here, as far as the caller knows: the edge pulls from this cluster's origin.
-            let snapshot = self.router.snapshot();
-            return Ok(
-                match snapshot.best_source(stream, None, None, Instant::now()) {
-                    Some(origin) => accepted(dtsc_url(&origin.base_url, stream)),
-                    None => PullAnswer {
-                        reason: format!("stream is not live on cluster {:?}", self.me),
-                        ..PullAnswer::default()
-                    },
-                },
-            );
+            return Ok(self.origin_here(stream));
         }
         let known = self.peers.origin(stream).filter(|o| o.peer == source);
         let dtsc_url = if let Some(known) = known {
@@ -492,6 +479,10 @@ impl Hub {
                 node_id: node.to_string(),
             },
         );
-        Ok(accepted(dtsc_url))
+        Ok(PullAnswer {
+            accepted: true,
+            dtsc_url,
+            reason: String::new(),
+        })
     }
 }

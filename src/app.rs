@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::edge::EdgeState;
+use crate::edge::{EdgeState, Utilization};
 use crate::federation::Hub;
 use crate::geoip::GeoIp;
 use crate::leadership::Leadership;
@@ -220,7 +220,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Live as a cell from the start: private clusters may be assigned to it at once.
     state
         .registry
-        .report_cell(&cell_report(&state, started_at))
+        .report_cell(&cell_report(&state, &state.edges.utilization(), started_at))
         .await
         .context("reporting this Foghorn's cell")?;
     background.spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
@@ -315,11 +315,12 @@ impl Server {
     }
 }
 
-/// What this replica reports of its cell (the deployment named by its home cluster).
-fn cell_report(state: &AppState, started_at: i64) -> CellReport<'_> {
+/// What this replica reports of its cell (the deployment named by its home cluster), holding
+/// `live` edges.
+fn cell_report<'a>(state: &'a AppState, live: &Utilization, started_at: i64) -> CellReport<'a> {
     CellReport {
         id: &state.config.cluster.id,
-        edges: i64::try_from(state.edges.utilization().edges).unwrap_or(i64::MAX),
+        edges: i64::try_from(live.edges).unwrap_or(i64::MAX),
         started_at,
     }
 }
@@ -335,9 +336,10 @@ async fn publish_load(state: AppState, started_at: i64, stop: CancellationToken)
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let live = state.edges.utilization();
         if let Err(e) = state
             .registry
-            .report_cell(&cell_report(&state, started_at))
+            .report_cell(&cell_report(&state, &live, started_at))
             .await
         {
             tracing::debug!(error = %e, "could not report the cell");
@@ -345,7 +347,7 @@ async fn publish_load(state: AppState, started_at: i64, stop: CancellationToken)
         if !state.leadership.is_leader() {
             continue;
         }
-        let load = ClusterUtilization::from_live(&state.edges.utilization(), now_ms());
+        let load = ClusterUtilization::from_live(&live, now_ms());
         if let Err(e) = state
             .registry
             .report_utilization(&state.config.cluster.id, &load)

@@ -835,6 +835,31 @@ async fn cells_report_live_and_clusters_are_assigned_to_them(db: Db) {
         .create_cluster(&NewCluster::platform("lab", "Lab"))
         .await
         .expect("cluster");
+    // "lab" had a Foghorn of its own before a cell serves it.
+    for (id, addr) in [
+        ("lab", "https://lab-own:1"),
+        ("alpha", "https://alpha-cell:2"),
+    ] {
+        let endpoint = PeerEndpoint {
+            grpc_addr: addr.into(),
+            tls_ca_pem: String::new(),
+        };
+        registry
+            .set_cluster_endpoint(id, &endpoint)
+            .await
+            .expect("endpoint");
+    }
+    let endpoint = |id: &'static str| {
+        let registry = registry.clone();
+        async move {
+            registry
+                .peer_endpoint(id)
+                .await
+                .expect("read")
+                .expect("exists")
+                .grpc_addr
+        }
+    };
     let version = registry.topology_version().await.expect("version");
     for id in ["alpha", "bravo", "solo"] {
         let report = CellReport {
@@ -873,11 +898,17 @@ async fn cells_report_live_and_clusters_are_assigned_to_them(db: Db) {
         registry.serving_cell("lab").await.expect("cell"),
         Some("lab".into())
     );
+    assert_eq!(endpoint("lab").await, "https://lab-own:1");
     registry
         .assign_cell("lab", Some("alpha"))
         .await
         .expect("assign");
     assert!(registry.topology_version().await.expect("version") > version);
+    assert_eq!(
+        endpoint("lab").await,
+        "https://alpha-cell:2",
+        "reached at its cell, not at its stale own address"
+    );
     assert_eq!(
         registry.serving_cell("lab").await.expect("cell"),
         Some("alpha".into())
@@ -915,6 +946,7 @@ async fn cells_report_live_and_clusters_are_assigned_to_them(db: Db) {
         .expect("served")
         .is_empty());
     registry.assign_cell("lab", None).await.expect("own");
+    assert_eq!(endpoint("lab").await, "https://lab-own:1");
     assert_eq!(
         registry.serving_cell("lab").await.expect("cell"),
         Some("lab".into())

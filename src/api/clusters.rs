@@ -524,12 +524,13 @@ pub async fn create_enrollment_token(
     Ok(token_created(&token, secret, foghorn.as_deref()))
 }
 
-/// Where the edges of `cluster` dial: its serving cell's published gRPC address, if any.
+/// Where the edges of `cluster` dial: the gRPC address published for it (by its cell), if any.
 async fn serving_grpc(state: &AppState, cluster: &str) -> Result<Option<String>, ApiError> {
-    let Some(cell) = state.registry.serving_cell(cluster).await? else {
-        return Ok(None);
-    };
-    Ok(state.registry.cluster(&cell).await?.map(|c| c.grpc_addr))
+    Ok(state
+        .registry
+        .peer_endpoint(cluster)
+        .await?
+        .map(|at| at.grpc_addr))
 }
 
 impl CreateEnrollmentToken {

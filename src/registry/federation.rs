@@ -210,15 +210,13 @@ impl Registry {
         Ok(row.try_get("version")?)
     }
 
-    /// Where `cluster_id`'s Foghorns take gRPC and what to trust there: what they published,
-    /// else, for a cluster without a Foghorn of its own, what its cell's published; `None` for no
-    /// such cluster.
+    /// Where `cluster_id` is served over gRPC and what to trust there: what its cell published
+    /// when it is assigned to one (an address it published itself before is stale), else what
+    /// its own Foghorns published; `None` for no such cluster.
     pub async fn peer_endpoint(&self, cluster_id: &str) -> Result<Option<PeerEndpoint>> {
         let row = sqlx::query(
-            "SELECT CASE WHEN c.grpc_addr = '' AND h.id IS NOT NULL THEN h.grpc_addr \
-             ELSE c.grpc_addr END AS grpc_addr, \
-             CASE WHEN c.grpc_addr = '' AND h.id IS NOT NULL THEN h.tls_ca_pem \
-             ELSE c.tls_ca_pem END AS tls_ca_pem \
+            "SELECT COALESCE(h.grpc_addr, c.grpc_addr) AS grpc_addr, \
+             COALESCE(h.tls_ca_pem, c.tls_ca_pem) AS tls_ca_pem \
              FROM clusters c LEFT JOIN clusters h ON h.id = c.cell_id WHERE c.id = $1",
         )
         .bind(cluster_id)

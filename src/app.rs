@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cell::Cell;
 use crate::config::Config;
 use crate::edge::{EdgeState, Utilization};
 use crate::federation::Hub;
@@ -28,9 +29,260 @@ const SYNC_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The home cluster's state.
     pub state: AppState,
+    /// Every cluster served here.
+    pub cell: Arc<Cell>,
     http: JoinHandle<std::io::Result<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// What the states of all the clusters served here share: one of each per process.
+#[derive(Debug)]
+struct Base {
+    /// The home cluster's configuration; a served cluster's is a copy with its id.
+    config: Arc<Config>,
+    registry: Registry,
+    geoip: Option<Arc<GeoIp>>,
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    metrics: Arc<Metrics>,
+    redis: Option<RedisLink>,
+    /// One leader lease for the cell: the leader runs outbound peering of every served cluster.
+    leadership: Arc<Leadership>,
+    replica_id: String,
+    edge_links: Arc<crate::grpc::EdgeLinks>,
+    /// The federation secret; each cluster's credential towards a peer is derived from it.
+    credential: String,
+    /// The home cluster's certificate: the listeners present it, or the one of the assigned
+    /// cluster a client names.
+    tls: Arc<crate::tls::Tls>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    background: TaskTracker,
+    sync_stop: CancellationToken,
+    sync_tasks: TaskTracker,
+}
+
+impl Base {
+    /// Builds the state of one served cluster and starts its loops, which end with `stop`
+    /// (and its Redis sync with `sync_stop`, once the sessions' ends are written).
+    async fn serve_cluster(
+        &self,
+        config: Arc<Config>,
+        tls: Arc<crate::tls::Tls>,
+        stop: CancellationToken,
+        sync_stop: CancellationToken,
+    ) -> anyhow::Result<AppState> {
+        let id = &config.cluster.id;
+        let root = &config.cluster.root_domain;
+        let edges =
+            EdgeState::new(config.liveness_window()).with_pending_ttl(config.edges.pending_ttl);
+        let edges = Arc::new(if self.redis.is_some() {
+            edges.replicated()
+        } else {
+            edges
+        });
+        let router = Router::new(edges.clone(), id, root, self.metrics.clone());
+        if let Some(weights) = self
+            .registry
+            .cluster_weights(id)
+            .await
+            .with_context(|| format!("reading the weights of cluster {id}"))?
+        {
+            router.set_weights(weights);
+        }
+        self.background
+            .spawn(router.clone().run(stop.child_token()));
+        let peers = Arc::new(crate::federation::Peers::new(
+            id,
+            crate::federation::Ttls {
+                summary: config.federation.summary_ttl,
+                heartbeat: config.federation.heartbeat_ttl,
+                // The peer samples its edges at least three times per summary interval and
+                // re-sends its advert with every summary.
+                unadvertised: config.federation.summary_interval,
+            },
+            router.clone(),
+        ));
+        let replication = self.redis.as_ref().map(|link| {
+            let replication = Replication::new(
+                link.clone(),
+                edges.clone(),
+                router.clone(),
+                self.registry.clone(),
+                self.metrics.clone(),
+                id,
+                &self.replica_id,
+                config.liveness_window(),
+                crate::replicas::PeerRelay {
+                    peers: peers.clone(),
+                    edge_commands: self.edge_links.clone(),
+                    root_domain: root.clone(),
+                },
+            );
+            self.sync_tasks
+                .spawn(replication.clone().write(sync_stop.clone()));
+            self.background
+                .spawn(replication.clone().subscribe(stop.child_token()));
+            replication
+        });
+        let link = crate::grpc::GrpcPeerLink::new(
+            self.registry.clone(),
+            id,
+            root,
+            self.credential.clone(),
+            config.federation.rpc_timeout,
+        );
+        let federation = Hub::new(crate::federation::Parts {
+            cluster_id: id.clone(),
+            root_domain: root.clone(),
+            config: config.federation.clone(),
+            stats_interval: config.edges.stats_interval,
+            peers,
+            edges: edges.clone(),
+            router: router.clone(),
+            metrics: self.metrics.clone(),
+            leadership: self.leadership.clone(),
+            link: Arc::new(link),
+            directory: Arc::new(self.registry.clone()),
+            edge_commands: self.edge_links.clone(),
+            relay: replication
+                .clone()
+                .map(|r| Arc::new(r) as Arc<dyn crate::federation::Relay>),
+            shutdown: stop.clone(),
+            tasks: self.tasks.clone(),
+        });
+        self.background.spawn(
+            tls.clone()
+                .run(config.tls.check_interval, stop.child_token()),
+        );
+        self.background
+            .spawn(federation.clone().feed(stop.child_token()));
+        self.background
+            .spawn(federation.clone().supervise(stop.child_token()));
+        Ok(AppState(Arc::new(Shared {
+            edges,
+            federation,
+            tls,
+            router,
+            playback: Arc::new(PlaybackCache::new(self.registry.clone(), id)),
+            trusted_proxies: self.trusted_proxies.clone(),
+            geoip: self.geoip.clone(),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            redis: self.redis.clone(),
+            replication,
+            leadership: self.leadership.clone(),
+            replica_id: self.replica_id.clone(),
+            shutdown: stop,
+            tasks: self.tasks.clone(),
+            background: self.background.clone(),
+            ready: AtomicBool::new(false),
+            sync_stop,
+            sync_tasks: self.sync_tasks.clone(),
+            config,
+        })))
+    }
+
+    /// Starts serving assigned cluster `id` in `cell`.
+    async fn serve_assigned(&self, cell: &Cell, id: &str) -> anyhow::Result<()> {
+        let mut config = Config::clone(&self.config);
+        config.cluster.id = id.to_string();
+        config.cluster.name = id.to_string();
+        let config = Arc::new(config);
+        let tls = Arc::new(
+            crate::tls::Tls::open_served(&config)
+                .with_context(|| format!("loading the certificate of cluster {id}"))?,
+        );
+        let state = self
+            .serve_cluster(
+                config,
+                tls.clone(),
+                self.shutdown.child_token(),
+                self.sync_stop.child_token(),
+            )
+            .await?;
+        state.ready.store(true, Ordering::Release);
+        self.tls.present_also(id, tls);
+        if let Some(old) = cell.insert(state) {
+            self.retire(old);
+        }
+        tracing::info!(cluster = %id, "serving an assigned cluster");
+        Ok(())
+    }
+
+    /// Ends a cluster's edge sessions and loops; its Redis sync stops once the sessions' ends
+    /// had time to be written.
+    fn retire(&self, state: AppState) {
+        state.shutdown.cancel();
+        let root_sync = self.sync_stop.clone();
+        self.background.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(SYNC_FLUSH) => {}
+                _ = root_sync.cancelled() => {}
+            }
+            state.sync_stop.cancel();
+        });
+    }
+
+    /// Serves exactly the home cluster plus `assigned`: starts the new ones, retires the ones
+    /// taken away. `false` when one could not be started (tried again at the next call).
+    async fn reconcile(&self, cell: &Cell, assigned: &[String]) -> bool {
+        let mut complete = true;
+        for id in cell.assigned() {
+            if !assigned.contains(&id) {
+                if let Some(old) = cell.remove(&id) {
+                    tracing::info!(cluster = %id, "no longer serving a cluster assigned elsewhere");
+                    self.tls.stop_presenting(&id);
+                    self.retire(old);
+                }
+            }
+        }
+        for id in assigned {
+            if *id == self.config.cluster.id || cell.serves(id) {
+                continue;
+            }
+            if let Err(e) = self.serve_assigned(cell, id).await {
+                complete = false;
+                tracing::error!(cluster = %id, error = %format!("{e:#}"), "could not serve an assigned cluster");
+            }
+        }
+        complete
+    }
+}
+
+/// Follows the clusters the registry assigns to this cell: served within
+/// `federation.topology_poll` of the assignment (its topology counter moves with every change of
+/// a cluster), and retired as soon as they are assigned elsewhere.
+async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(base.config.federation.topology_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Read before the assignments, so a change that lands in between moves it again.
+        let version = match base.registry.topology_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the topology version");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        match base.registry.cell_clusters(&base.config.cluster.id).await {
+            Ok(assigned) => {
+                if base.reconcile(&cell, &assigned).await {
+                    seen = Some(version);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the clusters assigned here"),
+        }
+    }
 }
 
 /// Opens the registry, binds both listeners and starts serving. Returns once ready.
@@ -65,8 +317,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let sync_tasks = TaskTracker::new();
     // The loops that run as long as the server: each ends when `shutdown` fires.
     let background = TaskTracker::new();
-    let tasks = TaskTracker::new();
     let replica_id = hex::encode(rand::random::<[u8; 8]>());
+    let metrics = Arc::new(Metrics::new());
     let redis = if config.redis.url.is_empty() {
         None
     } else {
@@ -74,64 +326,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         background.spawn(link.clone().run(shutdown.child_token()));
         Some(link)
     };
-
-    let edges = EdgeState::new(config.liveness_window()).with_pending_ttl(config.edges.pending_ttl);
-    let edges = Arc::new(if redis.is_some() {
-        edges.replicated()
-    } else {
-        edges
-    });
-    let metrics = Arc::new(Metrics::new());
-    let router = Router::new(
-        edges.clone(),
-        &config.cluster.id,
-        &config.cluster.root_domain,
-        metrics.clone(),
-    );
-    if let Some(weights) = registry
-        .cluster_weights(&config.cluster.id)
-        .await
-        .context("reading this cluster's weights")?
-    {
-        router.set_weights(weights);
-    }
-    background.spawn(router.clone().run(shutdown.child_token()));
-
-    let peers = Arc::new(crate::federation::Peers::new(
-        &config.cluster.id,
-        crate::federation::Ttls {
-            summary: config.federation.summary_ttl,
-            heartbeat: config.federation.heartbeat_ttl,
-            // The peer samples its edges at least three times per summary interval and re-sends
-            // its advert with every summary.
-            unadvertised: config.federation.summary_interval,
-        },
-        router.clone(),
-    ));
-    let edge_links = Arc::new(crate::grpc::EdgeLinks::default());
-    let (replication, leadership) = match &redis {
+    let leadership = match &redis {
         None => {
             metrics.leader.set(1);
-            (None, Arc::new(Leadership::always()))
+            Arc::new(Leadership::always())
         }
         Some(link) => {
-            let replication = Replication::new(
-                link.clone(),
-                edges.clone(),
-                router.clone(),
-                registry.clone(),
-                metrics.clone(),
-                &config.cluster.id,
-                &replica_id,
-                config.liveness_window(),
-                crate::replicas::PeerRelay {
-                    peers: peers.clone(),
-                    edge_commands: edge_links.clone(),
-                    root_domain: config.cluster.root_domain.clone(),
-                },
-            );
-            sync_tasks.spawn(replication.clone().write(sync_stop.clone()));
-            background.spawn(replication.clone().subscribe(shutdown.child_token()));
             let leadership = Arc::new(Leadership::by_lease());
             let lease = Lease::new(
                 link.clone(),
@@ -140,66 +340,47 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 config.redis.leader_ttl,
             );
             sync_tasks.spawn(lease.keep(leadership.clone(), metrics.clone(), sync_stop.clone()));
-            (Some(replication), leadership)
+            leadership
         }
     };
-    let link = crate::grpc::GrpcPeerLink::new(
-        registry.clone(),
-        &config.cluster.id,
-        &config.cluster.root_domain,
-        credential,
-        config.federation.rpc_timeout,
-    );
-    let federation = Hub::new(crate::federation::Parts {
-        cluster_id: config.cluster.id.clone(),
-        root_domain: config.cluster.root_domain.clone(),
-        config: config.federation.clone(),
-        stats_interval: config.edges.stats_interval,
-        peers,
-        edges: edges.clone(),
-        router: router.clone(),
-        metrics: metrics.clone(),
-        leadership: leadership.clone(),
-        link: Arc::new(link),
-        directory: Arc::new(registry.clone()),
-        edge_commands: edge_links.clone(),
-        relay: replication
-            .clone()
-            .map(|r| Arc::new(r) as Arc<dyn crate::federation::Relay>),
-        shutdown: shutdown.clone(),
-        tasks: tasks.clone(),
-    });
-    let state = AppState(Arc::new(Shared {
-        edges,
-        federation: federation.clone(),
-        tls: tls.clone(),
-        router,
-        playback: Arc::new(PlaybackCache::new(registry.clone(), &config.cluster.id)),
-        trusted_proxies: Arc::new(config.trusted_proxies()),
-        geoip,
-        metrics,
+    let base = Arc::new(Base {
+        config: config.clone(),
         registry,
+        geoip,
+        trusted_proxies: Arc::new(config.trusted_proxies()),
+        metrics,
         redis,
-        replication,
         leadership,
         replica_id,
+        edge_links: Arc::new(crate::grpc::EdgeLinks::default()),
+        credential,
+        tls: tls.clone(),
         shutdown: shutdown.clone(),
-        tasks,
+        tasks: TaskTracker::new(),
         background,
-        ready: AtomicBool::new(false),
-        sync_stop,
+        sync_stop: sync_stop.clone(),
         sync_tasks,
-        config: config.clone(),
-    }));
+    });
+    let state = base
+        .serve_cluster(config.clone(), tls.clone(), shutdown.clone(), sync_stop)
+        .await?;
+    let cell = Arc::new(Cell::new(state.clone()));
+    // The clusters assigned here are served before the listeners open, so their edges find
+    // them at once; one that cannot start now is tried again by the follower.
+    match state.registry.cell_clusters(&config.cluster.id).await {
+        Ok(assigned) => {
+            base.reconcile(&cell, &assigned).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the clusters assigned here"),
+    }
 
     let background = &state.background;
     let started_at = now_ms();
     background.spawn(publish_load(
-        state.clone(),
+        cell.clone(),
         started_at,
         shutdown.child_token(),
     ));
-    background.spawn(tls.run(config.tls.check_interval, shutdown.child_token()));
 
     let http_listener = crate::net::listen(config.server.http_addr)
         .with_context(|| format!("binding HTTP on {}", config.server.http_addr))?;
@@ -220,21 +401,24 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Live as a cell from the start: private clusters may be assigned to it at once.
     state
         .registry
-        .report_cell(&cell_report(&state, &state.edges.utilization(), started_at))
+        .report_cell(&cell_report(&cell, &loads(&cell.states()), started_at))
         .await
         .context("reporting this Foghorn's cell")?;
     background.spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
-    background.spawn(federation.clone().feed(shutdown.child_token()));
-    background.spawn(federation.supervise(shutdown.child_token()));
+    background.spawn(follow_assignments(
+        base.clone(),
+        cell.clone(),
+        shutdown.child_token(),
+    ));
 
     let http = tokio::spawn(crate::http::serve(
         http_listener,
-        state.clone(),
+        cell.clone(),
         shutdown.clone(),
     ));
     let grpc = tokio::spawn(crate::grpc::serve(
-        state.clone(),
-        edge_links,
+        cell.clone(),
+        base.edge_links.clone(),
         grpc_listener,
         shutdown.clone(),
     ));
@@ -244,6 +428,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http = %http_addr,
         grpc = %grpc_addr,
         cluster = %config.cluster.id,
+        assigned = cell.len() - 1,
         replica = %state.replica_id,
         registry = %redact(&db_url),
         redis = %if config.redis.url.is_empty() { "none".to_string() } else { redact(&config.redis.url) },
@@ -253,6 +438,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http_addr,
         grpc_addr,
         state,
+        cell,
         http,
         grpc,
     })
@@ -315,45 +501,52 @@ impl Server {
     }
 }
 
-/// What this replica reports of its cell (the deployment named by its home cluster), holding
-/// `live` edges.
-fn cell_report<'a>(state: &'a AppState, live: &Utilization, started_at: i64) -> CellReport<'a> {
+/// What this replica reports of its cell (the deployment named by its home cluster): the
+/// live edges of every cluster it serves, `loads`.
+fn cell_report<'a>(cell: &'a Cell, loads: &[Utilization], started_at: i64) -> CellReport<'a> {
+    let edges: u64 = loads.iter().map(|l| l.edges).sum();
     CellReport {
-        id: &state.config.cluster.id,
-        edges: i64::try_from(live.edges).unwrap_or(i64::MAX),
+        id: &cell.home().config.cluster.id,
+        edges: i64::try_from(edges).unwrap_or(i64::MAX),
         started_at,
     }
 }
 
+/// The live load of each of `states`' clusters.
+fn loads(states: &[AppState]) -> Vec<Utilization> {
+    states.iter().map(|s| s.edges.utilization()).collect()
+}
+
 /// Every `cluster.report_interval`: reports the cell (from every replica, so the cell stays live
-/// while any is), and, while this replica leads, publishes the cluster's live load to the
-/// registry, so the marketplaces served by other clusters' Foghorns show it.
-async fn publish_load(state: AppState, started_at: i64, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(state.config.cluster.report_interval);
+/// while any is), and, while this replica leads, publishes each served cluster's live load to
+/// the registry, so the marketplaces served by other Foghorns show it.
+async fn publish_load(cell: Arc<Cell>, started_at: i64, stop: CancellationToken) {
+    let home = cell.home();
+    let mut tick = tokio::time::interval(home.config.cluster.report_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let live = state.edges.utilization();
-        if let Err(e) = state
-            .registry
-            .report_cell(&cell_report(&state, &live, started_at))
-            .await
-        {
+        let states = cell.states();
+        let loads = loads(&states);
+        let report = cell_report(&cell, &loads, started_at);
+        if let Err(e) = home.registry.report_cell(&report).await {
             tracing::debug!(error = %e, "could not report the cell");
         }
-        if !state.leadership.is_leader() {
+        if !home.leadership.is_leader() {
             continue;
         }
-        let load = ClusterUtilization::from_live(&live, now_ms());
-        if let Err(e) = state
-            .registry
-            .report_utilization(&state.config.cluster.id, &load)
-            .await
-        {
-            tracing::debug!(error = %e, "could not publish the cluster's load");
+        for (state, live) in states.iter().zip(&loads) {
+            let load = ClusterUtilization::from_live(live, now_ms());
+            if let Err(e) = state
+                .registry
+                .report_utilization(&state.config.cluster.id, &load)
+                .await
+            {
+                tracing::debug!(error = %e, cluster = %state.config.cluster.id, "could not publish the cluster's load");
+            }
         }
     }
 }

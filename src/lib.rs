@@ -17,7 +17,8 @@
 //! - [`replicas`]: Redis shared by a cell's replicas: edge-state sync, fencing, leader lease, the
 //!   federation relay.
 //! - [`tls`]: the cluster certificate (dev CA or operator files) and TLS on the listeners.
-//! - [`state`]: [`state::AppState`], what every adapter shares.
+//! - [`state`]: [`state::AppState`], what every adapter shares about one served cluster;
+//!   [`cell`]: the clusters this Foghorn serves, and which one a request is for.
 //! - [`api`]: what tenants and operators can do, shared by the REST API and the MCP tools.
 //! - [`grpc`]: tonic adapters: the Helmsman control stream, provisioning, federation (server
 //!   and client), health and reflection.
@@ -31,6 +32,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod cell;
 pub mod cli;
 pub mod config;
 pub mod edge;

@@ -20,6 +20,9 @@ pub enum Outcome {
     Failed,
 }
 
+/// A count of outcomes, by outcome.
+pub type OutcomeFamily = Family<OutcomeLabels, Counter>;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: Outcome,

@@ -67,6 +67,11 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// Whether both are the same state (not merely equal).
+    pub fn same(&self, other: &AppState) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Whether the listeners are up and the registry was migrated.
     pub fn is_started(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()

@@ -105,7 +105,19 @@ impl Edge {
     /// Like [`Edge::start`], with the base URL `base_url` (empty: the standard one).
     async fn start_at(server: &TestServer, owner: &str, cpu_tenths: u32, base_url: &str) -> Edge {
         let token = server.enrollment_token(owner, 1).await;
-        let mut register = register_with_token(&token);
+        let (edge, _) = Edge::enroll(server, &token, base_url).await;
+        edge.report(cpu_tenths, &[]).await;
+        edge
+    }
+
+    /// Enrolls an edge with enrollment token `token` and base URL `base_url` (empty: the
+    /// standard one); returns it with its first ConfigSeed.
+    async fn enroll(
+        server: &TestServer,
+        token: &str,
+        base_url: &str,
+    ) -> (Edge, foghorn::proto::ConfigSeed) {
+        let mut register = register_with_token(token);
         if let Some(edge_message::Payload::Register(Register {
             public_base_url, ..
         })) = &mut register.payload
@@ -113,10 +125,12 @@ impl Edge {
             *public_base_url = base_url.to_string();
         }
         let mut conn = EdgeConn::open(&server.grpc_url(), register).await;
-        let node_id = conn.seed().await.node_id;
-        let edge = Edge { conn, node_id };
-        edge.report(cpu_tenths, &[]).await;
-        edge
+        let seed = conn.seed().await;
+        let edge = Edge {
+            conn,
+            node_id: seed.node_id.clone(),
+        };
+        (edge, seed)
     }
 
     async fn report(&self, cpu_tenths: u32, streams: &[(&str, u32)]) {
@@ -1281,6 +1295,136 @@ async fn replicas_pass_on_origin_pulls_and_a_late_replica_catches_up() {
     })
     .await;
     for s in [late, follower, leader, charlie] {
+        s.stop().await;
+    }
+}
+
+/// The answer to `GET /play/{id}/hls/index.m3u8` sent to `server` with `Host: host`: the status
+/// and the `location`, if any.
+async fn redirect_for_host(server: &TestServer, host: &str, playback_id: &str) -> (u16, String) {
+    let res = http()
+        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8?fh_sid=test")))
+        .header("host", host)
+        .send()
+        .await
+        .expect("GET /play redirect");
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("location").to_string())
+        .unwrap_or_default();
+    (res.status().as_u16(), location)
+}
+
+/// Issue 18's journey on a running cell: a tenant whose official cluster is bravo creates a private
+/// cluster through the API on alpha's cell (two replicas sharing Redis); both replicas serve it
+/// within seconds, without a restart; an edge enrolls with the cluster's token on that same
+/// Foghorn and gets its own cluster's wildcard; viewers naming the cluster's Foghorn by `Host` on
+/// either replica are redirected to it, while the home cluster's name still reaches alpha's own
+/// edges; another tenant's playback id is a 404 there; and bravo, the tenant's official cluster on
+/// another cell, scores the private edge through the always-on pair the private cluster being
+/// preferred opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_cluster_created_on_a_running_cell_is_served_by_it() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let cell = |c: &mut Config| {
+        federated(c, "alpha");
+        c.redis.url = url.clone();
+        c.federation.topology_poll = Duration::from_millis(100);
+    };
+    let alpha = TestServer::start_with(Db::Postgres, cell).await;
+    let alpha2 = alpha.replica(cell).await;
+    let bravo = alpha.replica(|c| federated(c, "bravo")).await;
+    let (t, token) = tenant(&alpha, "bravo").await;
+    let (operator, _) = alpha.operator().await;
+    let home_edge = Edge::start(&alpha, &operator, 0).await;
+
+    let res = http()
+        .post(alpha.http("/api/v1/private-clusters"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "Home Lab", "cell": "alpha" }))
+        .send()
+        .await
+        .expect("POST private-clusters");
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.expect("json");
+    let private = created["cluster"]["id"].as_str().expect("id").to_string();
+    let enrollment = created["enrollment_token"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    for replica in [&alpha, &alpha2] {
+        eventually(
+            WAIT,
+            "each replica of the cell serves the new cluster",
+            || async { replica.server().cell.serves(&private) },
+        )
+        .await;
+    }
+    prefer(&alpha, &token, &private).await;
+
+    // The token works on the cell's Foghorn: the edge belongs to the private cluster, whose
+    // certificate (what its edges' seeds carry over TLS) is its own wildcard.
+    let (edge, seed) = Edge::enroll(&alpha, &enrollment, "").await;
+    assert_eq!(seed.cluster_id, private);
+    assert_eq!(
+        seed.balancer_base_url,
+        format!("https://foghorn.{private}.{ROOT}")
+    );
+    let served = alpha.server().cell.get(&private).expect("served");
+    let names = &served.tls.bundle().names;
+    assert!(names.contains(&format!("*.{private}.{ROOT}")), "{names:?}");
+    edge.report(0, &[]).await;
+
+    let (stream, _) = alpha.stream(&t).await;
+    let foghorn_host = format!("foghorn.{private}.{ROOT}");
+    for (replica, host) in [
+        (&alpha, foghorn_host.clone()),
+        (&alpha2, foghorn_host.to_uppercase()),
+        (&alpha2, format!("{private}.{ROOT}:443")),
+    ] {
+        eventually(
+            WAIT,
+            "viewers of the private cluster reach its edge",
+            || async {
+                redirect_for_host(replica, &host, &stream.playback_id)
+                    .await
+                    .1
+                    .starts_with(&format!("{}/hls/", edge.url(&private)))
+            },
+        )
+        .await;
+    }
+    // The home cluster's viewers stay on the home cluster's edges (the tenant may not use alpha:
+    // no edge at all for its stream there).
+    let (other, _) = tenant(&alpha, "alpha").await;
+    let (theirs, _) = alpha.stream(&other).await;
+    let (status, location) = redirect_for_host(
+        &alpha,
+        &format!("foghorn.alpha.{ROOT}"),
+        &theirs.playback_id,
+    )
+    .await;
+    assert_eq!(status, 307);
+    assert!(location.starts_with(&home_edge.url("alpha")), "{location}");
+    let (status, _) = redirect_for_host(&alpha, "127.0.0.1", &theirs.playback_id).await;
+    assert_eq!(status, 307, "an unknown Host is the home cluster");
+    // Another tenant's stream is unknown on the private cluster.
+    for replica in [&alpha, &alpha2] {
+        let (status, location) =
+            redirect_for_host(replica, &foghorn_host, &theirs.playback_id).await;
+        assert_eq!((status, location.as_str()), (404, ""));
+    }
+
+    // The official cluster scores the private edge, remote, through the always-on pair.
+    eventually(WAIT, "bravo scores the private cluster's edge", || async {
+        candidates(&play(&bravo, &stream.playback_id).await)
+            .iter()
+            .any(|c| c.0 == edge.node_id && c.1)
+    })
+    .await;
+    for s in [alpha2, alpha, bravo] {
         s.stop().await;
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cell::Cell;
 use crate::edge::EdgeCommands;
 use crate::federation::ports::{
     Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull, StreamQuery,
@@ -32,6 +34,8 @@ use crate::wire::{self, MAX_MESSAGE_BYTES};
 
 /// Metadata key naming the calling cluster.
 pub const CLUSTER_HEADER: &str = "x-foghorn-cluster";
+/// The cluster called, which the callee's cell may serve among others.
+pub const CALLEE_HEADER: &str = "x-foghorn-callee";
 /// How often a credential in use is registered again (keeps it from being forgotten as idle).
 const REREGISTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -139,12 +143,36 @@ async fn authenticate(state: &AppState, md: &MetadataMap) -> Result<String, Stat
 /// The Federation service.
 #[derive(Clone, Debug)]
 pub struct FederationService {
-    state: AppState,
+    cell: Arc<Cell>,
 }
 
 impl FederationService {
-    pub fn new(state: AppState) -> Self {
-        FederationService { state }
+    pub fn new(cell: Arc<Cell>) -> Self {
+        FederationService { cell }
+    }
+
+    /// The state of the cluster a call is for: the one its [`CALLEE_HEADER`] names when this
+    /// cell serves it, the home cluster without the header (callers that predate cells).
+    fn callee(&self, md: &MetadataMap) -> Result<AppState, Status> {
+        let Some(value) = md.get(CALLEE_HEADER) else {
+            return Ok(self.cell.home().clone());
+        };
+        let named = value
+            .to_str()
+            .ok()
+            .filter(|c| crate::config::is_valid_label(c))
+            .ok_or_else(|| {
+                refuse(
+                    self.cell.home(),
+                    Status::invalid_argument(format!("malformed {CALLEE_HEADER}")),
+                )
+            })?;
+        self.cell.get(named).ok_or_else(|| {
+            refuse(
+                self.cell.home(),
+                Status::not_found(format!("cluster {named:?} is not served by this Foghorn")),
+            )
+        })
     }
 }
 
@@ -158,7 +186,7 @@ impl Federation for FederationService {
         &self,
         request: Request<Streaming<PeerMessage>>,
     ) -> Result<Response<PeerStream>, Status> {
-        let state = &self.state;
+        let state = &self.callee(request.metadata())?;
         if state.shutdown.is_cancelled() {
             return Err(Status::unavailable("Foghorn is shutting down"));
         }
@@ -183,7 +211,7 @@ impl Federation for FederationService {
         &self,
         request: Request<proto::QueryStreamRequest>,
     ) -> Result<Response<proto::QueryStreamResponse>, Status> {
-        let state = &self.state;
+        let state = &self.callee(request.metadata())?;
         let caller = authenticate(state, request.metadata()).await?;
         let query = wire::query_from_proto(request.into_inner());
         let answer = state
@@ -198,7 +226,7 @@ impl Federation for FederationService {
         &self,
         request: Request<proto::NotifyOriginPullRequest>,
     ) -> Result<Response<proto::NotifyOriginPullResponse>, Status> {
-        let state = &self.state;
+        let state = &self.callee(request.metadata())?;
         let caller = authenticate(state, request.metadata()).await?;
         let notice = wire::notice_from_proto(request.into_inner());
         let answer = state
@@ -213,7 +241,7 @@ impl Federation for FederationService {
         &self,
         request: Request<proto::ArrangeOriginPullRequest>,
     ) -> Result<Response<proto::NotifyOriginPullResponse>, Status> {
-        let state = &self.state;
+        let state = &self.callee(request.metadata())?;
         let caller = authenticate(state, request.metadata()).await?;
         let pull = wire::remote_pull_from_proto(request.into_inner());
         let answer = state
@@ -354,13 +382,17 @@ impl GrpcPeerLink {
                 .insert(peer.to_string(), Instant::now());
         }
         let mut md = MetadataMap::new();
-        let (Ok(cluster), Ok(bearer)) = (self.me.parse(), format!("Bearer {credential}").parse())
-        else {
+        let (Ok(cluster), Ok(callee), Ok(bearer)) = (
+            self.me.parse(),
+            peer.parse(),
+            format!("Bearer {credential}").parse(),
+        ) else {
             return Err(LinkError::Refused(
                 "credential is not valid metadata".into(),
             ));
         };
         md.insert(CLUSTER_HEADER, cluster);
+        md.insert(CALLEE_HEADER, callee);
         md.insert("authorization", bearer);
         Ok(md)
     }

@@ -18,12 +18,13 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert;
+use crate::cell::Cell;
 use crate::config::EdgesConfig;
 use crate::edge::session::{
     self, Auth, End, EndCode, Hello, Identity, IngestCheck, IngestStream, Limits, Seed, Session,
     Step, Verdict,
 };
-use crate::metrics::{FrameLabels, Metrics, Outcome};
+use crate::metrics::{FrameLabels, Metrics, Outcome, OutcomeFamily};
 use crate::proto::{
     self, control_message, helmsman_control_server::HelmsmanControl, ControlMessage, EdgeMessage,
 };
@@ -40,14 +41,14 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// The HelmsmanControl service.
 #[derive(Clone, Debug)]
 pub struct HelmsmanService {
-    state: AppState,
+    cell: Arc<Cell>,
     /// The control streams of the edges connected here.
     links: Arc<EdgeLinks>,
 }
 
 impl HelmsmanService {
-    pub fn new(state: AppState, links: Arc<EdgeLinks>) -> Self {
-        HelmsmanService { state, links }
+    pub fn new(cell: Arc<Cell>, links: Arc<EdgeLinks>) -> Self {
+        HelmsmanService { cell, links }
     }
 }
 
@@ -104,21 +105,22 @@ impl HelmsmanControl for HelmsmanService {
         &self,
         request: Request<Streaming<EdgeMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        if self.state.shutdown.is_cancelled() {
+        let home = self.cell.home();
+        if home.shutdown.is_cancelled() {
             return Err(Status::unavailable("Foghorn is shutting down"));
         }
         let conn = super::conn_info(&request);
         let peer_ip = conn.remote.map(|a| a.ip());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let state = self.state.clone();
+        let cell = self.cell.clone();
         let links = self.links.clone();
         let fut = async move {
-            if let Err(end) = run_session(&state, &links, inbound, &tx, peer_ip, conn.tls).await {
-                send_end(end, &tx, &state.metrics);
+            if let Err(end) = run_session(&cell, &links, inbound, &tx, peer_ip, conn.tls).await {
+                send_end(end, &tx, &cell.home().metrics);
             }
         };
-        self.state.tasks.spawn(fut);
+        home.tasks.spawn(fut);
         let frames = ReceiverStream::new(rx).map(|frame| frame.map(|m| *m).map_err(|s| *s));
         Ok(Response::new(Box::pin(frames)))
     }
@@ -212,22 +214,25 @@ fn is_disconnect(status: &Status) -> bool {
 
 /// One control stream from its first frame to its end; `Err` is the end to tell the edge.
 async fn run_session(
-    state: &AppState,
+    cell: &Cell,
     links: &EdgeLinks,
     mut inbound: Streaming<EdgeMessage>,
     tx: &Outbound,
     peer_ip: Option<IpAddr>,
     secure: bool,
 ) -> Result<(), End> {
-    let limits = limits(&state.config.edges);
-    let first = session::await_register(&limits, &state.shutdown, read(&mut inbound)).await?;
+    let home = cell.home();
+    let limits = limits(&home.config.edges);
+    let first = session::await_register(&limits, &home.shutdown, read(&mut inbound)).await?;
     let Some(register) = first else {
         return Ok(()); // The edge hung up before saying anything.
     };
     let hello = register.check(&limits)?;
     // Registry calls are boxed throughout: their futures are large and short-lived, and inline they
     // would size this session's state machine, which lives as long as the edge stays connected.
-    let verdict = Box::pin(authenticate(state, &hello, peer_ip)).await;
+    let (verdict, state) = Box::pin(authenticate(cell, &hello, peer_ip)).await;
+    // From here on the session belongs to the edge's cluster.
+    let state = &state;
     let admitted = hello.admit(verdict, peer_ip)?;
     let token = match &state.replication {
         Some(sync) => {
@@ -373,8 +378,50 @@ async fn send(tx: &Outbound, frame: ControlMessage) -> Result<(), End> {
 }
 
 /// Asks the registry about a checked Register's credentials: enrolls the node with its token, or
-/// authenticates it with its node credential.
-async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) -> Verdict {
+/// authenticates it with its node credential, for the cluster they belong to when this cell
+/// serves it. Returns the verdict and the state of the edge's cluster.
+async fn authenticate(cell: &Cell, hello: &Hello, peer_ip: Option<IpAddr>) -> (Verdict, AppState) {
+    let home = cell.home().clone();
+    let refused = match authenticate_for(&home, hello, peer_ip).await {
+        Ok(verdict) => return (verdict, home),
+        Err(refused) => refused,
+    };
+    // The credentials are of another cluster: the registry checks them again for it (the
+    // token is consumed only by an enrollment that succeeds).
+    if let Some(state) = cell.get(&refused.cluster) {
+        return match authenticate_for(&state, hello, peer_ip).await {
+            Ok(verdict) => (verdict, state),
+            Err(refused) => (refused.verdict(&home, cell).await, state),
+        };
+    }
+    (refused.verdict(&home, cell).await, home)
+}
+
+/// Credentials of another cluster than the one they were checked for.
+struct OtherCluster {
+    cluster: String,
+    /// Why they were refused, for the edge.
+    message: String,
+    /// Which count of refusals it joins.
+    counter: fn(&Metrics) -> &OutcomeFamily,
+}
+
+impl OtherCluster {
+    /// The refusal, telling the edge where its cluster is served.
+    async fn verdict(self, home: &AppState, cell: &Cell) -> Verdict {
+        Metrics::outcome((self.counter)(&home.metrics), Outcome::Refused);
+        let mut message = self.message;
+        message.push_str(&served_elsewhere(home, cell, &self.cluster).await);
+        Verdict::Refused(message)
+    }
+}
+
+/// [`authenticate`] for `state`'s cluster; `Err` when the credentials belong to another.
+async fn authenticate_for(
+    state: &AppState,
+    hello: &Hello,
+    peer_ip: Option<IpAddr>,
+) -> Result<Verdict, OtherCluster> {
     let hw = hello.hardware;
     let profile = NodeProfile {
         capabilities: hello.capabilities.to_list(),
@@ -390,7 +437,7 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
         cluster_id: node.cluster_id,
         owner_tenant_id: node.owner_tenant_id,
     };
-    match &hello.auth {
+    Ok(match &hello.auth {
         Auth::Enroll {
             token,
             requested_node_id,
@@ -405,7 +452,7 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
             match state.registry.enroll(&req).await {
                 Ok(enrolled) => {
                     Metrics::outcome(&state.metrics.enrollments, Outcome::Accepted);
-                    tracing::info!(node_id = %enrolled.node.node_id, peer = ?peer_ip, "edge enrolled");
+                    tracing::info!(node_id = %enrolled.node.node_id, cluster = %state.config.cluster.id, peer = ?peer_ip, "edge enrolled");
                     Verdict::Admitted {
                         node: identity(enrolled.node),
                         credential: Some(enrolled.credential),
@@ -417,14 +464,17 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
                     tracing::error!(error = %e, "enrollment failed in the registry");
                     Verdict::Unavailable
                 }
+                Err(EnrollError::WrongCluster(other)) => {
+                    return Err(OtherCluster {
+                        message: EnrollError::WrongCluster(other.clone()).public_message(),
+                        cluster: other,
+                        counter: |m| &m.enrollments,
+                    })
+                }
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.enrollments, Outcome::Refused);
                     tracing::warn!(peer = ?peer_ip, reason = %refused, "enrollment refused");
-                    let mut message = refused.public_message();
-                    if let EnrollError::WrongCluster(other) = &refused {
-                        message.push_str(&served_elsewhere(state, other).await);
-                    }
-                    Verdict::Refused(message)
+                    Verdict::Refused(refused.public_message())
                 }
             }
         }
@@ -449,33 +499,36 @@ async fn authenticate(state: &AppState, hello: &Hello, peer_ip: Option<IpAddr>) 
                     tracing::error!(error = %e, "node authentication failed in the registry");
                     Verdict::Unavailable
                 }
+                Err(NodeAuthError::WrongCluster(other)) => {
+                    return Err(OtherCluster {
+                        message: NodeAuthError::WrongCluster(other.clone()).to_string(),
+                        cluster: other,
+                        counter: |m| &m.node_authentications,
+                    })
+                }
                 Err(refused) => {
                     Metrics::outcome(&state.metrics.node_authentications, Outcome::Refused);
                     tracing::warn!(node_id = %node_id, peer = ?peer_ip, reason = %refused, "node authentication refused");
-                    let mut message = refused.to_string();
-                    if let NodeAuthError::WrongCluster(other) = &refused {
-                        message.push_str(&served_elsewhere(state, other).await);
-                    }
-                    Verdict::Refused(message)
+                    Verdict::Refused(refused.to_string())
                 }
             }
         }
-    }
+    })
 }
 
 /// What an edge that came to the wrong Foghorn is told of where its cluster is served: the
-/// address its cell published, or, for a cluster assigned to this Foghorn's own cell, that this
-/// Foghorn does not serve assigned clusters yet. Empty when the registry cannot say.
-async fn served_elsewhere(state: &AppState, cluster: &str) -> String {
-    let (Ok(Some(cell)), Ok(Some(at))) = (
-        state.registry.serving_cell(cluster).await,
-        state.registry.peer_endpoint(cluster).await,
+/// address its cell published, or, for a cluster just assigned to this cell, to retry. Empty
+/// when the registry cannot say.
+async fn served_elsewhere(home: &AppState, cell: &Cell, cluster: &str) -> String {
+    tracing::warn!(cluster, "an edge of a cluster not served here was refused");
+    let (Ok(Some(serving)), Ok(Some(at))) = (
+        home.registry.serving_cell(cluster).await,
+        home.registry.peer_endpoint(cluster).await,
     ) else {
         return String::new();
     };
-    if cell == state.config.cluster.id {
-        "; it is assigned to this Foghorn's cell, which serves only its home cluster in this \
-         version"
+    if serving == home.config.cluster.id && !cell.serves(cluster) {
+        "; it was just assigned to this Foghorn's cell, which serves it within seconds: retry"
             .into()
     } else if at.grpc_addr.is_empty() {
         String::new()

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cell::Cell;
 use crate::proto::edge_provisioning_server::EdgeProvisioningServer;
 use crate::proto::federation_server::FederationServer;
 use crate::proto::helmsman_control_server::HelmsmanControlServer;
@@ -28,7 +29,7 @@ pub use crate::edge::PROTOCOL_VERSION;
 
 /// Serves gRPC on `listener` until `shutdown` fires and open streams have ended.
 pub async fn serve(
-    state: AppState,
+    cell: Arc<Cell>,
     links: Arc<EdgeLinks>,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -47,21 +48,22 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
+    let state = cell.home().clone();
     let max_message = state.config.edges.max_message_bytes;
-    let helmsman = HelmsmanControlServer::new(HelmsmanService::new(state.clone(), links))
+    let helmsman = HelmsmanControlServer::new(HelmsmanService::new(cell.clone(), links))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(4 * 1024 * 1024);
 
     health
         .set_serving::<EdgeProvisioningServer<ProvisioningService>>()
         .await;
-    let provisioning = EdgeProvisioningServer::new(ProvisioningService::new(state.clone()))
+    let provisioning = EdgeProvisioningServer::new(ProvisioningService::new(cell.clone()))
         .max_decoding_message_size(16 * 1024);
 
     health
         .set_serving::<FederationServer<FederationService>>()
         .await;
-    let federation = FederationServer::new(FederationService::new(state.clone()))
+    let federation = FederationServer::new(FederationService::new(cell))
         .max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
 

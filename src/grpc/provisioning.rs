@@ -4,13 +4,14 @@
 //! cluster's Foghorn the edge must dial.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::cell::Cell;
 use crate::proto::edge_provisioning_server::EdgeProvisioning;
 use crate::proto::{PreRegisterEdgeRequest, PreRegisterEdgeResponse};
 use crate::registry::EnrollError;
-use crate::state::AppState;
 
 /// Longest token or node id looked at.
 const MAX_FIELD_BYTES: usize = 256;
@@ -18,12 +19,12 @@ const MAX_FIELD_BYTES: usize = 256;
 /// The EdgeProvisioning service.
 #[derive(Clone)]
 pub struct ProvisioningService {
-    state: AppState,
+    cell: Arc<Cell>,
 }
 
 impl ProvisioningService {
-    pub fn new(state: AppState) -> Self {
-        ProvisioningService { state }
+    pub fn new(cell: Arc<Cell>) -> Self {
+        ProvisioningService { cell }
     }
 }
 
@@ -55,7 +56,7 @@ impl EdgeProvisioning for ProvisioningService {
             })?),
         };
         let preferred = Some(req.preferred_node_id.as_str()).filter(|id| !id.is_empty());
-        let state = &self.state;
+        let state = self.cell.home();
         let pre = state
             .registry
             .pre_register(
@@ -88,10 +89,11 @@ impl EdgeProvisioning for ProvisioningService {
         let root = &state.config.cluster.root_domain;
         let id = &reservation.cluster_id;
         let zone = crate::names::Zone::new(id, root);
-        // This Foghorn holds the certificate of its own cluster only; another cluster's CA is the
-        // one its Foghorns published for their peers.
-        let own = *id == state.config.cluster.id;
-        let bundle = state.tls.bundle();
+        // This Foghorn holds the certificates of the clusters its cell serves; another cluster's
+        // CA is the one its Foghorns published for their peers.
+        let served = self.cell.get(id);
+        let own = served.is_some();
+        let bundle = served.map_or_else(|| state.tls.bundle(), |s| s.tls.bundle());
         let ca_bundle_pem = if own {
             bundle.ca_pem.clone()
         } else {

@@ -30,8 +30,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::viewer::Headers;
 use super::ApiError;
-use crate::state::AppState;
+use crate::cell::Cell;
 
 /// Most headers a request of the lane may have; one with more goes to hyper, which applies
 /// `server.max_headers`.
@@ -150,12 +151,12 @@ fn head<'b, 'h>(
 /// `asked` is set once a whole request head has arrived (see `http::serve`'s shutdown).
 pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     mut conn: T,
-    state: &AppState,
+    cell: &Cell,
     peer: SocketAddr,
     asked: &AtomicBool,
     stop: &CancellationToken,
 ) -> Outcome<T> {
-    let max_head = state.config.server.max_header_bytes;
+    let max_head = cell.home().config.server.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut answered_at = Instant::now();
@@ -183,8 +184,9 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     headers,
                 } => {
                     asked.store(true, Ordering::Relaxed);
+                    let state = cell.for_host(Headers::first(&*headers, "host"));
                     let answer =
-                        super::play::redirect_to(state, peer, path, query, &*headers).await;
+                        super::play::redirect_to(&state, peer, path, query, &*headers).await;
                     (len, head_only, answer)
                 }
             };

@@ -15,6 +15,7 @@
 //! [`super::error::ensure_json`]. The redirect path keeps its own, lower bounds (2 KiB of query
 //! string, 256 bytes after the protocol) and pays for none of this.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,16 +35,62 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{Answers, JsonAnswers};
 use super::{lane, play, ApiError};
+use crate::cell::Cell;
 use crate::state::AppState;
+
+/// The axum router of each served cluster: the home cluster's built at start, an assigned
+/// cluster's at its first request hyper serves (most never get one: viewers' redirects do not
+/// need it).
+struct Routers {
+    home: axum::Router,
+    assigned: parking_lot::Mutex<HashMap<String, (AppState, axum::Router)>>,
+}
+
+impl Routers {
+    fn new(cell: &Cell) -> Routers {
+        Routers {
+            home: super::router(cell.home().clone()),
+            assigned: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The router serving `state`'s cluster.
+    fn of(&self, cell: &Cell, state: &AppState) -> axum::Router {
+        if state.same(cell.home()) {
+            return self.home.clone();
+        }
+        let mut assigned = self.assigned.lock();
+        let id = &state.config.cluster.id;
+        if let Some((built_for, router)) = assigned.get(id) {
+            if built_for.same(state) {
+                return router.clone();
+            }
+        }
+        // Routers of clusters no longer served (or served by a newer state) go.
+        assigned.retain(|id, (built_for, _)| cell.get(id).is_some_and(|s| s.same(built_for)));
+        let router = super::router(state.clone());
+        assigned.insert(id.clone(), (state.clone(), router.clone()));
+        router
+    }
+}
 
 /// One connection's service.
 #[derive(Clone)]
 struct Front {
-    state: AppState,
-    router: axum::Router,
+    cell: Arc<Cell>,
+    routers: Arc<Routers>,
     peer: SocketAddr,
     /// Set by the first request whose head hyper parsed (see [`serve`]'s shutdown).
     asked: Arc<AtomicBool>,
+}
+
+/// The host a request names: its `Host` header, else the authority of an absolute-form target
+/// (HTTP/2 sends `:authority`, which hyper puts there).
+fn host<B>(req: &hyper::Request<B>) -> Option<&str> {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// The length of a request's URI as sent (origin form, or absolute form through a proxy).
@@ -62,24 +109,25 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
 
     fn call(&self, req: hyper::Request<Incoming>) -> Reply {
         self.asked.store(true, Ordering::Relaxed);
+        let state = self.cell.for_host(host(&req)).into_owned();
         if play::is_redirect_path(req.uri().path()) {
-            let (state, peer) = (self.state.clone(), self.peer);
+            let peer = self.peer;
             // The body is never read: a 307 makes the client send it again to the edge.
             let (parts, _body) = req.into_parts();
             return Box::pin(async move {
                 Ok(play::redirect(&state, peer, &parts).await.into_response())
             });
         }
-        if uri_len(req.uri()) > self.state.config.server.max_uri_bytes {
+        if uri_len(req.uri()) > state.config.server.max_uri_bytes {
             let refused = ApiError::UriTooLong(format!(
                 "the request URI must be at most {} bytes",
-                self.state.config.server.max_uri_bytes
+                state.config.server.max_uri_bytes
             ));
             return Box::pin(async move { Ok(refused.into_response()) });
         }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        let mut router = self.router.clone();
+        let mut router = self.routers.of(&self.cell, &state);
         Box::pin(async move {
             let response = tower_service::Service::call(&mut router, req).await?;
             Ok(super::error::ensure_json(response))
@@ -99,10 +147,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
 /// when shutdown begins.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    cell: Arc<Cell>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = super::router(state.clone());
+    let routers = Arc::new(Routers::new(&cell));
+    let state = cell.home();
     let limits = &state.config.server;
     let mut builder = Builder::new(TokioExecutor::new());
     // A client that never finishes its request head is dropped (hyper's default: 30 s). hyper's
@@ -123,8 +172,8 @@ pub async fn serve(
     crate::tls::accept_loop(listener, tls, shutdown.clone(), |peer| {
         let asked = Arc::new(AtomicBool::new(false));
         let front = Front {
-            state: state.clone(),
-            router: router.clone(),
+            cell: cell.clone(),
+            routers: routers.clone(),
             peer,
             asked: asked.clone(),
         };
@@ -133,7 +182,7 @@ pub async fn serve(
         move |conn| async move {
             let _tracked = tracked;
             // The viewer lane answers redirects until the first request it does not take.
-            let (conn, read) = match lane::serve(conn, &front.state, peer, &asked, &stop).await {
+            let (conn, read) = match lane::serve(conn, &front.cell, peer, &asked, &stop).await {
                 lane::Outcome::Closed => return,
                 lane::Outcome::Handoff(conn, read) => (conn, read),
             };

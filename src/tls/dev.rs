@@ -4,7 +4,9 @@
 //!
 //! Files (keys readable by Foghorn's user only):
 //! - `ca.pem`, `ca.key`: the CA, valid 10 years;
-//! - `cluster.pem`, `cluster.key`: the wildcard leaf, valid 90 days, like an ACME certificate.
+//! - `cluster.pem`, `cluster.key`: the wildcard leaf, valid 90 days, like an ACME certificate;
+//! - `clusters/{id}.pem`, `clusters/{id}.key`: the wildcard leaf of each cluster assigned to the
+//!   cell.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -32,6 +34,9 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 pub(super) struct DevCa {
     dir: PathBuf,
     cluster: String,
+    /// The leaf's file name without extension: `cluster` for the home cluster, and
+    /// `clusters/{id}` for the clusters assigned to the cell, all signed by the one CA.
+    leaf: String,
     /// The names the leaf must carry; a change (another cluster id or root) issues a new one.
     names: Vec<String>,
     renew_before: Duration,
@@ -42,6 +47,7 @@ impl DevCa {
         DevCa {
             dir,
             cluster: cluster.to_string(),
+            leaf: "cluster".into(),
             names: vec![
                 Zone::new(cluster, root).wildcard(),
                 Zone::new(cluster, root).apex(),
@@ -50,6 +56,13 @@ impl DevCa {
             ],
             renew_before,
         }
+    }
+
+    /// The same CA issuing the leaf of `cluster`, a cluster assigned to the cell, under
+    /// `clusters/`.
+    pub(super) fn assigned(mut self) -> DevCa {
+        self.leaf = format!("clusters/{}", self.cluster);
+        self
     }
 
     /// Where the CA's certificate is kept: what clients on the Foghorn host trust.
@@ -74,8 +87,12 @@ impl DevCa {
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         let (ca_pem, ca_key) = self.ca(now)?;
-        let leaf_path = self.dir.join("cluster.pem");
-        let key_path = self.dir.join("cluster.key");
+        let leaf_path = self.dir.join(format!("{}.pem", self.leaf));
+        let key_path = self.dir.join(format!("{}.key", self.leaf));
+        if let Some(parent) = leaf_path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         if let (Ok(cert_chain_pem), Ok(key_pem)) = (
             std::fs::read_to_string(&leaf_path),
             std::fs::read_to_string(&key_path),
@@ -94,7 +111,7 @@ impl DevCa {
                     };
                     // A crash between writing the new key and the new leaf leaves a pair that
                     // does not fit: issue again rather than fail every start.
-                    if super::load(kept.clone()).is_ok() {
+                    if super::certified(&kept).is_ok() {
                         return Ok(kept);
                     }
                 }

@@ -16,6 +16,7 @@
 mod accept;
 mod dev;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,8 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -75,6 +78,39 @@ struct Loaded {
     bundle: Arc<Bundle>,
     digest: [u8; 32],
     acceptor: TlsAcceptor,
+    /// What the listeners present, when the client names this cluster.
+    certified: Arc<CertifiedKey>,
+}
+
+/// The certificates of the clusters assigned to the cell, by cluster id.
+type Assigned = Arc<ArcSwap<HashMap<Box<str>, Arc<Tls>>>>;
+
+/// Chooses what the listeners present by the name the client asks for (SNI): the certificate of
+/// the assigned cluster whose zone the name is in, else this (the home) cluster's.
+#[derive(Debug)]
+struct BySni {
+    own: Arc<CertifiedKey>,
+    assigned: Assigned,
+    /// `.{root}`, lowercase.
+    suffix: Box<str>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            // rustls hands the name over in lowercase.
+            let assigned = self.assigned.load();
+            if !assigned.is_empty() {
+                let zone = name
+                    .strip_suffix(&*self.suffix)
+                    .and_then(|rest| rest.rsplit('.').next());
+                if let Some(tls) = zone.and_then(|z| assigned.get(z)) {
+                    return Some(tls.current.load().certified.clone());
+                }
+            }
+        }
+        Some(self.own.clone())
+    }
 }
 
 /// The cluster's current certificate and the acceptor built from it. Cheap to read on every
@@ -83,6 +119,10 @@ pub struct Tls {
     source: Source,
     listeners: ListenerTls,
     current: ArcSwap<Loaded>,
+    /// The assigned clusters' certificates, which this (home) cluster's listeners also present.
+    assigned: Assigned,
+    /// `.{root}`, lowercase.
+    suffix: Box<str>,
     /// Bumped on every change; control streams watch it to push a new ConfigSeed.
     version: watch::Sender<u64>,
 }
@@ -105,7 +145,7 @@ impl Tls {
     /// [`ConfigError::File`]: crate::config::ConfigError::File
     pub fn open(config: &Config) -> anyhow::Result<Tls> {
         let operator_files = !config.tls.cert_path.is_empty();
-        Self::open_source(config).map_err(|e| {
+        Self::open_source(config, false).map_err(|e| {
             if operator_files {
                 crate::config::ConfigError::File {
                     message: format!("{e:#}"),
@@ -117,15 +157,23 @@ impl Tls {
         })
     }
 
-    fn open_source(config: &Config) -> anyhow::Result<Tls> {
+    /// The certificate of `config`'s cluster, one assigned to the cell: in development, its own
+    /// wildcard from the cell's CA; with operator files, those files (one certificate naming
+    /// every served cluster, until each has its own).
+    pub fn open_served(config: &Config) -> anyhow::Result<Tls> {
+        Self::open_source(config, true)
+    }
+
+    fn open_source(config: &Config, assigned: bool) -> anyhow::Result<Tls> {
         let tls = &config.tls;
         let source = if tls.cert_path.is_empty() {
-            Source::Dev(dev::DevCa::new(
+            let ca = dev::DevCa::new(
                 config.server.data_dir.join("tls"),
                 &config.cluster.id,
                 &config.cluster.root_domain,
                 tls.renew_before,
-            ))
+            );
+            Source::Dev(if assigned { ca.assigned() } else { ca })
         } else {
             Source::Files {
                 cert: PathBuf::from(&tls.cert_path),
@@ -148,11 +196,16 @@ impl Tls {
                 "the cluster certificate does not name the cluster wildcard: edges will serve a certificate viewers' browsers refuse"
             );
         }
-        let loaded = load(bundle)?;
+        let assigned = Assigned::default();
+        let suffix: Box<str> =
+            format!(".{}", config.cluster.root_domain.to_ascii_lowercase()).into();
+        let loaded = load(bundle, &assigned, &suffix)?;
         Ok(Tls {
             source,
             listeners: tls.listeners,
             current: ArcSwap::from_pointee(loaded),
+            assigned,
+            suffix,
             version: watch::Sender::new(1),
         })
     }
@@ -173,6 +226,25 @@ impl Tls {
     /// Which connections Foghorn's own listeners take.
     pub fn listeners(&self) -> ListenerTls {
         self.listeners
+    }
+
+    /// Presents `tls`, the certificate of `cluster` (assigned to this cell), to clients naming
+    /// a host of its zone, on the listeners of this (the home) cluster.
+    pub fn present_also(&self, cluster: &str, tls: Arc<Tls>) {
+        self.assigned.rcu(|assigned| {
+            let mut next = HashMap::clone(assigned);
+            next.insert(cluster.into(), tls.clone());
+            next
+        });
+    }
+
+    /// Stops presenting `cluster`'s certificate.
+    pub fn stop_presenting(&self, cluster: &str) {
+        self.assigned.rcu(|assigned| {
+            let mut next = HashMap::clone(assigned);
+            next.remove(cluster);
+            next
+        });
     }
 
     /// The acceptor for new TLS connections, with the current certificate.
@@ -197,7 +269,8 @@ impl Tls {
             "the new certificate expired at Unix time {}; keeping the current one",
             bundle.not_after
         );
-        self.current.store(Arc::new(load(bundle)?));
+        self.current
+            .store(Arc::new(load(bundle, &self.assigned, &self.suffix)?));
         self.version.send_modify(|v| *v += 1);
         Ok(true)
     }
@@ -289,21 +362,36 @@ fn leaf_facts(chain_pem: &str) -> anyhow::Result<LeafFacts> {
     })
 }
 
-/// Checks that the key fits the certificate and builds the acceptor.
-fn load(bundle: Bundle) -> anyhow::Result<Loaded> {
+/// The chain and key of `bundle`, checked to fit each other.
+fn certified(bundle: &Bundle) -> anyhow::Result<CertifiedKey> {
     let chain = CertificateDer::pem_slice_iter(bundle.cert_chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("tls.cert_path: unreadable PEM certificate chain")?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "tls.cert_path: no certificate in the chain"
+    );
     let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
         .context("tls.key_path: no readable PEM private key")?;
+    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .context("tls.key_path: the private key does not fit the certificate")
+}
+
+/// Checks that the key fits the certificate and builds the acceptor, which presents it, or the
+/// certificate of the `assigned` cluster the client names.
+fn load(bundle: Bundle, assigned: &Assigned, suffix: &str) -> anyhow::Result<Loaded> {
+    let certified = Arc::new(certified(&bundle)?);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .context("TLS protocol versions")?
     .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .context("tls.key_path: the private key does not fit the certificate")?;
+    .with_cert_resolver(Arc::new(BySni {
+        own: certified.clone(),
+        assigned: assigned.clone(),
+        suffix: suffix.into(),
+    }));
     // gRPC needs HTTP/2; viewers and tools may speak either.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let digest = bundle.digest();
@@ -311,6 +399,7 @@ fn load(bundle: Bundle) -> anyhow::Result<Loaded> {
         bundle: Arc::new(bundle),
         digest,
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        certified,
     })
 }
 

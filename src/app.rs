@@ -56,6 +56,8 @@ struct Base {
     /// The home cluster's certificate: the listeners present it, or the one of the assigned
     /// cluster a client names.
     tls: Arc<crate::tls::Tls>,
+    /// The cell, for the links between the clusters it serves.
+    cell: crate::cell::CellRef,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     background: TaskTracker,
@@ -126,12 +128,19 @@ impl Base {
                 .spawn(replication.clone().subscribe(stop.child_token()));
             replication
         });
-        let link = crate::grpc::GrpcPeerLink::new(
+        let remote = crate::grpc::GrpcPeerLink::new(
             self.registry.clone(),
             id,
             root,
             self.credential.clone(),
             config.federation.rpc_timeout,
+        );
+        let link = crate::cell::Link::new(
+            id,
+            root,
+            self.cell.clone(),
+            Arc::new(self.registry.clone()),
+            Arc::new(remote),
         );
         let federation = Hub::new(crate::federation::Parts {
             cluster_id: id.clone(),
@@ -355,6 +364,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         edge_links: Arc::new(crate::grpc::EdgeLinks::default()),
         credential,
         tls: tls.clone(),
+        cell: crate::cell::CellRef::default(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         background,
@@ -365,6 +375,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .serve_cluster(config.clone(), tls.clone(), shutdown.clone(), sync_stop)
         .await?;
     let cell = Arc::new(Cell::new(state.clone()));
+    let _ = base.cell.set(Arc::downgrade(&cell));
     // The clusters assigned here are served before the listeners open, so their edges find
     // them at once; one that cannot start now is tried again by the follower.
     match state.registry.cell_clusters(&config.cluster.id).await {

@@ -13,9 +13,16 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt as _;
 
+use crate::federation::ports::{
+    Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull, StreamQuery,
+};
+use crate::federation::{Closing, Frame, Hub, LinkError, PeerDirectory, PeerLink};
 use crate::state::AppState;
 
 /// The clusters served here besides the home cluster, by id.
@@ -134,6 +141,162 @@ impl Cell {
             next
         });
         old
+    }
+}
+
+/// Where a served cluster's [`Link`] finds the cell, once it exists (the cell holds the
+/// clusters' states, which hold their links: a weak reference, so dropping the cell frees them).
+pub type CellRef = Arc<OnceLock<Weak<Cell>>>;
+
+/// The way from one served cluster to its peers (DESIGN.md §7): in process when this cell
+/// serves the peer too, with the rules the peer's Foghorn applies to a call (a cluster never
+/// peers with itself; the pair must share a tenant), so no call goes through the network to
+/// this process itself; over `remote` (gRPC) otherwise.
+#[derive(Debug)]
+pub struct Link {
+    me: String,
+    root: String,
+    cell: CellRef,
+    directory: Arc<dyn PeerDirectory>,
+    remote: Arc<dyn PeerLink>,
+}
+
+impl Link {
+    pub fn new(
+        me: &str,
+        root: &str,
+        cell: CellRef,
+        directory: Arc<dyn PeerDirectory>,
+        remote: Arc<dyn PeerLink>,
+    ) -> Link {
+        Link {
+            me: me.to_string(),
+            root: root.to_string(),
+            cell,
+            directory,
+            remote,
+        }
+    }
+
+    /// The state of `peer` when this cell serves it.
+    fn served(&self, peer: &str) -> Option<AppState> {
+        self.cell.get()?.upgrade()?.get(peer)
+    }
+
+    /// `peer`'s federation, once the call is one its Foghorn would take from this cluster.
+    async fn admit(&self, peer: &AppState) -> Result<Arc<Hub>, LinkError> {
+        let them = &peer.config.cluster.id;
+        if *them == self.me {
+            return Err(LinkError::Refused(
+                "a cluster does not peer with itself".into(),
+            ));
+        }
+        if peer.shutdown.is_cancelled() {
+            return Err(LinkError::Unavailable(format!(
+                "cluster {them:?} is no longer served here"
+            )));
+        }
+        if !self.directory.share_a_tenant(&self.me, them).await? {
+            peer.metrics.federation_refusals.inc();
+            return Err(LinkError::Refused(format!(
+                "cluster {:?} shares no active subscription with cluster {them:?}",
+                self.me
+            )));
+        }
+        Ok(peer.federation.clone())
+    }
+
+    /// `frame` as the peer receives it, with the size it has on the wire (its budget counts
+    /// bytes whichever way it comes).
+    fn received(frame: Frame, root: &str) -> Received {
+        use prost::Message as _;
+        let bytes = crate::wire::frame_to_proto(&frame, root).encoded_len();
+        Received { frame, bytes }
+    }
+
+    /// A channel with `peer`, served here.
+    async fn open_local(&self, peer: &AppState, outbound: Outbound) -> Result<Inbound, LinkError> {
+        let hub = self.admit(peer).await?;
+        let root = self.root.clone();
+        let sent = Box::pin(
+            outbound
+                .stream()
+                .map(move |frame| Ok(Self::received(frame, &root))),
+        );
+        let answers = hub.accept_channel(self.me.clone(), sent);
+        let root = self.root.clone();
+        Ok(Box::pin(answers.stream().map(move |sent| {
+            sent.map(|frame| Self::received(frame, &root))
+                .map_err(ended)
+        })))
+    }
+}
+
+/// How a channel the peer ended reads on this side: what its Foghorn's status would say.
+fn ended(closing: Closing) -> LinkError {
+    match closing {
+        Closing::Refused(why) => LinkError::Refused(why),
+        Closing::ShuttingDown => LinkError::Unavailable("Foghorn is shutting down".into()),
+        Closing::Silent => LinkError::TimedOut("peer went silent".into()),
+        Closing::Flooded(why) => LinkError::Unavailable(why),
+        Closing::Replaced => {
+            LinkError::Unavailable("newer channels of this cluster replaced this one".into())
+        }
+    }
+}
+
+impl PeerLink for Link {
+    fn open_channel<'a>(
+        &'a self,
+        peer: &'a str,
+        outbound: Outbound,
+    ) -> BoxFuture<'a, Result<Inbound, LinkError>> {
+        match self.served(peer) {
+            Some(state) => Box::pin(async move { self.open_local(&state, outbound).await }),
+            None => self.remote.open_channel(peer, outbound),
+        }
+    }
+
+    fn query_stream<'a>(
+        &'a self,
+        peer: &'a str,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, Result<QueryAnswer, LinkError>> {
+        match self.served(peer) {
+            Some(state) => Box::pin(async move {
+                let hub = self.admit(&state).await?;
+                hub.answer_query(&self.me, &query).await
+            }),
+            None => self.remote.query_stream(peer, query),
+        }
+    }
+
+    fn notify_origin_pull<'a>(
+        &'a self,
+        peer: &'a str,
+        notice: PullNotice,
+    ) -> BoxFuture<'a, Result<PullAnswer, LinkError>> {
+        match self.served(peer) {
+            Some(state) => Box::pin(async move {
+                let hub = self.admit(&state).await?;
+                hub.answer_pull(&self.me, &notice).await
+            }),
+            None => self.remote.notify_origin_pull(peer, notice),
+        }
+    }
+
+    fn arrange_origin_pull<'a>(
+        &'a self,
+        peer: &'a str,
+        pull: RemotePull,
+    ) -> BoxFuture<'a, Result<PullAnswer, LinkError>> {
+        match self.served(peer) {
+            Some(state) => Box::pin(async move {
+                let hub = self.admit(&state).await?;
+                hub.answer_arrange(&self.me, &pull).await
+            }),
+            None => self.remote.arrange_origin_pull(peer, pull),
+        }
     }
 }
 

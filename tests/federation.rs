@@ -159,8 +159,14 @@ fn http() -> reqwest::Client {
 
 /// `GET /play/{id}` (JSON) with a returning session, so no redirect is charged to an edge.
 async fn play(server: &TestServer, playback_id: &str) -> Value {
+    play_for_host(server, "127.0.0.1", playback_id).await
+}
+
+/// `GET /play/{id}` sent to `server` with `Host: host`.
+async fn play_for_host(server: &TestServer, host: &str, playback_id: &str) -> Value {
     let res = http()
         .get(server.http(&format!("/play/{playback_id}?fh_sid=test")))
+        .header("host", host)
         .send()
         .await
         .expect("GET /play");
@@ -1316,6 +1322,25 @@ async fn redirect_for_host(server: &TestServer, host: &str, playback_id: &str) -
     (res.status().as_u16(), location)
 }
 
+/// Creates a private cluster on `cell` through `server`'s API as the tenant of `token`; returns
+/// its id and first enrollment token.
+async fn create_private(server: &TestServer, token: &str, cell: &str) -> (String, String) {
+    let res = http()
+        .post(server.http("/api/v1/private-clusters"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": "Home Lab", "cell": cell }))
+        .send()
+        .await
+        .expect("POST private-clusters");
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.expect("json");
+    let id = created["cluster"]["id"].as_str().expect("id");
+    let enrollment = created["enrollment_token"]["token"]
+        .as_str()
+        .expect("token");
+    (id.to_string(), enrollment.to_string())
+}
+
 /// Issue 18's journey on a running cell: a tenant whose official cluster is bravo creates a private
 /// cluster through the API on alpha's cell (two replicas sharing Redis); both replicas serve it
 /// within seconds, without a restart; an edge enrolls with the cluster's token on that same
@@ -1340,20 +1365,7 @@ async fn a_private_cluster_created_on_a_running_cell_is_served_by_it() {
     let (operator, _) = alpha.operator().await;
     let home_edge = Edge::start(&alpha, &operator, 0).await;
 
-    let res = http()
-        .post(alpha.http("/api/v1/private-clusters"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "name": "Home Lab", "cell": "alpha" }))
-        .send()
-        .await
-        .expect("POST private-clusters");
-    assert_eq!(res.status(), 201);
-    let created: Value = res.json().await.expect("json");
-    let private = created["cluster"]["id"].as_str().expect("id").to_string();
-    let enrollment = created["enrollment_token"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let (private, enrollment) = create_private(&alpha, &token, "alpha").await;
     for replica in [&alpha, &alpha2] {
         eventually(
             WAIT,
@@ -1427,4 +1439,48 @@ async fn a_private_cluster_created_on_a_running_cell_is_served_by_it() {
     for s in [alpha2, alpha, bravo] {
         s.stop().await;
     }
+}
+
+/// Clusters of one cell peer in process (issue 18 §5): a tenant of alpha that prefers its private
+/// cluster on alpha's cell gets the always-on pair at once, each cluster scoring the other's edge
+/// as remote, though the gRPC address alpha's cell publishes answers nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_of_one_cell_peer_in_process() {
+    let alpha = TestServer::start_with(Db::Postgres, |c| {
+        federated(c, "alpha");
+        c.federation.topology_poll = Duration::from_millis(100);
+        c.federation.advertise_grpc = "http://127.0.0.1:9".into();
+    })
+    .await;
+    let (t, token) = tenant(&alpha, "alpha").await;
+    let (private, enrollment) = create_private(&alpha, &token, "alpha").await;
+    eventually(WAIT, "the cell serves the new cluster", || async {
+        alpha.server().cell.serves(&private)
+    })
+    .await;
+    prefer(&alpha, &token, &private).await;
+    let (operator, _) = alpha.operator().await;
+    let home_edge = Edge::start(&alpha, &operator, 0).await;
+    let (edge, _) = Edge::enroll(&alpha, &enrollment, "").await;
+    edge.report(0, &[]).await;
+    let (stream, _) = alpha.stream(&t).await;
+
+    eventually(WAIT, "alpha scores the private cluster's edge", || async {
+        candidates(&play(&alpha, &stream.playback_id).await)
+            .iter()
+            .any(|c| c.0 == edge.node_id && c.1)
+    })
+    .await;
+    let host = format!("foghorn.{private}.{ROOT}");
+    eventually(WAIT, "the private cluster scores alpha's edge", || async {
+        candidates(&play_for_host(&alpha, &host, &stream.playback_id).await)
+            .iter()
+            .any(|c| c.0 == home_edge.node_id && c.1)
+    })
+    .await;
+    assert_eq!(
+        peering(&alpha, &token, &private).await,
+        ("open".into(), true)
+    );
+    alpha.stop().await;
 }

@@ -58,6 +58,8 @@ struct Base {
     tls: Arc<crate::tls::Tls>,
     /// The cell, for the links between the clusters it serves.
     cell: crate::cell::CellRef,
+    /// The registry as every served cluster's federation reads it.
+    directory: Arc<crate::cell::Directory>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     background: TaskTracker,
@@ -139,7 +141,7 @@ impl Base {
             id,
             root,
             self.cell.clone(),
-            Arc::new(self.registry.clone()),
+            self.directory.clone(),
             Arc::new(remote),
         );
         let federation = Hub::new(crate::federation::Parts {
@@ -153,7 +155,7 @@ impl Base {
             metrics: self.metrics.clone(),
             leadership: self.leadership.clone(),
             link: Arc::new(link),
-            directory: Arc::new(self.registry.clone()),
+            directory: self.directory.clone(),
             edge_commands: self.edge_links.clone(),
             relay: replication
                 .clone()
@@ -260,9 +262,10 @@ impl Base {
     }
 }
 
-/// Follows the clusters the registry assigns to this cell: served within
-/// `federation.topology_poll` of the assignment (its topology counter moves with every change of
-/// a cluster), and retired as soon as they are assigned elsewhere.
+/// Reads the registry's topology version every `federation.topology_poll`, for every served
+/// cluster's federation, and follows the clusters the registry assigns to this cell: served
+/// within a poll of the assignment (the counter moves with every change of a cluster), and
+/// retired as soon as they are assigned elsewhere.
 async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(base.config.federation.topology_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -272,13 +275,10 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // Read before the assignments, so a change that lands in between moves it again.
-        let version = match base.registry.topology_version().await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::debug!(error = %e, "could not read the topology version");
-                continue;
-            }
+        // Read before the assignments, so a change that lands in between moves it again; the
+        // served clusters' federation reads the same version.
+        let Some(version) = base.directory.read_version().await else {
+            continue;
         };
         if seen == Some(version) {
             continue;
@@ -354,6 +354,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let base = Arc::new(Base {
         config: config.clone(),
+        directory: Arc::new(crate::cell::Directory::new(Arc::new(registry.clone()))),
         registry,
         geoip,
         trusted_proxies: Arc::new(config.trusted_proxies()),

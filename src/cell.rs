@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
@@ -297,6 +298,85 @@ impl PeerLink for Link {
             }),
             None => self.remote.arrange_origin_pull(peer, pull),
         }
+    }
+}
+
+/// The registry as the federation of every served cluster reads it, with one difference: the
+/// topology version, which each cluster's supervisor polls every `federation.topology_poll`, is
+/// read once per poll for the whole cell (by the follower of the cell's assignments) instead of
+/// once per served cluster.
+#[derive(Debug)]
+pub struct Directory {
+    registry: Arc<dyn PeerDirectory>,
+    /// The version last read; [`UNREAD`] before the first read and after a failed one.
+    version: AtomicI64,
+}
+
+/// No topology version known.
+const UNREAD: i64 = i64::MIN;
+
+impl Directory {
+    pub fn new(registry: Arc<dyn PeerDirectory>) -> Directory {
+        Directory {
+            registry,
+            version: AtomicI64::new(UNREAD),
+        }
+    }
+
+    /// Reads the topology version from the registry for every served cluster; `None` when the
+    /// registry did not answer.
+    pub async fn read_version(&self) -> Option<i64> {
+        let read = self.registry.topology_version().await;
+        if let Err(e) = &read {
+            tracing::debug!(error = %e, "could not read the topology version");
+        }
+        let version = read.ok().filter(|v| *v != UNREAD);
+        self.version
+            .store(version.unwrap_or(UNREAD), Ordering::Release);
+        version
+    }
+}
+
+impl PeerDirectory for Directory {
+    fn topology_version(&self) -> BoxFuture<'_, Result<i64, LinkError>> {
+        let version = self.version.load(Ordering::Acquire);
+        Box::pin(async move {
+            if version == UNREAD {
+                Err(LinkError::Unavailable(
+                    "the topology version was not read yet".into(),
+                ))
+            } else {
+                Ok(version)
+            }
+        })
+    }
+
+    fn always_on_peers<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<String>, LinkError>> {
+        self.registry.always_on_peers(me)
+    }
+
+    fn share_a_tenant<'a>(
+        &'a self,
+        a: &'a str,
+        b: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LinkError>> {
+        self.registry.share_a_tenant(a, b)
+    }
+
+    fn tenant_may_use_both<'a>(
+        &'a self,
+        tenant: &'a str,
+        a: &'a str,
+        b: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LinkError>> {
+        self.registry.tenant_may_use_both(tenant, a, b)
+    }
+
+    fn stream_owner<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, LinkError>> {
+        self.registry.stream_owner(stream)
     }
 }
 

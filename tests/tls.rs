@@ -160,16 +160,45 @@ async fn dev_certificate_reaches_edges_and_serves_both_listeners() {
         "a fresh dev certificate runs ~90 days"
     );
 
-    // It is what the listeners present, and it is good for the edge's own name.
+    // It is good for the edge's own name.
+    let edge_name = seed.edge_domain.clone();
+    let verifier = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ders(&ca_pem).remove(0)).expect("CA");
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier")
+    };
+    let wildcard = ders(&bundle.cert_chain_pem);
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        &*verifier,
+        &wildcard[0],
+        &wildcard[1..],
+        &ServerName::try_from(edge_name.clone()).expect("name"),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .expect("the wildcard covers edge-{node}.test.example.net");
+
+    // Foghorn's listeners present a leaf of their own from the same CA, not the wildcard whose
+    // key every edge holds; it names Foghorn, not the edges.
     let (health, presented) = https_get(http, &ca_pem, FOGHORN_NAME, "/health")
         .await
         .expect("HTTPS on the HTTP port");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    assert_eq!(presented, ders(&bundle.cert_chain_pem));
-    let edge_name = seed.edge_domain.clone();
-    https_get(http, &ca_pem, &edge_name, "/health")
-        .await
-        .expect("the wildcard covers edge-{node}.test.example.net");
+    assert_ne!(presented, wildcard);
+    let own = std::fs::read_to_string(server.data.path().join("tls/cluster-foghorn.pem"))
+        .expect("Foghorn's own leaf");
+    assert_eq!(presented, ders(&own));
+    assert!(
+        https_get(http, &ca_pem, &edge_name, "/health")
+            .await
+            .is_err(),
+        "Foghorn does not present itself as an edge"
+    );
 
     // Plaintext still works on both ports: existing edges and MistServer are not cut off; such an
     // edge gets everything but the certificate, whose key would cross the wire in the clear.

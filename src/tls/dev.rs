@@ -4,9 +4,12 @@
 //!
 //! Files (keys readable by Foghorn's user only):
 //! - `ca.pem`, `ca.key`: the CA, valid 10 years;
-//! - `cluster.pem`, `cluster.key`: the wildcard leaf, valid 90 days, like an ACME certificate;
-//! - `clusters/{id}.pem`, `clusters/{id}.key`: the wildcard leaf of each cluster assigned to the
-//!   cell.
+//! - `cluster.pem`, `cluster.key`: the wildcard leaf, valid 90 days, like an ACME certificate,
+//!   which every edge of the cluster gets;
+//! - `cluster-foghorn.pem`, `cluster-foghorn.key`: Foghorn's own leaf for its listeners, so no
+//!   edge holds the key of the certificate Foghorn presents;
+//! - `clusters/{id}.pem`, `clusters/{id}-foghorn.pem` (and keys): the same two leaves of each
+//!   cluster assigned to the cell.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -37,8 +40,11 @@ pub(super) struct DevCa {
     /// The leaf's file name without extension: `cluster` for the home cluster, and
     /// `clusters/{id}` for the clusters assigned to the cell, all signed by the one CA.
     leaf: String,
-    /// The names the leaf must carry; a change (another cluster id or root) issues a new one.
+    /// The names the wildcard must carry (wildcard, apex, `localhost`); a change (another
+    /// cluster id or root) issues a new one.
     names: Vec<String>,
+    /// `foghorn.{cluster}.{root}`, which Foghorn's own leaf names besides the apex and loopback.
+    foghorn: String,
     renew_before: Duration,
 }
 
@@ -54,6 +60,7 @@ impl DevCa {
                 // Tools on the Foghorn host itself, and tests, connect by loopback.
                 "localhost".to_string(),
             ],
+            foghorn: Zone::new(cluster, root).foghorn_host(),
             renew_before,
         }
     }
@@ -70,13 +77,14 @@ impl DevCa {
         self.dir.join("ca.pem")
     }
 
-    /// The current wildcard, issued now when missing, for other names, from another CA, or
-    /// within `renew_before` of its expiry.
-    pub(super) fn bundle(&self, now: SystemTime) -> anyhow::Result<Bundle> {
+    /// The current wildcard (for the edges) and Foghorn's own leaf (for its listeners, naming
+    /// `foghorn.{cluster}.{root}`, the zone apex and loopback), each issued now when missing,
+    /// for other names, from another CA, or within `renew_before` of its expiry.
+    pub(super) fn bundles(&self, now: SystemTime) -> anyhow::Result<(Bundle, Bundle)> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         // Replicas may share the directory: one at a time reads, makes and writes, so they all
-        // end up with the same CA and the same leaf. Released when the file is closed.
+        // end up with the same CA and the same leaves. Released when the file is closed.
         let lock_path = self.dir.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -87,8 +95,32 @@ impl DevCa {
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         let (ca_pem, ca_key) = self.ca(now)?;
-        let leaf_path = self.dir.join(format!("{}.pem", self.leaf));
-        let key_path = self.dir.join(format!("{}.key", self.leaf));
+        let wildcard = self.leaf(&self.leaf, &self.names, &ca_pem, &ca_key, now)?;
+        let own_names: Vec<String> = std::iter::once(self.foghorn.clone())
+            .chain(self.names[1..].iter().cloned())
+            .collect();
+        let own = self.leaf(
+            &format!("{}-foghorn", self.leaf),
+            &own_names,
+            &ca_pem,
+            &ca_key,
+            now,
+        )?;
+        Ok((wildcard, own))
+    }
+
+    /// The leaf kept as `{stem}.pem` and `{stem}.key`, issued again unless it is fresh, carries
+    /// `names` and fits the CA.
+    fn leaf(
+        &self,
+        stem: &str,
+        names: &[String],
+        ca_pem: &str,
+        ca_key: &KeyPair,
+        now: SystemTime,
+    ) -> anyhow::Result<Bundle> {
+        let leaf_path = self.dir.join(format!("{stem}.pem"));
+        let key_path = self.dir.join(format!("{stem}.key"));
         if let Some(parent) = leaf_path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
@@ -100,12 +132,12 @@ impl DevCa {
             if let Ok(facts) = leaf_facts(&cert_chain_pem) {
                 let fresh = facts.not_after - unix(now)
                     > i64::try_from(self.renew_before.as_secs()).unwrap_or(i64::MAX);
-                let named = self.names.iter().all(|n| facts.names.contains(n));
-                if fresh && named && signed_by(&cert_chain_pem, &ca_pem) {
+                let named = names.iter().all(|n| facts.names.contains(n));
+                if fresh && named && signed_by(&cert_chain_pem, ca_pem) {
                     let kept = Bundle {
                         cert_chain_pem,
                         key_pem,
-                        ca_pem: ca_pem.clone(),
+                        ca_pem: ca_pem.to_string(),
                         not_after: facts.not_after,
                         names: facts.names,
                     };
@@ -117,9 +149,9 @@ impl DevCa {
                 }
             }
         }
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the dev CA")?;
+        let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).context("reading the dev CA")?;
         let key = KeyPair::generate().context("generating the cluster key")?;
-        let mut params = CertificateParams::new(self.names.clone())?;
+        let mut params = CertificateParams::new(names.to_vec())?;
         let mut sans = params.subject_alt_names.clone();
         sans.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
         sans.push(rcgen::SanType::IpAddress(
@@ -128,7 +160,7 @@ impl DevCa {
         params.subject_alt_names = sans;
         params
             .distinguished_name
-            .push(DnType::CommonName, self.names[0].clone());
+            .push(DnType::CommonName, names[0].clone());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -145,12 +177,12 @@ impl DevCa {
             names = ?facts.names,
             not_after = facts.not_after,
             path = %leaf_path.display(),
-            "issued the cluster certificate from the dev CA"
+            "issued a certificate from the dev CA"
         );
         Ok(Bundle {
             cert_chain_pem,
             key_pem,
-            ca_pem,
+            ca_pem: ca_pem.to_string(),
             not_after: facts.not_after,
             names: facts.names,
         })
@@ -273,15 +305,15 @@ mod tests {
     fn issues_once_then_reuses_until_renewal_is_due() {
         let dir = tempfile::tempdir().expect("temp dir");
         let now = SystemTime::now();
-        let first = ca(dir.path()).bundle(now).expect("first start");
+        let first = ca(dir.path()).bundles(now).expect("first start").0;
         assert!(first.names.contains(&"*.alpha.example.test".to_string()));
         assert!(signed_by(&first.cert_chain_pem, &first.ca_pem));
-        let again = ca(dir.path()).bundle(now).expect("restart");
+        let again = ca(dir.path()).bundles(now).expect("restart").0;
         assert_eq!(again, first, "a restart keeps the certificate");
 
         // 61 days on, 29 days are left: within renew_before, so a new leaf from the same CA.
         let later = now + Duration::from_secs(61 * 86_400);
-        let renewed = ca(dir.path()).bundle(later).expect("renewal");
+        let renewed = ca(dir.path()).bundles(later).expect("renewal").0;
         assert_ne!(renewed.cert_chain_pem, first.cert_chain_pem);
         assert_ne!(renewed.key_pem, first.key_pem);
         assert_eq!(renewed.ca_pem, first.ca_pem);
@@ -289,26 +321,65 @@ mod tests {
         assert!(signed_by(&renewed.cert_chain_pem, &first.ca_pem));
     }
 
+    /// Foghorn's listeners get a leaf of their own from the same CA: the edges' wildcard key
+    /// cannot impersonate Foghorn. An assigned cluster's leaves live under `clusters/`.
+    #[test]
+    fn foghorn_gets_its_own_leaf_and_assigned_clusters_theirs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = SystemTime::now();
+        let (wildcard, own) = ca(dir.path()).bundles(now).expect("first start");
+        assert_eq!(
+            own.names,
+            [
+                "foghorn.alpha.example.test",
+                "alpha.example.test",
+                "localhost"
+            ]
+        );
+        assert!(!own.names.iter().any(|n| n.starts_with('*')));
+        assert_ne!(own.key_pem, wildcard.key_pem);
+        assert!(signed_by(&own.cert_chain_pem, &wildcard.ca_pem));
+        assert!(dir.path().join("cluster-foghorn.key").exists());
+
+        let (lab, lab_own) = DevCa::new(
+            dir.path().to_path_buf(),
+            "lab",
+            "example.test",
+            Duration::from_secs(86_400),
+        )
+        .assigned()
+        .bundles(now)
+        .expect("assigned cluster");
+        assert!(lab.names.contains(&"*.lab.example.test".to_string()));
+        assert_eq!(lab_own.names[0], "foghorn.lab.example.test");
+        assert_eq!(lab.ca_pem, wildcard.ca_pem, "one CA for the cell");
+        assert!(dir.path().join("clusters/lab.pem").exists());
+        assert!(dir.path().join("clusters/lab-foghorn.pem").exists());
+        // The home cluster's leaves are untouched.
+        assert_eq!(ca(dir.path()).bundles(now).expect("again"), (wildcard, own));
+    }
+
     #[test]
     fn another_cluster_name_or_ca_issues_a_new_leaf() {
         let dir = tempfile::tempdir().expect("temp dir");
         let now = SystemTime::now();
-        let first = ca(dir.path()).bundle(now).expect("first start");
+        let first = ca(dir.path()).bundles(now).expect("first start").0;
         let other = DevCa::new(
             dir.path().to_path_buf(),
             "alpha",
             "other.test",
             Duration::from_secs(86_400),
         )
-        .bundle(now)
-        .expect("new root");
+        .bundles(now)
+        .expect("new root")
+        .0;
         assert!(other.names.contains(&"*.alpha.other.test".to_string()));
         assert_ne!(other.cert_chain_pem, first.cert_chain_pem);
 
         // A new CA (both CA files removed) does not keep a leaf the old CA signed.
         std::fs::remove_file(dir.path().join("ca.pem")).expect("rm");
         std::fs::remove_file(dir.path().join("ca.key")).expect("rm");
-        let fresh = ca(dir.path()).bundle(now).expect("new CA");
+        let fresh = ca(dir.path()).bundles(now).expect("new CA").0;
         assert_ne!(fresh.ca_pem, first.ca_pem);
         assert!(signed_by(&fresh.cert_chain_pem, &fresh.ca_pem));
     }
@@ -319,7 +390,7 @@ mod tests {
         let now = SystemTime::now();
         let bundles: Vec<Bundle> = std::thread::scope(|s| {
             let starts: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| ca(dir.path()).bundle(now).expect("start")))
+                .map(|_| s.spawn(|| ca(dir.path()).bundles(now).expect("start").0))
                 .collect();
             starts
                 .into_iter()
@@ -332,10 +403,10 @@ mod tests {
     #[test]
     fn half_a_ca_is_an_error_not_a_silent_new_ca() {
         let dir = tempfile::tempdir().expect("temp dir");
-        ca(dir.path()).bundle(SystemTime::now()).expect("first");
+        ca(dir.path()).bundles(SystemTime::now()).expect("first");
         std::fs::remove_file(dir.path().join("ca.key")).expect("rm");
         let err = ca(dir.path())
-            .bundle(SystemTime::now())
+            .bundles(SystemTime::now())
             .expect_err("a CA without its key");
         assert!(format!("{err:#}").contains("ca.key"), "{err:#}");
     }

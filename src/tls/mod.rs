@@ -1,10 +1,12 @@
 //! The cluster's TLS material: the wildcard certificate `*.{cluster}.{root}` that every edge serves
-//! viewers with (it goes out in each edge's ConfigSeed) and that Foghorn's own listeners present.
+//! viewers with (it goes out in each edge's ConfigSeed), and what Foghorn's own listeners present.
 //!
 //! Two sources:
 //! - **Development** (no files configured): a CA kept under `{data_dir}/tls/` issues the wildcard on
-//!   first start and issues a new one `tls.renew_before` its expiry. Edges and tools trust it through
-//!   the CA that `PreRegisterEdge` hands out.
+//!   first start and issues a new one `tls.renew_before` its expiry. It also issues Foghorn's
+//!   listeners a leaf of their own (`foghorn.{cluster}.{root}`, the apex, loopback), so the key
+//!   every edge holds cannot impersonate Foghorn. Edges and tools trust both through the CA that
+//!   `PreRegisterEdge` hands out.
 //! - **Operator files** (`tls.cert_path`, `tls.key_path`, optionally `tls.ca_path`): a certificate
 //!   from any ACME client or the operator's own CA. The files are read again every
 //!   `tls.check_interval`, so a renewal written to disk reaches every connected edge and every new
@@ -12,6 +14,9 @@
 //!
 //! Whatever the source, a change is published as a new [`Bundle`] version: the control streams push
 //! a new ConfigSeed and the listeners' acceptor is swapped.
+//!
+//! A cell's listeners serve every cluster it serves: the home cluster's [`Tls`] presents the
+//! certificate of the assigned cluster whose zone the client names (SNI), else its own.
 
 mod accept;
 mod dev;
@@ -78,7 +83,8 @@ struct Loaded {
     bundle: Arc<Bundle>,
     digest: [u8; 32],
     acceptor: TlsAcceptor,
-    /// What the listeners present, when the client names this cluster.
+    /// What the listeners present when the client names this cluster: Foghorn's own leaf where
+    /// it has one (dev CA), else the cluster certificate.
     certified: Arc<CertifiedKey>,
 }
 
@@ -181,7 +187,7 @@ impl Tls {
                 ca: (!tls.ca_path.is_empty()).then(|| PathBuf::from(&tls.ca_path)),
             }
         };
-        let bundle = read(&source, SystemTime::now())?;
+        let (bundle, own) = read(&source, SystemTime::now())?;
         let now = unix(SystemTime::now());
         anyhow::ensure!(
             bundle.not_after > now,
@@ -199,7 +205,7 @@ impl Tls {
         let assigned = Assigned::default();
         let suffix: Box<str> =
             format!(".{}", config.cluster.root_domain.to_ascii_lowercase()).into();
-        let loaded = load(bundle, &assigned, &suffix)?;
+        let loaded = load(bundle, own, &assigned, &suffix)?;
         Ok(Tls {
             source,
             listeners: tls.listeners,
@@ -260,8 +266,8 @@ impl Tls {
     /// Issues (dev) or re-reads (files) the certificate as of `now`; returns whether it changed.
     /// On any failure the current certificate stays in use.
     pub fn refresh(&self, now: SystemTime) -> anyhow::Result<bool> {
-        let bundle = read(&self.source, now)?;
-        if bundle.digest() == self.current.load().digest {
+        let (bundle, own) = read(&self.source, now)?;
+        if digest(&bundle, own.as_ref()) == self.current.load().digest {
             return Ok(false);
         }
         anyhow::ensure!(
@@ -270,7 +276,7 @@ impl Tls {
             bundle.not_after
         );
         self.current
-            .store(Arc::new(load(bundle, &self.assigned, &self.suffix)?));
+            .store(Arc::new(load(bundle, own, &self.assigned, &self.suffix)?));
         self.version.send_modify(|v| *v += 1);
         Ok(true)
     }
@@ -303,9 +309,9 @@ impl Tls {
 }
 
 /// The bundle as the source has it now.
-fn read(source: &Source, now: SystemTime) -> anyhow::Result<Bundle> {
+fn read(source: &Source, now: SystemTime) -> anyhow::Result<(Bundle, Option<Bundle>)> {
     match source {
-        Source::Dev(ca) => ca.bundle(now),
+        Source::Dev(ca) => ca.bundles(now).map(|(edges, own)| (edges, Some(own))),
         Source::Files { cert, key, ca } => {
             let cert_chain_pem = std::fs::read_to_string(cert)
                 .with_context(|| format!("tls.cert_path: reading {}", cert.display()))?;
@@ -318,13 +324,14 @@ fn read(source: &Source, now: SystemTime) -> anyhow::Result<Bundle> {
             };
             let leaf = leaf_facts(&cert_chain_pem)
                 .with_context(|| format!("tls.cert_path: {}", cert.display()))?;
-            Ok(Bundle {
+            let bundle = Bundle {
                 cert_chain_pem,
                 key_pem,
                 ca_pem,
                 not_after: leaf.not_after,
                 names: leaf.names,
-            })
+            };
+            Ok((bundle, None))
         }
     }
 }
@@ -377,10 +384,28 @@ fn certified(bundle: &Bundle) -> anyhow::Result<CertifiedKey> {
         .context("tls.key_path: the private key does not fit the certificate")
 }
 
-/// Checks that the key fits the certificate and builds the acceptor, which presents it, or the
-/// certificate of the `assigned` cluster the client names.
-fn load(bundle: Bundle, assigned: &Assigned, suffix: &str) -> anyhow::Result<Loaded> {
-    let certified = Arc::new(certified(&bundle)?);
+/// What identifies a version of the certificates: the edges' `bundle` and the listeners' `own`.
+fn digest(bundle: &Bundle, own: Option<&Bundle>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(bundle.digest());
+    if let Some(own) = own {
+        h.update(own.digest());
+    }
+    h.finalize().into()
+}
+
+/// Checks that each key fits its certificate and builds the acceptor, which presents Foghorn's
+/// `own` leaf (else the edges' `bundle`), or the certificate of the `assigned` cluster the
+/// client names.
+fn load(
+    bundle: Bundle,
+    own: Option<Bundle>,
+    assigned: &Assigned,
+    suffix: &str,
+) -> anyhow::Result<Loaded> {
+    certified(&bundle)?;
+    let digest = digest(&bundle, own.as_ref());
+    let certified = Arc::new(certified(own.as_ref().unwrap_or(&bundle))?);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -394,7 +419,6 @@ fn load(bundle: Bundle, assigned: &Assigned, suffix: &str) -> anyhow::Result<Loa
     }));
     // gRPC needs HTTP/2; viewers and tools may speak either.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let digest = bundle.digest();
     Ok(Loaded {
         bundle: Arc::new(bundle),
         digest,

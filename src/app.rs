@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,9 @@ use crate::state::{AppState, Shared};
 
 /// How long shutdown waits for the Redis sync to write the ends of the closed sessions.
 const SYNC_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How many assigned clusters are started at once.
+const STARTING_AT_ONCE: usize = 16;
 
 /// A running Foghorn.
 pub struct Server {
@@ -201,10 +205,15 @@ impl Base {
         config.cluster.id = id.to_string();
         config.cluster.name = id.to_string();
         let config = Arc::new(config);
-        let tls = Arc::new(
-            crate::tls::Tls::open_served(&config)
-                .with_context(|| format!("loading the certificate of cluster {id}"))?,
-        );
+        // Files and, the first time, key generation: off the runtime's threads.
+        let tls = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || crate::tls::Tls::open_served(&config))
+                .await
+                .context("the certificate task panicked")?
+                .with_context(|| format!("loading the certificate of cluster {id}"))?
+        };
+        let tls = Arc::new(tls);
         let state = self
             .serve_cluster(
                 config,
@@ -220,6 +229,12 @@ impl Base {
         }
         tracing::info!(cluster = %id, "serving an assigned cluster");
         Ok(())
+    }
+
+    /// [`Base::serve_assigned`], naming the cluster in its outcome.
+    async fn start(&self, cell: &Cell, id: String) -> (String, anyhow::Result<()>) {
+        let result = self.serve_assigned(cell, &id).await;
+        (id, result)
     }
 
     /// Ends a cluster's edge sessions and loops; its Redis sync stops once the sessions' ends
@@ -249,15 +264,21 @@ impl Base {
                 }
             }
         }
-        for id in assigned {
-            if *id == self.config.cluster.id || cell.serves(id) {
-                continue;
-            }
-            if let Err(e) = self.serve_assigned(cell, id).await {
+        // Several at a time: each waits on the registry and on its certificate files.
+        let starting: Vec<String> = assigned
+            .iter()
+            .filter(|id| **id != self.config.cluster.id && !cell.serves(id))
+            .cloned()
+            .collect();
+        let starts = starting.into_iter().map(|id| self.start(cell, id));
+        let mut started = futures_util::stream::iter(starts).buffer_unordered(STARTING_AT_ONCE);
+        while let Some((id, result)) = started.next().await {
+            if let Err(e) = result {
                 complete = false;
                 tracing::error!(cluster = %id, error = %format!("{e:#}"), "could not serve an assigned cluster");
             }
         }
+        self.metrics.served_clusters.set(cell.len() as i64);
         complete
     }
 }
@@ -377,6 +398,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await?;
     let cell = Arc::new(Cell::new(state.clone()));
     let _ = base.cell.set(Arc::downgrade(&cell));
+    base.metrics.served_clusters.set(1);
     // The clusters assigned here are served before the listeners open, so their edges find
     // them at once; one that cannot start now is tried again by the follower.
     match state.registry.cell_clusters(&config.cluster.id).await {

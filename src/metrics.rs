@@ -117,6 +117,8 @@ pub struct Metrics {
     pub replication_synced: Gauge,
     /// 1 while this replica holds the cluster's leader lease.
     pub leader: Gauge,
+    /// Clusters this Foghorn's cell serves, its home cluster included.
+    pub served_clusters: Gauge,
     /// Cross-cluster unary calls (QueryStream, NotifyOriginPull, ArrangeOriginPull), by direction.
     pub federation_rpcs: Family<RpcLabels, Counter>,
     /// PeerChannels open now (both directions).
@@ -159,6 +161,7 @@ impl Metrics {
             replication_errors: Counter::default(),
             replication_synced: Gauge::default(),
             leader: Gauge::default(),
+            served_clusters: Gauge::default(),
             federation_rpcs: Family::default(),
             federation_channels: Gauge::default(),
             federation_frames: Family::default(),
@@ -238,6 +241,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the cluster's leader lease",
             m.leader.clone(),
+        );
+        registry.register(
+            "served_clusters",
+            "Clusters this Foghorn's cell serves, its home cluster included",
+            m.served_clusters.clone(),
         );
         registry.register(
             "federation_rpcs",

@@ -11,7 +11,12 @@ use std::time::Duration;
 const FOGHORN: &str = env!("CARGO_BIN_EXE_foghorn");
 
 fn foghorn(data: &std::path::Path) -> Command {
-    let mut cmd = Command::new(FOGHORN);
+    foghorn_at(FOGHORN, data)
+}
+
+/// [`foghorn`] with the binary at `bin`.
+fn foghorn_at(bin: &str, data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("FOGHORN_DATA_DIR", data)
@@ -1018,4 +1023,158 @@ fn logs_are_plain_text_in_a_pipe() {
         "{seen:?}"
     );
     assert!(!seen.iter().any(|l| l.contains('\x1b')), "{seen:?}");
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The value of gauge `name` on `/metrics` of the server at `http` (a URL).
+async fn gauge(http: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Issue 18's numbers, on the real binary and PostgreSQL (printed for `docs/BENCHMARKS.md`,
+/// `./scripts/test a_cell_serves -- --nocapture`): a running cell picks up 1,000 clusters
+/// assigned to it without a restart; resident memory per idle served cluster; start to ready
+/// with all of them; and a private cluster created on the running cell → its first edge
+/// routable by viewers naming its Foghorn. `FOGHORN_MEASURE_BIN=target/release/foghorn` measures
+/// the release build (after `cargo build --release`) instead of the debug one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_serves_a_thousand_assigned_clusters() {
+    use foghorn::registry::NewPrivateCluster;
+    use std::time::Instant;
+    const CLUSTERS: usize = 1_000;
+    let db = common::TestDb::new(common::Db::Postgres).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let bin = std::env::var("FOGHORN_MEASURE_BIN").unwrap_or_else(|_| FOGHORN.to_string());
+    let cell = || {
+        let mut cmd = foghorn_at(&bin, data.path());
+        cmd.env("FOGHORN_DATABASE_URL", &db.url)
+            .env("FOGHORN_CLUSTER_ID", "cell")
+            .env("FOGHORN_ROOT_DOMAIN", "example.net");
+        cmd
+    };
+    let (server, http, _) = serve(cell());
+    let registry = db.registry().await;
+    let tenant = registry
+        .create_tenant("Labs", "cell")
+        .await
+        .expect("tenant");
+    let idle = rss_kib(server.0.id());
+    let private = |name: String| NewPrivateCluster {
+        tenant_id: tenant.id.clone(),
+        name,
+        region: String::new(),
+        description: String::new(),
+        enrollment_expires_at: foghorn::registry::now_ms() + 86_400_000,
+        cell_id: "cell".into(),
+    };
+    for i in 0..CLUSTERS {
+        registry
+            .create_private_cluster(&private(format!("lab {i}")))
+            .await
+            .expect("private cluster");
+    }
+    let assigned = Instant::now();
+    let all = (CLUSTERS + 1) as f64;
+    common::eventually(
+        Duration::from_secs(120),
+        "the running cell serves every cluster assigned to it",
+        || async { gauge(&http, "foghorn_served_clusters").await == Some(all) },
+    )
+    .await;
+    let picked_up = assigned.elapsed();
+    // Allocations settle once the new clusters' first loops ran.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let serving = rss_kib(server.0.id());
+    drop(server);
+
+    let started = Instant::now();
+    let (server, http, grpc) = serve(cell());
+    let ready = started.elapsed();
+    assert_eq!(
+        gauge(&http, "foghorn_served_clusters").await,
+        Some(all),
+        "assigned clusters are served before the listeners open"
+    );
+
+    // A cluster created now: an edge enrolls with its token (retrying, as Helmsman does, while
+    // the cell is picking the cluster up) and viewers naming its Foghorn reach that edge.
+    let (stream, _) = registry
+        .create_stream(&tenant.id, "main")
+        .await
+        .expect("stream");
+    let created = Instant::now();
+    let fresh = registry
+        .create_private_cluster(&private("fresh".into()))
+        .await
+        .expect("private cluster");
+    let token = fresh.enrollment_secret.clone();
+    let grpc_url = grpc.clone();
+    // The standard edge name (no base URL of its own).
+    let mut register = common::register_with_token(&token);
+    if let Some(foghorn::proto::edge_message::Payload::Register(r)) = &mut register.payload {
+        r.public_base_url.clear();
+    }
+    let (edge, seed) = loop {
+        let mut edge = common::EdgeConn::open(&grpc_url, register.clone()).await;
+        match edge.recv().await {
+            Ok(Some(foghorn::proto::ControlMessage {
+                payload: Some(foghorn::proto::control_message::Payload::ConfigSeed(seed)),
+            })) => break (edge, seed),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(seed.cluster_id, fresh.cluster.id);
+    edge.send(common::stats_frame(Vec::new())).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let host = format!("foghorn.{}.example.net", fresh.cluster.id);
+    let wanted = format!(
+        "https://edge-{}.{}.example.net/",
+        seed.node_id, fresh.cluster.id
+    );
+    common::eventually(
+        Duration::from_secs(10),
+        "the new edge is routable",
+        || async {
+            let res = client
+                .get(format!("{http}/play/{}/hls/index.m3u8", stream.playback_id))
+                .header("host", &host)
+                .send()
+                .await
+                .expect("GET /play");
+            res.headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .is_some_and(|l| l.starts_with(&wanted))
+        },
+    )
+    .await;
+    let routable = created.elapsed();
+    println!(
+        "cell of {CLUSTERS} assigned clusters: picked up in {picked_up:.2?}; resident {idle} KiB \
+         idle (home only), {serving} KiB serving all, {:.1} KiB per served cluster; start to \
+         ready {ready:.2?}; created -> first edge routable {routable:.2?}",
+        (serving.saturating_sub(idle)) as f64 / CLUSTERS as f64
+    );
+    drop(edge);
+    drop(server);
 }

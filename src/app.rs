@@ -189,6 +189,7 @@ impl Base {
             replication,
             leadership: self.leadership.clone(),
             replica_id: self.replica_id.clone(),
+            cell: self.cell.clone(),
             shutdown: stop,
             tasks: self.tasks.clone(),
             background: self.background.clone(),

@@ -53,6 +53,8 @@ pub struct Shared {
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.
     pub replica_id: String,
+    /// The cell serving this cluster, with the others it serves.
+    pub(crate) cell: crate::cell::CellRef,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Per-connection tasks (edge sessions), awaited during shutdown.
@@ -70,6 +72,14 @@ impl AppState {
     /// Whether both are the same state (not merely equal).
     pub fn same(&self, other: &AppState) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The state of `cluster` when this Foghorn's cell serves it (this cluster's own included).
+    pub fn served(&self, cluster: &str) -> Option<AppState> {
+        if cluster == self.config.cluster.id {
+            return Some(self.clone());
+        }
+        self.cell.get()?.upgrade()?.get(cluster)
     }
 
     /// Whether the listeners are up and the registry was migrated.

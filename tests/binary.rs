@@ -1069,7 +1069,9 @@ async fn a_cell_serves_a_thousand_assigned_clusters() {
             .env("FOGHORN_ROOT_DOMAIN", "example.net");
         cmd
     };
+    let started = Instant::now();
     let (server, http, _) = serve(cell());
+    let alone = started.elapsed();
     let registry = db.registry().await;
     let tenant = registry
         .create_tenant("Labs", "cell")
@@ -1172,7 +1174,8 @@ async fn a_cell_serves_a_thousand_assigned_clusters() {
     println!(
         "cell of {CLUSTERS} assigned clusters: picked up in {picked_up:.2?}; resident {idle} KiB \
          idle (home only), {serving} KiB serving all, {:.1} KiB per served cluster; start to \
-         ready {ready:.2?}; created -> first edge routable {routable:.2?}",
+         ready {ready:.2?} (first start, home cluster only: {alone:.2?}); created -> first edge \
+         routable {routable:.2?}",
         (serving.saturating_sub(idle)) as f64 / CLUSTERS as f64
     );
     drop(edge);

@@ -573,17 +573,18 @@ pub async fn list_nodes(
     cluster_id: &str,
 ) -> Result<Vec<NodeView>, ApiError> {
     let cluster = managed_cluster(state, caller, cluster_id).await?;
-    let local = cluster.id == state.config.cluster.id;
+    // Live state where this Foghorn's cell serves the cluster.
+    let served = state.served(&cluster.id);
+    let local = served.is_some();
     let nodes = state.registry.nodes_of_cluster(&cluster.id).await?;
-    let routed = if local {
-        state.router.routed_now()
-    } else {
-        Default::default()
-    };
+    let routed = served
+        .as_ref()
+        .map(|s| s.router.routed_now())
+        .unwrap_or_default();
     Ok(nodes
         .into_iter()
         .map(|node| {
-            let live = local.then(|| state.edges.get(&node.node_id)).flatten();
+            let live = served.as_ref().and_then(|s| s.edges.get(&node.node_id));
             let stats = live.as_ref().and_then(|v| v.stats.as_ref());
             NodeView {
                 connected: local.then(|| live.as_ref().is_some_and(|v| v.connected)),

@@ -90,17 +90,19 @@ impl Utilization {
     }
 }
 
-/// The load of `cluster`: live for the cluster this Foghorn serves, else as last published.
+/// The load of `cluster`: live for the clusters this Foghorn's cell serves, else as last
+/// published.
 fn utilization_of(
     state: &AppState,
     cluster: &Cluster,
     reported: Option<&ClusterUtilization>,
 ) -> Option<Utilization> {
-    if cluster.id == state.config.cluster.id {
-        let live = ClusterUtilization::from_live(&state.edges.utilization(), now_ms());
-        Some(Utilization::of(&live, "live"))
-    } else {
-        reported.map(|load| Utilization::of(load, "reported"))
+    match state.served(&cluster.id) {
+        Some(served) => {
+            let live = ClusterUtilization::from_live(&served.edges.utilization(), now_ms());
+            Some(Utilization::of(&live, "live"))
+        }
+        None => reported.map(|load| Utilization::of(load, "reported")),
     }
 }
 

@@ -1484,3 +1484,64 @@ async fn clusters_of_one_cell_peer_in_process() {
     );
     alpha.stop().await;
 }
+
+/// A private cluster moved to another cell (issue 18 §3): the old cell stops serving it within a
+/// poll and ends its edges' sessions; the edge, coming back with its node credential, is told
+/// where the cluster is served now, and that cell admits it with the same credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_moved_to_another_cell_takes_its_edges_along() {
+    let cell = |cluster: &'static str| {
+        move |c: &mut Config| {
+            federated(c, cluster);
+            c.federation.topology_poll = Duration::from_millis(100);
+        }
+    };
+    let alpha = TestServer::start_with(Db::Postgres, cell("alpha")).await;
+    let bravo = alpha.replica(cell("bravo")).await;
+    let (_, token) = tenant(&alpha, "alpha").await;
+    let (private, enrollment) = create_private(&alpha, &token, "alpha").await;
+    eventually(WAIT, "alpha's cell serves the new cluster", || async {
+        alpha.server().cell.serves(&private)
+    })
+    .await;
+    let (mut edge, seed) = Edge::enroll(&alpha, &enrollment, "").await;
+    edge.report(0, &[]).await;
+
+    alpha
+        .registry()
+        .assign_cell(&private, Some("bravo"))
+        .await
+        .expect("move");
+    eventually(WAIT, "bravo's cell takes the cluster over", || async {
+        bravo.server().cell.serves(&private) && !alpha.server().cell.serves(&private)
+    })
+    .await;
+    let (code, _) = edge.conn.error_frame().await;
+    assert_eq!(code, foghorn::proto::ErrorCode::ShuttingDown);
+
+    let credential = || register_with_credential(&seed.node_id, &seed.node_credential);
+    let mut refused = EdgeConn::open(&alpha.grpc_url(), credential()).await;
+    let (code, message) = refused.error_frame().await;
+    assert_eq!(
+        code,
+        foghorn::proto::ErrorCode::Unauthenticated,
+        "{message}"
+    );
+    let at = alpha
+        .registry()
+        .peer_endpoint("bravo")
+        .await
+        .expect("registry")
+        .expect("bravo")
+        .grpc_addr;
+    assert!(
+        message.ends_with(&format!("connect to its Foghorn at {at}")),
+        "{message}"
+    );
+    let mut moved = EdgeConn::open(&bravo.grpc_url(), credential()).await;
+    let again = moved.seed().await;
+    assert_eq!((again.node_id, again.cluster_id), (seed.node_id, private));
+    for s in [bravo, alpha] {
+        s.stop().await;
+    }
+}

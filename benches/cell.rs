@@ -93,6 +93,9 @@ fn decisions(c: &mut Criterion) {
     let others: Vec<_> = (0..OTHER_CLUSTERS)
         .map(|i| cluster(&format!("lab-{i:04}"), EDGES_PER_OTHER))
         .collect();
+    group.bench_function("home_decision_1000_edges_beside_1000_idle_clusters", |b| {
+        b.iter(|| decide(&home))
+    });
     // Decisions for the other clusters interleaved, as a cell's viewers would send them, so
     // their snapshots compete with the home cluster's for the caches.
     let mut next = 0usize;

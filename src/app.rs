@@ -61,7 +61,7 @@ struct Base {
     /// cluster a client names.
     tls: Arc<crate::tls::Tls>,
     /// The cell, for the links between the clusters it serves.
-    cell: crate::cell::CellRef,
+    cell: crate::state::CellRef,
     /// The registry as every served cluster's federation reads it.
     directory: Arc<crate::cell::Directory>,
     shutdown: CancellationToken,
@@ -387,7 +387,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         edge_links: Arc::new(crate::grpc::EdgeLinks::default()),
         credential,
         tls: tls.clone(),
-        cell: crate::cell::CellRef::default(),
+        cell: crate::state::CellRef::default(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         background,
@@ -398,7 +398,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .serve_cluster(config.clone(), tls.clone(), shutdown.clone(), sync_stop)
         .await?;
     let cell = Arc::new(Cell::new(state.clone()));
-    let _ = base.cell.set(Arc::downgrade(&cell));
+    let _ = base.cell.set(cell.as_served());
     base.metrics.served_clusters.set(1);
     // The clusters assigned here are served before the listeners open, so their edges find
     // them at once; one that cannot start now is tried again by the follower.

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
@@ -24,16 +24,16 @@ use crate::federation::ports::{
     Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull, StreamQuery,
 };
 use crate::federation::{Closing, Frame, Hub, LinkError, PeerDirectory, PeerLink};
-use crate::state::AppState;
+use crate::state::{AppState, CellRef, Served};
 
 /// The clusters served here besides the home cluster, by id.
-type Served = HashMap<Box<str>, AppState>;
+type Assigned = HashMap<Box<str>, AppState>;
 
 /// The clusters this Foghorn serves.
 #[derive(Debug)]
 pub struct Cell {
     home: AppState,
-    served: ArcSwap<Served>,
+    served: ArcSwap<Assigned>,
     /// `.{root}`, lowercase: the suffix of every served cluster's names.
     suffix: Box<str>,
 }
@@ -44,7 +44,7 @@ impl Cell {
         let suffix = format!(".{}", home.config.cluster.root_domain.to_ascii_lowercase());
         Cell {
             home,
-            served: ArcSwap::from_pointee(Served::new()),
+            served: ArcSwap::from_pointee(Assigned::new()),
             suffix: suffix.into(),
         }
     }
@@ -60,6 +60,12 @@ impl Cell {
             return Some(self.home.clone());
         }
         self.served.load().get(cluster).cloned()
+    }
+
+    /// This cell as its clusters find it.
+    pub fn as_served(self: &Arc<Self>) -> std::sync::Weak<dyn Served> {
+        let served: Arc<dyn Served> = self.clone();
+        Arc::downgrade(&served)
     }
 
     /// Whether this cell serves `cluster`.
@@ -126,7 +132,7 @@ impl Cell {
         let id: Box<str> = state.config.cluster.id.as_str().into();
         let mut old = None;
         self.served.rcu(|served| {
-            let mut next = Served::clone(served);
+            let mut next = Assigned::clone(served);
             old = next.insert(id.clone(), state.clone());
             next
         });
@@ -137,17 +143,13 @@ impl Cell {
     pub fn remove(&self, cluster: &str) -> Option<AppState> {
         let mut old = None;
         self.served.rcu(|served| {
-            let mut next = Served::clone(served);
+            let mut next = Assigned::clone(served);
             old = next.remove(cluster);
             next
         });
         old
     }
 }
-
-/// Where a served cluster's [`Link`] finds the cell, once it exists (the cell holds the
-/// clusters' states, which hold their links: a weak reference, so dropping the cell frees them).
-pub type CellRef = Arc<OnceLock<Weak<Cell>>>;
 
 /// The way from one served cluster to its peers (DESIGN.md §7): in process when this cell
 /// serves the peer too, with the rules the peer's Foghorn applies to a call (a cluster never
@@ -377,6 +379,12 @@ impl PeerDirectory for Directory {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, LinkError>> {
         self.registry.stream_owner(stream)
+    }
+}
+
+impl Served for Cell {
+    fn get(&self, cluster: &str) -> Option<AppState> {
+        Cell::get(self, cluster)
     }
 }
 

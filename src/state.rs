@@ -2,7 +2,7 @@
 //! replication. Built by the `app` module at start, read by the gRPC and HTTP adapters and the API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +15,17 @@ use crate::metrics::Metrics;
 use crate::registry::{PlaybackCache, Registry};
 use crate::replicas::{RedisLink, Replication};
 use crate::routing::Router;
+
+/// The clusters a cell serves, as each of them finds the others (implemented by the `cell`
+/// module's `Cell`, which knows the states; this module only names them).
+pub trait Served: Send + Sync + std::fmt::Debug {
+    /// The state of `cluster` when the cell serves it.
+    fn get(&self, cluster: &str) -> Option<AppState>;
+}
+
+/// Where a served cluster finds its cell once it exists: the cell holds the clusters' states, so
+/// a weak reference, and dropping the cell frees them.
+pub type CellRef = Arc<OnceLock<Weak<dyn Served>>>;
 
 /// Everything a handler may need. One `Arc`, so the clone each handler's extractor makes is one
 /// reference-count increment, not one per field.
@@ -54,7 +65,7 @@ pub struct Shared {
     /// Random per process: names this replica to the others and in the leader lease.
     pub replica_id: String,
     /// The cell serving this cluster, with the others it serves.
-    pub(crate) cell: crate::cell::CellRef,
+    pub(crate) cell: CellRef,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Per-connection tasks (edge sessions), awaited during shutdown.

@@ -433,6 +433,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .set_cluster_endpoint(&config.cluster.id, &endpoint)
         .await
         .context("publishing this cluster's gRPC address and CA")?;
+    state
+        .registry
+        .publish_http_url(&config.cluster.id, &advertised(&config, http_addr))
+        .await
+        .context("publishing this cluster's HTTP address")?;
     // Live as a cell from the start: private clusters may be assigned to it at once.
     state
         .registry
@@ -652,13 +657,17 @@ fn peer_secret(config: &Config) -> anyhow::Result<String> {
     }
 }
 
-/// Where peers dial this cluster: `federation.advertise_grpc`, else the gRPC listener's address
-/// when it is bound to one, else the cluster's Foghorn name on the listener's port; over TLS
-/// unless the listeners serve none.
+/// Where peers dial this cluster: `federation.advertise_grpc`, else [`advertised`].
 fn advertised_grpc(config: &Config, bound: SocketAddr) -> String {
     if !config.federation.advertise_grpc.is_empty() {
         return config.federation.advertise_grpc.clone();
     }
+    advertised(config, bound)
+}
+
+/// The URL of a listener bound to `bound`: its address when it is bound to one, else the
+/// cluster's Foghorn name on its port; over TLS unless the listeners serve none.
+fn advertised(config: &Config, bound: SocketAddr) -> String {
     let scheme = if config.tls.listeners == crate::config::ListenerTls::Off {
         "http"
     } else {

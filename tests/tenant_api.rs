@@ -1391,6 +1391,12 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
     assert!(!grpc.is_empty(), "the Foghorn publishes its gRPC address");
     assert_eq!(created["foghorn"]["cell"], "test", "{created}");
     assert_eq!(created["foghorn"]["grpc_addr"], grpc.as_str());
+    // The cell publishes its HTTP listener too.
+    assert_eq!(
+        created["foghorn"]["http_url"],
+        format!("https://{}", server.server().http_addr),
+        "{created}"
+    );
     assert_eq!(
         created["foghorn"]["viewer_url"],
         format!("https://foghorn.{id}.example.net")

@@ -231,6 +231,19 @@ impl Registry {
         .transpose()
     }
 
+    /// Publishes `url` as where this cluster's Foghorn takes HTTP (the address a private
+    /// cluster's creation answer names for its cell), unless an operator set one
+    /// (`foghorn admin cluster create --http-url`): theirs is kept.
+    pub async fn publish_http_url(&self, cluster_id: &str, url: &str) -> Result<()> {
+        super::check_text("HTTP URL", url, 300)?;
+        sqlx::query("UPDATE clusters SET http_url = $2 WHERE id = $1 AND http_url = ''")
+            .bind(cluster_id)
+            .bind(url)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Publishes where this cluster's Foghorns take gRPC and the CA that signs their certificate,
     /// together: replicas publishing at once never leave one's address with another's CA.
     pub async fn set_cluster_endpoint(

@@ -403,9 +403,12 @@ fn load(
     assigned: &Assigned,
     suffix: &str,
 ) -> anyhow::Result<Loaded> {
-    certified(&bundle)?;
+    let edges = certified(&bundle)?;
     let digest = digest(&bundle, own.as_ref());
-    let certified = Arc::new(certified(own.as_ref().unwrap_or(&bundle))?);
+    let certified = Arc::new(match &own {
+        Some(own) => certified(own)?,
+        None => edges,
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

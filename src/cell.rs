@@ -235,15 +235,15 @@ impl Link {
     }
 }
 
-/// How a channel the peer ended reads on this side: what its Foghorn's status would say.
+/// How a channel the peer ended reads on this side: what the status its Foghorn ends a gRPC
+/// channel with would read as ([`Closing::reason`] for both).
 fn ended(closing: Closing) -> LinkError {
+    let why = closing.reason().to_string();
     match closing {
-        Closing::Refused(why) => LinkError::Refused(why),
-        Closing::ShuttingDown => LinkError::Unavailable("Foghorn is shutting down".into()),
-        Closing::Silent => LinkError::TimedOut("peer went silent".into()),
-        Closing::Flooded(why) => LinkError::Unavailable(why),
-        Closing::Replaced => {
-            LinkError::Unavailable("newer channels of this cluster replaced this one".into())
+        Closing::Refused(_) => LinkError::Refused(why),
+        Closing::Silent => LinkError::TimedOut(why),
+        Closing::ShuttingDown | Closing::Flooded(_) | Closing::Replaced => {
+            LinkError::Unavailable(why)
         }
     }
 }

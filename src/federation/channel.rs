@@ -63,6 +63,18 @@ pub enum Closing {
     Replaced,
 }
 
+impl Closing {
+    /// Why the channel ended, as the peer is told it (over gRPC, or in process by a cell).
+    pub fn reason(&self) -> &str {
+        match self {
+            Closing::Refused(why) | Closing::Flooded(why) => why,
+            Closing::ShuttingDown => "Foghorn is shutting down",
+            Closing::Silent => "peer went silent",
+            Closing::Replaced => "newer channels of this cluster replaced this one",
+        }
+    }
+}
+
 /// What this side sends on a channel a peer opened: frames, then perhaps why it ended.
 pub type Sent = Result<Frame, Closing>;
 

@@ -82,6 +82,18 @@ fn inbound(stream: Streaming<PeerMessage>, peer: String, root: String) -> Inboun
     }))
 }
 
+/// The status a channel this side ended finishes with, chosen per way of ending.
+fn closing_status(closing: &Closing) -> Status {
+    let why = closing.reason();
+    match closing {
+        Closing::Refused(_) => Status::permission_denied(why),
+        Closing::ShuttingDown => Status::unavailable(why),
+        Closing::Silent => Status::deadline_exceeded(why),
+        Closing::Flooded(_) => Status::resource_exhausted(why),
+        Closing::Replaced => Status::aborted(why),
+    }
+}
+
 fn refuse(state: &AppState, status: Status) -> Status {
     state.metrics.federation_refusals.inc();
     tracing::warn!(code = ?status.code(), message = status.message(), "refused a peer");
@@ -196,13 +208,7 @@ impl Federation for FederationService {
         let out = state.federation.accept_channel(peer, frames);
         let sent = out.stream().map(move |sent| match sent {
             Ok(frame) => Ok(wire::frame_to_proto(&frame, &root)),
-            Err(Closing::Refused(why)) => Err(Status::permission_denied(why)),
-            Err(Closing::ShuttingDown) => Err(Status::unavailable("Foghorn is shutting down")),
-            Err(Closing::Silent) => Err(Status::deadline_exceeded("peer went silent")),
-            Err(Closing::Flooded(why)) => Err(Status::resource_exhausted(why)),
-            Err(Closing::Replaced) => Err(Status::aborted(
-                "newer channels of this cluster replaced this one",
-            )),
+            Err(closing) => Err(closing_status(&closing)),
         });
         Ok(Response::new(Box::pin(sent)))
     }

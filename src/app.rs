@@ -51,6 +51,8 @@ struct Base {
     trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     metrics: Arc<Metrics>,
     redis: Option<RedisLink>,
+    /// The one Redis subscription of every served cluster (with `redis`).
+    subscriber: Option<crate::replicas::Subscriber>,
     /// One leader lease for the cell: the leader runs outbound peering of every served cluster.
     leadership: Arc<Leadership>,
     replica_id: String,
@@ -130,8 +132,9 @@ impl Base {
             );
             self.sync_tasks
                 .spawn(replication.clone().write(sync_stop.clone()));
-            self.background
-                .spawn(replication.clone().subscribe(stop.child_token()));
+            if let Some(subscriber) = &self.subscriber {
+                subscriber.join(replication.clone(), stop.child_token());
+            }
             replication
         });
         let remote = crate::grpc::GrpcPeerLink::new(
@@ -357,6 +360,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         background.spawn(link.clone().run(shutdown.child_token()));
         Some(link)
     };
+    let subscriber = redis.as_ref().map(|link| {
+        crate::replicas::Subscriber::start(link.clone(), &background, shutdown.child_token())
+    });
     let leadership = match &redis {
         None => {
             metrics.leader.set(1);
@@ -382,6 +388,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         trusted_proxies: Arc::new(config.trusted_proxies()),
         metrics,
         redis,
+        subscriber,
         leadership,
         replica_id,
         edge_links: Arc::new(crate::grpc::EdgeLinks::default()),

@@ -1436,6 +1436,21 @@ async fn a_private_cluster_created_on_a_running_cell_is_served_by_it() {
             .any(|c| c.0 == edge.node_id && c.1)
     })
     .await;
+    // One subscription per replica, whatever the number of clusters it serves: two channels
+    // each for alpha and the private cluster (bravo keeps its state to itself).
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("CLIENT LIST");
+    let mut subscriptions: Vec<u32> = clients
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("sub=")))
+        .filter_map(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    subscriptions.sort_unstable();
+    assert_eq!(subscriptions, [4, 4], "{clients}");
     for s in [alpha2, alpha, bravo] {
         s.stop().await;
     }

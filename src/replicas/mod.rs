@@ -2,10 +2,12 @@
 //!
 //! The connection itself, established in the background with backoff so Foghorn starts and routes
 //! without Redis, and reported by `/ready`; the cluster's leader lease ([`Lease`]); and the edge
-//! state shared by the replicas ([`Replication`]).
+//! state shared by the replicas ([`Replication`]), every served cluster's on one subscription
+//! ([`Subscriber`]).
 
 mod lease;
 mod replication;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use lease::Lease;
 pub use replication::{PeerNews, PeerRelay, Replication};
+pub use subscriber::Subscriber;
 
 /// How often the link checks that Redis answers, and how long an answer may take.
 const CHECK_EVERY: Duration = Duration::from_millis(500);

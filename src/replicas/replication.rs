@@ -15,11 +15,12 @@
 //!   (`SESSION_REPLACED`). Replicas apply an announcement only if its token is not lower than the
 //!   one they know, so of two sessions of a node, the newest lives. A session that attached while
 //!   Redis was away takes its token with its first write once Redis is back.
-//! - **Subscriber.** Applies the other replicas' announcements as they come. Each time it
-//!   (re)subscribes, it resynchronises: the local edges are announced again (Redis may have lost
-//!   them, with the releases still owed), the other replicas' edges are read back from the index,
-//!   and the weights are reloaded. A ping every second notices a Redis that went away; until it is
-//!   back, edges held elsewhere age out by the liveness rule and local routing goes on. Writes that
+//! - **Subscriber.** Applies the other replicas' announcements as they come, on the cell's one
+//!   subscription ([`super::Subscriber`]). Each time the cluster is subscribed (anew), it
+//!   resynchronises: the local edges are announced again (Redis may have lost them, with the
+//!   releases still owed), the other replicas' edges are read back from the index, and the
+//!   weights are reloaded. A ping every second notices a Redis that went away; until it is back,
+//!   edges held elsewhere age out by the liveness rule and local routing goes on. Writes that
 //!   fail are queued again, with backoff.
 //!
 //! Every key but the token counter expires with the liveness window; the counter expires a day
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio_stream::StreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisLink;
@@ -106,8 +107,6 @@ const TOKEN_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest wait before the sync tries Redis again (writes, subscription): a Redis that answers
 /// again is used within it.
 const RETRY_MAX: Duration = Duration::from_millis(500);
-/// How often the subscriber checks that Redis still answers.
-const PING_EVERY: Duration = Duration::from_secs(1);
 /// Announcements written concurrently per batch (one connection pipelines them).
 const BATCH: usize = 256;
 
@@ -137,6 +136,28 @@ impl Keys {
 
     fn edge(&self, node_id: &str) -> String {
         format!("{}edge:{node_id}", self.prefix)
+    }
+}
+
+/// The two channels of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Channel {
+    /// `foghorn:{cluster}:events`: the edges' announcements ([`Event`]).
+    Events,
+    /// `foghorn:{cluster}:peers`: news about federation peers ([`PeerNews`]).
+    Peers,
+}
+
+impl Channel {
+    /// The cluster and channel a channel name is of.
+    pub(super) fn parse(name: &str) -> Option<(&str, Channel)> {
+        let rest = name.strip_prefix("foghorn:{")?;
+        let (cluster, channel) = rest.split_once("}:")?;
+        match channel {
+            "events" => Some((cluster, Channel::Events)),
+            "peers" => Some((cluster, Channel::Peers)),
+            _ => None,
+        }
     }
 }
 
@@ -344,7 +365,7 @@ impl Replication {
         self.synced.load(Ordering::Acquire)
     }
 
-    fn set_synced(&self, synced: bool) {
+    pub(super) fn set_synced(&self, synced: bool) {
         self.synced.store(synced, Ordering::Release);
         self.metrics.replication_synced.set(i64::from(synced));
     }
@@ -690,74 +711,61 @@ impl Replication {
         }
     }
 
-    /// Subscribes, resynchronises and applies announcements until `stop`; starts over (with
-    /// backoff) whenever Redis goes away.
-    pub async fn subscribe(self, stop: CancellationToken) {
-        let mut delays = crate::retry::backoff(Duration::from_millis(50), RETRY_MAX);
-        loop {
-            // The resync writes through the shared connection: no use subscribing before it is
-            // back, and once it is, no reason to wait longer.
-            tokio::select! {
-                _ = self.link.connected() => {}
-                _ = stop.cancelled() => return,
-            }
-            let delay = delays.next().unwrap_or(RETRY_MAX);
-            match self.follow(&stop).await {
-                Ok(()) => return,
-                Err(e) => {
-                    self.set_synced(false);
-                    tracing::warn!(error = %e, retry_in = ?delay, "edge-state sync: Redis unavailable; routing from local state");
+    /// The cluster this sync is of.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The channels the cluster's messages come on.
+    pub(super) fn channels(&self) -> [&str; 2] {
+        [&self.keys.channel, &self.keys.peers]
+    }
+
+    /// Applies a message that came on the cluster's `channel`.
+    pub(super) fn receive(&self, channel: Channel, payload: &[u8]) {
+        match channel {
+            Channel::Peers => self.apply_peer_news(payload),
+            Channel::Events => match std::str::from_utf8(payload).ok().and_then(Event::parse) {
+                Some(event) => self.apply(event),
+                None => {
+                    tracing::warn!(cluster = %self.cluster_id, "edge-state sync: unreadable message ignored")
                 }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.cancelled() => return,
-            }
+            },
         }
     }
 
-    /// One subscription: returns `Ok` on `stop`, `Err` when Redis went away.
-    async fn follow(&self, stop: &CancellationToken) -> anyhow::Result<()> {
-        let connect = async {
-            let mut pubsub = self.link.client().get_async_pubsub().await?;
-            pubsub
-                .subscribe(&[&self.keys.channel, &self.keys.peers])
-                .await?;
-            redis::RedisResult::Ok(pubsub)
-        };
-        let pubsub = tokio::time::timeout(CALL_TIMEOUT, connect)
-            .await
-            .map_err(|_| anyhow::anyhow!("subscribing timed out"))??;
-        let (mut sink, mut messages) = pubsub.split();
-        // Subscribed first, then read back: whatever changes meanwhile arrives as a message.
-        self.resync().await?;
-        self.relay_peer_news(NO_PEER, PeerNews::Sync);
-        self.set_synced(true);
-        tracing::info!(replica = %self.replica, "edge-state sync: subscribed and resynchronised");
-        let mut ping = tokio::time::interval(PING_EVERY);
+    /// Once the cluster's channels are subscribed: resynchronises (taking one of `permits`),
+    /// asks the other replicas what they know of the peers, and is synced; tried again with
+    /// backoff until it succeeds or `connection` (the subscription) ends.
+    pub(super) async fn catch_up(self, permits: Arc<Semaphore>, connection: CancellationToken) {
+        let mut delays = crate::retry::backoff(Duration::from_millis(50), RETRY_MAX);
         loop {
+            let resynced = tokio::select! {
+                resynced = async {
+                    let _permit = permits.acquire().await;
+                    self.resync().await
+                } => resynced,
+                _ = connection.cancelled() => return,
+            };
+            let e = match resynced {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let delay = delays.next().unwrap_or(RETRY_MAX);
+            tracing::warn!(cluster = %self.cluster_id, error = %e, retry_in = ?delay, "edge-state sync: could not resynchronise");
             tokio::select! {
-                msg = messages.next() => {
-                    let Some(msg) = msg else { anyhow::bail!("subscription closed") };
-                    if msg.get_channel_name() == self.keys.peers {
-                        self.apply_peer_news(msg.get_payload_bytes());
-                        continue;
-                    }
-                    match std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(Event::parse) {
-                        Some(event) => self.apply(event),
-                        None => tracing::warn!("edge-state sync: unreadable message ignored"),
-                    }
-                }
-                _ = ping.tick() => {
-                    match tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => anyhow::bail!("Redis did not answer a ping"),
-                    }
-                }
-                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+                _ = connection.cancelled() => return,
             }
         }
+        self.relay_peer_news(NO_PEER, PeerNews::Sync);
+        self.set_synced(true);
+        // The subscription may have ended meanwhile; its end marked the cluster unsynced first.
+        if connection.is_cancelled() {
+            self.set_synced(false);
+            return;
+        }
+        tracing::debug!(cluster = %self.cluster_id, replica = %self.replica, "edge-state sync: subscribed and resynchronised");
     }
 
     fn apply(&self, event: Event<'_>) {
@@ -963,6 +971,24 @@ mod tests {
             ))
         );
         assert_eq!(parse_peer_news(b"r1 bravo R r2 soon x"), None);
+    }
+
+    #[test]
+    fn channel_names_give_their_cluster() {
+        let keys = Keys::new("lab-1");
+        assert_eq!(
+            Channel::parse(&keys.channel),
+            Some(("lab-1", Channel::Events))
+        );
+        assert_eq!(Channel::parse(&keys.peers), Some(("lab-1", Channel::Peers)));
+        for bad in [
+            "foghorn:{lab-1}:seq",
+            "foghorn:lab-1:events",
+            "other:{a}:events",
+            "",
+        ] {
+            assert_eq!(Channel::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -382,7 +382,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let base = Arc::new(Base {
         config: config.clone(),
-        directory: Arc::new(crate::cell::Directory::new(Arc::new(registry.clone()))),
+        directory: Arc::new(crate::cell::Directory::new(registry.clone())),
         registry,
         geoip,
         trusted_proxies: Arc::new(config.trusted_proxies()),
@@ -409,9 +409,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     base.metrics.served_clusters.set(1);
     // The clusters assigned here are served before the listeners open, so their edges find
     // them at once; one that cannot start now is tried again by the follower.
+    let reconciling = std::time::Instant::now();
     match state.registry.cell_clusters(&config.cluster.id).await {
         Ok(assigned) => {
             base.reconcile(&cell, &assigned).await;
+            tracing::info!(clusters = cell.len() - 1, took = ?reconciling.elapsed(), "serving the clusters assigned here");
         }
         Err(e) => tracing::warn!(error = %e, "could not read the clusters assigned here"),
     }

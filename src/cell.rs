@@ -24,6 +24,7 @@ use crate::federation::ports::{
     Inbound, Outbound, PullAnswer, PullNotice, QueryAnswer, Received, RemotePull, StreamQuery,
 };
 use crate::federation::{Closing, Frame, Hub, LinkError, PeerDirectory, PeerLink};
+use crate::registry::Registry;
 use crate::state::{AppState, CellRef, Served};
 
 /// The clusters served here besides the home cluster, by id.
@@ -303,32 +304,69 @@ impl PeerLink for Link {
     }
 }
 
-/// The registry as the federation of every served cluster reads it, with one difference: the
+/// The registry as the federation of every served cluster reads it, with two differences: the
 /// topology version, which each cluster's supervisor polls every `federation.topology_poll`, is
 /// read once per poll for the whole cell (by the follower of the cell's assignments) instead of
-/// once per served cluster.
+/// once per served cluster; and the always-on pairs are read once per topology version for all
+/// of them, instead of one query per served cluster (a thousand at each change, and at start).
 #[derive(Debug)]
 pub struct Directory {
-    registry: Arc<dyn PeerDirectory>,
+    registry: Registry,
     /// The version last read; [`UNREAD`] before the first read and after a failed one.
     version: AtomicI64,
+    /// Each cluster's always-on peers, as read at a version (held while being read, so the
+    /// clusters asking meanwhile wait for that one read).
+    always_on: tokio::sync::Mutex<Option<(i64, Arc<AlwaysOn>)>>,
 }
+
+/// Each cluster's always-on peers, sorted.
+type AlwaysOn = HashMap<String, Vec<String>>;
 
 /// No topology version known.
 const UNREAD: i64 = i64::MIN;
 
 impl Directory {
-    pub fn new(registry: Arc<dyn PeerDirectory>) -> Directory {
+    pub fn new(registry: Registry) -> Directory {
         Directory {
             registry,
             version: AtomicI64::new(UNREAD),
+            always_on: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The always-on peers of every cluster at the last version read: from the last reading
+    /// when it was at that version, else read now.
+    async fn always_on(&self) -> Result<Arc<AlwaysOn>, LinkError> {
+        let version = self.version.load(Ordering::Acquire);
+        let mut held = self.always_on.lock().await;
+        if let Some((at, peers)) = &*held {
+            if *at == version && version != UNREAD {
+                return Ok(peers.clone());
+            }
+        }
+        let pairs = self
+            .registry
+            .always_on_pairs()
+            .await
+            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+        let mut peers = AlwaysOn::new();
+        for (a, b) in pairs {
+            peers.entry(a.clone()).or_default().push(b.clone());
+            peers.entry(b).or_default().push(a);
+        }
+        for list in peers.values_mut() {
+            list.sort_unstable();
+            list.dedup();
+        }
+        let peers = Arc::new(peers);
+        *held = Some((version, peers.clone()));
+        Ok(peers)
     }
 
     /// Reads the topology version from the registry for every served cluster; `None` when the
     /// registry did not answer.
     pub async fn read_version(&self) -> Option<i64> {
-        let read = self.registry.topology_version().await;
+        let read = PeerDirectory::topology_version(&self.registry).await;
         if let Err(e) = &read {
             tracing::debug!(error = %e, "could not read the topology version");
         }
@@ -354,7 +392,10 @@ impl PeerDirectory for Directory {
     }
 
     fn always_on_peers<'a>(&'a self, me: &'a str) -> BoxFuture<'a, Result<Vec<String>, LinkError>> {
-        self.registry.always_on_peers(me)
+        Box::pin(async move {
+            let peers = self.always_on().await?;
+            Ok(peers.get(me).cloned().unwrap_or_default())
+        })
     }
 
     fn share_a_tenant<'a>(
@@ -362,7 +403,7 @@ impl PeerDirectory for Directory {
         a: &'a str,
         b: &'a str,
     ) -> BoxFuture<'a, Result<bool, LinkError>> {
-        self.registry.share_a_tenant(a, b)
+        PeerDirectory::share_a_tenant(&self.registry, a, b)
     }
 
     fn tenant_may_use_both<'a>(
@@ -371,14 +412,14 @@ impl PeerDirectory for Directory {
         a: &'a str,
         b: &'a str,
     ) -> BoxFuture<'a, Result<bool, LinkError>> {
-        self.registry.tenant_may_use_both(tenant, a, b)
+        PeerDirectory::tenant_may_use_both(&self.registry, tenant, a, b)
     }
 
     fn stream_owner<'a>(
         &'a self,
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, LinkError>> {
-        self.registry.stream_owner(stream)
+        PeerDirectory::stream_owner(&self.registry, stream)
     }
 }
 

@@ -785,6 +785,11 @@ async fn topology_version_moves_with_every_topology_change(db: Db) {
         .await
         .expect("preferred");
     moved("a preferred cluster", version().await);
+    assert_eq!(
+        registry.always_on_pairs().await.expect("pairs"),
+        [("bravo".to_string(), "alpha".to_string())],
+        "the preferred and the official cluster pair always-on"
+    );
     let endpoint = PeerEndpoint {
         grpc_addr: "https://127.0.0.1:9".into(),
         tls_ca_pem: String::new(),

@@ -201,6 +201,18 @@ impl Registry {
             .collect()
     }
 
+    /// Every always-on pair of the platform, each once: the preferred and the official cluster
+    /// of some tenant, when they differ.
+    pub async fn always_on_pairs(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT preferred_cluster_id, official_cluster_id FROM tenants \
+             WHERE preferred_cluster_id IS NOT NULL AND official_cluster_id IS NOT NULL \
+             AND preferred_cluster_id <> official_cluster_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The topology counter: raised by the registry's own triggers whenever tenants' official or
     /// preferred clusters, subscriptions or clusters change, whoever changed them.
     pub async fn topology_version(&self) -> Result<i64> {

@@ -126,6 +126,25 @@ pub enum ClusterCommand {
         #[arg(long)]
         official_for: Option<String>,
     },
+    /// Create a tenant's private cluster, as the tenant API does: assigned to a live Foghorn
+    /// cell (the one given, else one in the region given, else one in the region of the
+    /// tenant's preferred cluster), with the tenant's owner subscription and a first enrollment
+    /// token (shown once).
+    CreatePrivate {
+        /// The tenant that owns it.
+        #[arg(long)]
+        tenant: String,
+        /// Display name; the cluster id is derived from it.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        region: Option<String>,
+        /// The cell to serve it (a cell is named by its home cluster's id).
+        #[arg(long)]
+        cell: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// Assign a cluster to the Foghorn cell that serves it (a cell is named by its home
     /// cluster's id), or give it back a Foghorn of its own.
     Assign {
@@ -254,7 +273,13 @@ pub async fn run(
             .await
             .context("registering this cluster in the new registry")?;
     }
-    let out = execute(&registry, &config.cluster.id, command).await;
+    let out = execute(
+        &registry,
+        &config.cluster.id,
+        &config.cluster.root_domain,
+        command,
+    )
+    .await;
     registry.close().await;
     let (value, human) = out?;
     if json {
@@ -274,6 +299,15 @@ fn nullable<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
         Some(None)
     } else {
         value.map(Some)
+    }
+}
+
+/// `-` for an empty value.
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() {
+        "-"
+    } else {
+        value
     }
 }
 
@@ -320,10 +354,11 @@ impl From<String> for Human {
 }
 
 /// Executes a command; returns the JSON result and its human rendering. `local_cluster` is the
-/// cluster of the configured Foghorn.
+/// cluster of the configured Foghorn, `root_domain` its root domain.
 pub async fn execute(
     registry: &Registry,
     local_cluster: &str,
+    root_domain: &str,
     command: AdminCommand,
 ) -> anyhow::Result<(Value, Human)> {
     Ok(match command {
@@ -413,6 +448,45 @@ pub async fn execute(
             let cluster = registry.update_cluster(&id, &changes).await?;
             let human = describe_cluster(&cluster);
             (serde_json::to_value(cluster)?, human.into())
+        }
+        AdminCommand::Cluster {
+            command:
+                ClusterCommand::CreatePrivate {
+                    tenant,
+                    name,
+                    region,
+                    cell,
+                    description,
+                },
+        } => {
+            let input = crate::api::CreatePrivateCluster {
+                name,
+                region,
+                description,
+                cell,
+            };
+            let created =
+                crate::api::create_private_cluster_for(registry, root_domain, &tenant, input, None)
+                    .await?;
+            let (cluster, at, token) = (
+                &created.cluster,
+                &created.foghorn,
+                &created.enrollment_token,
+            );
+            let human = Human {
+                out: format!(
+                    "private cluster {} ({}), served by cell {}\n  edges dial    {}\n  viewers       {}\n  enrollment    {}\n  provision     {}",
+                    cluster.id,
+                    cluster.name,
+                    at.cell,
+                    or_dash(&at.grpc_addr),
+                    at.viewer_url,
+                    token.token,
+                    token.provision_command,
+                ),
+                note: Some("(the enrollment token is shown once)".into()),
+            };
+            (serde_json::to_value(&created)?, human)
         }
         AdminCommand::Cluster {
             command: ClusterCommand::Assign { id, cell, .. },

@@ -249,6 +249,47 @@ async fn admin_then_sim_then_kill() {
             "{args:?}"
         );
     }
+    // An operator creates a tenant's private cluster: on the live cell (the running Foghorn),
+    // which serves it a moment later; a cell that is not live is refused, nothing created.
+    let refused = foghorn(dir)
+        .args(["admin", "cluster", "create-private", "--tenant", &tenant_id])
+        .args(["--name", "Home Lab", "--cell", "nowhere"])
+        .output()
+        .expect("run foghorn admin");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("\"nowhere\" is not live"), "{stderr}");
+    let private = admin_json(
+        dir,
+        &[
+            "cluster",
+            "create-private",
+            "--tenant",
+            &tenant_id,
+            "--name",
+            "Home Lab",
+        ],
+    );
+    let private_id = private["cluster"]["id"].as_str().expect("id");
+    assert!(private_id.starts_with("home-lab-"), "{private}");
+    assert_eq!(private["foghorn"]["cell"], "local", "{private}");
+    let secret = private["enrollment_token"]["token"]
+        .as_str()
+        .expect("token");
+    assert!(secret.starts_with("enroll_"), "{private}");
+    assert!(
+        private["enrollment_token"]["provision_command"]
+            .as_str()
+            .is_some_and(|c| c.contains(secret)),
+        "{private}"
+    );
+    common::eventually(
+        Duration::from_secs(10),
+        "the running cell serves the private cluster",
+        || async { gauge(&http, "foghorn_served_clusters").await == Some(2.0) },
+    )
+    .await;
+
     // An operator assigns a cluster to a cell and gives it back a Foghorn of its own.
     admin_json(dir, &["cluster", "create", "--id", "lab", "--name", "Lab"]);
     let assigned = admin_json(

@@ -13,7 +13,7 @@ use crate::api::ApiError;
 use crate::edge::Stats;
 use crate::registry::{
     choose_cell, Cell, ClusterChanges, EnrollmentToken, Invite, NewEnrollmentToken,
-    NewPrivateCluster, Placement, Principal, Subscription, SubscriptionStatus, Tenant,
+    NewPrivateCluster, Placement, Principal, Registry, Subscription, SubscriptionStatus, Tenant,
 };
 use crate::routing::Position;
 use crate::state::AppState;
@@ -395,14 +395,14 @@ pub struct PrivateClusterCreated {
 
 /// The region of the tenant's preferred cluster (else its official one): where its viewers are,
 /// as far as the registry knows.
-async fn home_region(state: &AppState, tenant_id: &str) -> Result<Option<String>, ApiError> {
-    let Some(tenant) = state.registry.tenant(tenant_id).await? else {
+async fn home_region(registry: &Registry, tenant_id: &str) -> Result<Option<String>, ApiError> {
+    let Some(tenant) = registry.tenant(tenant_id).await? else {
         return Ok(None);
     };
     let home = tenant
         .preferred_cluster_id
         .unwrap_or(tenant.official_cluster_id);
-    Ok(state.registry.cluster(&home).await?.map(|c| c.region))
+    Ok(registry.cluster(&home).await?.map(|c| c.region))
 }
 
 /// `POST /private-clusters`, `create_private_cluster`: the cluster, the owner subscription and a
@@ -416,16 +416,29 @@ pub async fn create_private_cluster(
     input: CreatePrivateCluster,
     near: Option<Position>,
 ) -> Result<PrivateClusterCreated, ApiError> {
+    let root = &state.config.cluster.root_domain;
+    create_private_cluster_for(&state.registry, root, &caller.tenant_id, input, near).await
+}
+
+/// [`create_private_cluster`] for tenant `tenant_id` on the registry itself (the admin command
+/// runs it without a Foghorn).
+pub async fn create_private_cluster_for(
+    registry: &Registry,
+    root_domain: &str,
+    tenant_id: &str,
+    input: CreatePrivateCluster,
+    near: Option<Position>,
+) -> Result<PrivateClusterCreated, ApiError> {
     let expires_at = parse_ttl(None, ENROLLMENT_TTL)?;
     if let Some(cell) = &input.cell {
         check_cluster_id(cell)?;
     }
-    let cells = state.registry.live_cells().await?;
+    let cells = registry.live_cells().await?;
     let placement = Placement {
         cell: input.cell.clone(),
         region: input.region.clone(),
         near,
-        fallback_region: home_region(state, &caller.tenant_id).await?,
+        fallback_region: home_region(registry, tenant_id).await?,
     };
     let cell: Cell = choose_cell(&cells, &placement).cloned().ok_or_else(|| {
         ApiError::Unavailable(match &input.cell {
@@ -436,10 +449,9 @@ pub async fn create_private_cluster(
             None => "no live Foghorn cell takes private clusters right now; retry later".into(),
         })
     })?;
-    let created = state
-        .registry
+    let created = registry
         .create_private_cluster(&NewPrivateCluster {
-            tenant_id: caller.tenant_id.clone(),
+            tenant_id: tenant_id.to_string(),
             name: input.name,
             region: input.region.unwrap_or_default(),
             description: input.description.unwrap_or_default(),
@@ -447,7 +459,7 @@ pub async fn create_private_cluster(
             cell_id: cell.id().to_string(),
         })
         .await?;
-    let zone = crate::names::Zone::new(&created.cluster.id, &state.config.cluster.root_domain);
+    let zone = crate::names::Zone::new(&created.cluster.id, root_domain);
     let foghorn = ServingCell {
         cell: cell.id().to_string(),
         grpc_addr: cell.home.grpc_addr.clone(),
@@ -455,7 +467,7 @@ pub async fn create_private_cluster(
         viewer_url: format!("https://{}", zone.foghorn_host()),
     };
     Ok(PrivateClusterCreated {
-        cluster: ClusterSummary::of(&created.cluster, &caller.tenant_id),
+        cluster: ClusterSummary::of(&created.cluster, tenant_id),
         subscription: SubscriptionView::from(&created.subscription),
         enrollment_token: token_created(
             &created.enrollment_token,

@@ -299,6 +299,8 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // A cluster just assigned here by this Foghorn's API: served before the answer.
+            _ = cell.woken() => {}
         }
         // Read before the assignments, so a change that lands in between moves it again; the
         // served clusters' federation reads the same version.

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
@@ -37,6 +38,10 @@ pub struct Cell {
     served: ArcSwap<Assigned>,
     /// `.{root}`, lowercase: the suffix of every served cluster's names.
     suffix: Box<str>,
+    /// Wakes the follower of the cell's assignments before its next poll.
+    wake: tokio::sync::Notify,
+    /// Moves whenever a cluster starts or stops being served.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cell {
@@ -47,6 +52,8 @@ impl Cell {
             home,
             served: ArcSwap::from_pointee(Assigned::new()),
             suffix: suffix.into(),
+            wake: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -137,6 +144,7 @@ impl Cell {
             old = next.insert(id.clone(), state.clone());
             next
         });
+        self.changes.send_modify(|n| *n += 1);
         old
     }
 
@@ -148,7 +156,13 @@ impl Cell {
             old = next.remove(cluster);
             next
         });
+        self.changes.send_modify(|n| *n += 1);
         old
+    }
+
+    /// Resolves when the follower of the assignments is asked to read them now.
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 }
 
@@ -426,6 +440,17 @@ impl PeerDirectory for Directory {
 impl Served for Cell {
     fn get(&self, cluster: &str) -> Option<AppState> {
         Cell::get(self, cluster)
+    }
+
+    fn serve_soon<'a>(&'a self, cluster: &'a str, within: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let mut changes = self.changes.subscribe();
+            // A permit is kept when the follower is busy: it reads again once done.
+            self.wake.notify_one();
+            let served = tokio::time::timeout(within, changes.wait_for(|_| self.serves(cluster)));
+            let served = matches!(served.await, Ok(Ok(_)));
+            served
+        })
     }
 }
 

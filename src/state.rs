@@ -21,6 +21,14 @@ use crate::routing::Router;
 pub trait Served: Send + Sync + std::fmt::Debug {
     /// The state of `cluster` when the cell serves it.
     fn get(&self, cluster: &str) -> Option<AppState>;
+
+    /// Has the cell read its assignments now rather than at its next poll, and waits (at most
+    /// `within`) until it serves `cluster`; whether it does.
+    fn serve_soon<'a>(
+        &'a self,
+        cluster: &'a str,
+        within: std::time::Duration,
+    ) -> futures_util::future::BoxFuture<'a, bool>;
 }
 
 /// Where a served cluster finds its cell once it exists: the cell holds the clusters' states, so
@@ -91,6 +99,15 @@ impl AppState {
             return Some(self.clone());
         }
         self.cell.get()?.upgrade()?.get(cluster)
+    }
+
+    /// Has this Foghorn's cell serve `cluster`, just assigned to it, before its next poll of the
+    /// assignments; waits at most `within`. Whether the cell serves it.
+    pub async fn serve_soon(&self, cluster: &str, within: std::time::Duration) -> bool {
+        match self.cell.get().and_then(|cell| cell.upgrade()) {
+            Some(cell) => cell.serve_soon(cluster, within).await,
+            None => false,
+        }
     }
 
     /// Whether the listeners are up and the registry was migrated.

@@ -727,7 +727,21 @@ async fn private_cluster_enrollment(db: Db) {
         .expect("token");
     assert_eq!(stored.usage_count, 0, "pre-registration consumes nothing");
 
-    // The private cluster's own Foghorn; a simulated edge enrolls with the reserved id.
+    // The private cluster gets a Foghorn of its own (as an operator gives a dedicated cluster
+    // one): the platform's cell, which served it since it was created, stops serving it.
+    assert!(platform.server().cell.serves(&id));
+    platform
+        .registry()
+        .assign_cell(&id, None)
+        .await
+        .expect("own Foghorn");
+    eventually(
+        Duration::from_secs(10),
+        "the platform's cell retires the cluster",
+        || async { !platform.server().cell.serves(&id) },
+    )
+    .await;
+    // A simulated edge enrolls there with the reserved id.
     let private = platform
         .replica(|c| {
             c.cluster.id = id.clone();
@@ -1504,16 +1518,11 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
             "{message}"
         );
     }
-    // One assigned to this Foghorn's own cell: refused, saying why (one Foghorn serving many
-    // clusters is still to come).
+    // One assigned to this Foghorn's own cell: served since its creation answered, so its
+    // token enrolls an edge here.
     let mut edge =
         common::EdgeConn::open(&server.grpc_url(), common::register_with_token(secret)).await;
-    let (code, message) = edge.error_frame().await;
-    assert_eq!(code, foghorn::proto::ErrorCode::EnrollmentFailed);
-    assert!(
-        message.contains("assigned to this Foghorn's cell"),
-        "{message}"
-    );
+    assert_eq!(edge.seed().await.cluster_id, id);
     // Without a hint: the cell with fewer edges (this one has none).
     let (_, created) = owner
         .post("/private-clusters", json!({ "name": "Any" }))
@@ -1606,7 +1615,54 @@ async fn private_clusters_go_to_the_nearest_cell(db: Db) {
     server.stop().await;
 }
 
+/// A private cluster assigned to the cell of the Foghorn that answers the creation is served by
+/// it when the answer comes, not at the cell's next poll of its assignments: the token works the
+/// moment the tenant has it. (The poll here is ten minutes away.)
+async fn a_created_private_cluster_is_served_before_the_answer(db: Db) {
+    let server = TestServer::start_with(db, |c| {
+        c.federation.topology_poll = Duration::from_secs(600);
+    })
+    .await;
+    let (owner_id, owner) = tenant(&server, "Owner", Role::Tenant).await;
+    // The follower's first poll, at start, is behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for name in ["Home Lab", "Second Lab"] {
+        let (status, created) = owner
+            .post("/private-clusters", json!({ "name": name }))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["cluster"]["id"].as_str().expect("id");
+        assert!(server.server().cell.serves(id), "{name} served at once");
+    }
+    assert_eq!(server.server().cell.len(), 3);
+
+    // One assigned to this cell elsewhere (another Foghorn's API, an operator's command): until
+    // the cell's next poll, its edges are told to retry, not sent away.
+    let registry = server.registry();
+    let elsewhere = registry
+        .create_private_cluster(&foghorn::registry::NewPrivateCluster {
+            tenant_id: owner_id,
+            name: "Third Lab".into(),
+            region: String::new(),
+            description: String::new(),
+            enrollment_expires_at: foghorn::registry::now_ms() + 3_600_000,
+            cell_id: "test".into(),
+        })
+        .await
+        .expect("private cluster");
+    let token = common::register_with_token(&elsewhere.enrollment_secret);
+    let mut edge = common::EdgeConn::open(&server.grpc_url(), token).await;
+    let (code, message) = edge.error_frame().await;
+    assert_eq!(code, foghorn::proto::ErrorCode::EnrollmentFailed);
+    assert!(
+        message.contains("just assigned to this Foghorn's cell"),
+        "{message}"
+    );
+    server.stop().await;
+}
+
 on_both!(
+    a_created_private_cluster_is_served_before_the_answer,
     browse_connect_prefer_stream,
     approval_flow,
     invites,

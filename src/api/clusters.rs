@@ -417,8 +417,22 @@ pub async fn create_private_cluster(
     near: Option<Position>,
 ) -> Result<PrivateClusterCreated, ApiError> {
     let root = &state.config.cluster.root_domain;
-    create_private_cluster_for(&state.registry, root, &caller.tenant_id, input, near).await
+    let created =
+        create_private_cluster_for(&state.registry, root, &caller.tenant_id, input, near).await?;
+    // Assigned to this Foghorn's own cell (the usual case on a shared cell): served before the
+    // answer, so the token works the moment the tenant has it. Other cells pick it up at their
+    // next poll (a second).
+    if created.foghorn.cell == state.config.cluster.id {
+        let id = &created.cluster.id;
+        if !state.serve_soon(id, SERVE_WITHIN).await {
+            tracing::warn!(cluster = %id, "the private cluster is not served yet; the cell's next poll picks it up");
+        }
+    }
+    Ok(created)
 }
+
+/// How long creating a private cluster waits for this Foghorn's cell to serve it.
+const SERVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// [`create_private_cluster`] for tenant `tenant_id` on the registry itself (the admin command
 /// runs it without a Foghorn).

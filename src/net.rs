@@ -28,3 +28,30 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+/// A gRPC endpoint for a client of Foghorn (`foghorn sim`, `frameworks`): over TLS for an
+/// `https://` URL, trusting `ca_pem` when given, else the public web's roots; `tls_domain` is the
+/// name to check the certificate against when the URL names an address.
+pub fn grpc_endpoint(
+    url: &str,
+    ca_pem: Option<String>,
+    tls_domain: Option<String>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    use anyhow::Context as _;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let tls = tonic::transport::ClientTlsConfig::new();
+    let mut tls = match ca_pem {
+        Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        None => tls.with_webpki_roots(),
+    };
+    if let Some(domain) = tls_domain {
+        tls = tls.domain_name(domain);
+    }
+    endpoint.tls_config(tls).context("TLS settings")
+}

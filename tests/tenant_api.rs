@@ -1422,20 +1422,27 @@ async fn private_clusters_go_to_a_live_cell(db: Db) {
         created["enrollment_token"]["provision_command"],
         format!("frameworks edge provision --foghorn {grpc} --enrollment-token {secret} --ssh user@host")
     );
-    // The command handed out is one the CLI takes (its pipeline is still to come).
+    // The command handed out is one the CLI takes: it runs the pipeline, whose first step
+    // finds no SSH server at the (loopback) host it is given.
     let command = created["enrollment_token"]["provision_command"]
         .as_str()
-        .expect("command");
+        .expect("command")
+        .replace("user@host", "user@127.0.0.1:1");
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(words[0], "frameworks");
+    let home = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_frameworks"))
         .args(&words[1..])
+        .env("FRAMEWORKS_CONFIG_DIR", home.path())
         .output()
         .expect("run frameworks");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stderr.contains("not available in this build yet"),
-        "{stderr}"
+        stdout.contains("[127.0.0.1] [1/7] Preflight ... FAILED")
+            && stdout.contains("nothing answers SSH there")
+            && stdout.contains("Succeeded 0/1"),
+        "{stdout}"
     );
     assert_eq!(
         registry.serving_cell(&id).await.expect("cell"),

@@ -143,27 +143,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating state dir {}", dir.display()))?;
     }
-    let mut endpoint = Endpoint::from_shared(args.grpc.clone())
-        .with_context(|| format!("--grpc {:?} is not a URL", args.grpc))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    let ca = match &args.ca {
+        Some(ca) => Some(
+            std::fs::read_to_string(ca)
+                .with_context(|| format!("reading --ca {}", ca.display()))?,
+        ),
+        None => None,
+    };
+    let endpoint = crate::net::grpc_endpoint(&args.grpc, ca, args.tls_domain.clone())
+        .context("--grpc")?
         .local_address(args.local_address);
-    if args.grpc.starts_with("https://") {
-        let tls = tonic::transport::ClientTlsConfig::new();
-        let mut tls = match &args.ca {
-            Some(ca) => {
-                let pem = std::fs::read_to_string(ca)
-                    .with_context(|| format!("reading --ca {}", ca.display()))?;
-                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
-            }
-            // A certificate from a public CA.
-            None => tls.with_webpki_roots(),
-        };
-        if let Some(domain) = &args.tls_domain {
-            tls = tls.domain_name(domain.clone());
-        }
-        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
-    }
     probe(&args.grpc, &endpoint).await?;
     let mut rng = match args.seed {
         Some(seed) => StdRng::seed_from_u64(seed),

@@ -223,7 +223,20 @@ impl Pipeline<'_> {
         self.done(1, t, tuned)?;
 
         let t = Instant::now();
-        let registered = self.register(&facts).await;
+        // An installed edge keeps its identity: its node credential (with Helmsman) replaced
+        // the token, which may be used up by now.
+        let installed = match (&facts.enrolled, self.opts.force_reenroll) {
+            (Some(_), false) => self.installed().await,
+            _ => None,
+        };
+        let reused = installed.is_some();
+        let (registered, token) = match installed {
+            Some((reg, token)) => (Ok(reg), token),
+            None => (
+                self.register(&facts).await,
+                self.node.enrollment_token.clone(),
+            ),
+        };
         let registered = registered.and_then(|reg| match &self.node.cluster {
             Some(cluster) if *cluster != reg.cluster_id => Err(Failure::new(
                 format!(
@@ -236,18 +249,20 @@ impl Pipeline<'_> {
         });
         let reg = match registered {
             Ok(reg) => {
-                let detail = format!("node {} in {}", reg.node_id, reg.cluster_id);
+                let detail = if !reused {
+                    format!("node {} in {}", reg.node_id, reg.cluster_id)
+                } else {
+                    format!(
+                        "already enrolled as node {} in {}; --force-reenroll starts over",
+                        reg.node_id, reg.cluster_id
+                    )
+                };
                 self.done(2, t, Ok(Outcome::Ok(detail)))?;
                 reg
             }
             Err(f) => return Err(self.done(2, t, Err(f)).err().unwrap_or_default()),
         };
-        let files = files::stack_files(
-            &reg,
-            &self.node.enrollment_token,
-            &self.opts.stack,
-            &self.node.edge,
-        );
+        let files = files::stack_files(&reg, &token, &self.opts.stack, &self.node.edge);
         let (certs, stack): (Vec<_>, Vec<_>) = files
             .into_iter()
             .partition(|f| f.path.starts_with("certs/"));
@@ -340,6 +355,50 @@ impl Pipeline<'_> {
                 refused.join("; ")
             )
         }))
+    }
+
+    /// The registration and token an installed edge's files hold; `None` when they cannot be
+    /// read whole (the pipeline then registers again, keeping the node id).
+    async fn installed(&self) -> Option<(Registration, String)> {
+        let out = self
+            .ssh
+            .root(READ_INSTALLED, &[&self.opts.dir])
+            .await
+            .ok()?;
+        let mut sections = std::collections::HashMap::new();
+        let mut current: Option<&str> = None;
+        for line in out.stdout.split_inclusive('\n') {
+            if let Some(name) = line.strip_prefix("=== ").map(str::trim) {
+                current = Some(name);
+                sections.insert(name, String::new());
+            } else if let Some(name) = current {
+                sections.entry(name).or_default().push_str(line);
+            }
+        }
+        let env = sections.get(".edge.env")?;
+        let get = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let token = sections
+            .get(".edge-enroll.env")?
+            .trim()
+            .strip_prefix("ENROLLMENT_TOKEN=")?
+            .to_string();
+        let section = |name: &str| sections.get(name).cloned().filter(|s| !s.is_empty());
+        let reg = Registration {
+            node_id: get("NODE_ID")?,
+            cluster_id: get("CLUSTER_ID")?,
+            edge_domain: get("EDGE_DOMAIN")?,
+            pool_domain: get("POOL_DOMAIN")?,
+            foghorn_grpc_addr: get("FOGHORN_GRPC_ADDR")?,
+            balancer_base_url: get("BALANCER_BASE_URL")?,
+            ca_pem: section("certs/ca.pem")?,
+            cert_chain_pem: section("certs/cluster.crt")?,
+            key_pem: section("certs/cluster.key")?,
+        };
+        Some((reg, token))
     }
 
     /// `PreRegisterEdge` on the platform, then on the cell serving the token's cluster when the
@@ -509,6 +568,13 @@ impl Pipeline<'_> {
         )))
     }
 }
+
+/// Prints the installed edge's files of the install directory `$1`, each after `=== name`.
+const READ_INSTALLED: &str = r#"
+for f in .edge.env .edge-enroll.env certs/ca.pem certs/cluster.crt certs/cluster.key; do
+  printf '=== %s\n' "$f"; cat "$1/$f" 2>/dev/null
+done
+"#;
 
 /// Prints `name status` for each container of the project `$1`.
 const CONTAINERS: &str = r#"docker ps -a --filter "label=com.docker.compose.project=$1" --format '{{.Label "com.docker.compose.service"}} {{.Status}}'"#;

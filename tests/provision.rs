@@ -345,3 +345,55 @@ async fn provision_preflight_failures_name_their_cause() {
     );
     server.stop().await;
 }
+
+/// Two servers from a manifest, two at a time: each line carries its node's name, both end
+/// routable, and the summary counts them. (A failing node's exit code: see the preflight test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_a_manifest_of_two_in_parallel() {
+    let (a, b) = (Rig::up(33), Rig::up(34));
+    let server = platform(33).await;
+    let (cluster, token) = private_cluster(&server, 2).await;
+    let config = tempfile::tempdir().expect("tempdir");
+    let manifest = config.path().join("edges.yaml");
+    // Each host with its own key (and, as the hosts share this machine's files, each with its
+    // own directory).
+    std::fs::write(
+        &manifest,
+        format!(
+            "defaults:\n  enrollment_token: {token}\n  cluster: {cluster}\n\
+             nodes:\n  - name: edge-a\n    ssh: {}\n    ssh_key: {}\n    dir: {}\n\
+             \x20 - name: edge-b\n    ssh: {}\n    ssh_key: {}\n    dir: {}\n    capabilities: [edge]\n",
+            a.ssh(),
+            a.key.display(),
+            a.install_dir().display(),
+            b.ssh(),
+            b.key.display(),
+            b.install_dir().display(),
+        ),
+    )
+    .expect("manifest");
+    let (code, out) = provision(
+        &server,
+        config.path(),
+        &[
+            "--manifest",
+            &manifest.display().to_string(),
+            "--parallel",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Succeeded 2/2"), "{out}");
+    for name in ["edge-a", "edge-b"] {
+        assert!(
+            out.contains(&format!("[{name}] [7/7] Verify ... ok")),
+            "{out}"
+        );
+    }
+    let served = server.server().cell.get(&cluster).expect("served");
+    eventually(Duration::from_secs(30), "both edges routable", || async {
+        served.edges.utilization().healthy_edges == 2
+    })
+    .await;
+    server.stop().await;
+}

@@ -366,6 +366,7 @@ fn nodes(
                         capabilities: n.capabilities,
                         labels: n.labels,
                     },
+                    dir: n.dir,
                 };
                 (node, key)
             })
@@ -393,6 +394,7 @@ fn nodes(
                 capabilities: args.capabilities.clone(),
                 labels: Default::default(),
             },
+            dir: None,
         },
         default_key,
     )])

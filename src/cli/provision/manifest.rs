@@ -32,6 +32,8 @@ pub struct NodeKeys {
     pub name: Option<String>,
     pub ssh: Option<String>,
     pub ssh_key: Option<PathBuf>,
+    /// The install directory on the host (default: `--dir`).
+    pub dir: Option<String>,
     pub enrollment_token: Option<String>,
     /// The cluster the token must belong to.
     pub cluster: Option<String>,
@@ -54,6 +56,7 @@ pub struct ManifestNode {
     pub name: String,
     pub ssh: Target,
     pub ssh_key: Option<PathBuf>,
+    pub dir: Option<String>,
     pub enrollment_token: String,
     pub cluster: Option<String>,
     pub capabilities: Vec<String>,
@@ -120,6 +123,7 @@ pub fn parse(text: &str) -> Result<Vec<ManifestNode>, String> {
             name,
             ssh,
             ssh_key: n.ssh_key.clone().or_else(|| d.ssh_key.clone()),
+            dir: n.dir.clone().or_else(|| d.dir.clone()),
             enrollment_token,
             cluster: n.cluster.clone().or_else(|| d.cluster.clone()),
             capabilities,

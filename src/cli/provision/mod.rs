@@ -58,6 +58,8 @@ pub struct Node {
     /// The cluster the token must belong to (manifest `cluster`).
     pub cluster: Option<String>,
     pub edge: EdgeSettings,
+    /// The install directory, when not `Options::dir` (manifest `dir`).
+    pub dir: Option<String>,
 }
 
 /// How a step ended.
@@ -178,6 +180,11 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// The install directory on this node.
+    fn dir(&self) -> &str {
+        self.node.dir.as_deref().unwrap_or(&self.opts.dir)
+    }
+
     /// Reports the step's outcome; `Err` (the step's name) when it failed.
     fn done(
         &self,
@@ -299,7 +306,7 @@ impl Pipeline<'_> {
     async fn preflight(&self) -> Result<Facts, Failure> {
         let out = self
             .ssh
-            .probe(preflight::PROBE, &self.opts.dir)
+            .probe(preflight::PROBE, self.dir())
             .await
             .map_err(|e| failed(e, "make `ssh` to the host work from here first"))?;
         let facts = Facts::parse(&out.stdout).ok_or_else(|| {
@@ -360,11 +367,7 @@ impl Pipeline<'_> {
     /// The registration and token an installed edge's files hold; `None` when they cannot be
     /// read whole (the pipeline then registers again, keeping the node id).
     async fn installed(&self) -> Option<(Registration, String)> {
-        let out = self
-            .ssh
-            .root(READ_INSTALLED, &[&self.opts.dir])
-            .await
-            .ok()?;
+        let out = self.ssh.root(READ_INSTALLED, &[self.dir()]).await.ok()?;
         let mut sections = std::collections::HashMap::new();
         let mut current: Option<&str> = None;
         for line in out.stdout.split_inclusive('\n') {
@@ -419,11 +422,7 @@ impl Pipeline<'_> {
             token: self.node.enrollment_token.clone(),
             external_ip,
             preferred,
-            fingerprint: facts
-                .machine_id
-                .as_deref()
-                .map(|id| hex::encode(sha2::Sha256::digest(id.as_bytes())))
-                .unwrap_or_default(),
+            fingerprint: fingerprint(facts),
         };
         let first = ask
             .call(&self.opts.foghorn, self.opts.ca_pem.clone())
@@ -454,7 +453,7 @@ impl Pipeline<'_> {
                     } else {
                         format!("{} bytes", f.contents.len())
                     };
-                    format!("{}/{} ({:o}, {what})", self.opts.dir, f.path, f.mode)
+                    format!("{}/{} ({:o}, {what})", self.dir(), f.path, f.mode)
                 })
                 .collect();
             return Ok(Outcome::Ok(format!(
@@ -464,7 +463,7 @@ impl Pipeline<'_> {
         }
         let mut changed = 0;
         for file in files {
-            let path = format!("{}/{}", self.opts.dir, file.path);
+            let path = format!("{}/{}", self.dir(), file.path);
             if self
                 .ssh
                 .put(&path, &file.contents, file.mode)
@@ -477,14 +476,14 @@ impl Pipeline<'_> {
         Ok(Outcome::Ok(format!(
             "{changed} of {} files changed in {}",
             files.len(),
-            self.opts.dir
+            self.dir()
         )))
     }
 
     async fn start(&self) -> Result<Outcome, Failure> {
         let command = format!(
             "cd {} && docker compose -p {} -f docker-compose.edge.yml up -d",
-            quote(&self.opts.dir),
+            quote(self.dir()),
             files::PROJECT
         );
         if self.opts.dry_run {
@@ -567,6 +566,17 @@ impl Pipeline<'_> {
             reg.edge_domain
         )))
     }
+}
+
+/// What identifies the host to `PreRegisterEdge` (asking again from the same host answers the
+/// same reservation): its machine id with its address, hashed, so clones of one image (which
+/// share a machine id) on different addresses are different hosts.
+fn fingerprint(facts: &Facts) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(facts.machine_id.as_deref().unwrap_or_default().as_bytes());
+    hash.update(b"\n");
+    hash.update(facts.external_ip.as_deref().unwrap_or_default().as_bytes());
+    hex::encode(hash.finalize())
 }
 
 /// Prints the installed edge's files of the install directory `$1`, each after `=== name`.

@@ -219,9 +219,13 @@ async fn provision_one_server_to_a_routable_edge() {
     let (code, out) = provision(
         &server,
         config.path(),
-        &[&common[..], &["--dry-run"]].concat(),
+        &[&common[..], &["--dry-run", "--tune"]].concat(),
     );
     assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("[2/7] Tune ... ok") && out.contains("90-frameworks-edge.conf"),
+        "{out}"
+    );
     assert!(out.contains("[edge-a] [5/7] Install ... ok"), "{out}");
     assert!(out.contains("dry run: would write"), "{out}");
     assert!(out.contains(".edge-enroll.env (600, secret"), "{out}");

@@ -114,7 +114,10 @@ async fn platform(first_index: u8) -> TestServer {
 async fn private_cluster(server: &TestServer, uses: i64) -> (String, String) {
     let registry = server.registry();
     let tenant = registry
-        .create_tenant("Lab", &server.server().state.config.cluster.id)
+        .create_tenant(
+            &format!("Lab {}", uuid::Uuid::new_v4()),
+            &server.server().state.config.cluster.id,
+        )
         .await
         .expect("tenant");
     let created = foghorn::api::create_private_cluster_for(
@@ -242,6 +245,7 @@ async fn provision_one_server_to_a_routable_edge() {
         assert!(out.contains(&format!("[edge-a] [{step}/7] ")), "{out}");
     }
     assert!(out.contains("Succeeded 1/1"), "{out}");
+    assert!(out.contains("routable in Foghorn"), "{out}");
     let env = std::fs::read_to_string(dir.join(".edge.env")).expect(".edge.env");
     let node_id = env
         .lines()
@@ -266,6 +270,46 @@ async fn provision_one_server_to_a_routable_edge() {
         served.edges.is_routable(&node_id)
     })
     .await;
+
+    // EdgeStatus, as Verify asks it: only with the token that provisioned the node.
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = foghorn::proto::edge_provisioning_client::EdgeProvisioningClient::new(channel);
+    let ask = |token: &str, node: &str| foghorn::proto::EdgeStatusRequest {
+        enrollment_token: token.into(),
+        node_id: node.into(),
+    };
+    let status = client
+        .edge_status(ask(&token, &node_id))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.connected && status.routable, "{status:?}");
+    assert_eq!(status.cluster_id, cluster);
+    let (_, other) = private_cluster(&server, 1).await;
+    for (token, node, code) in [
+        (
+            other.as_str(),
+            node_id.as_str(),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            "enroll_nope",
+            node_id.as_str(),
+            tonic::Code::PermissionDenied,
+        ),
+        (token.as_str(), "../etc", tonic::Code::InvalidArgument),
+        ("", node_id.as_str(), tonic::Code::InvalidArgument),
+    ] {
+        let refused = client
+            .edge_status(ask(token, node))
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), code, "{token} {node}: {refused}");
+    }
 
     // Again: same identity, nothing rewritten, though the token is used up.
     let (code, again) = provision(&server, config.path(), &common);

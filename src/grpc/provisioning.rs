@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use crate::cell::Cell;
 use crate::proto::edge_provisioning_server::EdgeProvisioning;
-use crate::proto::{PreRegisterEdgeRequest, PreRegisterEdgeResponse};
+use crate::proto::{
+    EdgeStatusRequest, EdgeStatusResponse, PreRegisterEdgeRequest, PreRegisterEdgeResponse,
+};
 use crate::registry::EnrollError;
 
 /// Longest token or node id looked at.
@@ -124,6 +126,51 @@ impl EdgeProvisioning for ProvisioningService {
             token_expires_at_unix: pre.token_expires_at / 1000,
             node_id: reservation.node_id.clone(),
             cluster_id: id.clone(),
+        }))
+    }
+
+    async fn edge_status(
+        &self,
+        request: Request<EdgeStatusRequest>,
+    ) -> Result<Response<EdgeStatusResponse>, Status> {
+        let req = request.into_inner();
+        if req.enrollment_token.is_empty() || req.enrollment_token.len() > MAX_FIELD_BYTES {
+            return Err(Status::invalid_argument(
+                "enrollment_token is required (at most 256 bytes)",
+            ));
+        }
+        if !crate::registry::is_valid_node_id(&req.node_id) {
+            return Err(Status::invalid_argument("node_id is not a node id"));
+        }
+        let home = self.cell.home();
+        let cluster = home
+            .registry
+            .node_of_token(&req.enrollment_token, &req.node_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "edge status: the registry failed");
+                Status::unavailable("registry unavailable, retry later")
+            })?
+            .ok_or_else(|| {
+                Status::permission_denied("this enrollment token did not provision that node")
+            })?;
+        let Some(served) = self.cell.get(&cluster) else {
+            let at = home
+                .registry
+                .peer_endpoint(&cluster)
+                .await
+                .ok()
+                .flatten()
+                .map(|e| e.grpc_addr)
+                .unwrap_or_default();
+            return Err(Status::failed_precondition(format!(
+                "cluster {cluster} is served by another Foghorn; ask it at {at}"
+            )));
+        };
+        Ok(Response::new(EdgeStatusResponse {
+            connected: served.edges.get(&req.node_id).is_some(),
+            routable: served.edges.is_routable(&req.node_id),
+            cluster_id: cluster,
         }))
     }
 }

@@ -326,6 +326,27 @@ impl Registry {
         Ok(row.map(|r| sqlx::FromRow::from_row(&r)).transpose()?)
     }
 
+    /// The cluster of `node_id` when the enrollment token `plain` reserved or enrolled it (in any
+    /// state but revoked: a spent token still proves who provisioned the node); `None`
+    /// otherwise.
+    pub async fn node_of_token(&self, plain: &str, node_id: &str) -> Result<Option<String>> {
+        let Some(token) = self.find_enrollment_token(plain).await? else {
+            return Ok(None);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let ours: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM nodes WHERE node_id = $1 AND enrollment_token_id = $2 \
+             UNION SELECT 1 FROM node_reservations WHERE node_id = $1 AND enrollment_token_id = $2",
+        )
+        .bind(node_id)
+        .bind(&token.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ours.map(|_| token.cluster_id))
+    }
+
     /// Finds `plain` and checks that it may enroll a node connecting from `ip` right now,
     /// without consuming it.
     async fn usable_enrollment_token(

@@ -561,10 +561,85 @@ impl Pipeline<'_> {
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
+        // Routable in Foghorn: the edge's Helmsman enrolled and reports.
+        let token = self.token_on_host().await;
+        loop {
+            match self.status(reg, &token).await {
+                Ok(status) if status.routable => break,
+                Ok(status) if Instant::now() >= deadline => {
+                    return Err(Failure::new(
+                        if status.connected {
+                            format!(
+                                "node {} is connected to Foghorn but not routable",
+                                reg.node_id
+                            )
+                        } else {
+                            format!("node {} never connected to Foghorn", reg.node_id)
+                        },
+                        format!(
+                            "see `docker compose -p {} logs helmsman` on the host",
+                            files::PROJECT
+                        ),
+                    ))
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(f) => return Err(f),
+            }
+        }
         Ok(Outcome::Ok(format!(
-            "{containers} containers up, HTTPS answers for {}",
+            "{containers} containers up, HTTPS answers for {}, routable in Foghorn",
             reg.edge_domain
         )))
+    }
+
+    /// The enrollment token of the host's `.edge-enroll.env` (the one that provisioned the
+    /// node), else the one given.
+    async fn token_on_host(&self) -> String {
+        let read = self
+            .ssh
+            .root("cat \"$1/.edge-enroll.env\"", &[self.dir()])
+            .await;
+        read.ok()
+            .and_then(|out| {
+                out.stdout
+                    .trim()
+                    .strip_prefix("ENROLLMENT_TOKEN=")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| self.node.enrollment_token.clone())
+    }
+
+    /// `EdgeStatus` of the node: from `--foghorn`, else from the cell serving its cluster.
+    async fn status(
+        &self,
+        reg: &Registration,
+        token: &str,
+    ) -> Result<crate::proto::EdgeStatusResponse, Failure> {
+        let ask = crate::proto::EdgeStatusRequest {
+            enrollment_token: token.to_string(),
+            node_id: reg.node_id.clone(),
+        };
+        let first = status_call(&self.opts.foghorn, self.opts.ca_pem.clone(), None, &ask).await;
+        match first {
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                let name = reg
+                    .balancer_base_url
+                    .trim_start_matches("https://")
+                    .to_string();
+                let url = cell_url(&reg.foghorn_grpc_addr);
+                status_call(&url, Some(reg.ca_pem.clone()), Some(name), &ask).await
+            }
+            other => other,
+        }
+        .map_err(|status| {
+            Failure::new(
+                format!(
+                    "Foghorn could not say whether the node is routable: {}",
+                    status.message()
+                ),
+                "run again; if it persists, tell the platform's operator",
+            )
+        })
     }
 }
 
@@ -607,6 +682,27 @@ fn cell_url(addr: &str) -> String {
 fn same_endpoint(a: &str, b: &str) -> bool {
     a.trim_end_matches('/')
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+/// One `EdgeStatus` question to the Foghorn at `url`.
+async fn status_call(
+    url: &str,
+    ca_pem: Option<String>,
+    tls_domain: Option<String>,
+    ask: &crate::proto::EdgeStatusRequest,
+) -> Result<crate::proto::EdgeStatusResponse, tonic::Status> {
+    let endpoint = crate::net::grpc_endpoint(url, ca_pem, tls_domain)
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        tonic::Status::unavailable(format!(
+            "cannot reach Foghorn at {url}: {}",
+            crate::cli::error_chain(&e)
+        ))
+    })?;
+    crate::proto::edge_provisioning_client::EdgeProvisioningClient::new(channel)
+        .edge_status(ask.clone())
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// One `PreRegisterEdge` question.

@@ -75,6 +75,43 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// Makes Docker absent from the host's SSH sessions: their PATH becomes a directory of every
+    /// program but `docker*` (sshd re-reads its configuration on SIGHUP).
+    fn hide_docker(&self) {
+        let bin = self.dir.join("nodocker");
+        std::fs::create_dir_all(&bin).expect("nodocker");
+        for dir in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                if !name.to_string_lossy().starts_with("docker") {
+                    let _ = std::os::unix::fs::symlink(entry.path(), bin.join(&name));
+                }
+            }
+        }
+        let config = self.dir.join("sshd_config");
+        let text = std::fs::read_to_string(&config).expect("sshd_config");
+        let text = text.replace(
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            &format!("PATH={}", bin.display()),
+        );
+        std::fs::write(&config, text).expect("sshd_config");
+        let pid = std::fs::read_to_string(self.dir.join("sshd.pid")).expect("sshd pid");
+        let hup = Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/edge-rig"))
@@ -167,6 +204,22 @@ fn provision(server: &TestServer, config: &Path, args: &[&str]) -> (Option<i32>,
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (out.status.code(), format!("{stdout}{stderr}"))
+}
+
+/// Runs `run` until its output holds `wanted` (sshd takes a moment to re-read its
+/// configuration), for at most 10 s; the last output either way.
+async fn eventually_output(
+    run: impl Fn() -> (Option<i32>, String),
+    wanted: &str,
+) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = run();
+        if out.contains(wanted) || std::time::Instant::now() >= deadline {
+            return (code, out);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Every file under `dir` with its mode and contents.
@@ -325,7 +378,7 @@ async fn provision_one_server_to_a_routable_edge() {
 }
 
 /// The preflight refuses, saying why and what to do: a wrong SSH key; port 443 held by another
-/// program; a Docker daemon that does not run. Nothing is installed.
+/// program; a Docker daemon that does not run; no Docker at all. Nothing is installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_preflight_failures_name_their_cause() {
     let rig = Rig::up(32);
@@ -387,6 +440,12 @@ async fn provision_preflight_failures_name_their_cause() {
     let (code, out) = run(&key);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("the Docker daemon does not answer"), "{out}");
+
+    // Docker not installed at all.
+    rig.hide_docker();
+    let (code, out) = eventually_output(|| run(&key), "Docker is not installed").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("install Docker Engine"), "{out}");
     assert!(
         !rig.install_dir().join(".edge.env").exists(),
         "nothing installed"

@@ -246,18 +246,86 @@ fn config(command: ConfigCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints events as they come: lines for people, or JSON objects.
+/// Prints events as they come: lines for people, or JSON objects; on a terminal, one live line
+/// per node that follows its steps, and every step's line once all are done.
 struct Printer {
     json: bool,
+    live: Option<std::sync::Mutex<Live>>,
+}
+
+impl Printer {
+    fn new(json: bool) -> Printer {
+        use std::io::IsTerminal as _;
+        let live = (!json && std::io::stdout().is_terminal())
+            .then(|| std::sync::Mutex::new(Live::default()));
+        Printer { json, live }
+    }
+
+    /// With the live display: every step's line, now that the nodes are done.
+    fn finish(&self) {
+        if let Some(live) = &self.live {
+            let live = live.lock().unwrap_or_else(|e| e.into_inner());
+            for line in &live.log {
+                println!("{line}");
+            }
+        }
+    }
 }
 
 impl Report for Printer {
+    fn started(&self, node: &str, step: usize) {
+        if let Some(live) = &self.live {
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            let text = format!("[{node}] [{}/7] {} ...", step + 1, provision::STEPS[step]);
+            print!("{}", live.set(node, text));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    }
+
     fn event(&self, event: &Event) {
         if self.json {
             println!("{}", event.json());
+        } else if let Some(live) = &self.live {
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            let line = event.line();
+            let first = line.lines().next().unwrap_or_default().to_string();
+            live.log.push(line);
+            print!("{}", live.set(&event.node, first));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         } else {
             println!("{}", event.line());
         }
+    }
+}
+
+/// The live display: one row per node, redrawn in place.
+#[derive(Debug, Default)]
+struct Live {
+    rows: Vec<(String, String)>,
+    /// Rows on the screen now.
+    drawn: usize,
+    /// Every step's full line, printed at the end.
+    log: Vec<String>,
+}
+
+impl Live {
+    /// Sets `node`'s row; what to print to redraw the rows.
+    fn set(&mut self, node: &str, text: String) -> String {
+        match self.rows.iter_mut().find(|(n, _)| n == node) {
+            Some(row) => row.1 = text,
+            None => self.rows.push((node.to_string(), text)),
+        }
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        for (_, text) in &self.rows {
+            out.push_str("\r\x1b[2K");
+            out.push_str(text);
+            out.push('\n');
+        }
+        self.drawn = self.rows.len();
+        out
     }
 }
 
@@ -300,7 +368,7 @@ async fn provision_command(args: ProvisionArgs) -> anyhow::Result<bool> {
     };
     let default_key = args.ssh_key.clone().or(settings.ssh_key.clone());
     let nodes = nodes(&args, default_key)?;
-    let printer = Arc::new(Printer { json: args.json });
+    let printer = Arc::new(Printer::new(args.json));
     let total = nodes.len();
     let opts = Arc::new(opts);
     let runs = nodes.into_iter().map(|(node, key)| {
@@ -318,6 +386,7 @@ async fn provision_command(args: ProvisionArgs) -> anyhow::Result<bool> {
         .collect()
         .await;
     let _ = std::fs::remove_dir_all(&control_dir);
+    printer.finish();
     let succeeded = results.iter().filter(|(_, r)| r.is_ok()).count();
     if args.json {
         let nodes: Vec<serde_json::Value> = results
@@ -445,4 +514,28 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_display_redraws_one_row_per_node_in_place() {
+        let mut live = Live::default();
+        assert_eq!(
+            live.set("a", "[a] [1/7] Preflight ...".into()),
+            "\r\x1b[2K[a] [1/7] Preflight ...\n"
+        );
+        assert_eq!(
+            live.set("b", "[b] [1/7] Preflight ...".into()),
+            "\x1b[1A\r\x1b[2K[a] [1/7] Preflight ...\n\r\x1b[2K[b] [1/7] Preflight ...\n"
+        );
+        let redraw = live.set("a", "[a] [2/7] Tune ...".into());
+        assert!(redraw.starts_with("\x1b[2A"), "{redraw:?}");
+        assert!(
+            redraw.contains("[a] [2/7] Tune ...\n\r\x1b[2K[b] [1/7]"),
+            "{redraw:?}"
+        );
+    }
 }

@@ -118,6 +118,9 @@ impl Event {
 
 /// Where a node's events go.
 pub trait Report: Send + Sync {
+    /// `node` begins step `step` (0-based).
+    fn started(&self, _node: &str, _step: usize) {}
+    /// A step ended.
     fn event(&self, event: &Event);
 }
 
@@ -180,6 +183,12 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// Reports that step `step` begins; its start time.
+    fn begin(&self, step: usize) -> Instant {
+        self.report.started(&self.node.name, step);
+        Instant::now()
+    }
+
     /// The install directory on this node.
     fn dir(&self) -> &str {
         self.node.dir.as_deref().unwrap_or(&self.opts.dir)
@@ -211,7 +220,7 @@ impl Pipeline<'_> {
     }
 
     async fn run(&self) -> Result<Provisioned, String> {
-        let t = Instant::now();
+        let t = self.begin(0);
         let facts = self.preflight().await;
         let facts = match facts {
             Ok(facts) => {
@@ -221,7 +230,7 @@ impl Pipeline<'_> {
             Err(f) => return Err(self.done(0, t, Err(f)).err().unwrap_or_default()),
         };
 
-        let t = Instant::now();
+        let t = self.begin(1);
         let tuned = if self.node.tune {
             self.tune().await
         } else {
@@ -229,7 +238,7 @@ impl Pipeline<'_> {
         };
         self.done(1, t, tuned)?;
 
-        let t = Instant::now();
+        let t = self.begin(2);
         // An installed edge keeps its identity: its node credential (with Helmsman) replaced
         // the token, which may be used up by now.
         let installed = match (&facts.enrolled, self.opts.force_reenroll) {
@@ -274,7 +283,7 @@ impl Pipeline<'_> {
             .into_iter()
             .partition(|f| f.path.starts_with("certs/"));
 
-        let t = Instant::now();
+        let t = self.begin(3);
         let staged = if reg.key_pem.is_empty() {
             Err(Failure::new(
                 "the platform gave no cluster certificate (only a Foghorn that serves the \
@@ -286,15 +295,15 @@ impl Pipeline<'_> {
         };
         self.done(3, t, staged)?;
 
-        let t = Instant::now();
+        let t = self.begin(4);
         let installed = self.write(&stack).await;
         self.done(4, t, installed)?;
 
-        let t = Instant::now();
+        let t = self.begin(5);
         let started = self.start().await;
         self.done(5, t, started)?;
 
-        let t = Instant::now();
+        let t = self.begin(6);
         let verified = self.verify(&reg, &facts).await;
         self.done(6, t, verified)?;
         Ok(Provisioned {

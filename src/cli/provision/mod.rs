@@ -304,7 +304,7 @@ impl Pipeline<'_> {
         self.done(5, t, started)?;
 
         let t = self.begin(6);
-        let verified = self.verify(&reg, &facts).await;
+        let verified = self.verify(&reg, &facts, &token).await;
         self.done(6, t, verified)?;
         Ok(Provisioned {
             node_id: reg.node_id,
@@ -512,7 +512,13 @@ impl Pipeline<'_> {
         Ok(Outcome::Ok(String::new()))
     }
 
-    async fn verify(&self, reg: &Registration, facts: &Facts) -> Result<Outcome, Failure> {
+    /// `token` is the one that provisioned the node (on the host, or given now).
+    async fn verify(
+        &self,
+        reg: &Registration,
+        facts: &Facts,
+        token: &str,
+    ) -> Result<Outcome, Failure> {
         if self.opts.dry_run {
             return Ok(Outcome::Skipped("dry run".into()));
         }
@@ -571,9 +577,8 @@ impl Pipeline<'_> {
             }
         }
         // Routable in Foghorn: the edge's Helmsman enrolled and reports.
-        let token = self.token_on_host().await;
         loop {
-            match self.status(reg, &token).await {
+            match self.status(reg, token).await {
                 Ok(status) if status.routable => break,
                 Ok(status) if Instant::now() >= deadline => {
                     return Err(Failure::new(
@@ -599,23 +604,6 @@ impl Pipeline<'_> {
             "{containers} containers up, HTTPS answers for {}, routable in Foghorn",
             reg.edge_domain
         )))
-    }
-
-    /// The enrollment token of the host's `.edge-enroll.env` (the one that provisioned the
-    /// node), else the one given.
-    async fn token_on_host(&self) -> String {
-        let read = self
-            .ssh
-            .root("cat \"$1/.edge-enroll.env\"", &[self.dir()])
-            .await;
-        read.ok()
-            .and_then(|out| {
-                out.stdout
-                    .trim()
-                    .strip_prefix("ENROLLMENT_TOKEN=")
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| self.node.enrollment_token.clone())
     }
 
     /// `EdgeStatus` of the node: from `--foghorn`, else from the cell serving its cluster.

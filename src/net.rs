@@ -55,3 +55,19 @@ pub fn grpc_endpoint(
     }
     endpoint.tls_config(tls).context("TLS settings")
 }
+
+/// An error with its causes, outermost first, on one line: tonic's own text is often only
+/// "transport error", and what went wrong (refused, reset, a TLS alert) is further down.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
+}

@@ -501,21 +501,6 @@ pub async fn https_check(ip: &str, port: u16, sni: &str, ca_pem: &str) -> anyhow
     Ok(())
 }
 
-/// An error and its causes, on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

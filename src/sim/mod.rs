@@ -195,13 +195,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// with the cause and what to check.
 async fn probe(grpc: &str, endpoint: &Endpoint) -> anyhow::Result<()> {
     let check = async {
-        let channel = endpoint.connect().await.map_err(|e| causes(&e))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| crate::net::error_chain(&e))?;
         HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),
             })
             .await
-            .map_err(|status| causes(&status))?;
+            .map_err(|status| crate::net::error_chain(&status))?;
         Ok::<(), String>(())
     };
     let failure = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
@@ -227,22 +230,6 @@ fn hint(grpc: &str) -> &'static str {
          \"required\" takes TLS only: use https:// with --ca {data_dir}/tls/ca.pem and \
          --tls-domain foghorn.{cluster}.{root}."
     }
-}
-
-/// An error with its causes, outermost first: tonic's own text is often only "transport error",
-/// and what went wrong (refused, reset, a TLS alert) is further down the chain.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        next = cause.source();
-    }
-    text
 }
 
 /// An `Error` frame as a line for the log: the code by name, then the message.
@@ -460,7 +447,7 @@ async fn session(
             return SessionEnd::Retry(format!(
                 "cannot reach {}: {} ({})",
                 args.grpc,
-                causes(&e),
+                crate::net::error_chain(&e),
                 hint(&args.grpc)
             ))
         }
@@ -472,7 +459,12 @@ async fn session(
     }
     let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return SessionEnd::Retry(format!("Connect refused: {}", causes(&status))),
+        Err(status) => {
+            return SessionEnd::Retry(format!(
+                "Connect refused: {}",
+                crate::net::error_chain(&status)
+            ))
+        }
     };
 
     // The first answer is a ConfigSeed or an Error.
@@ -494,7 +486,12 @@ async fn session(
             };
         }
         Ok(other) => return SessionEnd::Retry(format!("unexpected first answer {other:?}")),
-        Err(status) => return SessionEnd::Retry(format!("stream failed: {}", causes(&status))),
+        Err(status) => {
+            return SessionEnd::Retry(format!(
+                "stream failed: {}",
+                crate::net::error_chain(&status)
+            ))
+        }
     };
     *seeded = true;
     if tx.send(applied(profile, &seed)).await.is_err() {
@@ -582,7 +579,7 @@ async fn session(
                 }
                 Ok(Some(other)) => tracing::debug!(edge = profile.index, ?other, "control message"),
                 Ok(None) => return SessionEnd::Retry("Foghorn closed the stream".into()),
-                Err(status) => return SessionEnd::Retry(format!("stream failed: {}", causes(&status))),
+                Err(status) => return SessionEnd::Retry(format!("stream failed: {}", crate::net::error_chain(&status))),
             },
             _ = reconnect => return SessionEnd::Retry("scheduled reconnect".into()),
         }

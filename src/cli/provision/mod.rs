@@ -325,17 +325,10 @@ impl Pipeline<'_> {
             )
         })?;
         let refusals = facts.check();
-        if let Some(first) = refusals.first() {
+        if !refusals.is_empty() {
             let what: Vec<&str> = refusals.iter().map(|r| r.what.as_str()).collect();
             let fix: Vec<&str> = refusals.iter().map(|r| r.fix.as_str()).collect();
-            return Err(Failure::new(
-                what.join("; "),
-                if refusals.len() == 1 {
-                    first.fix.clone()
-                } else {
-                    fix.join("; ")
-                },
-            ));
+            return Err(Failure::new(what.join("; "), fix.join("; ")));
         }
         Ok(facts)
     }
@@ -693,7 +686,7 @@ async fn status_call(
     let channel = endpoint.connect().await.map_err(|e| {
         tonic::Status::unavailable(format!(
             "cannot reach Foghorn at {url}: {}",
-            crate::cli::error_chain(&e)
+            crate::net::error_chain(&e)
         ))
     })?;
     crate::proto::edge_provisioning_client::EdgeProvisioningClient::new(channel)
@@ -722,7 +715,7 @@ impl PreRegister {
             Failure::new(
                 format!(
                     "cannot reach Foghorn at {url}: {}",
-                    crate::cli::error_chain(&e)
+                    crate::net::error_chain(&e)
                 ),
                 "check --foghorn, and --ca when the platform uses its own CA",
             )

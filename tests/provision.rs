@@ -50,7 +50,12 @@ impl Rig {
     }
 
     fn ssh(&self) -> String {
-        format!("root@{}", self.edge_ip)
+        self.ssh_as("root")
+    }
+
+    /// `user@host`: `root`, `edge` (passwordless sudo) or `edgepw` (sudo asks for a password).
+    fn ssh_as(&self, user: &str) -> String {
+        format!("{user}@{}", self.edge_ip)
     }
 
     /// The install directory (on the shared filesystem, so the test reads it directly).
@@ -377,8 +382,9 @@ async fn provision_one_server_to_a_routable_edge() {
     server.stop().await;
 }
 
-/// The preflight refuses, saying why and what to do: a wrong SSH key; port 443 held by another
-/// program; a Docker daemon that does not run; no Docker at all. Nothing is installed.
+/// The preflight refuses, saying why and what to do: a wrong SSH key; a user whose sudo asks for
+/// a password; port 443 held by another program; a Docker daemon that does not run; no Docker at
+/// all. Nothing is installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_preflight_failures_name_their_cause() {
     let rig = Rig::up(32);
@@ -419,6 +425,29 @@ async fn provision_preflight_failures_name_their_cause() {
     );
 
     let key = rig.key.display().to_string();
+    // A user whose sudo asks for a password.
+    let (code, out) = provision(
+        &server,
+        config.path(),
+        &[
+            "--enrollment-token",
+            &token,
+            "--ssh",
+            &rig.ssh_as("edgepw"),
+            "--ssh-key",
+            &key,
+            "--dir",
+            &dir,
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("[1/7] Preflight ... FAILED"), "{out}");
+    assert!(
+        out.contains("sudo on 10.213.32.2 asks for a password")
+            && out.contains("edgepw ALL=(ALL) NOPASSWD:ALL"),
+        "{out}"
+    );
+
     // Port 443 held by a listener in the host's namespace.
     rig.sh("nohup busybox httpd -f -p 443 -h /tmp >/dev/null 2>&1 &");
     eventually(Duration::from_secs(5), "the listener is up", || async {
@@ -453,8 +482,8 @@ async fn provision_preflight_failures_name_their_cause() {
     server.stop().await;
 }
 
-/// Two servers from a manifest, two at a time: each line carries its node's name, both end
-/// routable, and the summary counts them. (A failing node's exit code: see the preflight test.)
+/// Two servers from a manifest, two at a time, one as root and one as a user with passwordless
+/// sudo: each line carries its node's name, both end routable, and the summary counts them. (A failing node's exit code: see the preflight test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_a_manifest_of_two_in_parallel() {
     let (a, b) = (Rig::up(33), Rig::up(34));
@@ -473,7 +502,7 @@ async fn provision_a_manifest_of_two_in_parallel() {
             a.ssh(),
             a.key.display(),
             a.install_dir().display(),
-            b.ssh(),
+            b.ssh_as("edge"),
             b.key.display(),
             b.install_dir().display(),
         ),

@@ -251,9 +251,9 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
     out
 }
 
-/// One server, end to end: a dry run changes nothing; the run takes it to an enrolled,
-/// HTTPS-serving edge routable in Foghorn, secrets 0600; a re-run keeps its identity and
-/// rewrites nothing, though the single-use token is spent.
+/// One server, end to end: a dry run changes nothing; the run tunes its kernel settings and takes
+/// it to an enrolled, HTTPS-serving edge routable in Foghorn, secrets 0600; a re-run keeps its
+/// identity and rewrites nothing, though the single-use token is spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_one_server_to_a_routable_edge() {
     let rig = Rig::up(31);
@@ -296,9 +296,26 @@ async fn provision_one_server_to_a_routable_edge() {
     );
     assert_eq!(snapshot(&dir), before, "a dry run changes nothing");
     assert!(rig.sh("docker ps -q").trim().is_empty());
+    // The host's sysctl files and kernel settings as its SSH sessions see them (scripts/edge-rig).
+    let profile = rig.dir.join("etc/sysctl.d/90-frameworks-edge.conf");
+    let setting = |key: &str| {
+        std::fs::read_to_string(rig.dir.join("sys").join(key.replace('.', "/")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(!profile.exists(), "a dry run writes no profile");
 
-    let (code, out) = provision(&server, config.path(), &common);
+    let (code, out) = provision(&server, config.path(), &[&common[..], &["--tune"]].concat());
     assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("[2/7] Tune ... ok"), "{out}");
+    assert!(
+        out.contains("14 settings applied") && !out.contains("not here"),
+        "{out}"
+    );
+    assert!(profile.exists(), "the profile is written");
+    assert_eq!(setting("net.ipv4.tcp_notsent_lowat"), "131072");
+    assert_eq!(setting("net.core.default_qdisc"), "fq");
+    assert_eq!(setting("fs.nr_open"), "2097152");
     for step in 1..=7 {
         assert!(out.contains(&format!("[edge-a] [{step}/7] ")), "{out}");
     }

@@ -33,6 +33,8 @@ const STARTING_AT_ONCE: usize = 16;
 pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The built-in DNS server's address (UDP and TCP), when `dns.listen` is set.
+    pub dns_addr: Option<SocketAddr>,
     /// The home cluster's state.
     pub state: AppState,
     /// Every cluster served here.
@@ -179,6 +181,7 @@ impl Base {
         self.background
             .spawn(federation.clone().supervise(stop.child_token()));
         Ok(AppState(Arc::new(Shared {
+            dns: Arc::new(crate::dns::Zone::new(id, root, &config.dns)),
             edges,
             federation,
             tls,
@@ -434,6 +437,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("binding gRPC on {}", config.server.grpc_addr))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let dns_listeners = match config.dns.listen_addr() {
+        Some(addr) => Some(
+            crate::dns::Listeners::bind(addr)
+                .await
+                .with_context(|| format!("binding DNS on {addr} (UDP and TCP)"))?,
+        ),
+        None => None,
+    };
+    let dns_addr = dns_listeners
+        .as_ref()
+        .map(crate::dns::Listeners::local_addr)
+        .transpose()?;
 
     let endpoint = crate::registry::PeerEndpoint {
         grpc_addr: advertised_grpc(&config, grpc_addr),
@@ -473,11 +488,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         grpc_listener,
         shutdown.clone(),
     ));
+    if crate::dns::enabled(&config) {
+        background.spawn(crate::dns::maintain(cell.clone(), shutdown.child_token()));
+    }
+    if let Some(listeners) = dns_listeners {
+        background.spawn(crate::dns::serve(
+            cell.clone(),
+            listeners,
+            shutdown.child_token(),
+        ));
+    }
 
     state.ready.store(true, Ordering::Release);
     tracing::info!(
         http = %http_addr,
         grpc = %grpc_addr,
+        dns = %dns_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         cluster = %config.cluster.id,
         assigned = cell.len() - 1,
         replica = %state.replica_id,
@@ -488,6 +514,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         http_addr,
         grpc_addr,
+        dns_addr,
         state,
         cell,
         http,

@@ -35,6 +35,7 @@ pub mod app;
 pub mod cell;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod edge;
 pub mod federation;
 pub mod geoip;

@@ -46,9 +46,17 @@ pub fn init<W>(filter: &str, format: LogFormat, writer: W, ansi: bool)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let directives = EnvFilter::try_from_default_env()
+    let mut directives = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // hickory-server logs every DNS query it answers at INFO: a line per query, at up to
+    // 100,000 a second, unless asked for by name.
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    if !asked.contains("hickory") {
+        if let Ok(quiet) = "hickory_server=warn".parse() {
+            directives = directives.add_directive(quiet);
+        }
+    }
     let filter = directives.and(filter_fn(|meta| !carries_messages(meta)));
     let writer = Scrubbed(writer);
     let layer = match format {

@@ -178,6 +178,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bundle.names.first().map_or("(no DNS name)", String::as_str),
         humantime::format_rfc3339_seconds(expires),
     );
+    let banner = match server.dns_addr {
+        Some(addr) => format!(
+            "{banner}\n  DNS   {addr}  (UDP and TCP; zones {{cluster}}.{})",
+            config.cluster.root_domain
+        ),
+        None => banner,
+    };
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();

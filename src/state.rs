@@ -68,6 +68,8 @@ pub struct Shared {
     pub federation: Arc<crate::federation::Hub>,
     /// The cluster's certificate: pushed to edges, presented by the listeners.
     pub tls: Arc<crate::tls::Tls>,
+    /// The cluster's DNS zone, rebuilt from the edges (when DNS is on).
+    pub dns: Arc<crate::dns::Zone>,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 pub use layer::{Override, ENV_KEYS};
 pub use schema::{
-    ClusterConfig, Config, DatabaseConfig, EdgesConfig, FederationConfig, GeoIpConfig, ListenerTls,
-    LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig, ViewersConfig,
+    ClusterConfig, Config, DatabaseConfig, DnsConfig, EdgesConfig, FederationConfig, GeoIpConfig,
+    ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig, ViewersConfig,
 };
 pub use validate::is_valid_label;
 

@@ -22,7 +22,100 @@ pub struct Config {
     pub geoip: GeoIpConfig,
     pub federation: FederationConfig,
     pub tls: TlsConfig,
+    pub dns: DnsConfig,
     pub log: LogConfig,
+}
+
+/// The records of DESIGN.md §2 for every served cluster's zone `{cluster}.{root}`, answered by
+/// the built-in server and/or sent to an external primary as RFC 2136 updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Address of the built-in authoritative server, UDP and TCP (`0.0.0.0:53` in production,
+    /// with `CAP_NET_BIND_SERVICE`); empty: no built-in server.
+    pub listen: String,
+    /// The cell's public addresses: `foghorn.{cluster}.{root}` and the zone apex answer with
+    /// them (A and AAAA); empty: those names have no address records.
+    pub addresses: Vec<String>,
+    /// Name servers of every zone (NS, and the SOA's primary); empty: `foghorn.{cluster}.{root}`,
+    /// whose addresses are `addresses`.
+    pub nameservers: Vec<String>,
+    /// TTL of every record.
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl: Duration,
+    /// Most addresses in the `edge` and `edge-ingest` pools, those with the most headroom.
+    pub pool_size: usize,
+    /// How long an edge that stopped being routable keeps its records, so that a reconnect does
+    /// not flap DNS.
+    #[serde(with = "humantime_serde_compat")]
+    pub hold: Duration,
+    /// Networks (CIDRs) allowed to transfer a zone (AXFR, over TCP); empty: every transfer is
+    /// refused.
+    pub allow_transfer: Vec<String>,
+    /// RFC 2136: the primary server (`host:port`) that the leader keeps up to date; empty: none.
+    pub update_server: String,
+    /// The zone the updates are for; empty: each cluster's own zone `{cluster}.{root}`.
+    pub update_zone: String,
+    /// TSIG key name the updates are signed with (required with `update_server`).
+    pub tsig_key_name: String,
+    /// TSIG secret, base64, as in BIND's `key` statement.
+    pub tsig_secret: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub tsig_algorithm: String,
+    /// How often the primary's records are read back and reconciled whatever changed.
+    #[serde(with = "humantime_serde_compat")]
+    pub update_interval: Duration,
+}
+
+impl DnsConfig {
+    /// The built-in server's address, when one is configured (validated at load).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// The cell's public addresses (validated at load, so nothing is dropped here).
+    pub fn cell_addresses(&self) -> Vec<std::net::IpAddr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// The networks allowed to transfer zones.
+    pub fn transfer_networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow_transfer
+            .iter()
+            .filter_map(|c| parse_proxy(c))
+            .collect()
+    }
+
+    /// The TSIG secret's bytes, when it is valid base64 of at least 16 bytes.
+    pub fn tsig_secret(&self) -> Option<Vec<u8>> {
+        data_encoding::BASE64
+            .decode(self.tsig_secret.trim().as_bytes())
+            .ok()
+            .filter(|key| key.len() >= 16)
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: String::new(),
+            addresses: Vec::new(),
+            nameservers: Vec::new(),
+            ttl: Duration::from_secs(60),
+            pool_size: 8,
+            hold: Duration::from_secs(60),
+            allow_transfer: Vec::new(),
+            update_server: String::new(),
+            update_zone: String::new(),
+            tsig_key_name: String::new(),
+            tsig_secret: String::new(),
+            tsig_algorithm: "hmac-sha256".into(),
+            update_interval: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -208,8 +208,96 @@ impl Config {
                 "must be at least 256 and less than server.max_header_bytes".into(),
             ));
         }
+        self.validate_dns()
+    }
+
+    fn validate_dns(&self) -> Result<(), (&'static str, String)> {
+        let dns = &self.dns;
+        if !(dns.listen.is_empty() || dns.listen.parse::<std::net::SocketAddr>().is_ok()) {
+            return Err((
+                "dns.listen",
+                format!("{:?} is not an address:port (or empty)", dns.listen),
+            ));
+        }
+        if let Some(bad) = dns
+            .addresses
+            .iter()
+            .find(|a| a.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(("dns.addresses", format!("{bad:?} is not an IP address")));
+        }
+        if let Some(bad) = dns.nameservers.iter().find(|n| !is_dns_name(n)) {
+            return Err(("dns.nameservers", format!("{bad:?} is not a DNS name")));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&dns.ttl) {
+            return Err(("dns.ttl", "must be from 1s to 1d".into()));
+        }
+        if !(1..=64).contains(&dns.pool_size) {
+            return Err(("dns.pool_size", "must be from 1 to 64".into()));
+        }
+        if dns.hold > Duration::from_secs(3600) {
+            return Err(("dns.hold", "must be at most 1h".into()));
+        }
+        if let Some(bad) = dns.allow_transfer.iter().find(|c| parse_proxy(c).is_none()) {
+            return Err((
+                "dns.allow_transfer",
+                format!("{bad:?} is not an IP address or CIDR"),
+            ));
+        }
+        if dns.update_server.is_empty() {
+            return Ok(());
+        }
+        if dns.update_server.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "dns.update_server",
+                format!("{:?} is not an address:port (or empty)", dns.update_server),
+            ));
+        }
+        if !(dns.update_zone.is_empty() || is_dns_name(&dns.update_zone)) {
+            return Err((
+                "dns.update_zone",
+                format!("{:?} is not a DNS name (or empty)", dns.update_zone),
+            ));
+        }
+        if !is_dns_name(&dns.tsig_key_name) {
+            return Err((
+                "dns.tsig_key_name",
+                "the TSIG key's name is required with dns.update_server".into(),
+            ));
+        }
+        if dns.tsig_secret().is_none() {
+            return Err((
+                "dns.tsig_secret",
+                "must be the key's secret in base64, as in BIND's key statement".into(),
+            ));
+        }
+        if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&dns.tsig_algorithm.as_str()) {
+            return Err((
+                "dns.tsig_algorithm",
+                "must be hmac-sha256, hmac-sha384 or hmac-sha512".into(),
+            ));
+        }
+        if !(Duration::from_secs(5)..=Duration::from_secs(86_400)).contains(&dns.update_interval) {
+            return Err(("dns.update_interval", "must be from 5s to 1d".into()));
+        }
         Ok(())
     }
+}
+
+/// A DNS name of letters, digits and hyphens (any case, a final dot allowed).
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// A DNS label as Foghorn uses it for cluster and node ids: `[a-z0-9][a-z0-9-]{0,62}`.

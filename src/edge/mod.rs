@@ -724,6 +724,25 @@ impl EdgeState {
             .map(|edge| self.view(node_id, edge, now))
     }
 
+    /// Calls `f` for every edge known since start, with its registration, mode, whether it is
+    /// routable at `now`, and its last stats (for DNS, which needs no copy of them).
+    pub fn for_each_known(
+        &self,
+        now: Instant,
+        mut f: impl FnMut(&str, &EdgeInfo, Mode, bool, Option<&Stats>),
+    ) {
+        let edges = self.lock();
+        for (node_id, edge) in edges.iter() {
+            f(
+                node_id,
+                &edge.info,
+                edge.mode,
+                self.routable_at(edge, now),
+                edge.stats.as_ref(),
+            );
+        }
+    }
+
     /// Whether the edge may receive viewers right now (open stream, fresh stats).
     pub fn is_routable(&self, node_id: &str) -> bool {
         let now = Instant::now();

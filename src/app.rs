@@ -492,8 +492,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         background.spawn(crate::dns::maintain(cell.clone(), shutdown.child_token()));
     }
     if let Some(listeners) = dns_listeners {
-        background.spawn(crate::dns::serve(
+        let handler = crate::dns::Handler::new(
             cell.clone(),
+            &config.cluster.root_domain,
+            config.dns.transfer_networks(),
+        );
+        background.spawn(crate::dns::serve(
+            handler,
             listeners,
             shutdown.child_token(),
         ));

@@ -44,6 +44,18 @@ pub struct Cell {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
+impl crate::dns::Zones for Cell {
+    fn zone(&self, cluster: &str) -> Option<Arc<crate::dns::Zone>> {
+        self.get(cluster).map(|state| state.dns.clone())
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&crate::dns::Zone, &crate::edge::EdgeState)) {
+        for state in self.states() {
+            f(&state.dns, &state.edges);
+        }
+    }
+}
+
 impl Cell {
     /// A cell serving only `home` for now.
     pub fn new(home: AppState) -> Cell {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cell::Cell;
+use crate::edge::EdgeState;
 
-pub use server::{serve, Listeners};
+pub use server::{serve, Handler, Listeners};
 pub use zone::{Desired, Zone, ZoneData};
 
 /// How often the zones are rebuilt from the edge state: an edge that became routable is answered
@@ -28,8 +28,17 @@ pub fn enabled(config: &crate::config::Config) -> bool {
     !config.dns.listen.is_empty() || !config.dns.update_server.is_empty()
 }
 
+/// The zones of the clusters a cell serves, as DNS finds them (implemented by the cell).
+pub trait Zones: Send + Sync + 'static {
+    /// The zone of `cluster`, when it is served here.
+    fn zone(&self, cluster: &str) -> Option<Arc<Zone>>;
+
+    /// Calls `f` with every served cluster's zone and edges.
+    fn each(&self, f: &mut dyn FnMut(&Zone, &EdgeState));
+}
+
 /// Rebuilds the zone of every served cluster every [`REFRESH`] until `stop`.
-pub async fn maintain(cell: Arc<Cell>, stop: CancellationToken) {
+pub async fn maintain(zones: Arc<dyn Zones>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,8 +47,8 @@ pub async fn maintain(cell: Arc<Cell>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = tokio::time::Instant::now();
-        for state in cell.states() {
-            state.dns.refresh(&state.edges, now);
-        }
+        zones.each(&mut |zone, edges| {
+            zone.refresh(edges, now);
+        });
     }
 }

@@ -20,7 +20,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio_util::sync::CancellationToken;
 
 use super::zone::Lookup;
-use crate::cell::Cell;
+use super::Zones;
 
 /// Largest UDP answer: the EDNS buffer size of DNS Flag Day 2020, below any path's MTU.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -30,21 +30,19 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Answers for the served zones.
 pub struct Handler {
-    cell: Arc<Cell>,
+    zones: Arc<dyn Zones>,
     root: LowerName,
     transfer: Vec<ipnet::IpNet>,
 }
 
 impl Handler {
-    pub fn new(cell: Arc<Cell>) -> Handler {
-        let home = cell.home();
-        let root = Name::from_ascii(format!("{}.", home.config.cluster.root_domain))
-            .unwrap_or_else(|_| Name::root());
-        let transfer = home.config.dns.transfer_networks();
+    /// Answers for the zones `{cluster}.{root_domain}` of `zones`; `transfer` may AXFR.
+    pub fn new(zones: Arc<dyn Zones>, root_domain: &str, transfer: Vec<ipnet::IpNet>) -> Handler {
+        let root = Name::from_ascii(format!("{root_domain}.")).unwrap_or_else(|_| Name::root());
         Handler {
             root: LowerName::new(&root),
             transfer,
-            cell,
+            zones,
         }
     }
 
@@ -102,9 +100,8 @@ impl RequestHandler for Handler {
             }
         };
         let zone = query.and_then(|query| {
-            let cluster = self.cluster_of(query.name())?;
-            let state = self.cell.get(cluster)?;
-            (query.query_class() == DNSClass::IN).then(|| state.dns.data())
+            let zone = self.zones.zone(self.cluster_of(query.name())?)?;
+            (query.query_class() == DNSClass::IN).then(|| zone.data())
         });
         let (Some(query), Some(zone)) = (query, zone) else {
             if metadata.response_code == ResponseCode::NoError {
@@ -212,9 +209,9 @@ impl Listeners {
     }
 }
 
-/// Answers on `listeners` for the zones of `cell` until `stop`.
-pub async fn serve(cell: Arc<Cell>, listeners: Listeners, stop: CancellationToken) {
-    let mut server = hickory_server::Server::new(Handler::new(cell));
+/// Answers on `listeners` with `handler` until `stop`.
+pub async fn serve(handler: Handler, listeners: Listeners, stop: CancellationToken) {
+    let mut server = hickory_server::Server::new(handler);
     server.register_socket(listeners.udp);
     server.register_listener(listeners.tcp, TCP_IDLE, 64 * 1024);
     stop.cancelled().await;

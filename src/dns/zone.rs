@@ -537,6 +537,66 @@ mod tests {
         assert!(ids(presence.members([candidate("a", "10.0.0.1", false)], t2, hold)).is_empty());
     }
 
+    /// The same through a zone fed by a real edge state, on paused time: the edge's stats stop
+    /// (it is unroutable once the liveness window passes), it stays answered for the hold, then
+    /// goes; a reconnect within the hold never takes it out.
+    #[tokio::test(start_paused = true)]
+    async fn a_zone_holds_an_edge_that_went_quiet_then_drops_it() {
+        let edges = EdgeState::new(Duration::from_secs(15));
+        let dns = DnsConfig {
+            hold: Duration::from_secs(60),
+            ..DnsConfig::default()
+        };
+        let zone = Zone::new("c1", "example.net", &dns);
+        let name = LowerName::from(Name::from_ascii("edge-n1.c1.example.net.").expect("name"));
+        let answered = |zone: &Zone| matches!(zone.data().lookup(&name, RecordType::A), Lookup::Answer(r) if r.len() == 1);
+        let info = crate::edge::EdgeInfo {
+            cluster_id: "c1".into(),
+            peer_ip: Some("10.1.2.3".parse().expect("ip")),
+            capabilities: crate::edge::Capabilities {
+                edge: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let session = edges.attach("n1", info.clone(), 0);
+        assert!(
+            !zone.refresh(&edges, Instant::now()),
+            "no stats yet: not routable"
+        );
+        assert!(!answered(&zone));
+        edges.apply_stats(&session, Stats::default());
+        assert!(zone.refresh(&edges, Instant::now()));
+        assert!(answered(&zone));
+        let serial = zone.data().serial;
+
+        // Quiet: unroutable after 15 s, held until 60 s after it last was routable.
+        tokio::time::advance(Duration::from_secs(50)).await;
+        zone.refresh(&edges, Instant::now());
+        assert!(answered(&zone), "held");
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert!(zone.refresh(&edges, Instant::now()));
+        assert!(!answered(&zone), "gone after the hold");
+        assert!(zone.data().serial > serial);
+
+        // Back, then a reconnect (session closed, a new one 20 s later): answered throughout.
+        let session = edges.attach("n1", info.clone(), 0);
+        edges.apply_stats(&session, Stats::default());
+        zone.refresh(&edges, Instant::now());
+        assert!(answered(&zone));
+        edges.detach(&session);
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            zone.refresh(&edges, Instant::now());
+            assert!(answered(&zone), "a reconnect does not flap DNS");
+        }
+        let session = edges.attach("n1", info, 0);
+        edges.apply_stats(&session, Stats::default());
+        zone.refresh(&edges, Instant::now());
+        assert!(answered(&zone));
+        assert!(zone.data().desired.names.contains_key(VIEWER_POOL));
+    }
+
     fn member(node: &str, ip: &str, load: u8, routable: bool) -> Member {
         Member {
             node_id: node.into(),

@@ -1,0 +1,554 @@
+//! DNS that follows the edges (issue 20), through the binary's real listeners: the built-in
+//! authoritative server asked over UDP and TCP with hickory's message codec while simulated
+//! edges enroll, report, go quiet and come back; replicas answering alike; bad packets.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{eventually, register_frame, Db, EdgeConn, RedisProc, TestServer};
+use foghorn::proto::{edge_message, register, Capabilities, EdgeMessage, NodeStats};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A question to `server` over UDP (or TCP), with an EDNS buffer size or none.
+async fn ask_with(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    edns: Option<u16>,
+    tcp: bool,
+) -> Message {
+    let mut query = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        query.set_edns(e);
+    }
+    let bytes = query.to_vec().expect("encode");
+    let answer = if tcp {
+        exchange_tcp(server, &bytes).await
+    } else {
+        exchange_udp(server, &bytes).await
+    };
+    let message = Message::from_vec(&answer.expect("an answer")).expect("a DNS message");
+    assert_eq!(message.metadata.id, query.metadata.id);
+    message
+}
+
+async fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    ask_with(server, name, qtype, Some(1232), false).await
+}
+
+/// The raw answer to `bytes` over UDP, or `None` within a second.
+async fn exchange_udp(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    socket.send_to(bytes, server).await.expect("send");
+    let mut buf = vec![0; 65_535];
+    let n = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf))
+        .await
+        .ok()?
+        .expect("recv");
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The raw answer to `bytes` over TCP (length-prefixed), or `None` when the server closed.
+async fn exchange_tcp(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = tokio::net::TcpStream::connect(server)
+        .await
+        .expect("connect");
+    let len = u16::try_from(bytes.len()).expect("short");
+    stream.write_all(&len.to_be_bytes()).await.expect("write");
+    stream.write_all(bytes).await.expect("write");
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut len))
+        .await
+        .expect("answered in time")
+        .ok()?;
+    let mut buf = vec![0; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await.expect("read");
+    Some(buf)
+}
+
+/// The addresses of an answer, sorted.
+fn addresses(message: &Message) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn a_of(server: SocketAddr, name: &str) -> Vec<IpAddr> {
+    addresses(&ask(server, name, RecordType::A).await)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("ip")
+}
+
+/// A Register frame enrolling with `token` as an edge with these capabilities.
+fn register_as(token: &str, edge: bool, ingest: bool) -> EdgeMessage {
+    let mut frame = register_frame(Some(register::Auth::EnrollmentToken(token.into())));
+    if let Some(edge_message::Payload::Register(r)) = &mut frame.payload {
+        r.capabilities = Some(Capabilities {
+            edge,
+            ingest,
+            ..Default::default()
+        });
+    }
+    frame
+}
+
+fn stats(cpu_tenths: u32) -> EdgeMessage {
+    EdgeMessage {
+        payload: Some(edge_message::Payload::NodeStats(NodeStats {
+            cpu_tenths,
+            ram_max_bytes: 16 << 30,
+            ram_used_bytes: 1 << 30,
+            up_bytes_per_sec: 1_000_000,
+            bw_limit_bytes_per_sec: 125_000_000,
+            ..Default::default()
+        })),
+    }
+}
+
+/// An edge connected from `from` that reports `cpu_tenths` every 100 ms until `stop` (then its
+/// stream closes). Returns its node id and credential.
+async fn edge(
+    server: &TestServer,
+    register: EdgeMessage,
+    from: &str,
+    cpu_tenths: u32,
+    stop: CancellationToken,
+) -> (String, String) {
+    let mut conn = EdgeConn::open_from(&server.grpc_url(), register, Some(ip(from))).await;
+    let seed = conn.seed().await;
+    tokio::spawn(async move {
+        loop {
+            if conn.tx.send(stats(cpu_tenths)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                frame = conn.rx.message() => if !matches!(frame, Ok(Some(_))) { return },
+            }
+        }
+    });
+    (seed.node_id, seed.node_credential)
+}
+
+fn dns_server(server: &TestServer) -> SocketAddr {
+    server.server().dns_addr.expect("DNS on")
+}
+
+/// Edges enroll and appear under their own names and in the pools (by capability, the less
+/// loaded first); one that goes away stays for the hold, then leaves; one that reconnects
+/// never leaves; the cell answers for `foghorn`, the apex, SOA and NS; nothing outside the zones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_the_built_in_server_follows_the_edges() {
+    let server = TestServer::start_with(Db::Postgres, |c| {
+        c.dns.listen = "127.0.0.1:0".into();
+        c.dns.addresses = vec!["192.0.2.10".into(), "2001:db8::10".into()];
+        c.dns.pool_size = 2;
+        c.dns.hold = Duration::from_secs(2);
+        c.edges.stats_interval = Duration::from_millis(200);
+    })
+    .await;
+    let dns = dns_server(&server);
+    let zone = "test.example.net.";
+
+    // The cell's names.
+    assert_eq!(
+        a_of(dns, &format!("foghorn.{zone}")).await,
+        [ip("192.0.2.10")]
+    );
+    let aaaa = ask(dns, zone, RecordType::AAAA).await;
+    assert!(aaaa.metadata.authoritative);
+    assert_eq!(addresses(&aaaa), [ip("2001:db8::10")]);
+    let soa = ask(dns, zone, RecordType::SOA).await;
+    match &soa.answers[..] {
+        [record] => match &record.data {
+            RData::SOA(soa) => {
+                assert_eq!(soa.mname.to_ascii(), format!("foghorn.{zone}"));
+            }
+            other => panic!("an SOA, not {other:?}"),
+        },
+        other => panic!("one SOA, not {other:?}"),
+    }
+    let ns = ask(dns, zone, RecordType::NS).await;
+    assert_eq!(ns.answers.len(), 1);
+    assert_eq!(
+        addresses(&{
+            let mut glue = ns.clone();
+            glue.answers = ns.additionals.clone();
+            glue
+        })
+        .len(),
+        2,
+        "glue"
+    );
+    let missing = ask(dns, &format!("edge-000000000000.{zone}"), RecordType::A).await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        missing.authorities.len(),
+        1,
+        "the SOA, for negative caching"
+    );
+    for outside in [
+        "example.org.",
+        "example.net.",
+        "other.example.net.",
+        "x.other.example.net.",
+    ] {
+        let refused = ask(dns, outside, RecordType::A).await;
+        assert_eq!(
+            refused.metadata.response_code,
+            ResponseCode::Refused,
+            "{outside}"
+        );
+        assert!(refused.answers.is_empty());
+    }
+
+    // Three edges: A (edge + ingest, 90 % CPU), B (edge, 10 %), C (edge + ingest, 50 %).
+    let (tenant, _) = server.operator().await;
+    let token = server.enrollment_token(&tenant, 3).await;
+    let (stop_a, stop_b, stop_c) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    let (a, a_credential) = edge(
+        &server,
+        register_as(&token, true, true),
+        "127.0.0.2",
+        900,
+        stop_a.clone(),
+    )
+    .await;
+    let (b, b_credential) = edge(
+        &server,
+        register_as(&token, true, false),
+        "127.0.0.3",
+        100,
+        stop_b.clone(),
+    )
+    .await;
+    let (c, _) = edge(
+        &server,
+        register_as(&token, true, true),
+        "127.0.0.4",
+        500,
+        stop_c.clone(),
+    )
+    .await;
+    let name = |node: &str| format!("edge-{node}.{zone}");
+    eventually(WAIT, "every edge has its name", || async {
+        a_of(dns, &name(&a)).await == [ip("127.0.0.2")]
+            && a_of(dns, &name(&b)).await == [ip("127.0.0.3")]
+            && a_of(dns, &name(&c)).await == [ip("127.0.0.4")]
+    })
+    .await;
+    // Viewers' pool of two: B and C (A is the busiest); publishers' pool: A and C (B ingests not).
+    assert_eq!(
+        a_of(dns, &format!("edge.{zone}")).await,
+        [ip("127.0.0.3"), ip("127.0.0.4")]
+    );
+    assert_eq!(
+        a_of(dns, &format!("EDGE-INGEST.{}", zone.to_uppercase())).await,
+        [ip("127.0.0.2"), ip("127.0.0.4")],
+        "names are case-insensitive"
+    );
+    assert!(ask(dns, &name(&a), RecordType::AAAA)
+        .await
+        .answers
+        .is_empty());
+
+    // A goes away: held for 2 s (its name answers, and it fills the publishers' pool), then gone.
+    stop_a.cancel();
+    eventually(WAIT, "A unroutable", || async {
+        !server.server().state.edges.is_routable(&a)
+    })
+    .await;
+    let gone_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a_of(dns, &name(&a)).await, [ip("127.0.0.2")], "held");
+    eventually(WAIT, "A's name goes after the hold", || async {
+        ask(dns, &name(&a), RecordType::A)
+            .await
+            .metadata
+            .response_code
+            == ResponseCode::NXDomain
+    })
+    .await;
+    assert!(
+        gone_at.elapsed() >= Duration::from_millis(1500),
+        "not before the hold"
+    );
+    assert_eq!(
+        a_of(dns, &format!("edge-ingest.{zone}")).await,
+        [ip("127.0.0.4")]
+    );
+
+    // A comes back with its credential.
+    let stop_a = CancellationToken::new();
+    edge(
+        &server,
+        common::register_with_credential(&a, &a_credential),
+        "127.0.0.2",
+        900,
+        stop_a.clone(),
+    )
+    .await;
+    eventually(WAIT, "A answered again", || async {
+        a_of(dns, &name(&a)).await == [ip("127.0.0.2")]
+    })
+    .await;
+
+    // B reconnects (closed, back 600 ms later): its name never stops answering.
+    stop_b.cancel();
+    let watch = async {
+        for _ in 0..20 {
+            assert_eq!(a_of(dns, &name(&b)).await, [ip("127.0.0.3")], "B flapped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let back = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        edge(
+            &server,
+            common::register_with_credential(&b, &b_credential),
+            "127.0.0.3",
+            100,
+            CancellationToken::new(),
+        )
+        .await
+    };
+    tokio::join!(watch, back);
+    server.stop().await;
+}
+
+/// Bad and unusual questions: garbage is dropped or answered FORMERR, and the server answers on;
+/// updates, other classes and transfers (not allowed here, and never over UDP) are refused; ANY
+/// gets one RRset; UDP answers stop at 1232 bytes (512 without EDNS) with TC, TCP has them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_bad_questions_are_refused_and_answers_are_bounded() {
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.dns.listen = "127.0.0.1:0".into();
+        c.dns.addresses = vec!["192.0.2.10".into(), "2001:db8::10".into()];
+    })
+    .await;
+    let dns = dns_server(&server);
+    let zone = "test.example.net.";
+
+    // Garbage: too short for a header (dropped), a header claiming a question it lacks (FORMERR).
+    assert_eq!(exchange_udp(dns, b"\x01\x02\x03").await, None);
+    let formerr = exchange_udp(dns, &[0xab, 0xcd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7])
+        .await
+        .expect("an answer");
+    let formerr = Message::from_vec(&formerr).expect("message");
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    for _ in 0..50 {
+        let junk: Vec<u8> = (0..rand::random_range(0..600))
+            .map(|_| rand::random())
+            .collect();
+        if let Some(answer) = exchange_udp(dns, &junk).await {
+            let answer = Message::from_vec(&answer).expect("a DNS message");
+            assert_ne!(
+                answer.metadata.response_code,
+                ResponseCode::NoError,
+                "{junk:?}"
+            );
+        }
+    }
+    assert_eq!(
+        a_of(dns, &format!("foghorn.{zone}")).await,
+        [ip("192.0.2.10")],
+        "still up"
+    );
+
+    // Two questions in one message.
+    let mut two = Message::new(7, MessageType::Query, OpCode::Query);
+    two.add_query(Query::query(
+        Name::from_ascii(zone).expect("name"),
+        RecordType::A,
+    ));
+    two.add_query(Query::query(
+        Name::from_ascii(zone).expect("name"),
+        RecordType::AAAA,
+    ));
+    let answer = exchange_udp(dns, &two.to_vec().expect("encode"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        Message::from_vec(&answer)
+            .expect("msg")
+            .metadata
+            .response_code,
+        ResponseCode::FormErr
+    );
+
+    // An update.
+    let mut update = Message::new(8, MessageType::Query, OpCode::Update);
+    update.add_query(Query::query(
+        Name::from_ascii(zone).expect("name"),
+        RecordType::SOA,
+    ));
+    let answer = exchange_udp(dns, &update.to_vec().expect("encode"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        Message::from_vec(&answer)
+            .expect("msg")
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+
+    // Class CH.
+    let mut chaos = Message::new(9, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(
+        Name::from_ascii(format!("foghorn.{zone}")).expect("name"),
+        RecordType::TXT,
+    );
+    q.set_query_class(DNSClass::CH);
+    chaos.add_query(q);
+    let answer = exchange_udp(dns, &chaos.to_vec().expect("encode"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        Message::from_vec(&answer)
+            .expect("msg")
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+
+    // Transfers: refused over UDP and TCP (no network is allowed).
+    for tcp in [false, true] {
+        let axfr = ask_with(dns, zone, RecordType::AXFR, None, tcp).await;
+        assert_eq!(
+            axfr.metadata.response_code,
+            ResponseCode::Refused,
+            "tcp {tcp}"
+        );
+        assert!(axfr.answers.is_empty());
+    }
+
+    // ANY: one RRset.
+    let any = ask(dns, &format!("foghorn.{zone}"), RecordType::ANY).await;
+    assert_eq!(any.answers.len(), 1, "{any:?}");
+
+    // Six 250-byte challenge texts: 1.5 KB.
+    let texts: Vec<String> = (0..6).map(|i| format!("{i}").repeat(250)).collect();
+    server.server().state.dns.set_challenges(texts.clone());
+    let challenge = format!("_acme-challenge.{zone}");
+    let mut big = ask(dns, &challenge, RecordType::TXT).await;
+    for _ in 0..40 {
+        if !big.answers.is_empty() || big.metadata.truncation {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        big = ask(dns, &challenge, RecordType::TXT).await;
+    }
+    let udp = ask_with(dns, &challenge, RecordType::TXT, Some(4096), false).await;
+    assert!(udp.metadata.truncation, "TC over UDP");
+    assert!(udp.to_vec().expect("encode").len() <= 1232);
+    assert!(udp.answers.len() < 6);
+    let plain = ask_with(dns, &challenge, RecordType::TXT, None, false).await;
+    assert!(plain.metadata.truncation);
+    assert!(plain.to_vec().expect("encode").len() <= 512);
+    let whole = ask_with(dns, &challenge, RecordType::TXT, None, true).await;
+    assert!(!whole.metadata.truncation);
+    assert_eq!(whole.answers.len(), 6);
+    server.stop().await;
+}
+
+/// Two replicas sharing a Redis answer alike for an edge connected to one of them, and for a
+/// private cluster the cell serves; a network in `dns.allow_transfer` may transfer a zone over
+/// TCP, whole, SOA first and last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_every_replica_answers_and_transfers_follow_the_allow_list() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let first = TestServer::start_with(Db::Postgres, |c| {
+        c.redis.url = url;
+        c.dns.listen = "127.0.0.1:0".into();
+        c.dns.addresses = vec!["192.0.2.10".into()];
+        c.dns.allow_transfer = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let second = first.replica(|_| {}).await;
+    let zone = "test.example.net.";
+    let (tenant, _) = first.operator().await;
+    let token = first.enrollment_token(&tenant, 1).await;
+    let (node, _) = edge(
+        &first,
+        register_as(&token, true, false),
+        "127.0.0.5",
+        100,
+        CancellationToken::new(),
+    )
+    .await;
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "each replica answers for the edge", || async {
+            a_of(dns, &format!("edge-{node}.{zone}")).await == [ip("127.0.0.5")]
+        })
+        .await;
+    }
+
+    // A private cluster of the cell: its own zone.
+    let created = foghorn::api::create_private_cluster_for(
+        first.registry(),
+        "example.net",
+        &tenant,
+        serde_json::from_value(serde_json::json!({ "name": "Home Lab" })).expect("input"),
+        None,
+    )
+    .await
+    .expect("private cluster");
+    let private = created.cluster.id;
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "the private cluster's zone", || async {
+            a_of(dns, &format!("foghorn.{private}.example.net.")).await == [ip("192.0.2.10")]
+        })
+        .await;
+    }
+
+    let axfr = ask_with(dns_server(&second), zone, RecordType::AXFR, None, true).await;
+    assert_eq!(axfr.metadata.response_code, ResponseCode::NoError);
+    let types: Vec<RecordType> = axfr.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types.first(), Some(&RecordType::SOA));
+    assert_eq!(types.last(), Some(&RecordType::SOA));
+    assert!(types.contains(&RecordType::NS));
+    assert!(axfr
+        .answers
+        .iter()
+        .any(|r| r.name.to_ascii() == format!("edge-{node}.{zone}")));
+    let udp = ask_with(dns_server(&second), zone, RecordType::AXFR, None, false).await;
+    assert_eq!(
+        udp.metadata.response_code,
+        ResponseCode::Refused,
+        "never over UDP"
+    );
+    second.stop().await;
+    first.stop().await;
+}

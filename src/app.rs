@@ -59,6 +59,8 @@ struct Base {
     leadership: Arc<Leadership>,
     replica_id: String,
     edge_links: Arc<crate::grpc::EdgeLinks>,
+    /// How the cell's RFC 2136 updates fare.
+    dns_updates: Arc<crate::dns::UpdateStatus>,
     /// The federation secret; each cluster's credential towards a peer is derived from it.
     credential: String,
     /// The home cluster's certificate: the listeners present it, or the one of the assigned
@@ -182,6 +184,7 @@ impl Base {
             .spawn(federation.clone().supervise(stop.child_token()));
         Ok(AppState(Arc::new(Shared {
             dns: Arc::new(crate::dns::Zone::new(id, root, &config.dns)),
+            dns_updates: self.dns_updates.clone(),
             edges,
             federation,
             tls,
@@ -350,6 +353,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .context("registering this cluster in the registry")?;
     let credential = peer_secret(&config)?;
+    let dns_primary = crate::dns::Primary::from_config(&config.dns)?;
 
     let shutdown = CancellationToken::new();
     let sync_stop = CancellationToken::new();
@@ -397,6 +401,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         leadership,
         replica_id,
         edge_links: Arc::new(crate::grpc::EdgeLinks::default()),
+        dns_updates: Arc::new(crate::dns::UpdateStatus::new(dns_primary.is_some())),
         credential,
         tls: tls.clone(),
         cell: crate::state::CellRef::default(),
@@ -490,6 +495,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     ));
     if crate::dns::enabled(&config) {
         background.spawn(crate::dns::maintain(cell.clone(), shutdown.child_token()));
+    }
+    if let Some(primary) = dns_primary {
+        background.spawn(crate::dns::update::run(
+            primary,
+            cell.clone(),
+            state.leadership.clone(),
+            state.metrics.clone(),
+            state.dns_updates.clone(),
+            shutdown.child_token(),
+        ));
     }
     if let Some(listeners) = dns_listeners {
         let handler = crate::dns::Handler::new(

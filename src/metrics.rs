@@ -128,6 +128,9 @@ pub struct Metrics {
     /// Peer calls and channels refused: bad credentials, no shared subscription, frames that
     /// speak for another cluster, malformed summaries.
     pub federation_refusals: Counter,
+    /// RFC 2136 updates sent to the DNS primary, by outcome (refused: it answered with an
+    /// error; failed: unreachable or no valid answer).
+    pub dns_updates: OutcomeFamily,
 }
 
 impl Default for Metrics {
@@ -166,11 +169,17 @@ impl Metrics {
             federation_channels: Gauge::default(),
             federation_frames: Family::default(),
             federation_refusals: Counter::default(),
+            dns_updates: Family::default(),
         };
         registry.register(
             "edges_connected",
             "Edges with an open control stream",
             m.edges_connected.clone(),
+        );
+        registry.register(
+            "dns_updates",
+            "RFC 2136 updates sent to the DNS primary, by outcome",
+            m.dns_updates.clone(),
         );
         registry.register(
             "edge_sessions",

@@ -70,6 +70,8 @@ pub struct Shared {
     pub tls: Arc<crate::tls::Tls>,
     /// The cluster's DNS zone, rebuilt from the edges (when DNS is on).
     pub dns: Arc<crate::dns::Zone>,
+    /// How the cell's RFC 2136 updates fare (one for the cell).
+    pub dns_updates: Arc<crate::dns::UpdateStatus>,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.

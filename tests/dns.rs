@@ -552,3 +552,276 @@ async fn dns_every_replica_answers_and_transfers_follow_the_allow_list() {
     second.stop().await;
     first.stop().await;
 }
+
+/// A BIND 9 primary for the zone `test.example.net`, on a free loopback port, accepting updates
+/// and transfers signed with one TSIG key. Stopped when dropped.
+struct Bind {
+    child: std::process::Child,
+    addr: SocketAddr,
+    secret: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bind {
+    async fn start() -> Bind {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let secret = data_encoding::BASE64.encode(&rand::random::<[u8; 32]>());
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; \
+                 listen-on-v6 {{ none; }}; pid-file \"{d}/named.pid\"; \
+                 session-keyfile \"{d}/session.key\"; recursion no; dnssec-validation no; \
+                 notify no; }};\n\
+                 controls {{ }};\n\
+                 key \"foghorn\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+                 zone \"test.example.net\" {{ type primary; file \"{d}/test.zone\"; \
+                 allow-update {{ key \"foghorn\"; }}; allow-transfer {{ key \"foghorn\"; }}; }};\n"
+            ),
+        )
+        .expect("named.conf");
+        std::fs::write(
+            dir.path().join("test.zone"),
+            "$TTL 60\n@ IN SOA ns1.example.net. hostmaster.example.net. 1 60 30 86400 60\n\
+             @ IN NS ns1.example.net.\n",
+        )
+        .expect("zone");
+        let child = std::process::Command::new("/usr/sbin/named")
+            .args(["-g", "-u", "root", "-c"])
+            .arg(dir.path().join("named.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("named.log")).expect("log"))
+            .spawn()
+            .expect("named (bind9) is installed");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let bind = Bind {
+            child,
+            addr,
+            secret,
+            _dir: dir,
+        };
+        eventually(WAIT, "BIND answers", || async {
+            exchange_udp(addr, &{
+                let mut q = Message::new(1, MessageType::Query, OpCode::Query);
+                q.add_query(Query::query(
+                    Name::from_ascii("test.example.net.").expect("name"),
+                    RecordType::SOA,
+                ));
+                q.to_vec().expect("encode")
+            })
+            .await
+            .is_some()
+        })
+        .await;
+        bind
+    }
+
+    /// The zone's SOA serial.
+    async fn serial(&self) -> u32 {
+        let soa = ask(self.addr, "test.example.net.", RecordType::SOA).await;
+        match soa.answers.first().map(|r| &r.data) {
+            Some(RData::SOA(soa)) => soa.serial,
+            other => panic!("an SOA, not {other:?}"),
+        }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `dns_updates` of `/ready`.
+async fn dns_updates(server: &TestServer) -> serde_json::Value {
+    server.ready().await["dns_updates"].clone()
+}
+
+/// RFC 2136 to a real BIND 9: the leader adds an edge's records when it becomes routable and
+/// removes them after the hold, sends nothing while nothing changes (the serial stays), puts back
+/// what someone changed by hand at the next read-back; BIND refuses an unsigned update and one
+/// signed with the wrong key, which Foghorn reports in `/ready` and `/metrics`, as it does a
+/// primary it cannot reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_updates_keep_a_bind_primary_in_step() {
+    let bind = Bind::start().await;
+    let primary = bind.addr;
+    let secret = bind.secret.clone();
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        c.dns.addresses = vec!["192.0.2.10".into()];
+        c.dns.hold = Duration::from_secs(1);
+        c.dns.update_server = primary.to_string();
+        c.dns.tsig_key_name = "foghorn".into();
+        c.dns.tsig_secret = secret;
+        c.dns.update_interval = Duration::from_secs(5);
+        c.edges.stats_interval = Duration::from_millis(200);
+    })
+    .await;
+    let zone = "test.example.net.";
+    eventually(WAIT, "the cell's name at BIND", || async {
+        a_of(primary, &format!("foghorn.{zone}")).await == [ip("192.0.2.10")]
+    })
+    .await;
+    assert_eq!(dns_updates(&server).await, "ok");
+
+    let (tenant, _) = server.operator().await;
+    let token = server.enrollment_token(&tenant, 1).await;
+    let stop = CancellationToken::new();
+    let (node, _) = edge(
+        &server,
+        register_as(&token, true, true),
+        "127.0.0.6",
+        200,
+        stop.clone(),
+    )
+    .await;
+    eventually(WAIT, "routable", || async {
+        server.server().state.edges.is_routable(&node)
+    })
+    .await;
+    let routable_at = std::time::Instant::now();
+    let name = format!("edge-{node}.{zone}");
+    eventually(WAIT, "the edge's name at BIND", || async {
+        a_of(primary, &name).await == [ip("127.0.0.6")]
+    })
+    .await;
+    eprintln!("routable -> answered by BIND: {:?}", routable_at.elapsed());
+    assert_eq!(
+        a_of(primary, &format!("edge.{zone}")).await,
+        [ip("127.0.0.6")]
+    );
+    assert_eq!(
+        a_of(primary, &format!("edge-ingest.{zone}")).await,
+        [ip("127.0.0.6")]
+    );
+
+    // Nothing changes (the edge keeps reporting the same load): nothing is sent.
+    let serial = bind.serial().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(bind.serial().await, serial, "no churn");
+
+    // A record added by hand under the managed names goes at the next read-back (5 s).
+    let mut update = Message::new(77, MessageType::Query, OpCode::Update);
+    update.add_query(Query::query(
+        Name::from_ascii(zone).expect("name"),
+        RecordType::SOA,
+    ));
+    update.add_authority(hickory_proto::rr::Record::from_rdata(
+        Name::from_ascii(format!("edge.{zone}")).expect("name"),
+        60,
+        RData::A(hickory_proto::rr::rdata::A(
+            "198.51.100.9".parse().expect("ip"),
+        )),
+    ));
+    // Unsigned: BIND refuses it.
+    let answer = exchange_tcp(primary, &update.to_vec().expect("encode"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        Message::from_vec(&answer)
+            .expect("msg")
+            .metadata
+            .response_code,
+        ResponseCode::Refused
+    );
+    // Signed with the key: accepted, then undone by Foghorn.
+    let signer = hickory_proto::rr::TSigner::new(
+        data_encoding::BASE64
+            .decode(bind.secret.as_bytes())
+            .expect("b64"),
+        hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        Name::from_ascii("foghorn.").expect("name"),
+        300,
+    )
+    .expect("signer");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    update.finalize(&signer, now).expect("sign");
+    let answer = exchange_tcp(primary, &update.to_vec().expect("encode"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        Message::from_vec(&answer)
+            .expect("msg")
+            .metadata
+            .response_code,
+        ResponseCode::NoError
+    );
+    assert_eq!(a_of(primary, &format!("edge.{zone}")).await.len(), 2);
+    eventually(
+        Duration::from_secs(15),
+        "the stray record removed",
+        || async { a_of(primary, &format!("edge.{zone}")).await == [ip("127.0.0.6")] },
+    )
+    .await;
+
+    // The edge goes: its records leave BIND after the hold.
+    stop.cancel();
+    eventually(WAIT, "the edge's name gone from BIND", || async {
+        ask(primary, &name, RecordType::A)
+            .await
+            .metadata
+            .response_code
+            == ResponseCode::NXDomain
+    })
+    .await;
+    assert!(a_of(primary, &format!("edge.{zone}")).await.is_empty());
+
+    // A Foghorn with the wrong key is refused, and says so.
+    let wrong = TestServer::start_with(Db::Sqlite, |c| {
+        c.dns.addresses = vec!["192.0.2.99".into()];
+        c.dns.update_server = primary.to_string();
+        c.dns.tsig_key_name = "foghorn".into();
+        c.dns.tsig_secret = data_encoding::BASE64.encode(&[7u8; 32]);
+    })
+    .await;
+    eventually(WAIT, "the refusal in /ready", || async {
+        dns_updates(&wrong).await["failing"][zone]
+            .as_str()
+            .is_some_and(|e| e.contains("refused") && e.contains("NOTAUTH") && e.contains("BADSIG"))
+    })
+    .await;
+    let metrics = reqwest::get(wrong.http("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("foghorn_dns_updates_total{outcome=\"Refused\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        a_of(primary, &format!("foghorn.{zone}")).await,
+        [ip("192.0.2.10")],
+        "nothing changed"
+    );
+    wrong.stop().await;
+
+    // A primary nobody answers at.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let unreachable = TestServer::start_with(Db::Sqlite, |c| {
+        c.dns.update_server = closed.to_string();
+        c.dns.tsig_key_name = "foghorn".into();
+        c.dns.tsig_secret = data_encoding::BASE64.encode(&[7u8; 32]);
+    })
+    .await;
+    eventually(WAIT, "the outage in /ready", || async {
+        dns_updates(&unreachable).await["failing"][zone]
+            .as_str()
+            .is_some_and(|e| e.contains("connecting to"))
+    })
+    .await;
+    unreachable.stop().await;
+    server.stop().await;
+}

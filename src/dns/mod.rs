@@ -4,9 +4,11 @@
 //! (pools of the routable edges with the most headroom) and `_acme-challenge` (TXT).
 //!
 //! Each replica rebuilds its zones from the edge state every [`REFRESH`] ([`maintain`]); the
-//! built-in server ([`server`]) answers from them.
+//! built-in server ([`server`]) answers from them, and the leader sends their changes to an
+//! external primary as RFC 2136 updates ([`update`]).
 
 pub mod server;
+pub mod update;
 pub mod zone;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::edge::EdgeState;
 
 pub use server::{serve, Handler, Listeners};
+pub use update::{Primary, UpdateStatus};
 pub use zone::{Desired, Zone, ZoneData};
 
 /// How often the zones are rebuilt from the edge state: an edge that became routable is answered

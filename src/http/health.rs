@@ -52,6 +52,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             "edges_connected": state.edges.connected_count(),
             "replica": &state.replica_id,
             "leader": state.leadership.is_leader(),
+            "dns_updates": state.dns_updates.report(state.leadership.is_leader()),
         })),
     )
 }

@@ -209,6 +209,25 @@ impl Base {
         })))
     }
 
+    /// Forgets, in every served cluster, the nodes deleted after entry `after`; the last entry
+    /// read (`after` again when the registry could not be read).
+    async fn forget_deleted(&self, cell: &Cell, after: i64) -> i64 {
+        match self.registry.deleted_nodes_since(after).await {
+            Ok(rows) => rows.into_iter().fold(after, |_, (seq, node, cluster)| {
+                if let Some(state) = cell.get(&cluster) {
+                    if state.edges.forget(&node) {
+                        tracing::info!(node_id = %node, cluster = %cluster, "deleted node forgotten");
+                    }
+                }
+                seq
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the deleted nodes");
+                after
+            }
+        }
+    }
+
     /// Starts serving assigned cluster `id` in `cell`.
     async fn serve_assigned(&self, cell: &Cell, id: &str) -> anyhow::Result<()> {
         let mut config = Config::clone(&self.config);
@@ -301,6 +320,8 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
     let mut tick = tokio::time::interval(base.config.federation.topology_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seen: Option<i64> = None;
+    // Deleted nodes are forgotten from the entry after the last one at start.
+    let mut deleted = base.registry.last_deleted_node().await.unwrap_or(0);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -316,6 +337,7 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
         if seen == Some(version) {
             continue;
         }
+        deleted = base.forget_deleted(&cell, deleted).await;
         match base.registry.cell_clusters(&base.config.cluster.id).await {
             Ok(assigned) => {
                 if base.reconcile(&cell, &assigned).await {

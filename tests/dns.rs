@@ -825,3 +825,116 @@ async fn dns_updates_keep_a_bind_primary_in_step() {
     unreachable.stop().await;
     server.stop().await;
 }
+
+/// Deleting a node takes its records away at once (not after the hold) on every replica, ends
+/// its session and refuses its credential; bad ids and strangers change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_a_deleted_node_leaves_at_once() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let first = TestServer::start_with(Db::Postgres, |c| {
+        c.redis.url = url;
+        c.dns.listen = "127.0.0.1:0".into();
+        c.dns.hold = Duration::from_secs(600);
+    })
+    .await;
+    let second = first.replica(|_| {}).await;
+    let zone = "test.example.net.";
+    let (tenant, operator) = first.operator().await;
+    let token = first.enrollment_token(&tenant, 2).await;
+    let (node, credential) = edge(
+        &first,
+        register_as(&token, true, false),
+        "127.0.0.8",
+        100,
+        CancellationToken::new(),
+    )
+    .await;
+    let (kept, _) = edge(
+        &first,
+        register_as(&token, true, false),
+        "127.0.0.9",
+        100,
+        CancellationToken::new(),
+    )
+    .await;
+    let name = format!("edge-{node}.{zone}");
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "both edges answered", || async {
+            a_of(dns, &name).await == [ip("127.0.0.8")]
+                && a_of(dns, &format!("edge-{kept}.{zone}")).await == [ip("127.0.0.9")]
+        })
+        .await;
+    }
+
+    let client = reqwest::Client::new();
+    let delete = |server: &TestServer, node: &str, token: &str| {
+        client
+            .delete(server.http(&format!("/api/v1/clusters/test/nodes/{node}")))
+            .bearer_auth(token)
+            .send()
+    };
+    // A stranger (another tenant's token), a malformed id, an unknown node: refused, nothing gone.
+    let stranger = first
+        .registry()
+        .create_tenant("Stranger", "test")
+        .await
+        .expect("tenant");
+    let (_, stranger_token) = first
+        .registry()
+        .create_api_token(&stranger.id, foghorn::registry::Role::Tenant)
+        .await
+        .expect("token");
+    let refused = delete(&second, &node, &stranger_token)
+        .await
+        .expect("answer");
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    assert_eq!(
+        delete(&second, "..%2Fetc", &operator)
+            .await
+            .expect("answer")
+            .status(),
+        400
+    );
+    assert_eq!(
+        delete(&second, "0123456789ab", &operator)
+            .await
+            .expect("answer")
+            .status(),
+        404
+    );
+    assert_eq!(a_of(dns_server(&first), &name).await, [ip("127.0.0.8")]);
+
+    // Deleted through the replica that does not hold its session.
+    let deleted = delete(&second, &node, &operator).await.expect("answer");
+    assert_eq!(deleted.status(), 200);
+    let deleted_at = std::time::Instant::now();
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "its name gone from every replica", || async {
+            ask(dns, &name, RecordType::A).await.metadata.response_code == ResponseCode::NXDomain
+        })
+        .await;
+        assert_eq!(
+            a_of(dns, &format!("edge-{kept}.{zone}")).await,
+            [ip("127.0.0.9")]
+        );
+    }
+    assert!(
+        deleted_at.elapsed() < Duration::from_secs(5),
+        "at once, not after the 600 s hold"
+    );
+    assert!(first.server().state.edges.get(&node).is_none());
+    // It cannot come back with its credential.
+    let mut again = EdgeConn::open_from(
+        &first.grpc_url(),
+        common::register_with_credential(&node, &credential),
+        Some(ip("127.0.0.8")),
+    )
+    .await;
+    let (code, message) = again.error_frame().await;
+    assert_ne!(code, foghorn::proto::ErrorCode::Unspecified, "{message}");
+    second.stop().await;
+    first.stop().await;
+}

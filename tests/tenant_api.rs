@@ -1346,6 +1346,7 @@ async fn openapi_matches_routes(db: Db) {
         "POST /private-clusters",
         "POST /clusters/{cluster_id}/enrollment-tokens",
         "GET /clusters/{cluster_id}/nodes",
+        "DELETE /clusters/{cluster_id}/nodes/{node_id}",
         "POST /streams",
         "GET /streams",
         "GET /streams/{stream_id}",

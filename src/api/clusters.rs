@@ -630,6 +630,45 @@ pub async fn list_nodes(
         .collect())
 }
 
+/// Answer of `DELETE /clusters/{cluster_id}/nodes/{node_id}`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeletedNode {
+    pub node_id: String,
+    pub cluster_id: String,
+}
+
+/// Deletes a node of a cluster the caller manages: its credential stops working, its session
+/// ends and its DNS records go at once, on every Foghorn (through the registry's topology
+/// counter, within `federation.topology_poll`; at once on this one when its cell serves the
+/// cluster). To add the host again, provision it anew.
+pub async fn delete_node(
+    state: &AppState,
+    caller: &Principal,
+    cluster_id: &str,
+    node_id: &str,
+) -> Result<DeletedNode, ApiError> {
+    let cluster = managed_cluster(state, caller, cluster_id).await?;
+    if !crate::registry::is_valid_node_id(node_id) {
+        return Err(ApiError::BadRequest(format!(
+            "{node_id:?} is not a node id (12 lowercase hex characters or a label)"
+        )));
+    }
+    if !state.registry.delete_node(&cluster.id, node_id).await? {
+        return Err(ApiError::NotFound(format!(
+            "node {node_id} not found in cluster {}",
+            cluster.id
+        )));
+    }
+    if let Some(served) = state.served(&cluster.id) {
+        served.edges.forget(node_id);
+    }
+    tracing::info!(node_id, cluster = %cluster.id, "node deleted");
+    Ok(DeletedNode {
+        node_id: node_id.to_string(),
+        cluster_id: cluster.id,
+    })
+}
+
 /// Body of `PUT /tenants/{id}/billing-tier` (operators).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -308,6 +308,10 @@ pub enum Announcement {
     Released { token: u64 },
 }
 
+/// How long another replica's announcements of a deleted node are ignored: longer than any
+/// announcement takes to arrive.
+const FORGOTTEN_FOR: Duration = Duration::from_secs(60);
+
 /// Every edge known to this process since it started: its own and, with replicas, those of the
 /// other replicas of its cluster.
 #[derive(Debug)]
@@ -325,6 +329,9 @@ pub struct EdgeState {
     /// Nodes with local changes not yet announced: one entry per node however many changes.
     outbox: Mutex<HashSet<String>>,
     outbox_filled: Notify,
+    /// Deleted nodes ([`EdgeState::forget`]) and when: another replica's late word on them is
+    /// ignored for [`FORGOTTEN_FOR`] (a node id can be given again later).
+    forgotten: Mutex<HashMap<String, Instant>>,
 }
 
 impl EdgeState {
@@ -340,6 +347,7 @@ impl EdgeState {
             replicated: false,
             outbox: Mutex::new(HashSet::new()),
             outbox_filled: Notify::new(),
+            forgotten: Mutex::new(HashMap::new()),
         }
     }
 
@@ -625,6 +633,14 @@ impl EdgeState {
     pub fn apply_remote(&self, node_id: &str, replica: &str, token: u64, record: EdgeRecord) {
         let now = Instant::now();
         let mut edges = self.lock();
+        let deleted = self
+            .forgotten
+            .lock()
+            .get(node_id)
+            .is_some_and(|at| now.saturating_duration_since(*at) < FORGOTTEN_FOR);
+        if deleted {
+            return;
+        }
         let edge = edges
             .entry(node_id.to_string())
             .or_insert_with(|| Edge::new(record.info.clone(), Holder::Nobody, self.pending_ttl));
@@ -722,6 +738,30 @@ impl EdgeState {
         self.lock()
             .get(node_id)
             .map(|edge| self.view(node_id, edge, now))
+    }
+
+    /// Forgets a deleted node at once: its session here ends (as if replaced), and whatever
+    /// another replica still says of it is ignored from now on. Whether it was known.
+    pub fn forget(&self, node_id: &str) -> bool {
+        let mut edges = self.lock();
+        let now = Instant::now();
+        let mut forgotten = self.forgotten.lock();
+        forgotten.retain(|_, at| now.saturating_duration_since(*at) < FORGOTTEN_FOR);
+        forgotten.insert(node_id.to_string(), now);
+        drop(forgotten);
+        let known = match edges.remove(node_id) {
+            Some(edge) => {
+                if let Holder::Here(session) = &edge.holder {
+                    session.cancel.cancel();
+                }
+                true
+            }
+            None => false,
+        };
+        drop(edges);
+        self.outbox.lock().remove(node_id);
+        self.changed.notify_one();
+        known
     }
 
     /// Calls `f` for every edge known since start, with its registration, mode, whether it is

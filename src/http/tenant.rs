@@ -330,6 +330,16 @@ pub fn router() -> Router<AppState> {
             ),
             nodes,
         )
+        .route::<NoBody, api::DeletedNode, _, _>(
+            Op::new(
+                Method::DELETE,
+                "/clusters/{cluster_id}/nodes/{node_id}",
+                "deleteNode",
+                "Delete a node: its credential stops working, its session ends, its DNS records go",
+                T,
+            ),
+            delete_node,
+        )
         .route::<CreateStream, StreamView, _, _>(
             Op::new(
                 post.clone(),
@@ -549,6 +559,15 @@ async fn nodes(
     Ids(cluster_id): Ids<String>,
 ) -> Reply<Vec<NodeView>> {
     ok(api::list_nodes(&state, &caller, &cluster_id).await?)
+}
+
+async fn delete_node(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Ids((cluster_id, node_id)): Ids<(String, String)>,
+    _: NoInput,
+) -> Reply<api::DeletedNode> {
+    ok(api::delete_node(&state, &caller, &cluster_id, &node_id).await?)
 }
 
 async fn create_stream(

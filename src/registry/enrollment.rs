@@ -662,6 +662,69 @@ impl Registry {
             .await?)
     }
 
+    /// Deletes node `node_id` of `cluster_id`: its credential stops working, the streams it had
+    /// live are offline, and every Foghorn forgets the edge within a topology poll (see the
+    /// `deleted_nodes` migration). False when there is no such node in that cluster.
+    pub async fn delete_node(&self, cluster_id: &str, node_id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Streams live on it point at it: offline first (a write, so on SQLite it takes the write
+        // lock before anything is read).
+        sqlx::query(
+            "UPDATE streams SET live_node_id = NULL, live_cluster_id = NULL, live_since = NULL \
+             WHERE live_node_id = $1",
+        )
+        .bind(node_id)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM nodes WHERE node_id = $1 AND cluster_id = $2")
+            .bind(node_id)
+            .bind(cluster_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO deleted_nodes (node_id, cluster_id, deleted_at) VALUES ($1, $2, $3)",
+        )
+        .bind(node_id)
+        .bind(cluster_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Nodes deleted after entry `after` (0: all): `(seq, node id, cluster id)`, oldest first.
+    pub async fn deleted_nodes_since(&self, after: i64) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT seq, node_id, cluster_id FROM deleted_nodes WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("seq")?,
+                    r.try_get("node_id")?,
+                    r.try_get("cluster_id")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The last entry of the deleted nodes (0: none yet).
+    pub async fn last_deleted_node(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM deleted_nodes")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("seq")?,
+        )
+    }
+
     /// Counts nodes (all clusters); used by tests to prove refusals create nothing.
     pub async fn node_count(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM nodes")

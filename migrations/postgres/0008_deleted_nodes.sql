@@ -1,0 +1,13 @@
+-- Nodes deleted by their cluster's owner or an operator. Inserting one raises the topology
+-- counter; every Foghorn then reads the entries after the last one it saw and forgets those edges
+-- at once, whichever cell serves their cluster: the session ends, the DNS records go.
+CREATE TABLE deleted_nodes (
+    seq        BIGSERIAL PRIMARY KEY,
+    node_id    TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    deleted_at BIGINT NOT NULL
+);
+
+CREATE TRIGGER deleted_nodes_topology
+    AFTER INSERT ON deleted_nodes
+    FOR EACH STATEMENT EXECUTE FUNCTION foghorn_topology_changed();

@@ -472,6 +472,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ),
         None => None,
     };
+    if dns_listeners.is_some() && config.dns.addresses.is_empty() {
+        tracing::warn!(
+            "dns.addresses is empty: foghorn.{{cluster}}.{{root}} and the zone apex have no \
+             address, and the default name server (foghorn.{{cluster}}.{{root}}) no glue"
+        );
+    }
     let dns_addr = dns_listeners
         .as_ref()
         .map(crate::dns::Listeners::local_addr)
@@ -520,7 +526,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }
     if let Some(primary) = dns_primary {
         background.spawn(crate::dns::update::run(
-            primary,
+            Arc::new(primary),
             cell.clone(),
             state.leadership.clone(),
             state.metrics.clone(),

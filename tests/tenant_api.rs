@@ -1230,7 +1230,8 @@ async fn bodies_are_objects_of_known_fields(db: Db) {
                 .replace("{cluster_id}", &private)
                 .replace("{tenant_id}", &a_id)
                 .replace("{invite_id}", &uuid::Uuid::new_v4().to_string())
-                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string());
+                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{node_id}", "0123456789ab");
             let method: Method = method.to_uppercase().parse().expect("method");
             let mut bodies = vec![
                 (json!(["x"]), "JSON object"),
@@ -1294,7 +1295,8 @@ async fn openapi_matches_routes(db: Db) {
                 .replace("{cluster_id}", "some-cluster")
                 .replace("{tenant_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{invite_id}", &uuid::Uuid::new_v4().to_string())
-                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string());
+                .replace("{stream_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{node_id}", "0123456789ab");
             assert!(!concrete.contains('{'), "unfilled parameter in {path}");
             let res = reqwest::Client::new()
                 .request(

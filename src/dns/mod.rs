@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::edge::EdgeState;
 
 pub use server::{serve, Handler, Listeners};
-pub use update::{Primary, UpdateStatus};
+pub use update::{Primary, Provider, UpdateStatus};
 pub use zone::{Desired, Zone, ZoneData};
 
 /// How often the zones are rebuilt from the edge state: an edge that became routable is answered

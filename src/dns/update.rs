@@ -36,13 +36,14 @@ const CHANGES_PER_MESSAGE: usize = 400;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The primary and how to talk to it, from `[dns]`.
-#[derive(Clone)]
 pub struct Primary {
     server: SocketAddr,
     /// The zone the updates are for, when not each cluster's own.
     zone: Option<Name>,
     signer: TSigner,
     interval: Duration,
+    /// What the primary holds of each zone's managed names, as last read or written.
+    held: Mutex<HashMap<Name, Rrs>>,
 }
 
 impl std::fmt::Debug for Primary {
@@ -86,11 +87,55 @@ impl Primary {
             zone,
             signer,
             interval: dns.update_interval,
+            held: Mutex::new(HashMap::new()),
         }))
     }
+}
 
-    pub fn server(&self) -> SocketAddr {
-        self.server
+/// Somewhere the zones are published by reconciling whole record sets: a set the zone no longer
+/// has is deleted there. The RFC 2136 [`Primary`] is one; a hosted DNS's API would be another.
+/// (The built-in server needs none: it answers from the zones themselves.)
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Where it is, for logs.
+    fn describe(&self) -> String;
+
+    /// How often its records are read back and reconciled whatever changed.
+    fn read_back_every(&self) -> Duration;
+
+    /// Makes it hold exactly the managed record sets of `data` (A, AAAA and TXT; its own SOA and
+    /// NS are its own). `fresh`: read what it holds first rather than trust what was last
+    /// written. How many records changed.
+    async fn reconcile(&self, data: &ZoneData, fresh: bool) -> anyhow::Result<usize>;
+
+    /// Forgets what it knows of the zones not in `served`.
+    fn retain(&self, served: &[Name]);
+}
+
+#[async_trait::async_trait]
+impl Provider for Primary {
+    fn describe(&self) -> String {
+        format!("RFC 2136 primary {}", self.server)
+    }
+
+    fn read_back_every(&self) -> Duration {
+        self.interval
+    }
+
+    async fn reconcile(&self, data: &ZoneData, fresh: bool) -> anyhow::Result<usize> {
+        let held = if fresh {
+            None
+        } else {
+            self.held.lock().remove(&data.apex)
+        };
+        // On failure nothing is put back: the next attempt reads the primary first.
+        let (held, changes) = reconcile(self, data, held).await?;
+        self.held.lock().insert(data.apex.clone(), held);
+        Ok(changes)
+    }
+
+    fn retain(&self, served: &[Name]) {
+        self.held.lock().retain(|apex, _| served.contains(apex));
     }
 }
 
@@ -149,11 +194,9 @@ impl UpdateStatus {
 /// What the leader tracks of one zone.
 #[derive(Debug)]
 struct Tracked {
-    /// What the primary holds of the managed names, as last read or written; `None`: read it.
-    held: Option<Rrs>,
-    /// The serial of the zone data last sent.
+    /// The serial of the zone data last reconciled.
     sent: Option<u32>,
-    /// When the primary is next read back whatever changed.
+    /// When the provider is next read back whatever changed.
     read_back_at: Instant,
     /// No attempt before this (after a failure).
     retry_at: Instant,
@@ -180,9 +223,11 @@ fn managed(record: &Record) -> bool {
     )
 }
 
-/// Keeps the primary up to date with the zones of `zones` while this replica leads, until `stop`.
+/// Keeps `provider` in step with the zones of `zones` while this replica leads, until `stop`:
+/// each zone when its serial moves, and read back every [`Provider::read_back_every`]; failures
+/// retried with backoff, counted and reported in `status`.
 pub async fn run(
-    primary: Primary,
+    provider: Arc<dyn Provider>,
     zones: Arc<dyn Zones>,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
@@ -205,32 +250,28 @@ pub async fn run(
         let mut datas: Vec<Arc<ZoneData>> = Vec::new();
         zones.each(&mut |zone, _| datas.push(zone.data()));
         tracked.retain(|apex, _| datas.iter().any(|d| d.apex == *apex));
+        provider.retain(&tracked.keys().cloned().collect::<Vec<_>>());
         for data in datas {
             let now = Instant::now();
             let t = tracked.entry(data.apex.clone()).or_insert_with(|| Tracked {
-                held: None,
                 sent: None,
                 read_back_at: now,
                 retry_at: now,
                 backoff: Duration::from_secs(1),
             });
-            let read_back = now >= t.read_back_at;
-            if now < t.retry_at || (t.sent == Some(data.serial) && !read_back) {
+            let fresh = now >= t.read_back_at;
+            if now < t.retry_at || (t.sent == Some(data.serial) && !fresh) {
                 continue;
             }
-            if read_back {
-                t.held = None;
-            }
-            match reconcile(&primary, &data, t.held.take()).await {
-                Ok((held, changes)) => {
+            match provider.reconcile(&data, fresh).await {
+                Ok(changes) => {
                     if changes > 0 {
                         Metrics::outcome(&metrics.dns_updates, Outcome::Accepted);
-                        tracing::debug!(zone = %data.apex, changes, serial = data.serial, "updated the DNS primary");
+                        tracing::debug!(zone = %data.apex, changes, serial = data.serial, "DNS provider updated");
                     }
-                    t.held = Some(held);
                     t.sent = Some(data.serial);
-                    if read_back {
-                        t.read_back_at = now + primary.interval;
+                    if fresh {
+                        t.read_back_at = now + provider.read_back_every();
                     }
                     t.backoff = Duration::from_secs(1);
                     status.set(&data.apex, None);
@@ -245,9 +286,8 @@ pub async fn run(
                             Outcome::Failed
                         },
                     );
-                    tracing::warn!(zone = %data.apex, primary = %primary.server, error = %format!("{e:#}"), retry_in = ?t.backoff, "could not update the DNS primary");
+                    tracing::warn!(zone = %data.apex, provider = %provider.describe(), error = %format!("{e:#}"), retry_in = ?t.backoff, "could not update the DNS provider");
                     status.set(&data.apex, Some(format!("{e:#}")));
-                    t.held = None;
                     t.read_back_at = now;
                     t.retry_at = now + t.backoff;
                     t.backoff = (t.backoff * 2).min(MAX_BACKOFF);

@@ -40,10 +40,16 @@ pub trait Zones: Send + Sync + 'static {
     fn each(&self, f: &mut dyn FnMut(&Zone, &EdgeState));
 }
 
-/// Rebuilds the zone of every served cluster every [`REFRESH`] until `stop`.
-pub async fn maintain(zones: Arc<dyn Zones>, stop: CancellationToken) {
+/// A tick every [`REFRESH`], late ticks delayed rather than bunched.
+fn every_refresh() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Rebuilds the zone of every served cluster every [`REFRESH`] until `stop`.
+pub async fn maintain(zones: Arc<dyn Zones>, stop: CancellationToken) {
+    let mut tick = every_refresh();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

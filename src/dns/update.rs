@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ZoneData, Zones, REFRESH};
+use super::{ZoneData, Zones};
 use crate::config::DnsConfig;
 use crate::leadership::Leadership;
 use crate::metrics::{Metrics, Outcome};
@@ -235,8 +235,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut tracked: HashMap<Name, Tracked> = HashMap::new();
-    let mut tick = tokio::time::interval(REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::every_refresh();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

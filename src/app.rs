@@ -1,5 +1,6 @@
 //! Wiring of the whole server: state, listeners, background tasks, graceful shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -228,6 +229,26 @@ impl Base {
         }
     }
 
+    /// Serves the registry's `_acme-challenge` values (whichever replica or cell published them)
+    /// in the zones of the served clusters.
+    async fn load_challenges(&self, cell: &Cell) {
+        match self.registry.acme_challenges().await {
+            Ok(rows) => {
+                let mut by_cluster: HashMap<String, Vec<String>> = HashMap::new();
+                for (cluster, value) in rows {
+                    by_cluster.entry(cluster).or_default().push(value);
+                }
+                for state in cell.states() {
+                    let values = by_cluster
+                        .remove(&state.config.cluster.id)
+                        .unwrap_or_default();
+                    state.dns.set_challenges(values);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the ACME challenges"),
+        }
+    }
+
     /// Starts serving assigned cluster `id` in `cell`.
     async fn serve_assigned(&self, cell: &Cell, id: &str) -> anyhow::Result<()> {
         let mut config = Config::clone(&self.config);
@@ -338,6 +359,9 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
             continue;
         }
         deleted = base.forget_deleted(&cell, deleted).await;
+        if crate::dns::enabled(&base.config) {
+            base.load_challenges(&cell).await;
+        }
         match base.registry.cell_clusters(&base.config.cluster.id).await {
             Ok(assigned) => {
                 if base.reconcile(&cell, &assigned).await {

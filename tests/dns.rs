@@ -922,3 +922,58 @@ async fn dns_a_deleted_node_leaves_at_once() {
     second.stop().await;
     first.stop().await;
 }
+
+/// ACME challenge values published in the registry (as the leader does for DNS-01) are served by
+/// every replica, both values of one name at once (the apex's and the wildcard's), and go when
+/// removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_acme_challenges_are_answered_by_every_replica() {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let first = TestServer::start_with(Db::Postgres, |c| {
+        c.redis.url = url;
+        c.dns.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let second = first.replica(|_| {}).await;
+    let name = "_acme-challenge.test.example.net.";
+    let texts = |m: &Message| {
+        let mut out: Vec<String> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let values = vec!["apex-value".to_string(), "wildcard-value".to_string()];
+    first
+        .registry()
+        .set_acme_challenges("test", &values, foghorn::registry::now_ms() + 600_000)
+        .await
+        .expect("challenges");
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "both values on each replica", || async {
+            texts(&ask(dns, name, RecordType::TXT).await) == values
+        })
+        .await;
+    }
+    first
+        .registry()
+        .set_acme_challenges("test", &[], 0)
+        .await
+        .expect("cleared");
+    for replica in [&first, &second] {
+        let dns = dns_server(replica);
+        eventually(WAIT, "gone from each replica", || async {
+            ask(dns, name, RecordType::TXT).await.metadata.response_code == ResponseCode::NXDomain
+        })
+        .await;
+    }
+    second.stop().await;
+    first.stop().await;
+}

@@ -5,6 +5,7 @@
 //! tables with portable types (TEXT, BIGINT, DOUBLE PRECISION; times in Unix milliseconds; flags as
 //! 0/1), so every query here is written once with `$n` placeholders and runs on both.
 
+mod acme;
 mod cells;
 mod clusters;
 mod enrollment;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
+pub use acme::StoredCertificate;
 pub use cells::{choose_cell, Cell, CellReport, Placement, CELL_TTL_MS};
 pub use clusters::{Cluster, ClusterChanges, NewCluster, PricingModel, Tier, Visibility};
 pub use enrollment::{

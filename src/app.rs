@@ -62,6 +62,8 @@ struct Base {
     edge_links: Arc<crate::grpc::EdgeLinks>,
     /// How the cell's RFC 2136 updates fare.
     dns_updates: Arc<crate::dns::UpdateStatus>,
+    /// The cell's ACME client, with `tls.source = "acme"`.
+    acme: Option<Arc<crate::acme::Acme>>,
     /// The federation secret; each cluster's credential towards a peer is derived from it.
     credential: String,
     /// The home cluster's certificate: the listeners present it, or the one of the assigned
@@ -186,6 +188,7 @@ impl Base {
         Ok(AppState(Arc::new(Shared {
             dns: Arc::new(crate::dns::Zone::new(id, root, &config.dns)),
             dns_updates: self.dns_updates.clone(),
+            acme: self.acme.clone(),
             edges,
             federation,
             tls,
@@ -333,6 +336,9 @@ impl Base {
     }
 }
 
+/// Longest wait between two checks of the certificates (tls.check_interval when shorter).
+const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the registry's topology version every `federation.topology_poll`, for every served
 /// cluster's federation, and follows the clusters the registry assigns to this cell: served
 /// within a poll of the assignment (the counter moves with every change of a cluster), and
@@ -370,6 +376,43 @@ async fn follow_assignments(base: Arc<Base>, cell: Arc<Cell>, stop: Cancellation
             }
             Err(e) => tracing::debug!(error = %e, "could not read the clusters assigned here"),
         }
+        // A certificate the leader stored, for a cluster served before or just now.
+        if let Some(acme) = &base.acme {
+            acme.sync(&cell.certificates()).await;
+        }
+    }
+}
+
+/// Keeps the served clusters' certificates: with ACME, installs what the registry holds and,
+/// on the leader, orders what is due (a new cluster at once); for every source, publishes each
+/// certificate's expiry in `foghorn_certificate_expiry_seconds`.
+async fn keep_certificates(base: Arc<Base>, cell: Arc<Cell>, stop: CancellationToken) {
+    // Cheap (a read of the certificates' versions), and soon after this replica starts leading.
+    let every = base.config.tls.check_interval.min(CERTIFICATE_CHECK);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = cell.changes();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let served = cell.certificates();
+        if let Some(acme) = &base.acme {
+            acme.sync(&served).await;
+            if base.leadership.is_leader() {
+                acme.renew(&served).await;
+            }
+        }
+        for (cluster, tls) in &served {
+            base.metrics
+                .certificate_expiry
+                .get_or_create(&crate::metrics::ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .set(tls.bundle().not_after);
+        }
     }
 }
 
@@ -400,6 +443,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .context("registering this cluster in the registry")?;
     let credential = peer_secret(&config)?;
     let dns_primary = crate::dns::Primary::from_config(&config.dns)?;
+    let metrics = Arc::new(Metrics::new());
+    let acme = match config.tls.effective_source() {
+        crate::config::TlsSource::Acme => Some(Arc::new(crate::acme::Acme::new(
+            &config,
+            registry.clone(),
+            &credential,
+            metrics.clone(),
+        )?)),
+        _ => None,
+    };
 
     let shutdown = CancellationToken::new();
     let sync_stop = CancellationToken::new();
@@ -407,7 +460,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // The loops that run as long as the server: each ends when `shutdown` fires.
     let background = TaskTracker::new();
     let replica_id = hex::encode(rand::random::<[u8; 8]>());
-    let metrics = Arc::new(Metrics::new());
     let redis = if config.redis.url.is_empty() {
         None
     } else {
@@ -448,6 +500,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         replica_id,
         edge_links: Arc::new(crate::grpc::EdgeLinks::default()),
         dns_updates: Arc::new(crate::dns::UpdateStatus::new(dns_primary.is_some())),
+        acme,
         credential,
         tls: tls.clone(),
         cell: crate::state::CellRef::default(),
@@ -472,6 +525,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             tracing::info!(clusters = cell.len() - 1, took = ?reconciling.elapsed(), "serving the clusters assigned here");
         }
         Err(e) => tracing::warn!(error = %e, "could not read the clusters assigned here"),
+    }
+    // The certificates already stored, in use before the first connection: a restart does
+    // not order again.
+    if let Some(acme) = &base.acme {
+        acme.sync(&cell.certificates()).await;
     }
 
     let background = &state.background;
@@ -506,6 +564,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .as_ref()
         .map(crate::dns::Listeners::local_addr)
         .transpose()?;
+    if let (Some(acme), Some(addr)) = (&base.acme, dns_addr) {
+        acme.watch_built_in(addr);
+    }
 
     let endpoint = crate::registry::PeerEndpoint {
         grpc_addr: advertised_grpc(&config, grpc_addr),
@@ -529,6 +590,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .context("reporting this Foghorn's cell")?;
     background.spawn(publish_ca(state.clone(), endpoint, shutdown.child_token()));
     background.spawn(follow_assignments(
+        base.clone(),
+        cell.clone(),
+        shutdown.child_token(),
+    ));
+    background.spawn(keep_certificates(
         base.clone(),
         cell.clone(),
         shutdown.child_token(),

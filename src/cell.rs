@@ -109,6 +109,19 @@ impl Cell {
         all
     }
 
+    /// Every served cluster's id and certificate, the home cluster's first.
+    pub fn certificates(&self) -> Vec<(String, Arc<crate::tls::Tls>)> {
+        self.states()
+            .into_iter()
+            .map(|s| (s.config.cluster.id.clone(), s.tls.clone()))
+            .collect()
+    }
+
+    /// Moves whenever a cluster starts or stops being served.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// How many clusters are served, the home cluster included.
     pub fn len(&self) -> usize {
         1 + self.served.load().len()
@@ -452,6 +465,10 @@ impl PeerDirectory for Directory {
 impl Served for Cell {
     fn get(&self, cluster: &str) -> Option<AppState> {
         Cell::get(self, cluster)
+    }
+
+    fn certificates(&self) -> Vec<(String, Arc<crate::tls::Tls>)> {
+        Cell::certificates(self)
     }
 
     fn serve_soon<'a>(&'a self, cluster: &'a str, within: Duration) -> BoxFuture<'a, bool> {

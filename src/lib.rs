@@ -29,6 +29,7 @@
 //! - [`sim`]: a Helmsman simulator speaking the real protocol, for tests, benches and demos.
 //! - [`cli`]: the `frameworks` operator CLI.
 
+pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod app;

@@ -164,10 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let bundle = server.state.tls.bundle();
     let expires = std::time::UNIX_EPOCH
         + std::time::Duration::from_secs(u64::try_from(bundle.not_after).unwrap_or(0));
-    let source = match server.state.tls.dev_ca_path() {
-        Some(ca) => format!("dev CA {}", ca.display()),
-        None => config.tls.cert_path.clone(),
-    };
+    let source = server.state.tls.describe();
     // One write, and a closed stdout (a supervisor that read the addresses and went away) must
     // not take the server down, as println! would.
     let banner = format!(

@@ -48,6 +48,11 @@ pub struct PoolLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     /// `query_stream`, `notify_origin_pull` or `arrange_origin_pull`.
     pub rpc: &'static str,
@@ -131,6 +136,10 @@ pub struct Metrics {
     /// RFC 2136 updates sent to the DNS primary, by outcome (refused: it answered with an
     /// error; failed: unreachable or no valid answer).
     pub dns_updates: OutcomeFamily,
+    /// When each served cluster's certificate expires, Unix seconds.
+    pub certificate_expiry: Family<ClusterLabels, Gauge>,
+    /// ACME orders that failed (refused, not validated, CA unreachable).
+    pub certificate_renewal_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -170,7 +179,19 @@ impl Metrics {
             federation_frames: Family::default(),
             federation_refusals: Counter::default(),
             dns_updates: Family::default(),
+            certificate_expiry: Family::default(),
+            certificate_renewal_failures: Counter::default(),
         };
+        registry.register(
+            "certificate_expiry_seconds",
+            "When each served cluster's certificate expires, Unix seconds",
+            m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "certificate_renewal_failures",
+            "ACME orders that failed: refused, not validated, or the CA unreachable",
+            m.certificate_renewal_failures.clone(),
+        );
         registry.register(
             "edges_connected",
             "Edges with an open control stream",

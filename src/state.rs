@@ -22,6 +22,9 @@ pub trait Served: Send + Sync + std::fmt::Debug {
     /// The state of `cluster` when the cell serves it.
     fn get(&self, cluster: &str) -> Option<AppState>;
 
+    /// Every served cluster's id and certificate, the home cluster's first.
+    fn certificates(&self) -> Vec<(String, Arc<crate::tls::Tls>)>;
+
     /// Has the cell read its assignments now rather than at its next poll, and waits (at most
     /// `within`) until it serves `cluster`; whether it does.
     fn serve_soon<'a>(
@@ -72,6 +75,8 @@ pub struct Shared {
     pub dns: Arc<crate::dns::Zone>,
     /// How the cell's RFC 2136 updates fare (one for the cell).
     pub dns_updates: Arc<crate::dns::UpdateStatus>,
+    /// The cell's ACME client, with `tls.source = "acme"`.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     /// Whether this replica leads its cluster (always, without Redis).
     pub leadership: Arc<Leadership>,
     /// Random per process: names this replica to the others and in the leader lease.

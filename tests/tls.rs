@@ -4,18 +4,19 @@
 
 mod common;
 
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{register_with_credential, register_with_token, Db, EdgeConn, TestServer};
-use foghorn::config::ListenerTls;
+use common::{
+    ask, ders, eventually, free_port, https_get, register_with_credential, register_with_token,
+    Bind, Db, EdgeConn, Pebble, RedisProc, TestServer,
+};
+use foghorn::config::{Config, ListenerTls, TlsSource};
 use foghorn::proto::edge_provisioning_client::EdgeProvisioningClient;
 use foghorn::proto::PreRegisterEdgeRequest;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -23,62 +24,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// The name every test connects as: covered by the cluster wildcard `*.test.example.net`.
 const FOGHORN_NAME: &str = "foghorn.test.example.net";
-
-fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("PEM certificates")
-}
-
-fn client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in ders(ca_pem) {
-        roots.add(cert).expect("CA certificate");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(config)
-}
-
-/// `GET path` over HTTPS/1.1, trusting only `ca_pem` and checking the certificate against `name`.
-/// Returns the whole response and the certificate chain the server presented.
-async fn https_get(
-    addr: SocketAddr,
-    ca_pem: &str,
-    name: &str,
-    path: &str,
-) -> std::io::Result<(String, Vec<CertificateDer<'static>>)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(ca_pem, b"http/1.1"));
-    let server_name = ServerName::try_from(name.to_string()).expect("a DNS name");
-    let mut tls = connector.connect(server_name, tcp).await?;
-    let presented = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .expect("a server certificate")
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut response = Vec::new();
-    // hyper closes without a TLS close_notify: what was read until then is the whole response.
-    match tls.read_to_end(&mut response).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    Ok((String::from_utf8_lossy(&response).into_owned(), presented))
-}
 
 /// A gRPC channel over TLS to `addr`, trusting only `ca_pem`.
 async fn tls_channel(addr: SocketAddr, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
@@ -367,4 +312,328 @@ async fn a_certificate_that_cannot_be_used_stops_startup() {
         .err()
         .expect("a missing key is refused");
     assert!(format!("{err:#}").contains("tls.key_path"), "{err:#}");
+}
+
+/// The cell secret the ACME tests' replicas share (it seals the stored keys).
+const CELL_SECRET: &str = "fpc_0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A Foghorn taking its certificates from `pebble`, answering DNS-01 on `dns` with its built-in
+/// server (`None`: through the RFC 2136 primary set by the caller), telling edges to trust
+/// `trust` (pebble's root); renewal 10 s ahead (or a third of a short lifetime).
+fn acme(c: &mut Config, pebble: &Pebble, dns: Option<SocketAddr>, trust: &Path) {
+    c.tls.source = TlsSource::Acme;
+    c.tls.acme.directory = pebble.directory.clone();
+    c.tls.acme.ca_path = pebble.listener_ca_path.display().to_string();
+    c.tls.acme.email = "ops@example.net".into();
+    c.tls.ca_path = trust.display().to_string();
+    c.tls.renew_before = Duration::from_secs(10);
+    c.tls.check_interval = Duration::from_secs(1);
+    if let Some(dns) = dns {
+        c.dns.listen = dns.to_string();
+    }
+    c.dns.addresses = vec!["127.0.0.1".into()];
+    c.federation.credential = CELL_SECRET.into();
+}
+
+/// The cluster's stored certificate once there is one other than `after` (by issue time).
+async fn stored_after(
+    server: &TestServer,
+    after: Option<i64>,
+    within: Duration,
+) -> foghorn::registry::StoredCertificate {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(stored) = server
+            .registry()
+            .acme_certificate("test")
+            .await
+            .expect("registry")
+        {
+            if Some(stored.issued_at) != after {
+                return stored;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new certificate within {within:?}; /ready says {}",
+            server.ready().await["certificates"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The leaf the listeners present for `FOGHORN_NAME`, verified against `root`.
+async fn presented_leaf(addr: SocketAddr, root: &str) -> CertificateDer<'static> {
+    let (health, presented) = https_get(addr, root, FOGHORN_NAME, "/health")
+        .await
+        .expect("an HTTPS handshake verified with pebble's root");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    presented[0].clone()
+}
+
+/// The next ConfigSeed's certificate chain, waiting at most `within`.
+async fn next_seed_chain(edge: &mut EdgeConn, within: Duration) -> String {
+    match edge.recv_within(within).await {
+        Ok(Some(foghorn::proto::ControlMessage {
+            payload: Some(foghorn::proto::control_message::Payload::ConfigSeed(seed)),
+        })) => seed.tls.expect("a certificate over TLS").cert_chain_pem,
+        other => panic!("expected a ConfigSeed, got {other:?}"),
+    }
+}
+
+/// ACME end to end against a real pebble resolving DNS-01 through Foghorn's built-in DNS: the
+/// leader orders the cluster's certificate (apex and wildcard, both TXT values at once); the
+/// listeners present it by SNI (verified with pebble's root), PreRegisterEdge and the ConfigSeed
+/// carry it; a second replica installs the stored one at start without ordering; the leader
+/// renews before expiry and the connected edge and the other replica get the new one; after the
+/// leader stops, the replica that takes over orders nothing while the certificate is valid and
+/// renews it when due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let pebble = Pebble::start(dns, Duration::from_secs(30), &[]).await;
+    let root = pebble.issuing_root().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let trust = files.path().join("pebble-root.pem");
+    std::fs::write(&trust, &root).expect("write");
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let started = std::time::Instant::now();
+    let first = TestServer::start_with(Db::Postgres, |c| {
+        acme(c, &pebble, Some(dns), &trust);
+        c.redis.url = url;
+    })
+    .await;
+    let issued = stored_after(&first, None, Duration::from_secs(60)).await;
+    println!(
+        "first issuance: {:?} from start to stored ({} bytes of chain)",
+        started.elapsed(),
+        issued.cert_chain_pem.len()
+    );
+    let leaf = ders(&issued.cert_chain_pem).remove(0);
+    assert!(
+        !issued.key_sealed.contains("PRIVATE KEY"),
+        "the key is stored sealed"
+    );
+    assert!(
+        first.ready().await["leader"] == true,
+        "the first replica leads"
+    );
+    // The listeners present it, for the apex and any name of the zone.
+    let http = first.server().http_addr;
+    eventually(Duration::from_secs(5), "the listener presents it", || {
+        let (root, leaf) = (&root, &leaf);
+        async move { presented_leaf(http, root).await == *leaf }
+    })
+    .await;
+    let (_, apex) = https_get(http, &root, "test.example.net", "/health")
+        .await
+        .expect("the apex is named too");
+    assert_eq!(apex[0], leaf);
+
+    // PreRegisterEdge hands out pebble's root and the certificate; an edge enrolling over TLS
+    // gets it in its ConfigSeed.
+    let grpc = first.server().grpc_addr;
+    let (tenant, _op) = first.operator().await;
+    let token = first.enrollment_token(&tenant, 1).await;
+    let pre = EdgeProvisioningClient::new(tls_channel(grpc, &root).await.expect("TLS"))
+        .pre_register_edge(PreRegisterEdgeRequest {
+            enrollment_token: token.clone(),
+            external_ip: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pre-registered")
+        .into_inner();
+    assert_eq!(pre.ca_bundle_pem, root);
+    let pre_tls = pre.tls.expect("the certificate for the cert stage");
+    assert_eq!(pre_tls.cert_chain_pem, issued.cert_chain_pem);
+    let mut edge = EdgeConn::over(
+        tls_channel(grpc, &root).await.expect("TLS"),
+        register_with_token(&token),
+    )
+    .await;
+    let seed = edge.seed().await;
+    let bundle = seed.tls.expect("the certificate over TLS");
+    assert_eq!(bundle.cert_chain_pem, issued.cert_chain_pem);
+    assert_eq!(bundle.private_key_pem, pre_tls.private_key_pem);
+    assert!(bundle.private_key_pem.contains("PRIVATE KEY"));
+
+    // A second replica (its own data directory) installs the stored certificate before its
+    // first connection and orders nothing.
+    let second = first.replica(|_| {}).await;
+    assert_eq!(presented_leaf(second.server().http_addr, &root).await, leaf);
+    assert_eq!(
+        stored_after(&second, None, Duration::ZERO).await.issued_at,
+        issued.issued_at
+    );
+
+    // What an operator watches.
+    let ready = first.ready().await;
+    let certificates = &ready["certificates"];
+    assert_eq!(certificates["source"], "acme", "{ready}");
+    assert_eq!(certificates["directory"], pebble.directory.as_str());
+    // A 30-second certificate is always within 7 days of expiry.
+    assert_eq!(certificates["attention"][0]["cluster"], "test", "{ready}");
+    assert_eq!(certificates["attention"][0]["issued"], true, "{ready}");
+    assert_eq!(certificates["attention"][0]["error"], serde_json::Value::Null);
+    let metrics = reqwest::get(first.http("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!(
+            "foghorn_certificate_expiry_seconds{{cluster=\"test\"}} {}",
+            issued.not_after
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("foghorn_certificate_renewal_failures_total 0"),
+        "{metrics}"
+    );
+
+    // Renewal before expiry: the connected edge gets the new certificate in a new ConfigSeed,
+    // the other replica presents it too.
+    let renewed_chain = next_seed_chain(&mut edge, Duration::from_secs(40)).await;
+    let now = foghorn::registry::now_ms() / 1000;
+    assert!(now < issued.not_after, "renewed before the first expired");
+    let renewed = stored_after(&first, Some(issued.issued_at), Duration::ZERO).await;
+    assert_eq!(renewed_chain, renewed.cert_chain_pem);
+    assert!(renewed.not_after > issued.not_after);
+    let renewed_leaf = ders(&renewed.cert_chain_pem).remove(0);
+    let second_http = second.server().http_addr;
+    eventually(Duration::from_secs(5), "the replica presents the renewal", || {
+        let (root, leaf) = (&root, &renewed_leaf);
+        async move { presented_leaf(second_http, root).await == *leaf }
+    })
+    .await;
+
+    // The leader goes; the replica that takes over orders nothing while the certificate is
+    // valid, then renews it when due.
+    first.stop().await;
+    eventually(Duration::from_secs(20), "the replica leads", || async {
+        second.ready().await["leader"] == true
+    })
+    .await;
+    assert_eq!(
+        stored_after(&second, None, Duration::ZERO).await.issued_at,
+        renewed.issued_at,
+        "no order while the certificate is valid and not due"
+    );
+    let third = stored_after(&second, Some(renewed.issued_at), Duration::from_secs(40)).await;
+    assert!(third.not_after > renewed.not_after);
+    eventually(Duration::from_secs(5), "the new leader's renewal is presented", || {
+        let (root, leaf) = (&root, ders(&third.cert_chain_pem).remove(0));
+        async move { presented_leaf(second_http, root).await == leaf }
+    })
+    .await;
+    second.stop().await;
+}
+
+/// A CA that refuses the renewal (pebble restarted with the zone on its blocklist: it also
+/// forgot the account, which Foghorn makes again): the failure is logged with the CA's problem
+/// document, counted, shown in /ready and retried later; the current certificate stays in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_a_refused_renewal_keeps_the_certificate_in_use() {
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let pebble = Pebble::start(dns, Duration::from_secs(30), &[]).await;
+    let root = pebble.issuing_root().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let trust = files.path().join("pebble-root.pem");
+    std::fs::write(&trust, &root).expect("write");
+    let server = TestServer::start_with(Db::Sqlite, |c| acme(c, &pebble, Some(dns), &trust)).await;
+    let issued = stored_after(&server, None, Duration::from_secs(60)).await;
+    let leaf = ders(&issued.cert_chain_pem).remove(0);
+    let http = server.server().http_addr;
+    eventually(Duration::from_secs(5), "the listener presents it", || {
+        let (root, leaf) = (&root, &leaf);
+        async move { presented_leaf(http, root).await == *leaf }
+    })
+    .await;
+
+    let pebble = pebble
+        .restart(dns, Duration::from_secs(30), &["test.example.net"])
+        .await;
+    eventually(Duration::from_secs(40), "the renewal fails", || async {
+        let ready = server.ready().await;
+        ready["certificates"]["attention"][0]["failures"].as_u64() >= Some(1)
+    })
+    .await;
+    let ready = server.ready().await;
+    let error = ready["certificates"]["attention"][0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error in {ready}"))
+        .to_string();
+    assert!(
+        error.contains("rejectedIdentifier") || error.contains("blocked"),
+        "the CA's problem document: {error}\npebble: {}",
+        pebble.log()
+    );
+    let metrics = reqwest::get(server.http("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("foghorn_certificate_renewal_failures_total 1"),
+        "{metrics}"
+    );
+    // Nothing half-installed: the stored and presented certificate are the first one, and the
+    // challenge values are gone.
+    let stored = stored_after(&server, None, Duration::ZERO).await;
+    assert_eq!(stored.issued_at, issued.issued_at);
+    assert_eq!(presented_leaf(http, &root).await, leaf);
+    assert!(server
+        .registry()
+        .acme_challenges()
+        .await
+        .expect("registry")
+        .is_empty());
+    server.stop().await;
+}
+
+/// DNS-01 through RFC 2136: pebble asks a real BIND 9, to which the leader publishes the
+/// challenge values with TSIG-signed updates (and removes them after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_through_rfc2136_to_bind() {
+    let bind = Bind::start().await;
+    let pebble = Pebble::start(bind.addr, Duration::from_secs(3600), &[]).await;
+    let root = pebble.issuing_root().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let trust = files.path().join("pebble-root.pem");
+    std::fs::write(&trust, &root).expect("write");
+    let (primary, secret) = (bind.addr, bind.secret.clone());
+    let server = TestServer::start_with(Db::Sqlite, |c| {
+        acme(c, &pebble, None, &trust);
+        c.dns.update_server = primary.to_string();
+        c.dns.tsig_key_name = "foghorn".into();
+        c.dns.tsig_secret = secret;
+        c.dns.update_interval = Duration::from_secs(5);
+    })
+    .await;
+    let issued = stored_after(&server, None, Duration::from_secs(60)).await;
+    let leaf = ders(&issued.cert_chain_pem).remove(0);
+    let http = server.server().http_addr;
+    eventually(Duration::from_secs(5), "the listener presents it", || {
+        let (root, leaf) = (&root, &leaf);
+        async move { presented_leaf(http, root).await == *leaf }
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the challenge values leave BIND", || async {
+        ask(
+            primary,
+            "_acme-challenge.test.example.net.",
+            hickory_proto::rr::RecordType::TXT,
+        )
+        .await
+        .answers
+        .is_empty()
+    })
+    .await;
+    assert_eq!(server.ready().await["dns_updates"], "ok");
+    server.stop().await;
 }

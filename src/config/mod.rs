@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use layer::{Override, ENV_KEYS};
 pub use schema::{
     ClusterConfig, Config, DatabaseConfig, DnsConfig, EdgesConfig, FederationConfig, GeoIpConfig,
-    ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig, ViewersConfig,
+    AcmeConfig, ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig, TlsSource, ViewersConfig,
 };
 pub use validate::is_valid_label;
 
@@ -108,26 +108,42 @@ mod tests {
         // It is also a file `--config` accepts, as it stands.
         let loaded = Config::load_from(Some(&path), &[], &[]).expect("config/foghorn.toml loads");
         assert_eq!(loaded, Config::default());
-        // Every key of the defaults is written out in the file, not left implicit.
+        // Every key of the defaults is written out in the file, not left implicit, and is
+        // reachable from the environment.
         let file_tree: toml::Value = toml::from_str(&text).expect("parses as a tree");
         let default_tree = toml::Value::try_from(Config::default()).expect("serializes");
-        for (section, table) in default_tree.as_table().expect("table") {
-            for key in table.as_table().expect("section table").keys() {
-                assert!(
-                    file_tree.get(section).and_then(|s| s.get(key)).is_some(),
-                    "config/foghorn.toml does not document {section}.{key}"
-                );
-            }
+        let mut keys = Vec::new();
+        leaves(&default_tree, "", &mut keys);
+        assert!(keys.iter().any(|k| k == "tls.acme.directory"), "{keys:?}");
+        for dotted in keys {
+            let documented = dotted
+                .split('.')
+                .try_fold(&file_tree, |node, part| node.get(part));
+            assert!(
+                documented.is_some(),
+                "config/foghorn.toml does not document {dotted}"
+            );
+            assert!(
+                ENV_KEYS.iter().any(|(_, k)| *k == dotted),
+                "{dotted} has no FOGHORN_* variable"
+            );
         }
-        // Every key is reachable from the environment.
-        for (section, table) in default_tree.as_table().expect("table") {
-            for key in table.as_table().expect("section table").keys() {
-                let dotted = format!("{section}.{key}");
-                assert!(
-                    ENV_KEYS.iter().any(|(_, k)| *k == dotted),
-                    "{dotted} has no FOGHORN_* variable"
-                );
+    }
+
+    /// The dotted paths of every value (not table) under `node`.
+    fn leaves(node: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        match node.as_table() {
+            Some(table) => {
+                for (key, value) in table {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(value, &path, out);
+                }
             }
+            None => out.push(prefix.to_string()),
         }
     }
 

@@ -137,6 +137,60 @@ pub struct TlsConfig {
     pub check_interval: Duration,
     /// What Foghorn's own HTTP and gRPC listeners accept.
     pub listeners: ListenerTls,
+    /// Where the certificates come from.
+    pub source: TlsSource,
+    /// The ACME CA, when `source` is `acme`.
+    pub acme: AcmeConfig,
+}
+
+/// Where the clusters' certificates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsSource {
+    /// `files` when `cert_path` is set, else `dev`.
+    Auto,
+    /// A development CA under `{data_dir}/tls/`.
+    Dev,
+    /// `cert_path` and `key_path`, read again every `check_interval`.
+    Files,
+    /// One certificate per served cluster from an ACME CA, by DNS-01 through Foghorn's DNS.
+    Acme,
+}
+
+/// The ACME CA that issues the clusters' certificates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The CA's directory URL (RFC 8555).
+    pub directory: String,
+    /// Contact e-mail of the account; empty: none.
+    pub email: String,
+    /// PEM root to trust for the ACME server's own HTTPS; empty: the system roots.
+    pub ca_path: String,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory: LETS_ENCRYPT.into(),
+            email: String::new(),
+            ca_path: String::new(),
+        }
+    }
+}
+
+/// Let's Encrypt's production directory, the default ACME CA.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl TlsConfig {
+    /// The source in effect (`auto` resolved).
+    pub fn effective_source(&self) -> TlsSource {
+        match self.source {
+            TlsSource::Auto if self.cert_path.is_empty() => TlsSource::Dev,
+            TlsSource::Auto => TlsSource::Files,
+            other => other,
+        }
+    }
 }
 
 /// What Foghorn's own listeners accept.
@@ -160,6 +214,8 @@ impl Default for TlsConfig {
             renew_before: Duration::from_secs(30 * 86_400),
             check_interval: Duration::from_secs(3600),
             listeners: ListenerTls::Both,
+            source: TlsSource::Auto,
+            acme: AcmeConfig::default(),
         }
     }
 }

@@ -208,7 +208,60 @@ impl Config {
                 "must be at least 256 and less than server.max_header_bytes".into(),
             ));
         }
-        self.validate_dns()
+        self.validate_dns()?;
+        self.validate_acme()
+    }
+
+    fn validate_acme(&self) -> Result<(), (&'static str, String)> {
+        use super::TlsSource;
+        let tls = &self.tls;
+        match tls.source {
+            TlsSource::Files if tls.cert_path.is_empty() => {
+                return Err((
+                    "tls.source",
+                    "\"files\" needs tls.cert_path and tls.key_path".into(),
+                ))
+            }
+            TlsSource::Dev | TlsSource::Acme if !tls.cert_path.is_empty() => {
+                return Err((
+                    "tls.cert_path",
+                    "is read only with tls.source \"files\" (or \"auto\"); empty it".into(),
+                ))
+            }
+            TlsSource::Acme => {}
+            _ => return Ok(()),
+        }
+        if self.dns.listen.is_empty() && self.dns.update_server.is_empty() {
+            return Err((
+                "tls.source",
+                "\"acme\" validates by DNS-01 through Foghorn's DNS: set dns.listen (the built-in \
+                 server, delegated the cluster zones) or dns.update_server (RFC 2136)"
+                    .into(),
+            ));
+        }
+        let acme = &tls.acme;
+        match url::Url::parse(&acme.directory) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+            _ => {
+                return Err((
+                    "tls.acme.directory",
+                    format!("{:?} is not an https:// URL", acme.directory),
+                ))
+            }
+        }
+        let email_ok = acme.email.is_empty()
+            || acme.email.split_once('@').is_some_and(|(user, domain)| {
+                !user.is_empty()
+                    && is_dns_name(domain)
+                    && !acme.email.contains(|c: char| c.is_whitespace() || c == ',')
+            });
+        if !email_ok {
+            return Err((
+                "tls.acme.email",
+                format!("{:?} is not an e-mail address", acme.email),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_dns(&self) -> Result<(), (&'static str, String)> {

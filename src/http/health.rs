@@ -35,6 +35,16 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Some(_) => "degraded",
         None => "not configured",
     };
+    let served = match state.cell.get().and_then(std::sync::Weak::upgrade) {
+        Some(cell) => cell.certificates(),
+        None => vec![(state.config.cluster.id.clone(), state.tls.clone())],
+    };
+    let source = match state.config.tls.effective_source() {
+        crate::config::TlsSource::Acme => "acme",
+        crate::config::TlsSource::Files => "files",
+        crate::config::TlsSource::Dev | crate::config::TlsSource::Auto => "dev",
+    };
+    let certificates = crate::acme::report(state.acme.as_deref(), source, &served);
     let started = state.is_started();
     let ready = started && registry_ok;
     let status = if ready {
@@ -53,6 +63,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             "replica": &state.replica_id,
             "leader": state.leadership.is_leader(),
             "dns_updates": state.dns_updates.report(state.leadership.is_leader()),
+            "certificates": certificates,
         })),
     )
 }

@@ -10,7 +10,7 @@ use super::{now_ms, Registry, Result};
 pub struct StoredCertificate {
     pub cluster_id: String,
     pub cert_chain_pem: String,
-    /// The private key, sealed (see `tls::acme`).
+    /// The private key, sealed (see `crate::acme::Sealer`).
     pub key_sealed: String,
     /// Unix seconds.
     pub not_after: i64,
@@ -47,6 +47,37 @@ impl Registry {
             .acme_account(directory)
             .await?
             .unwrap_or_else(|| credentials.to_string()))
+    }
+
+    /// Replaces the account kept for `directory` (the CA no longer knows the one kept).
+    pub async fn replace_acme_account(&self, directory: &str, credentials: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO acme_accounts (directory, credentials, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (directory) DO UPDATE SET credentials = excluded.credentials, \
+             created_at = excluded.created_at",
+        )
+        .bind(directory)
+        .bind(credentials)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored certificate's version: `(cluster id, issued_at, not_after)`.
+    pub async fn acme_certificate_versions(&self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query("SELECT cluster_id, issued_at, not_after FROM acme_certificates")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("cluster_id")?,
+                    r.try_get("issued_at")?,
+                    r.try_get("not_after")?,
+                ))
+            })
+            .collect()
     }
 
     /// The stored certificate of `cluster_id`.

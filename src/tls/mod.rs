@@ -1,7 +1,7 @@
 //! The cluster's TLS material: the wildcard certificate `*.{cluster}.{root}` that every edge serves
 //! viewers with (it goes out in each edge's ConfigSeed), and what Foghorn's own listeners present.
 //!
-//! Two sources:
+//! Three sources:
 //! - **Development** (no files configured): a CA kept under `{data_dir}/tls/` issues the wildcard on
 //!   first start and issues a new one `tls.renew_before` its expiry. It also issues Foghorn's
 //!   listeners a leaf of their own (`foghorn.{cluster}.{root}`, the apex, loopback), so the key
@@ -11,6 +11,11 @@
 //!   from any ACME client or the operator's own CA. The files are read again every
 //!   `tls.check_interval`, so a renewal written to disk reaches every connected edge and every new
 //!   TLS connection without a restart.
+//!
+//! - **ACME** (`tls.source = "acme"`): the cell's leader orders each served cluster's certificate
+//!   (`crate::acme`), stores it in the registry, and every replica [`Tls::install`]s it. Until the
+//!   first one is there, the development CA's stands in. The listeners present the ACME
+//!   certificate itself (it names the apex and every host of the zone).
 //!
 //! Whatever the source, a change is published as a new [`Bundle`] version: the control streams push
 //! a new ConfigSeed and the listeners' acceptor is swapped.
@@ -37,7 +42,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenerTls};
+use crate::config::{Config, ListenerTls, TlsSource};
 
 pub use accept::{accept, accept_loop, Conn};
 
@@ -57,6 +62,23 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// A bundle of a PEM chain (leaf first), its key and the CA to trust; the expiry and names
+    /// are read from the leaf. The key is not checked here (see [`Tls::install`]).
+    pub fn from_pem(
+        cert_chain_pem: String,
+        key_pem: String,
+        ca_pem: String,
+    ) -> anyhow::Result<Bundle> {
+        let leaf = leaf_facts(&cert_chain_pem)?;
+        Ok(Bundle {
+            cert_chain_pem,
+            key_pem,
+            ca_pem,
+            not_after: leaf.not_after,
+            names: leaf.names,
+        })
+    }
+
     /// A digest of what an edge receives, so a re-read file that did not change changes nothing.
     fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -76,6 +98,13 @@ enum Source {
         cert: PathBuf,
         key: PathBuf,
         ca: Option<PathBuf>,
+    },
+    Acme {
+        /// What stands in until the first certificate is installed.
+        fallback: dev::DevCa,
+        /// The certificate from the ACME CA, once installed.
+        installed: Arc<arc_swap::ArcSwapOption<Bundle>>,
+        directory: String,
     },
 }
 
@@ -172,20 +201,31 @@ impl Tls {
 
     fn open_source(config: &Config, assigned: bool) -> anyhow::Result<Tls> {
         let tls = &config.tls;
-        let source = if tls.cert_path.is_empty() {
+        let dev = || {
             let ca = dev::DevCa::new(
                 config.server.data_dir.join("tls"),
                 &config.cluster.id,
                 &config.cluster.root_domain,
                 tls.renew_before,
             );
-            Source::Dev(if assigned { ca.assigned() } else { ca })
-        } else {
-            Source::Files {
+            if assigned {
+                ca.assigned()
+            } else {
+                ca
+            }
+        };
+        let source = match tls.effective_source() {
+            TlsSource::Files => Source::Files {
                 cert: PathBuf::from(&tls.cert_path),
                 key: PathBuf::from(&tls.key_path),
                 ca: (!tls.ca_path.is_empty()).then(|| PathBuf::from(&tls.ca_path)),
-            }
+            },
+            TlsSource::Acme => Source::Acme {
+                fallback: dev(),
+                installed: Arc::default(),
+                directory: tls.acme.directory.clone(),
+            },
+            TlsSource::Dev | TlsSource::Auto => Source::Dev(dev()),
         };
         let (bundle, own) = read(&source, SystemTime::now())?;
         let now = unix(SystemTime::now());
@@ -221,12 +261,58 @@ impl Tls {
         self.current.load().bundle.clone()
     }
 
-    /// The development CA's certificate file, when the certificate comes from it.
+    /// The development CA's certificate file, while the certificate comes from it (with ACME,
+    /// until the first one is installed).
     pub fn dev_ca_path(&self) -> Option<PathBuf> {
         match &self.source {
             Source::Dev(ca) => Some(ca.ca_path()),
-            Source::Files { .. } => None,
+            Source::Acme {
+                fallback,
+                installed,
+                ..
+            } if installed.load().is_none() => Some(fallback.ca_path()),
+            Source::Files { .. } | Source::Acme { .. } => None,
         }
+    }
+
+    /// Where the certificate comes from, for people: the dev CA's file, the operator's file, or
+    /// the ACME directory.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Dev(ca) => format!("dev CA {}", ca.ca_path().display()),
+            Source::Files { cert, .. } => cert.display().to_string(),
+            Source::Acme { directory, .. } => match self.dev_ca_path() {
+                None => format!("ACME {directory}"),
+                Some(ca) => format!("ACME {directory}; dev CA {} until issued", ca.display()),
+            },
+        }
+    }
+
+    /// Whether the certificate comes from an ACME CA (through [`Tls::install`]).
+    pub fn is_acme(&self) -> bool {
+        matches!(self.source, Source::Acme { .. })
+    }
+
+    /// The ACME certificate installed, if any.
+    pub fn installed(&self) -> Option<Arc<Bundle>> {
+        match &self.source {
+            Source::Acme { installed, .. } => installed.load_full(),
+            _ => None,
+        }
+    }
+
+    /// Puts `bundle`, a certificate from the ACME CA, in use: edges get it in a new ConfigSeed,
+    /// new TLS connections are accepted with it. Refused (and the current one kept) when the
+    /// source is not ACME, the key does not fit, or it has expired.
+    pub fn install(&self, bundle: Bundle) -> anyhow::Result<bool> {
+        let Source::Acme { installed, .. } = &self.source else {
+            anyhow::bail!("this cluster's certificate does not come from ACME");
+        };
+        certified(&bundle)?;
+        let previous = installed.swap(Some(Arc::new(bundle)));
+        self.refresh(SystemTime::now()).inspect_err(|_| {
+            installed.store(previous);
+        })
     }
 
     /// Which connections Foghorn's own listeners take.
@@ -312,6 +398,14 @@ impl Tls {
 fn read(source: &Source, now: SystemTime) -> anyhow::Result<(Bundle, Option<Bundle>)> {
     match source {
         Source::Dev(ca) => ca.bundles(now).map(|(edges, own)| (edges, Some(own))),
+        Source::Acme {
+            fallback,
+            installed,
+            ..
+        } => match installed.load_full() {
+            Some(bundle) => Ok((Bundle::clone(&bundle), None)),
+            None => fallback.bundles(now).map(|(edges, own)| (edges, Some(own))),
+        },
         Source::Files { cert, key, ca } => {
             let cert_chain_pem = std::fs::read_to_string(cert)
                 .with_context(|| format!("tls.cert_path: reading {}", cert.display()))?;
@@ -322,15 +416,8 @@ fn read(source: &Source, now: SystemTime) -> anyhow::Result<(Bundle, Option<Bund
                     .with_context(|| format!("tls.ca_path: reading {}", path.display()))?,
                 None => String::new(),
             };
-            let leaf = leaf_facts(&cert_chain_pem)
+            let bundle = Bundle::from_pem(cert_chain_pem, key_pem, ca_pem)
                 .with_context(|| format!("tls.cert_path: {}", cert.display()))?;
-            let bundle = Bundle {
-                cert_chain_pem,
-                key_pem,
-                ca_pem,
-                not_after: leaf.not_after,
-                names: leaf.names,
-            };
             Ok((bundle, None))
         }
     }

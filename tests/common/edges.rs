@@ -116,9 +116,17 @@ impl EdgeConn {
 
     /// The next control frame (None when the stream ended), bounded so a bug fails instead of hangs.
     pub async fn recv(&mut self) -> Result<Option<ControlMessage>, tonic::Status> {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+        self.recv_within(Duration::from_secs(10)).await
+    }
+
+    /// The next control frame, waiting at most `within`.
+    pub async fn recv_within(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<ControlMessage>, tonic::Status> {
+        tokio::time::timeout(within, self.rx.message())
             .await
-            .expect("a control frame within 10 s")
+            .unwrap_or_else(|_| panic!("a control frame within {within:?}"))
     }
 
     /// Expects a ConfigSeed next and returns it.

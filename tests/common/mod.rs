@@ -3,8 +3,11 @@
 //! - `db`: throw-away databases on the private PostgreSQL that `./scripts/test` starts and SQLite
 //!   files in temp dirs, and `on_both!` to run a test on each;
 //! - `server`: whole Foghorn servers in this process on port 0;
+//! - `dns`: DNS questions over UDP and TCP, and a real BIND 9 primary;
 //! - `edges`: simulated edges over raw control streams;
 //! - `redis`: the shared Redis, private Redis servers a test may crash, and a partitioning proxy;
+//! - `https`: HTTPS by hand, trusting only a given CA;
+//! - `pebble`: a real ACME CA (pebble) on free ports;
 //! - `raw_http`: HTTP/1.1 by hand over TCP;
 //! - `wait`: `eventually`, for conditions another task brings about.
 //!
@@ -14,7 +17,10 @@
 
 #[macro_use]
 mod db;
+mod dns;
 mod edges;
+mod https;
+mod pebble;
 mod raw_http;
 mod redis;
 mod server;
@@ -23,10 +29,16 @@ mod wait;
 #[allow(unused_imports)]
 pub use self::db::{postgres_admin_url, Db, TestDb};
 #[allow(unused_imports)]
+pub use self::dns::{ask, ask_with, code_of, exchange_tcp, exchange_udp, Bind};
+#[allow(unused_imports)]
 pub use self::edges::{
     enroll, ingest_frame, register_frame, register_with_credential, register_with_token,
     stalled_pre_registration, stats_frame, stats_frame_at_cpu, EdgeConn,
 };
+#[allow(unused_imports)]
+pub use self::https::{client_config, ders, https_get};
+#[allow(unused_imports)]
+pub use self::pebble::{free_port, Pebble};
 #[allow(unused_imports)]
 pub use self::raw_http::{
     accept_queue, parse_head, raw_request, read_response, until_closed, RawResponse,

@@ -181,7 +181,13 @@ impl Acme {
         };
         let watch = std::sync::OnceLock::new();
         if !config.dns.update_server.is_empty() {
-            let _ = watch.set(config.dns.update_server.parse().context("dns.update_server")?);
+            let _ = watch.set(
+                config
+                    .dns
+                    .update_server
+                    .parse()
+                    .context("dns.update_server")?,
+            );
         }
         Ok(Acme {
             directory: tls.acme.directory.clone(),
@@ -236,7 +242,13 @@ impl Acme {
                 continue;
             }
             match self.install_stored(cluster, tls).await {
-                Ok(Some(version)) => self.known.lock().entry(cluster.clone()).or_default().installed = Some(version),
+                Ok(Some(version)) => {
+                    self.known
+                        .lock()
+                        .entry(cluster.clone())
+                        .or_default()
+                        .installed = Some(version)
+                }
                 Ok(None) => {}
                 Err(e) => {
                     let error = format!("{e:#}");
@@ -319,7 +331,9 @@ impl Acme {
     fn due(&self, cluster: &str, tls: &Tls) -> bool {
         let known = self.known.lock();
         let k = known.get(cluster);
-        if k.and_then(|k| k.retry_at).is_some_and(|at| Instant::now() < at) {
+        if k.and_then(|k| k.retry_at)
+            .is_some_and(|at| Instant::now() < at)
+        {
             return false;
         }
         let Some((issued_at, not_after)) = k.and_then(|k| k.stored) else {
@@ -410,7 +424,10 @@ impl Acme {
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => bail!("the CA holds the authorization for {} as {other:?}", authz.identifier()),
+                other => bail!(
+                    "the CA holds the authorization for {} as {other:?}",
+                    authz.identifier()
+                ),
             }
             let challenge = authz
                 .challenge(ChallengeType::Dns01)
@@ -448,10 +465,7 @@ impl Acme {
             .await
             .context("waiting for the CA to validate")?;
         if status != OrderStatus::Ready {
-            bail!(
-                "the order is {status:?}: {}",
-                why_invalid(&mut order).await
-            );
+            bail!("the order is {status:?}: {}", why_invalid(&mut order).await);
         }
         let key_pem = order.finalize().await.context("finalizing the order")?;
         let chain = order
@@ -665,7 +679,10 @@ async fn txt_values(server: SocketAddr, name: &Name) -> anyhow::Result<Vec<Strin
         .await
         .map_err(|_| anyhow!("no answer from {server}"))??;
     let answer = Message::from_vec(&buf[..len]).map_err(|e| anyhow!("unreadable answer: {e}"))?;
-    anyhow::ensure!(answer.metadata.id == query.metadata.id, "an answer to another question");
+    anyhow::ensure!(
+        answer.metadata.id == query.metadata.id,
+        "an answer to another question"
+    );
     Ok(answer
         .answers
         .iter()

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use layer::{Override, ENV_KEYS};
 pub use schema::{
-    ClusterConfig, Config, DatabaseConfig, DnsConfig, EdgesConfig, FederationConfig, GeoIpConfig,
-    AcmeConfig, ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig, TlsSource, ViewersConfig,
+    AcmeConfig, ClusterConfig, Config, DatabaseConfig, DnsConfig, EdgesConfig, FederationConfig,
+    GeoIpConfig, ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig,
+    TlsSource, ViewersConfig,
 };
 pub use validate::is_valid_label;
 

@@ -170,4 +170,3 @@ impl Drop for Bind {
         let _ = self.child.wait();
     }
 }
-

@@ -65,4 +65,3 @@ pub async fn https_get(
     }
     Ok((String::from_utf8_lossy(&response).into_owned(), presented))
 }
-

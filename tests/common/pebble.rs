@@ -2,7 +2,7 @@
 //! resolving DNS-01 challenges through a DNS server the test names. Stopped when dropped.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -21,6 +21,8 @@ pub struct Pebble {
     /// The CA of pebble's own HTTPS listeners (for `tls.acme.ca_path`): PEM, and a file of it.
     pub listener_ca_pem: String,
     pub listener_ca_path: PathBuf,
+    /// The DNS server it asks for challenge records.
+    dns: SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -36,34 +38,8 @@ impl Pebble {
     /// Pebble issuing certificates valid `validity`, asking `dns` for challenge records and
     /// refusing orders for the domains of `blocked`.
     pub async fn start(dns: SocketAddr, validity: Duration, blocked: &[&str]) -> Pebble {
-        Self::start_on(free_port(), free_port(), dns, validity, blocked).await
-    }
+        let (listen, management) = (free_port(), free_port());
 
-    /// Another pebble on the same ports as this one (stop this one first): a CA that lost its
-    /// accounts and has new roots, as after a CA-side reset.
-    pub async fn restart(self, dns: SocketAddr, validity: Duration, blocked: &[&str]) -> Pebble {
-        let listen = self.listen_port();
-        let management = self.management.port();
-        drop(self);
-        Self::start_on(listen, management, dns, validity, blocked).await
-    }
-
-    fn listen_port(&self) -> u16 {
-        self.directory
-            .trim_start_matches("https://127.0.0.1:")
-            .split('/')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the directory names its port")
-    }
-
-    async fn start_on(
-        listen: u16,
-        management: u16,
-        dns: SocketAddr,
-        validity: Duration,
-        blocked: &[&str],
-    ) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         // Pebble's HTTPS listeners: a leaf for 127.0.0.1 from a CA of the test's own.
         let ca_key = KeyPair::generate().expect("key");
@@ -98,32 +74,38 @@ impl Pebble {
             }
         });
         std::fs::write(path("pebble.json"), config.to_string()).expect("write");
-        let child = std::process::Command::new("/usr/bin/pebble")
-            .arg("-config")
-            .arg(path("pebble.json"))
-            .arg("-dnsserver")
-            .arg(dns.to_string())
-            // No random wait before validating; no nonces rejected on purpose; a new
-            // authorization for every order (a renewal validates again).
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(std::fs::File::create(path("pebble.log")).expect("log"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("pebble is installed (scripts/test installs it)");
         let pebble = Pebble {
-            child,
+            child: spawn(dir.path(), &dns),
+            dns,
             directory: format!("https://127.0.0.1:{listen}/dir"),
             management: format!("127.0.0.1:{management}").parse().expect("addr"),
             listener_ca_pem: ca_cert.pem(),
             listener_ca_path: path("ca.pem"),
             dir,
         };
+        pebble.wait_ready().await;
+        pebble
+    }
+
+    /// Pebble again, on the same ports with the same HTTPS listener certificate, now refusing
+    /// orders for `blocked`: a CA that lost its accounts and has new roots, as after a reset.
+    pub async fn restart(&mut self, blocked: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let path = self.dir.path().join("pebble.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+        config["pebble"]["domainBlocklist"] = serde_json::json!(blocked);
+        std::fs::write(&path, config.to_string()).expect("write");
+        self.child = spawn(self.dir.path(), &self.dns);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
         eventually(WAIT, "pebble answers", || async {
             https_get(
-                pebble.management,
-                &pebble.listener_ca_pem,
+                self.management,
+                &self.listener_ca_pem,
                 "127.0.0.1",
                 "/roots/0",
             )
@@ -131,7 +113,6 @@ impl Pebble {
             .is_ok()
         })
         .await;
-        pebble
     }
 
     /// The root pebble issues under (a new one at every start), PEM.
@@ -154,6 +135,29 @@ impl Pebble {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
     }
+}
+
+/// Pebble with the configuration in `dir`, asking `dns`.
+fn spawn(dir: &Path, dns: &SocketAddr) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("pebble.log"))
+        .expect("log");
+    std::process::Command::new("/usr/bin/pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .arg("-dnsserver")
+        .arg(dns.to_string())
+        // No random wait before validating; no nonces rejected on purpose; a new authorization
+        // for every order (a renewal validates again).
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .stdout(log)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pebble is installed (scripts/test installs it)")
 }
 
 impl Drop for Pebble {

@@ -1,6 +1,8 @@
 //! Whole-server tests of the cluster certificate: the dev CA on first start, the wildcard in every
 //! ConfigSeed and in PreRegisterEdge, TLS and plaintext on the same listeners, operator files read
-//! again and pushed to connected edges, and a TLS-only listener turning plaintext away.
+//! again and pushed to connected edges, a TLS-only listener turning plaintext away, and
+//! certificates from ACME against a real pebble (issued, pushed, renewed, kept across leaders,
+//! a refused renewal, DNS-01 through the built-in server and through RFC 2136 to BIND 9).
 
 mod common;
 

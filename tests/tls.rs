@@ -373,6 +373,16 @@ async fn presented_leaf(addr: SocketAddr, root: &str) -> CertificateDer<'static>
     presented[0].clone()
 }
 
+/// Waits until the listener at `addr` presents `leaf`.
+async fn presents(addr: SocketAddr, root: &str, leaf: &CertificateDer<'static>) {
+    eventually(
+        Duration::from_secs(5),
+        "the listener presents it",
+        || async { presented_leaf(addr, root).await == *leaf },
+    )
+    .await;
+}
+
 /// The next ConfigSeed's certificate chain, waiting at most `within`.
 async fn next_seed_chain(edge: &mut EdgeConn, within: Duration) -> String {
     match edge.recv_within(within).await {
@@ -394,10 +404,7 @@ async fn next_seed_chain(edge: &mut EdgeConn, within: Duration) -> String {
 async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
     let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let pebble = Pebble::start(dns, Duration::from_secs(30), &[]).await;
-    let root = pebble.issuing_root().await;
-    let files = tempfile::tempdir().expect("tempdir");
-    let trust = files.path().join("pebble-root.pem");
-    std::fs::write(&trust, &root).expect("write");
+    let (root, trust) = pebble.issuing_root().await;
     let redis = RedisProc::start().await;
     let url = redis.url();
     let started = std::time::Instant::now();
@@ -423,11 +430,7 @@ async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
     );
     // The listeners present it, for the apex and any name of the zone.
     let http = first.server().http_addr;
-    eventually(Duration::from_secs(5), "the listener presents it", || {
-        let (root, leaf) = (&root, &leaf);
-        async move { presented_leaf(http, root).await == *leaf }
-    })
-    .await;
+    presents(http, &root, &leaf).await;
     let (_, apex) = https_get(http, &root, "test.example.net", "/health")
         .await
         .expect("the apex is named too");
@@ -510,15 +513,7 @@ async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
     assert!(renewed.not_after > issued.not_after);
     let renewed_leaf = ders(&renewed.cert_chain_pem).remove(0);
     let second_http = second.server().http_addr;
-    eventually(
-        Duration::from_secs(5),
-        "the replica presents the renewal",
-        || {
-            let (root, leaf) = (&root, &renewed_leaf);
-            async move { presented_leaf(second_http, root).await == *leaf }
-        },
-    )
-    .await;
+    presents(second_http, &root, &renewed_leaf).await;
 
     // The leader goes (a third replica answers DNS on its address, where pebble asks); the
     // replica that takes over orders nothing while the certificate is valid, then renews it
@@ -536,15 +531,7 @@ async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
     );
     let third = stored_after(&second, Some(renewed.issued_at), Duration::from_secs(40)).await;
     assert!(third.not_after > renewed.not_after);
-    eventually(
-        Duration::from_secs(5),
-        "the new leader's renewal is presented",
-        || {
-            let (root, leaf) = (&root, ders(&third.cert_chain_pem).remove(0));
-            async move { presented_leaf(second_http, root).await == leaf }
-        },
-    )
-    .await;
+    presents(second_http, &root, &ders(&third.cert_chain_pem).remove(0)).await;
     third_replica.stop().await;
     second.stop().await;
 }
@@ -556,19 +543,12 @@ async fn acme_certificates_are_issued_pushed_renewed_and_kept() {
 async fn acme_a_refused_renewal_keeps_the_certificate_in_use() {
     let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let pebble = Pebble::start(dns, Duration::from_secs(30), &[]).await;
-    let root = pebble.issuing_root().await;
-    let files = tempfile::tempdir().expect("tempdir");
-    let trust = files.path().join("pebble-root.pem");
-    std::fs::write(&trust, &root).expect("write");
+    let (root, trust) = pebble.issuing_root().await;
     let server = TestServer::start_with(Db::Sqlite, |c| acme(c, &pebble, Some(dns), &trust)).await;
     let issued = stored_after(&server, None, Duration::from_secs(60)).await;
     let leaf = ders(&issued.cert_chain_pem).remove(0);
     let http = server.server().http_addr;
-    eventually(Duration::from_secs(5), "the listener presents it", || {
-        let (root, leaf) = (&root, &leaf);
-        async move { presented_leaf(http, root).await == *leaf }
-    })
-    .await;
+    presents(http, &root, &leaf).await;
 
     let mut pebble = pebble;
     pebble.restart(&["test.example.net"]).await;
@@ -617,10 +597,7 @@ async fn acme_a_refused_renewal_keeps_the_certificate_in_use() {
 async fn acme_through_rfc2136_to_bind() {
     let bind = Bind::start().await;
     let pebble = Pebble::start(bind.addr, Duration::from_secs(3600), &[]).await;
-    let root = pebble.issuing_root().await;
-    let files = tempfile::tempdir().expect("tempdir");
-    let trust = files.path().join("pebble-root.pem");
-    std::fs::write(&trust, &root).expect("write");
+    let (root, trust) = pebble.issuing_root().await;
     let (primary, secret) = (bind.addr, bind.secret.clone());
     let server = TestServer::start_with(Db::Sqlite, |c| {
         acme(c, &pebble, None, &trust);
@@ -633,11 +610,7 @@ async fn acme_through_rfc2136_to_bind() {
     let issued = stored_after(&server, None, Duration::from_secs(60)).await;
     let leaf = ders(&issued.cert_chain_pem).remove(0);
     let http = server.server().http_addr;
-    eventually(Duration::from_secs(5), "the listener presents it", || {
-        let (root, leaf) = (&root, &leaf);
-        async move { presented_leaf(http, root).await == *leaf }
-    })
-    .await;
+    presents(http, &root, &leaf).await;
     eventually(
         Duration::from_secs(10),
         "the challenge values leave BIND",

@@ -10,7 +10,7 @@ use super::{now_ms, Registry, Result};
 pub struct StoredCertificate {
     pub cluster_id: String,
     pub cert_chain_pem: String,
-    /// The private key, sealed (see `crate::acme::Sealer`).
+    /// The private key, sealed by the ACME client with a key from the cell's secret.
     pub key_sealed: String,
     /// Unix seconds.
     pub not_after: i64,

@@ -13,7 +13,7 @@
 //!   TLS connection without a restart.
 //!
 //! - **ACME** (`tls.source = "acme"`): the cell's leader orders each served cluster's certificate
-//!   (`crate::acme`), stores it in the registry, and every replica [`Tls::install`]s it. Until the
+//!   (the ACME client), stores it in the registry, and every replica [`Tls::install`]s it. Until the
 //!   first one is there, the development CA's stands in. The listeners present the ACME
 //!   certificate itself (it names the apex and every host of the zone).
 //!

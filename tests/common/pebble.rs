@@ -115,8 +115,9 @@ impl Pebble {
         .await;
     }
 
-    /// The root pebble issues under (a new one at every start), PEM.
-    pub async fn issuing_root(&self) -> String {
+    /// The root pebble issues under (a new one at every start): PEM, and a file of it for
+    /// `tls.ca_path`.
+    pub async fn issuing_root(&self) -> (String, PathBuf) {
         let (response, _) = https_get(
             self.management,
             &self.listener_ca_pem,
@@ -128,7 +129,10 @@ impl Pebble {
         let start = response
             .find("-----BEGIN CERTIFICATE-----")
             .unwrap_or_else(|| panic!("a PEM root in {response}"));
-        response[start..].to_string()
+        let root = response[start..].to_string();
+        let path = self.dir.path().join("issuing-root.pem");
+        std::fs::write(&path, &root).expect("write");
+        (root, path)
     }
 
     /// What pebble logged.

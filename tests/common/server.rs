@@ -9,6 +9,20 @@ use foghorn::registry::{NewEnrollmentToken, Registry, Role};
 
 use super::db::{Db, TestDb};
 
+/// With `FOGHORN_TEST_LOG` set (a tracing filter, e.g. `foghorn=debug`), the servers' logs go
+/// to the test's output (shown for failing tests, or all with `--nocapture`).
+fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Ok(filter) = std::env::var("FOGHORN_TEST_LOG") {
+        ONCE.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        });
+    }
+}
+
 /// A Foghorn running in this process on loopback port 0.
 pub struct TestServer {
     pub server: Option<Server>,
@@ -22,6 +36,7 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        log_if_asked();
         let db = TestDb::new(db).await;
         let data = tempfile::tempdir().expect("tempdir");
         let mut config = Config::default();

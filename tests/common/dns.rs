@@ -98,10 +98,7 @@ pub struct Bind {
 impl Bind {
     pub async fn start() -> Bind {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::ports::free_port();
         let secret = data_encoding::BASE64.encode(&rand::random::<[u8; 32]>());
         let d = dir.path().display();
         std::fs::write(
@@ -138,7 +135,7 @@ impl Bind {
             secret,
             _dir: dir,
         };
-        eventually(WAIT, "BIND answers", || async {
+        eventually(WAIT, "BIND answers over UDP and TCP", || async {
             exchange_udp(addr, &{
                 let mut q = Message::new(1, MessageType::Query, OpCode::Query);
                 q.add_query(Query::query(
@@ -149,6 +146,7 @@ impl Bind {
             })
             .await
             .is_some()
+                && tokio::net::TcpStream::connect(addr).await.is_ok()
         })
         .await;
         bind

@@ -8,6 +8,7 @@
 //! - `redis`: the shared Redis, private Redis servers a test may crash, and a partitioning proxy;
 //! - `https`: HTTPS by hand, trusting only a given CA;
 //! - `pebble`: a real ACME CA (pebble) on free ports;
+//! - `ports`: free port numbers for servers that take a fixed one;
 //! - `raw_http`: HTTP/1.1 by hand over TCP;
 //! - `wait`: `eventually`, for conditions another task brings about.
 //!
@@ -21,6 +22,7 @@ mod dns;
 mod edges;
 mod https;
 mod pebble;
+mod ports;
 mod raw_http;
 mod redis;
 mod server;
@@ -38,7 +40,9 @@ pub use self::edges::{
 #[allow(unused_imports)]
 pub use self::https::{client_config, ders, https_get};
 #[allow(unused_imports)]
-pub use self::pebble::{free_port, Pebble};
+pub use self::pebble::Pebble;
+#[allow(unused_imports)]
+pub use self::ports::free_port;
 #[allow(unused_imports)]
 pub use self::raw_http::{
     accept_queue, parse_head, raw_request, read_response, until_closed, RawResponse,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
+use super::ports::free_port;
 use super::{eventually, https_get};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -27,13 +28,6 @@ pub struct Pebble {
 }
 
 /// A free loopback TCP port (free when asked; the caller binds it soon after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Pebble {
     /// Pebble issuing certificates valid `validity`, asking `dns` for challenge records and
     /// refusing orders for the domains of `blocked`.

@@ -141,10 +141,7 @@ fn nix_is_root() -> bool {
 /// A Foghorn the rigs' edges reach: gRPC on every address, advertised at the first rig's host
 /// side (`first_index`).
 async fn platform(first_index: u8) -> TestServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = common::free_port();
     TestServer::start_with(Db::Sqlite, move |c| {
         c.server.grpc_addr = format!("0.0.0.0:{port}").parse().expect("addr");
         c.federation.advertise_grpc = format!("https://10.213.{first_index}.1:{port}");

@@ -8,7 +8,7 @@
 //! - `redis`: the shared Redis, private Redis servers a test may crash, and a partitioning proxy;
 //! - `https`: HTTPS by hand, trusting only a given CA;
 //! - `pebble`: a real ACME CA (pebble) on free ports;
-//! - `ports`: free port numbers for servers that take a fixed one;
+//! - `ports`: free port numbers for servers that take a fixed one (BIND, pebble, Redis);
 //! - `raw_http`: HTTP/1.1 by hand over TCP;
 //! - `wait`: `eventually`, for conditions another task brings about.
 //!

@@ -27,7 +27,6 @@ pub struct Pebble {
     dir: tempfile::TempDir,
 }
 
-/// A free loopback TCP port (free when asked; the caller binds it soon after).
 impl Pebble {
     /// Pebble issuing certificates valid `validity`, asking `dns` for challenge records and
     /// refusing orders for the domains of `blocked`.

@@ -1,4 +1,5 @@
-//! Ports for servers the tests start on fixed numbers (BIND, pebble, a DNS listener pebble asks).
+//! Ports for servers the tests start on fixed numbers (BIND, pebble, private Redis servers, a
+//! DNS listener pebble asks, a gRPC listener on every address).
 
 use std::net::{TcpListener, UdpSocket};
 

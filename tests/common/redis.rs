@@ -22,10 +22,7 @@ pub struct RedisProc {
 impl RedisProc {
     pub async fn start() -> RedisProc {
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = super::ports::free_port();
             let mut redis = RedisProc {
                 child: None,
                 port,

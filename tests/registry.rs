@@ -18,6 +18,7 @@ on_both!(
     api_tokens_authenticate_and_revoke,
     enrollment_refusals_leave_nothing_behind,
     enrollment_consumes_and_credentials_authenticate,
+    credentials_checked_together_each_get_their_own_answer,
     racing_edges_single_use_token_exactly_one_wins,
     racing_edges_multi_use_token_exactly_the_limit_wins,
     private_clusters_take_only_their_owners_streams,
@@ -405,6 +406,93 @@ async fn enrollment_consumes_and_credentials_authenticate(db: Db) {
         Err(EnrollError::NodeIdUnavailable(_))
     ));
     assert_eq!(registry.node_count().await.expect("count"), 3);
+}
+
+/// Reconnecting edges' credentials are checked in batches (one read, one write for the batch):
+/// every edge of a batch still gets its own answer and its own row written, and a refusal in the
+/// batch costs the others nothing.
+async fn credentials_checked_together_each_get_their_own_answer(db: Db) {
+    let (_db, registry, tenant) = setup(db).await;
+    registry
+        .create_cluster(&NewCluster::platform("beta", "Beta"))
+        .await
+        .expect("cluster");
+    let (_, plain) = registry
+        .create_enrollment_token(&token_for("alpha", &tenant, 40))
+        .await
+        .expect("token");
+    let mut nodes = Vec::new();
+    for _ in 0..40 {
+        let enrolled = registry
+            .enroll(&enroll_req(&plain, "alpha"))
+            .await
+            .expect("enroll");
+        nodes.push((enrolled.node.node_id, enrolled.credential));
+    }
+    // 40 good claims with profiles of their own, and refusals of every kind among them, all
+    // asked at once (one batch, padded to 64 rows).
+    let profile = |i: usize| NodeProfile {
+        public_base_url: format!("https://edge-{i}.example"),
+        capabilities: "edge".into(),
+        cpu_cores: i as i64,
+        ..NodeProfile::default()
+    };
+    let ip = |i: usize| Some(IpAddr::from([10, 0, 0, i as u8]));
+    let mut claims = Vec::new();
+    for (i, (id, credential)) in nodes.iter().enumerate() {
+        claims.push((id.clone(), credential.clone(), "alpha", i, "ok"));
+        if i % 10 == 0 {
+            let other = &nodes[(i + 1) % nodes.len()].1;
+            claims.push((id.clone(), other.clone(), "alpha", i, "bad credential"));
+            claims.push((id.clone(), credential.clone(), "beta", i, "wrong cluster"));
+            claims.push((
+                format!("ffff{i:08}"),
+                credential.clone(),
+                "alpha",
+                i,
+                "unknown",
+            ));
+        }
+    }
+    let answers = futures_util::future::join_all(claims.iter().map(|(id, cred, cluster, i, _)| {
+        let profile = profile(*i);
+        let registry = registry.clone();
+        async move {
+            registry
+                .authenticate_node(id, cred, cluster, ip(*i), &profile)
+                .await
+        }
+    }))
+    .await;
+    for ((id, _, _, i, expect), answer) in claims.iter().zip(answers) {
+        match (*expect, answer) {
+            ("ok", Ok(node)) => {
+                assert_eq!(&node.node_id, id);
+                assert_eq!(node.public_base_url, format!("https://edge-{i}.example"));
+                assert_eq!(node.cpu_cores, *i as i64);
+                assert_eq!(node.external_ip, ip(*i).map(|ip| ip.to_string()));
+            }
+            ("bad credential" | "unknown", Err(NodeAuthError::BadCredential)) => {}
+            ("wrong cluster", Err(NodeAuthError::WrongCluster(c))) => assert_eq!(c, "alpha"),
+            (expect, answer) => panic!("claim {i} for {id}: expected {expect}, got {answer:?}"),
+        }
+    }
+    // What each admitted edge reported is what its row holds.
+    for (i, (id, _)) in nodes.iter().enumerate() {
+        let node = registry.node(id).await.expect("read").expect("node");
+        assert_eq!(node.public_base_url, format!("https://edge-{i}.example"));
+        assert_eq!(node.cpu_cores, i as i64);
+        assert_eq!(node.external_ip, ip(i).map(|ip| ip.to_string()));
+        assert!(node.last_seen_at.is_some());
+    }
+    // A batch of one still works, after the batch above.
+    let (id, credential) = &nodes[7];
+    let node = registry
+        .authenticate_node(id, credential, "alpha", None, &profile(99))
+        .await
+        .expect("alone");
+    assert_eq!(node.cpu_cores, 99);
+    assert_eq!(node.external_ip, None);
 }
 
 /// Starts `racers` enrollments with one token at the same instant (a barrier lets every racer pass

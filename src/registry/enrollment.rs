@@ -84,16 +84,16 @@ pub struct Node {
     pub created_at: i64,
 }
 
-const NODE_COLUMNS: &str = "node_id, cluster_id, owner_tenant_id, status, external_ip, \
+pub(super) const NODE_COLUMNS: &str = "node_id, cluster_id, owner_tenant_id, status, external_ip, \
      host_fingerprint, capabilities, public_base_url, cpu_cores, ram_bytes, disk_bytes, \
      enrolled_at, last_seen_at, created_at";
 
 /// A node row with its credential hash, for checking a credential and nothing else.
 #[derive(sqlx::FromRow)]
-struct NodeWithCredential {
+pub(super) struct NodeWithCredential {
     #[sqlx(flatten)]
-    node: Node,
-    credential_hash: Option<String>,
+    pub(super) node: Node,
+    pub(super) credential_hash: Option<String>,
 }
 
 /// A node id held by pre-registration until the node enrolls with the same token.
@@ -587,60 +587,6 @@ impl Registry {
             node,
             credential: credential.plain,
         })
-    }
-
-    /// Authenticates a reconnecting node of `cluster_id` and records what it now reports.
-    pub async fn authenticate_node(
-        &self,
-        node_id: &str,
-        credential: &str,
-        cluster_id: &str,
-        peer_ip: Option<IpAddr>,
-        profile: &NodeProfile,
-    ) -> Result<Node, NodeAuthError> {
-        // One read and one write: a Foghorn that restarts re-authenticates every edge at once.
-        let sql = format!("SELECT {NODE_COLUMNS}, credential_hash FROM nodes WHERE node_id = $1");
-        let row: Option<NodeWithCredential> = sqlx::query_as(&sql)
-            .bind(node_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        // Hash the presented credential even for an unknown node so timing does not tell them apart.
-        let stored = row.as_ref().and_then(|r| r.credential_hash.as_deref());
-        let ok = secret::verify(credential, stored.unwrap_or(""));
-        let Some(NodeWithCredential { mut node, .. }) = row.filter(|_| ok) else {
-            return Err(NodeAuthError::BadCredential);
-        };
-        if node.cluster_id != cluster_id {
-            return Err(NodeAuthError::WrongCluster(node.cluster_id));
-        }
-        if node.status != "active" {
-            return Err(NodeAuthError::NotActive(node.status));
-        }
-        node.external_ip = peer_ip.map(|ip| canonical_ip(ip).to_string());
-        node.host_fingerprint.clone_from(&profile.host_fingerprint);
-        node.capabilities.clone_from(&profile.capabilities);
-        node.public_base_url.clone_from(&profile.public_base_url);
-        node.cpu_cores = profile.cpu_cores;
-        node.ram_bytes = profile.ram_bytes;
-        node.disk_bytes = profile.disk_bytes;
-        node.last_seen_at = Some(now_ms());
-        sqlx::query(
-            "UPDATE nodes SET external_ip = $1, host_fingerprint = $2, capabilities = $3, \
-             public_base_url = $4, cpu_cores = $5, ram_bytes = $6, disk_bytes = $7, \
-             last_seen_at = $8 WHERE node_id = $9",
-        )
-        .bind(&node.external_ip)
-        .bind(&node.host_fingerprint)
-        .bind(&node.capabilities)
-        .bind(&node.public_base_url)
-        .bind(node.cpu_cores)
-        .bind(node.ram_bytes)
-        .bind(node.disk_bytes)
-        .bind(node.last_seen_at)
-        .bind(node_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(node)
     }
 
     /// The node with this id, if any.

@@ -11,12 +11,14 @@ mod clusters;
 mod enrollment;
 mod federation;
 mod marketplace;
+mod node_auth;
 mod playback;
 mod streams;
 mod subscriptions;
 mod tenants;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -82,6 +84,8 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 pub struct Registry {
     pool: AnyPool,
     backend: Backend,
+    /// Node credentials waiting to be checked together (see `node_auth`).
+    auth: Arc<node_auth::AuthQueue>,
 }
 
 impl Registry {
@@ -119,7 +123,11 @@ impl Registry {
             });
         }
         let pool = options.connect(&url).await?;
-        Ok(Registry { pool, backend })
+        Ok(Registry {
+            pool,
+            backend,
+            auth: Arc::default(),
+        })
     }
 
     /// Connects and brings the schema up to date.

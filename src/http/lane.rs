@@ -149,12 +149,15 @@ fn head<'b, 'h>(
 
 /// Serves `conn`'s redirects until it ends or sends a request that is not the lane's.
 /// `asked` is set once a whole request head has arrived (see `http::serve`'s shutdown).
+/// `stopping` is set when `stop` is cancelled: read between requests, where a cancellation
+/// token's own check takes a lock.
 pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     mut conn: T,
     cell: &Cell,
     peer: SocketAddr,
     asked: &AtomicBool,
     stop: &CancellationToken,
+    stopping: &AtomicBool,
 ) -> Outcome<T> {
     let max_head = cell.home().config.server.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -163,8 +166,10 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     let mut deadline = pin!(tokio::time::sleep_until(answered_at + HEAD_TIMEOUT));
     let mut stopped = pin!(stop.cancelled());
     loop {
-        // Answer every whole head in the buffer (pipelined requests in order), then write.
+        // Answer every whole head in the buffer (pipelined requests in order), then write. The
+        // clock is read once for all of them.
         let mut used = 0;
+        let mut now = None;
         loop {
             let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let (len, head_only, answer) = match head(&buf[used..], &mut headers) {
@@ -185,12 +190,18 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 } => {
                     asked.store(true, Ordering::Relaxed);
                     let state = cell.for_host(Headers::first(&*headers, "host"));
+                    let at = *now.get_or_insert_with(Instant::now);
                     let answer =
-                        super::play::redirect_to(&state, peer, path, query, &*headers).await;
+                        super::play::redirect_to(&state, peer, path, query, &*headers, at).await;
                     (len, head_only, answer)
                 }
             };
-            write_answer(&mut out, answer, head_only);
+            write_answer(
+                &mut out,
+                answer,
+                head_only,
+                now.unwrap_or_else(Instant::now),
+            );
             used += len;
         }
         buf.drain(..used);
@@ -199,7 +210,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return Outcome::Closed;
             }
             out.clear();
-            answered_at = Instant::now();
+            answered_at = now.unwrap_or_else(Instant::now);
         }
         if buf.len() >= max_head {
             // hyper answers the oversized head (431, as JSON).
@@ -208,13 +219,17 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
         }
+        if stopping.load(Ordering::Relaxed) {
+            return Outcome::Closed;
+        }
+        // The read first: when the next request is there, nothing else is polled.
         tokio::select! {
             biased;
-            () = &mut stopped => return Outcome::Closed,
             read = conn.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             },
+            () = &mut stopped => return Outcome::Closed,
             () = &mut deadline => {
                 // One timer per connection, moved on only when it fires.
                 let due = answered_at + HEAD_TIMEOUT;
@@ -227,30 +242,40 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The HTTP date of now, formatted once per second per thread.
-fn date() -> [u8; 29] {
+/// The HTTP date at `now`, formatted once per second per thread: the wall clock is read only
+/// when `now` passes the end of the second formatted last.
+fn date(now: Instant) -> [u8; 29] {
     thread_local! {
-        static CACHED: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+        static CACHED: std::cell::Cell<Option<(Instant, [u8; 29])>> = const { std::cell::Cell::new(None) };
     }
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHED.with(|c| {
-        let (at, text) = c.get();
-        if at == secs {
-            return text;
+        if let Some((until, text)) = c.get() {
+            if now < until {
+                return text;
+            }
         }
+        let wall = SystemTime::now();
+        let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+            Duration::from_nanos(u64::from(d.subsec_nanos()))
+        });
         let mut text = [0u8; 29];
-        let formatted = httpdate::fmt_http_date(now);
+        let formatted = httpdate::fmt_http_date(wall);
         let n = formatted.len().min(29);
         text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
-        c.set((secs, text));
+        // `now` may be a little older than `wall`: the second ends no later than it says.
+        c.set(Some((now + (Duration::from_secs(1) - into_second), text)));
         text
     })
 }
 
 /// Appends the answer to `out`: the 307, or the error as the hyper path sends it (status,
 /// headers, JSON body; a `HEAD` gets the head alone).
-fn write_answer(out: &mut Vec<u8>, answer: Result<String, ApiError>, head_only: bool) {
+fn write_answer(
+    out: &mut Vec<u8>,
+    answer: Result<String, ApiError>,
+    head_only: bool,
+    now: Instant,
+) {
     match answer {
         Ok(location) => {
             out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: ");
@@ -261,7 +286,7 @@ fn write_answer(out: &mut Vec<u8>, answer: Result<String, ApiError>, head_only: 
             } else {
                 b"\r\ncache-control: no-store\r\ncontent-length: 0\r\ndate: ".as_slice()
             });
-            out.extend_from_slice(&date());
+            out.extend_from_slice(&date(now));
             out.extend_from_slice(b"\r\n\r\n");
         }
         Err(error) => {
@@ -289,7 +314,7 @@ fn write_answer(out: &mut Vec<u8>, answer: Result<String, ApiError>, head_only: 
                 }
             }
             out.extend_from_slice(format!("content-length: {}\r\ndate: ", body.len()).as_bytes());
-            out.extend_from_slice(&date());
+            out.extend_from_slice(&date(now));
             out.extend_from_slice(b"\r\n\r\n");
             if !head_only {
                 out.extend_from_slice(&body);

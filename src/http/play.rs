@@ -424,19 +424,29 @@ pub(super) async fn redirect(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         return Ok(response);
     }
-    let location = redirect_to(state, peer, req.uri.path(), req.uri.query(), &req.headers).await?;
+    let location = redirect_to(
+        state,
+        peer,
+        req.uri.path(),
+        req.uri.query(),
+        &req.headers,
+        Instant::now(),
+    )
+    .await?;
     temporary_redirect(location)
 }
 
 /// The viewer hot path, for the viewer lane and hyper alike: resolve (in-process cache), rank
 /// (snapshot), debit (the edge's own ledger), and the edge URL to send the viewer to. No SQL,
-/// Redis, lock or per-request map.
+/// Redis, lock or per-request map. `now` is the request's arrival, read once for every request
+/// the lane found in one read.
 pub(super) async fn redirect_to<H: Headers + ?Sized>(
     state: &AppState,
     peer: SocketAddr,
     path: &str,
     query: Option<&str>,
     headers: &H,
+    now: Instant,
 ) -> Result<String, ApiError> {
     let (playback_id, proto, rest) =
         play_path(path).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
@@ -461,7 +471,6 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
         return redirect_location(location);
     }
     let snapshot = state.router.snapshot();
-    let now = Instant::now();
     let mut best = snapshot.decide_best(viewer.position, viewing(&resolved), now);
     if let Some(remote) = best.filter(|p| snapshot.candidate(p).remote) {
         let picks = settle(

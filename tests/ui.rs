@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, Db, TestServer};
+use common::{free_port, register_with_token, stats_frame_at_cpu, Db, EdgeConn, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use foghorn::registry::{NewCluster, Role};
 
@@ -43,15 +43,19 @@ impl Driver {
 
     /// A new browser session (its own sessionStorage) of `width` x `height`.
     async fn browser(&self, width: u32, height: u32) -> Client {
+        let mut options = serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
+        });
+        // Chromium's windows are at least 500 px wide; a phone's width is emulated.
+        if width < 500 {
+            options["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 },
+            });
+        }
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), options);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         ClientBuilder::new(connector)
             .capabilities(caps)
@@ -210,7 +214,7 @@ async fn dashboard_in_a_browser() {
     assert!(!list.contains("EU Free"), "region filter: {list}");
 
     // The owner, in another browser session, approves on My Network.
-    let owner = driver.browser(1280, 900).await;
+    let owner = driver.browser(1280, 1100).await;
     sign_in(&owner, &server, &owner_token).await;
     owner
         .goto(&server.http("/ui#network"))
@@ -228,8 +232,16 @@ async fn dashboard_in_a_browser() {
     wait_text(&b, us, "subscribed").await;
     click(&b, &format!("{us} button.set-preferred")).await;
     let text = wait_text(&b, us, "preferred").await;
-    assert!(text.contains("always-on"), "peering of the preferred: {text}");
-    let official = wait_text(&b, "article.network-cluster[data-cluster-id=\"test\"]", "official").await;
+    assert!(
+        text.contains("always-on"),
+        "peering of the preferred: {text}"
+    );
+    let official = wait_text(
+        &b,
+        "article.network-cluster[data-cluster-id=\"test\"]",
+        "official",
+    )
+    .await;
     assert!(official.contains("always-on"), "official: {official}");
     screenshot(&b, "my-network").await;
 
@@ -251,12 +263,34 @@ async fn dashboard_in_a_browser() {
         .text()
         .await
         .expect("text");
-    assert!(shown.len() > 10 && command.contains(&shown), "{shown} / {command}");
+    assert!(
+        shown.len() > 10 && command.contains(&shown),
+        "{shown} / {command}"
+    );
     screenshot(&b, "create-private-cluster").await;
     b.refresh().await.expect("reload");
     wait_text(&b, "h1", "Create Private Cluster").await;
     let source = b.source().await.expect("source");
-    assert!(!source.contains(&shown), "the token is shown again after a reload");
+    assert!(
+        !source.contains(&shown),
+        "the token is shown again after a reload"
+    );
+
+    // My Network: the private cluster's edges with live load, refreshed without a reload.
+    b.goto(&server.http("/ui#network")).await.expect("network");
+    wait_text(&b, "section.owned", "No edges yet").await;
+    let mut edge = EdgeConn::open(&server.grpc_url(), register_with_token(&shown)).await;
+    let node_id = edge.seed().await.node_id;
+    edge.send(stats_frame_at_cpu(420, vec![])).await;
+    let row = format!("section.owned tr[data-node-id=\"{node_id}\"]");
+    let text = wait_text(&b, &row, "42.0%").await;
+    assert!(
+        text.contains("normal") && text.contains("4.0 GiB / 16.0 GiB"),
+        "{text}"
+    );
+    screenshot(&b, "my-network-edges").await;
+    edge.send(stats_frame_at_cpu(730, vec![])).await;
+    wait_text(&b, &row, "73.0%").await;
 
     // Streams: key once, ingest URLs of the preferred and the official cluster, labelled.
     b.goto(&server.http("/ui#streams")).await.expect("streams");
@@ -269,7 +303,10 @@ async fn dashboard_in_a_browser() {
     name.send_keys("launch").await.expect("type");
     click(&b, "#stream-create").await;
     let result = wait_text(&b, "#stream-result", "Stream key").await;
-    assert!(result.contains("us-approval") && result.contains("(test)"), "{result}");
+    assert!(
+        result.contains("us-approval") && result.contains("(test)"),
+        "{result}"
+    );
     let key = b
         .find(Locator::Id("stream-key"))
         .await
@@ -303,6 +340,7 @@ async fn dashboard_in_a_browser() {
     wait_text(&b, "#signin-message", "expired or revoked").await;
 
     b.close().await.expect("close");
+    drop(edge);
     drop(driver);
     server.stop().await;
 }

@@ -283,7 +283,7 @@ function ownedSection(c) {
     h("h3", {}, "Edges"),
     h("p", { class: "meta" }, "Live load, refreshed every few seconds."),
     h("div", { class: "scroll" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Node", "Status", "Mode", "Connected", "Routable", "Bandwidth", "Viewers", "Last seen"]
+      h("thead", {}, h("tr", {}, ["Node", "Status", "Mode", "Connected", "Routable", "CPU", "RAM", "Bandwidth", "Viewers", "Last seen"]
         .map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", { class: "edges-body" }))),
     h("p", { class: "meta edges-updated", "aria-live": "off" }),
@@ -291,6 +291,8 @@ function ownedSection(c) {
     h("div", { class: "requests" }),
     h("p", { class: "error owned-error", role: "alert", hidden: true }));
 }
+
+function gib(v) { return (v / (1 << 30)).toFixed(1) + " GiB"; }
 
 function bytesPerSecond(v) {
   if (v === null || v === undefined) return "—";
@@ -311,13 +313,15 @@ async function refreshOwned(owned) {
         api("GET", "/clusters/" + encodeURIComponent(c.id) + "/subscription-requests")]);
       setError(err, null);
       sec.querySelector(".edges-body").replaceChildren(...(nodes.length ? nodes.map((n) => h("tr", { "data-node-id": n.node_id },
-        h("td", { class: "mono" }, n.node_id), h("td", {}, n.status), h("td", {}, n.capabilities),
-        h("td", {}, n.connected === null ? "—" : (n.connected ? "yes" : "no")),
+        h("td", { class: "mono" }, n.node_id), h("td", {}, n.status), h("td", { class: "mode" }, n.mode || "—"),
+        h("td", { class: "connected" }, n.connected === null ? "—" : (n.connected ? "yes" : "no")),
         h("td", {}, n.routable === null ? "—" : (n.routable ? "yes" : "no")),
+        h("td", { class: "cpu" }, n.cpu_tenths === null ? "—" : (n.cpu_tenths / 10).toFixed(1) + "%"),
+        h("td", { class: "ram" }, n.ram_used_bytes === null ? "—" : gib(n.ram_used_bytes) + " / " + gib(n.ram_max_bytes)),
         h("td", { class: "bandwidth" }, bytesPerSecond(n.bandwidth_used)),
         h("td", { class: "viewers" }, n.viewers === null ? "—" : n.viewers),
         h("td", {}, n.last_seen_at ? new Date(n.last_seen_at * 1000).toLocaleTimeString() : "—")))
-        : [h("tr", {}, h("td", { colspan: 8 }, "No edges yet. Create an enrollment token and provision one."))]));
+        : [h("tr", {}, h("td", { colspan: 10 }, "No edges yet. Create an enrollment token and provision one."))]));
       sec.querySelector(".edges-updated").textContent = "Updated " + new Date().toLocaleTimeString();
       renderRequests(sec.querySelector(".requests"), c, requests, err, owned);
     } catch (e) { if (e.message !== "signed out") setError(err, e); }

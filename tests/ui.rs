@@ -108,6 +108,16 @@ async fn wait_text(b: &Client, css: &str, text: &str) -> String {
     }
 }
 
+/// Scrolls the first element at `css` to the top of the window (for a screenshot).
+async fn scroll_to(b: &Client, css: &str) {
+    b.execute(
+        "document.querySelector(arguments[0]).scrollIntoView()",
+        vec![serde_json::json!(css)],
+    )
+    .await
+    .expect("scroll");
+}
+
 async fn click(b: &Client, css: &str) {
     b.wait()
         .at_most(WAIT)
@@ -221,6 +231,7 @@ async fn dashboard_in_a_browser() {
         .await
         .expect("network");
     wait_text(&owner, "section.owned .requests", "Acme").await;
+    scroll_to(&owner, "section.owned").await;
     screenshot(&owner, "my-network-owner").await;
     click(&owner, "section.owned button.approve").await;
     wait_text(&owner, "section.owned .requests", "No pending requests").await;
@@ -288,6 +299,7 @@ async fn dashboard_in_a_browser() {
         text.contains("normal") && text.contains("4.0 GiB / 16.0 GiB"),
         "{text}"
     );
+    scroll_to(&b, "section.owned").await;
     screenshot(&b, "my-network-edges").await;
     edge.send(stats_frame_at_cpu(730, vec![])).await;
     wait_text(&b, &row, "73.0%").await;

@@ -320,7 +320,7 @@ async function refreshOwned(owned) {
         h("td", { class: "ram" }, n.ram_used_bytes === null ? "—" : gib(n.ram_used_bytes) + " / " + gib(n.ram_max_bytes)),
         h("td", { class: "bandwidth" }, bytesPerSecond(n.bandwidth_used)),
         h("td", { class: "viewers" }, n.viewers === null ? "—" : n.viewers),
-        h("td", {}, n.last_seen_at ? new Date(n.last_seen_at * 1000).toLocaleTimeString() : "—")))
+        h("td", {}, n.last_seen_at ? new Date(n.last_seen_at).toLocaleTimeString() : "—")))
         : [h("tr", {}, h("td", { colspan: 10 }, "No edges yet. Create an enrollment token and provision one."))]));
       sec.querySelector(".edges-updated").textContent = "Updated " + new Date().toLocaleTimeString();
       renderRequests(sec.querySelector(".requests"), c, requests, err, owned);

@@ -168,7 +168,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // One write, and a closed stdout (a supervisor that read the addresses and went away) must
     // not take the server down, as println! would.
     let banner = format!(
-        "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source}{ports})",
+        "Foghorn ready: cluster {:?}\n  HTTP  {scheme}://{}  (/play /health /ready /metrics /api/v1 /mcp /ui)\n  gRPC  {scheme}://{}  (HelmsmanControl, EdgeProvisioning, Federation, grpc.health.v1, reflection)\n  TLS   {} until {}  ({source}{ports})",
         config.cluster.id,
         server.http_addr,
         server.grpc_addr,

@@ -590,6 +590,14 @@ pub struct NodeView {
     /// Bytes per second sent, from the last stats.
     pub bandwidth_used: Option<u64>,
     pub viewers: Option<u64>,
+    /// CPU load in tenths of a percent (0 to 1000), from the last stats.
+    pub cpu_tenths: Option<u16>,
+    /// RAM in use and installed, bytes, from the last stats.
+    pub ram_used_bytes: Option<u64>,
+    pub ram_max_bytes: Option<u64>,
+    /// `normal`, `draining` or `maintenance` (only known for this Foghorn's cluster, while the
+    /// edge is known here).
+    pub mode: Option<&'static str>,
 }
 
 /// `GET /clusters/{id}/nodes`: for the cluster's manager.
@@ -617,6 +625,14 @@ pub async fn list_nodes(
                 routable: local.then(|| live.as_ref().is_some_and(|v| v.routable_given(&routed))),
                 bandwidth_used: stats.map(|s| s.up_bytes_per_sec),
                 viewers: stats.map(Stats::viewers),
+                cpu_tenths: stats.map(|s| s.cpu_tenths),
+                ram_used_bytes: stats.map(|s| s.ram_used_bytes),
+                ram_max_bytes: stats.map(|s| s.ram_max_bytes),
+                mode: live.as_ref().map(|v| match v.mode {
+                    crate::edge::Mode::Normal => "normal",
+                    crate::edge::Mode::Draining => "draining",
+                    crate::edge::Mode::Maintenance => "maintenance",
+                }),
                 node_id: node.node_id,
                 cluster_id: node.cluster_id,
                 status: node.status,

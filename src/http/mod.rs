@@ -1,5 +1,5 @@
-//! axum routers: health, readiness, metrics, viewers, MistServer, the REST API under `/api/v1`
-//! and MCP at `/mcp`.
+//! axum routers: health, readiness, metrics, viewers, MistServer, the REST API under `/api/v1`,
+//! MCP at `/mcp` and the dashboard at `/ui`.
 
 mod auth;
 mod body;
@@ -13,6 +13,7 @@ mod params;
 mod play;
 mod serve;
 mod tenant;
+mod ui;
 mod viewer;
 mod wire;
 
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mist::router())
         .nest("/api/v1", tenant::router())
         .merge(mcp::router(state.clone()))
+        .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

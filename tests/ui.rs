@@ -2,7 +2,7 @@
 //! fantoccini) against a real Foghorn on PostgreSQL: sign-in, Marketplace (Connect, Request
 //! Access → Pending...), approval by the owner in a second browser, Set as Preferred, Create
 //! Private Cluster (token once), Streams (both clusters' ingest URLs), isolation, a revoked
-//! token. The same test saves the screenshots of `docs/screenshots/`.
+//! token. The same test makes the screenshots of `docs/screenshots/` (see [`shot_path`]).
 
 mod common;
 
@@ -72,11 +72,15 @@ impl Drop for Driver {
     }
 }
 
-/// Where the screenshots go: `docs/screenshots/` of this repository.
+/// Where the screenshots go: the folder `FOGHORN_SCREENSHOTS` names (relative to this repository;
+/// `docs/screenshots` renews the README's), else a scratch folder, so that a test run leaves the
+/// tree as it was.
 fn shot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/screenshots")
-        .join(format!("{name}.png"))
+    let dir = match std::env::var_os("FOGHORN_SCREENSHOTS") {
+        Some(dir) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir),
+        None => std::env::temp_dir().join("foghorn-screenshots"),
+    };
+    dir.join(format!("{name}.png"))
 }
 
 async fn screenshot(b: &Client, name: &str) {

@@ -116,6 +116,30 @@ async fn mistserver_load_balancer_api() {
         res.headers()["location"],
         format!("https://{}/hls/{name}/index.m3u8", host(&nodes[2])).as_str()
     );
+    // MistServer's connector names, in any case; the rest of the viewer's query goes along.
+    for (proto, path) in [
+        ("HLS", format!("/hls/{name}/index.m3u8")),
+        ("Dash", format!("/cmaf/{name}/index.mpd")),
+        ("WebRTC", format!("/webrtc/{name}")),
+        ("EBML", format!("/{name}.webm")),
+        ("HTTPTS", format!("/{name}.ts")),
+        ("http", format!("/{name}.html")),
+    ] {
+        let res = viewer
+            .get(server.http(&format!("/{name}?tkn=a%2Fb&proto={proto}&x=1")))
+            .send()
+            .await
+            .expect("redirect");
+        assert_eq!(res.status(), 307, "proto={proto}");
+        let location = res.headers()["location"].to_str().expect("location");
+        assert!(
+            location.ends_with(&format!("{path}?tkn=a%2Fb&x=1")),
+            "proto={proto}: {location}"
+        );
+    }
+    let (status, body) = get_text(viewer.clone(), format!("/{name}?proto=RTMPX")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown protocol"), "{body}");
 
     // ?source=: the origin, never the replica; from the origin itself: the fallback.
     let (_, body) = get_text(viewer.clone(), format!("/?source={name}")).await;
@@ -215,4 +239,63 @@ async fn mistserver_load_balancer_api() {
     assert_eq!(status, 400);
     drop(conns);
     server.stop().await;
+}
+
+/// A MistServer player asks `/{stream}` and then connects: each lookup charges the chosen edge as
+/// a redirect does, so a burst spreads over equal edges instead of landing on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistserver_lookups_are_charged_like_redirects() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let (tenant, _) = server.operator().await;
+    let (s, _) = server.stream(&tenant).await;
+    let token = server.enrollment_token(&tenant, 3).await;
+    let mut conns = Vec::new();
+    let mut hosts = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let mut register = register_with_token(&token);
+        if let Some(edge_message::Payload::Register(r)) = &mut register.payload {
+            r.public_base_url.clear();
+        }
+        let mut c =
+            EdgeConn::open_from(&server.grpc_url(), register, Some(ip.parse().expect("ip"))).await;
+        hosts.push(format!("edge-{}.test.example.net", c.seed().await.node_id));
+        // Equal edges, 10 MB/s each: a viewer (1 MB/s over 4 connections) is 2.5 % of one.
+        let mut m = stats(10.0, 100, vec![]);
+        if let Some(edge_message::Payload::NodeStats(n)) = &mut m.payload {
+            n.bw_limit_bytes_per_sec = 10_000_000;
+        }
+        c.send(m).await;
+        conns.push(c);
+    }
+    // All three in the routing snapshot (the read view answers the cluster's own edges).
+    let edge = client_from("127.0.0.2");
+    let list = server.http("/?lstserver=1");
+    common::eventually(Duration::from_secs(5), "all three edges listed", || {
+        let (edge, list) = (edge.clone(), list.clone());
+        async move {
+            let body = edge.get(list).send().await.expect("list").text().await;
+            let listed: Value = serde_json::from_str(&body.expect("text")).expect("json");
+            listed.as_object().map(|o| o.len()) == Some(3)
+        }
+    })
+    .await;
+    let viewer = client_from("127.0.0.1");
+    let path = format!("/{}", s.playback_id);
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..30 {
+        let res = viewer.get(server.http(&path)).send().await.expect("lookup");
+        assert_eq!(res.status(), 200);
+        *counts.entry(res.text().await.expect("text")).or_default() += 1;
+    }
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut h = hosts.clone();
+            h.sort();
+            h
+        },
+        "{counts:?}"
+    );
+    // Without the charge every lookup goes to the same edge (equal scores, one tie order).
+    assert!(counts.values().all(|&n| n <= 20), "{counts:?}");
 }

@@ -3,7 +3,10 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /{stream}` | best edge's host name, plain text |
-//! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P |
+//! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P (a MistServer connector name in any case, see [`mist_proto`]), the rest of the query string kept |
+//!
+//! Both charge the chosen edge one viewer's bandwidth, as a `/play` redirect does: a MistServer
+//! player asks here and then connects, so a burst of lookups spreads over the edges.
 //! | `GET /?source={stream}` | `dtsc://host:4200/{stream}` of the best origin (has an input, not a replica, not the asking host), else `fallback` or `push://` |
 //! | `GET /?ingest=...` | best ingest edge's host name |
 //! | `GET /?lstserver` | every edge and its load, JSON (read view) |
@@ -28,7 +31,7 @@ use tokio::time::Instant;
 
 use super::auth::principal_from_headers;
 use super::params::Params;
-use super::play::{chosen, peer_of, protocol_url, temporary_redirect};
+use super::play::{chosen, debit, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::api;
@@ -90,21 +93,61 @@ async fn best_host(
         .ok_or_else(|| ApiError::NotFound("unknown stream".into()))?;
     let stream = &resolved.internal_name;
     let viewer = Viewer::of(&state, peer_of(&req), req.headers(), &q)?;
+    let proto = match q.get("proto") {
+        Some(given) => Some(mist_proto(&given).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown protocol {:?}",
+                given.chars().take(32).collect::<String>()
+            ))
+        })?),
+        None => None,
+    };
     let snapshot = state.router.snapshot();
+    let now = Instant::now();
     // MistServer's balancer calls come from this cluster's own edges: local edges only.
-    let best = snapshot.decide_best(viewer.position, Ask::local_viewer(stream), Instant::now());
-    let (_, edge) = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
-    match q.get("proto") {
-        Some(proto) => {
-            let url = protocol_url(&edge.base_url, &proto, stream, "").ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown protocol {:?}",
-                    proto.chars().take(32).collect::<String>()
-                ))
-            })?;
+    let best = snapshot.decide_best(viewer.position, Ask::local_viewer(stream), now);
+    let picked = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
+    let edge = picked.1;
+    debit(&snapshot, picked, stream, None, now);
+    match proto.and_then(|p| protocol_url(&edge.base_url, p, stream, "")) {
+        Some(mut url) => {
+            url.push_str(&forwarded_query(req.uri().query()));
             temporary_redirect(url)
         }
         None => Ok(text(host_of(&edge.base_url).to_string())),
+    }
+}
+
+/// A `?proto=` value as MistServer takes it: the name of one of its connectors, in any case
+/// (`HLS`, `DASH`, `CMAF`, `WebRTC`, `MP4`, `EBML`, `HTTPTS`, `FLV`, `HTTP`), or the protocol names of
+/// `/play` (`webm`, `ts`, `html`, `whep`).
+fn mist_proto(given: &str) -> Option<&'static str> {
+    Some(match given.to_ascii_lowercase().as_str() {
+        "hls" => "hls",
+        "dash" => "dash",
+        "cmaf" => "cmaf",
+        "webrtc" => "webrtc",
+        "whep" => "whep",
+        "mp4" => "mp4",
+        "webm" | "ebml" => "webm",
+        "ts" | "httpts" => "ts",
+        "flv" => "flv",
+        "html" | "http" => "html",
+        _ => return None,
+    })
+}
+
+/// The viewer's query string for the edge, as it came, without `proto`: `""` or `?...`.
+fn forwarded_query(query: Option<&str>) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("proto"))
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
     }
 }
 

@@ -147,7 +147,7 @@ pub(super) fn chosen<'s>(
 
 /// A viewer session: the id a returning viewer brought back, or a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Session<'a> {
+pub(super) enum Session<'a> {
     Returning(&'a str),
     /// 64 bits from the thread-local CSPRNG (no syscall per request).
     New(u64),
@@ -178,7 +178,7 @@ impl Serialize for Session<'_> {
 /// back with the session id of an earlier redirect was counted then. A peer's edge is charged
 /// too, on its ledger here, until the peer's next summary shows the viewers itself: a flood of
 /// viewers spreads over the peer's edges instead of all landing on its best one.
-fn debit<'a>(
+pub(super) fn debit<'a>(
     snapshot: &Snapshot,
     (index, c): (u32, &Candidate),
     stream: &str,

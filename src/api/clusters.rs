@@ -597,7 +597,7 @@ pub struct NodeView {
     pub ram_max_bytes: Option<u64>,
     /// `normal`, `draining` or `maintenance` (only known for this Foghorn's cluster, while the
     /// edge is known here).
-    pub mode: Option<&'static str>,
+    pub mode: Option<crate::edge::Mode>,
 }
 
 /// `GET /clusters/{id}/nodes`: for the cluster's manager.
@@ -628,11 +628,7 @@ pub async fn list_nodes(
                 cpu_tenths: stats.map(|s| s.cpu_tenths),
                 ram_used_bytes: stats.map(|s| s.ram_used_bytes),
                 ram_max_bytes: stats.map(|s| s.ram_max_bytes),
-                mode: live.as_ref().map(|v| match v.mode {
-                    crate::edge::Mode::Normal => "normal",
-                    crate::edge::Mode::Draining => "draining",
-                    crate::edge::Mode::Maintenance => "maintenance",
-                }),
+                mode: live.as_ref().map(|v| v.mode),
                 node_id: node.node_id,
                 cluster_id: node.cluster_id,
                 status: node.status,

@@ -4,9 +4,6 @@
 //! | --- | --- |
 //! | `GET /{stream}` | best edge's host name, plain text |
 //! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P (a MistServer connector name in any case, see [`mist_proto`]), the rest of the query string kept |
-//!
-//! Both charge the chosen edge one viewer's bandwidth, as a `/play` redirect does: a MistServer
-//! player asks here and then connects, so a burst of lookups spreads over the edges.
 //! | `GET /?source={stream}` | `dtsc://host:4200/{stream}` of the best origin (has an input, not a replica, not the asking host), else `fallback` or `push://` |
 //! | `GET /?ingest=...` | best ingest edge's host name |
 //! | `GET /?lstserver` | every edge and its load, JSON (read view) |
@@ -14,6 +11,9 @@
 //! | `GET /?viewers` | viewers per stream, JSON (read view) |
 //! | `GET /?host={host}` | one edge, JSON (read view) |
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
+//!
+//! `/{stream}` charges the chosen edge one viewer's bandwidth, as a `/play` redirect does: a
+//! MistServer player asks here and then connects, so a burst of lookups spreads over the edges.
 //!
 //! The read views answer this cluster's own edges and operator tokens only; names of streams
 //! whose tenant may not use this cluster are unknown here (see [`known_stream`]).

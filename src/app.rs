@@ -185,6 +185,16 @@ impl Base {
             .spawn(federation.clone().feed(stop.child_token()));
         self.background
             .spawn(federation.clone().supervise(stop.child_token()));
+        let poller = crate::mist_servers::Poller {
+            cluster_id: id.clone(),
+            every: config.edges.stats_interval,
+            passphrase: config.edges.mist_passphrase.clone(),
+            registry: self.registry.clone(),
+            edges: edges.clone(),
+            replication: replication.clone(),
+            leadership: self.leadership.clone(),
+        };
+        self.background.spawn(poller.run(stop.child_token()));
         Ok(AppState(Arc::new(Shared {
             dns: Arc::new(crate::dns::Zone::new(id, root, &config.dns)),
             dns_updates: self.dns_updates.clone(),

@@ -45,6 +45,7 @@ pub mod http;
 pub mod leadership;
 pub mod logging;
 pub mod metrics;
+pub mod mist_servers;
 pub mod names;
 pub mod net;
 pub mod registry;

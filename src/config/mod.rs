@@ -21,7 +21,7 @@ pub use schema::{
     GeoIpConfig, ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig,
     TlsSource, ViewersConfig,
 };
-pub use validate::is_valid_label;
+pub use validate::{is_dns_name, is_valid_label};
 
 /// Why a configuration was refused. The message always names the offending key and its source.
 #[derive(Debug, thiserror::Error)]

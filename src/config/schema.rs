@@ -280,11 +280,23 @@ pub struct GeoIpConfig {
     pub mmdb_path: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewersConfig {
     /// CIDRs of proxies whose `X-Forwarded-For`, `X-Latitude` and `X-Longitude` are believed.
     pub trusted_proxies: Vec<String>,
+    /// Origins whose scripts may read the viewer and MistServer answers (CORS): `["*"]` (any, as
+    /// MistServer's balancer), a list of origins (`https://player.example.com`), or none.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ViewersConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            cors_origins: vec!["*".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,6 +320,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Longest request URI, in bytes.
     pub max_uri_bytes: usize,
+    /// Origins whose scripts may call `/api/v1` (CORS); none by default.
+    pub api_cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -377,6 +391,9 @@ pub struct EdgesConfig {
     /// whatever the stats interval.
     #[serde(with = "humantime_serde_compat")]
     pub pending_ttl: Duration,
+    /// The MistController passphrase (its `prometheus` setting) of the servers added with
+    /// `?addserver=`: their load is read from `http://host:4242/{passphrase}.json`.
+    pub mist_passphrase: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -406,6 +423,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            api_cors_origins: Vec::new(),
         }
     }
 }
@@ -443,6 +461,7 @@ impl Default for EdgesConfig {
             max_streams_per_node: 2_000,
             max_string_bytes: 512,
             pending_ttl: crate::edge::PENDING_TTL,
+            mist_passphrase: "koekjes".into(),
         }
     }
 }

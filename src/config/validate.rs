@@ -88,6 +88,12 @@ impl Config {
                 ));
             }
         }
+        for (key, origins) in [
+            ("viewers.cors_origins", &self.viewers.cors_origins),
+            ("server.api_cors_origins", &self.server.api_cors_origins),
+        ] {
+            check_origins(origins).map_err(|e| (key, e))?;
+        }
         let f = &self.federation;
         if !(f.credential.is_empty()
             || crate::secret::lookup_prefix(
@@ -364,6 +370,31 @@ pub fn is_valid_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
+/// A CORS origin list: `["*"]` alone, or origins exactly as a browser sends them in `Origin`
+/// (`scheme://host[:port]`, lowercase, no path), which are compared byte for byte.
+fn check_origins(origins: &[String]) -> Result<(), String> {
+    if origins.iter().any(|o| o == "*") {
+        return if origins.len() == 1 {
+            Ok(())
+        } else {
+            Err("\"*\" must be the only entry when given".into())
+        };
+    }
+    for origin in origins {
+        let serialized = url::Url::parse(origin)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .map(|u| u.origin().ascii_serialization());
+        if serialized.as_deref() != Some(origin.as_str()) {
+            return Err(format!(
+                "{origin:?} is not an origin as browsers send it: scheme://host[:port], lowercase, \
+                 no path or trailing slash (e.g. \"https://player.example.com\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A trusted proxy entry: a CIDR, or a single address (as its /32 or /128).
 pub(super) fn parse_proxy(entry: &str) -> Option<ipnet::IpNet> {
     entry.parse::<ipnet::IpNet>().ok().or_else(|| {
@@ -388,6 +419,32 @@ mod tests {
     /// What `{var}={text}` loads, alone in the environment.
     fn load_var(var: &str, text: &str) -> Result<Config, ConfigError> {
         Config::load_from(None, &env(&[(var, text)]), &[])
+    }
+
+    #[test]
+    fn cors_origins_are_star_alone_or_origins_as_browsers_send_them() {
+        for good in ["*", "https://player.example.com,http://127.0.0.1:8080", ""] {
+            let cfg = load_var("FOGHORN_CORS_ORIGINS", good).expect(good);
+            assert_eq!(cfg.viewers.cors_origins.join(","), good);
+        }
+        for bad in [
+            "*,https://a.example",
+            "https://player.example.com/",
+            "https://Player.example.com",
+            "https://a.example/path",
+            "https://a.example:443",
+            "ftp://a.example",
+            "a.example",
+            "null",
+        ] {
+            let err = load_var("FOGHORN_API_CORS_ORIGINS", bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("server.api_cors_origins"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(Config::default().viewers.cors_origins, ["*"]);
+        assert!(Config::default().server.api_cors_origins.is_empty());
     }
 
     /// `[a-z0-9][a-z0-9-]{0,62}`, read a character at a time.

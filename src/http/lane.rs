@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cors::Grant;
 use super::viewer::Headers;
 use super::ApiError;
 use crate::cell::Cell;
@@ -191,9 +192,12 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     asked.store(true, Ordering::Relaxed);
                     let state = cell.for_host(Headers::first(&*headers, "host"));
                     let at = *now.get_or_insert_with(Instant::now);
+                    let cors = Grant::of(&state.config, path, || {
+                        Headers::first(&*headers, "origin").map(str::as_bytes)
+                    });
                     let answer =
                         super::play::redirect_to(&state, peer, path, query, &*headers, at).await;
-                    (len, head_only, answer)
+                    (len, head_only, (answer, cors))
                 }
             };
             write_answer(
@@ -272,7 +276,7 @@ fn date(now: Instant) -> [u8; 29] {
 /// headers, JSON body; a `HEAD` gets the head alone).
 fn write_answer(
     out: &mut Vec<u8>,
-    answer: Result<String, ApiError>,
+    (answer, cors): (Result<String, ApiError>, Grant),
     head_only: bool,
     now: Instant,
 ) {
@@ -280,11 +284,13 @@ fn write_answer(
         Ok(location) => {
             out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: ");
             out.extend_from_slice(location.as_bytes());
+            out.extend_from_slice(b"\r\ncache-control: no-store\r\n");
+            cors.write(out);
             // As hyper: an empty body's length goes out except in the answer to a HEAD.
             out.extend_from_slice(if head_only {
-                b"\r\ncache-control: no-store\r\ndate: ".as_slice()
+                b"date: ".as_slice()
             } else {
-                b"\r\ncache-control: no-store\r\ncontent-length: 0\r\ndate: ".as_slice()
+                b"content-length: 0\r\ndate: ".as_slice()
             });
             out.extend_from_slice(&date(now));
             out.extend_from_slice(b"\r\n\r\n");
@@ -313,6 +319,7 @@ fn write_answer(
                     out.extend_from_slice(b"\r\n");
                 }
             }
+            cors.write(out);
             out.extend_from_slice(format!("content-length: {}\r\ndate: ", body.len()).as_bytes());
             out.extend_from_slice(&date(now));
             out.extend_from_slice(b"\r\n\r\n");

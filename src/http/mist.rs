@@ -5,12 +5,14 @@
 //! | `GET /{stream}` | best edge's host name, plain text |
 //! | `GET /{stream}?proto=P` | 307 to that edge's URL for protocol P (a MistServer connector name in any case, see [`mist_proto`]), the rest of the query string kept |
 //! | `GET /?source={stream}` | `dtsc://host:4200/{stream}` of the best origin (has an input, not a replica, not the asking host), else `fallback` or `push://` |
-//! | `GET /?ingest=...` | best ingest edge's host name |
+//! | `GET /?ingest={cpu}` | best ingest edge's host name, among those with `cpu` percent of CPU to spare |
 //! | `GET /?lstserver` | every edge and its load, JSON (read view) |
-//! | `GET /?streamstats={stream}` | per edge: viewers, inputs, bandwidth of that stream, JSON (read view) |
+//! | `GET /?streamstats={stream}` | per stream (`*`: all; a name: it and its `name+...` children): `[viewers, bandwidth per viewer]`, JSON (read view) |
+//! | `GET /?stream={stream}` | the stream's viewers over every edge, as text (read view) |
 //! | `GET /?viewers` | viewers per stream, JSON (read view) |
 //! | `GET /?host={host}` | one edge, JSON (read view) |
 //! | `GET /?weights` / `?weights={json}` | read / change the score weights (operator token) |
+//! | `GET /?addserver={host[:port][/MiB/s]}` / `?delserver={name}` | add / remove a MistServer polled on its MistController JSON, MistServer's replies (operator token, see [`crate::mist_servers`]) |
 //!
 //! `/{stream}` charges the chosen edge one viewer's bandwidth, as a `/play` redirect does: a
 //! MistServer player asks here and then connects, so a burst of lookups spreads over the edges.
@@ -35,8 +37,9 @@ use super::play::{chosen, debit, peer_of, protocol_url, temporary_redirect};
 use super::viewer::Viewer;
 use super::ApiError;
 use crate::api;
+use crate::mist_servers::Target;
 use crate::registry::Resolved;
-use crate::routing::{dtsc_url, host_of, Ask, Candidate, Snapshot};
+use crate::routing::{dtsc_url, host_of, Ask, Candidate, Pick, Position, Snapshot};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -199,12 +202,12 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
             fallback.as_deref().unwrap_or("push://").to_string()
         })));
     }
-    if q.has("ingest") {
-        let best = snapshot.decide_best(viewer.position, Ask::Publisher, Instant::now());
+    if let Some(cpu) = q.get("ingest") {
+        let best = best_ingest(&snapshot, viewer.position, cpu_tenths(&cpu));
         let (_, edge) = chosen(&snapshot, best.as_ref(), &state.metrics.mist_decisions)?;
         return Ok(text(host_of(&edge.base_url).to_string()));
     }
-    let views = ["lstserver", "streamstats", "viewers", "host"];
+    let views = ["lstserver", "streamstats", "stream", "viewers", "host"];
     if views.iter().any(|v| q.has(v)) {
         may_read_views(&state, &snapshot, &viewer, headers).await?;
     }
@@ -215,21 +218,27 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
             .collect();
         return Ok(Json(list).into_response());
     }
-    if let Some(stream) = q.get("streamstats") {
+    if let Some(asked) = q.get("streamstats") {
+        let name = match &*asked {
+            "*" => None,
+            name => match known_stream(&state, name).await? {
+                Some(resolved) => Some(resolved.internal_name.clone()),
+                None => return Ok(Json(json!({})).into_response()),
+            },
+        };
+        return Ok(Json(stream_stats(&snapshot, name.as_deref())).into_response());
+    }
+    if let Some(stream) = q.get("stream") {
         let known = known_stream(&state, &stream).await?;
-        let stats: BTreeMap<&str, Value> = snapshot
-            .candidates()
-            .filter_map(|c| {
-                let stream = &known.as_ref()?.internal_name;
-                c.stream(stream).map(|s| {
-                    (
-                        host_of(&c.base_url),
-                        json!({ "viewers": s.viewers, "inputs": s.inputs, "bandwidth": s.up, "replicated": s.replicated }),
-                    )
-                })
-            })
-            .collect();
-        return Ok(Json(stats).into_response());
+        let viewers: u64 = known.map_or(0, |s| {
+            snapshot
+                .candidates()
+                .filter(|c| !c.remote)
+                .filter_map(|c| c.stream(&s.internal_name))
+                .map(|s| u64::from(s.viewers))
+                .sum()
+        });
+        return Ok(text(viewers.to_string()));
     }
     if q.has("viewers") {
         let mut viewers: BTreeMap<&str, u64> = BTreeMap::new();
@@ -247,6 +256,29 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
             .ok_or_else(|| ApiError::NotFound("unknown host".into()))?;
         return Ok(Json(describe(c)).into_response());
     }
+    if let Some(name) = q.get("delserver").filter(|n| !n.is_empty()) {
+        api::require_operator(&principal_from_headers(headers, &state).await?)?;
+        let cluster = &state.config.cluster.id;
+        let reply = if state.registry.remove_mist_server(cluster, &name).await? {
+            "Offline"
+        } else {
+            "Server not monitored - could not delete from monitored server list!"
+        };
+        return Ok(text(json!(reply).to_string()));
+    }
+    if let Some(name) = q.get("addserver").filter(|n| !n.is_empty()) {
+        api::require_operator(&principal_from_headers(headers, &state).await?)?;
+        Target::parse(&name).map_err(ApiError::BadRequest)?;
+        let cluster = &state.config.cluster.id;
+        let reply = if state.registry.add_mist_server(cluster, &name).await? {
+            json!({ name: "Starting monitoring" })
+        } else {
+            json!("Server already monitored - add request ignored")
+        };
+        return Ok(text(
+            serde_json::to_string_pretty(&reply).unwrap_or_default(),
+        ));
+    }
     if let Some(changes) = q.get("weights") {
         let caller = principal_from_headers(headers, &state).await?;
         let weights = if changes.is_empty() {
@@ -259,12 +291,61 @@ async fn root(State(state): State<AppState>, req: HttpRequest) -> Result<Respons
     Ok(Json(json!({
         "service": "foghorn",
         "cluster_id": &state.config.cluster.id,
-        "load_balancer": ["/{stream}", "?proto=", "?source=", "?ingest=", "?lstserver", "?streamstats=", "?viewers", "?host=", "?weights="],
+        "load_balancer": ["/{stream}", "?proto=", "?source=", "?ingest=", "?lstserver", "?streamstats=", "?stream=", "?viewers", "?host=", "?weights=", "?addserver=", "?delserver="],
     }))
     .into_response())
 }
 
-/// The read views (`?lstserver`, `?streamstats`, `?viewers`, `?host`) show every tenant's
+/// `?ingest=`'s argument as MistServer reads it: the CPU the new ingest will use, in percent (a
+/// number at the start of the text, as C's `atof`; anything else is 0), as tenths.
+fn cpu_tenths(given: &str) -> u64 {
+    let end = given
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && c == '+')))
+        .map_or(given.len(), |(i, _)| i);
+    let percent = given[..end].parse::<f64>().unwrap_or(0.0);
+    // At most 100 %: a bigger need fits no edge, as 100 already does not.
+    (percent.clamp(0.0, 100.0) * 10.0) as u64
+}
+
+/// The best ingest edge for a publisher at `position` whose input needs `need` tenths of CPU: as
+/// in MistServer, an edge fits when its CPU plus that need stays below 100 %. Ingest lookups are
+/// rare (one per publish), so the edges are ranked in full and the best that fits is taken.
+fn best_ingest(snapshot: &Snapshot, position: Option<Position>, need: u64) -> Option<Pick> {
+    let now = Instant::now();
+    if need == 0 {
+        return snapshot.decide_best(position, Ask::Publisher, now);
+    }
+    snapshot
+        .decide(position, Ask::Publisher, snapshot.len(), now)
+        .into_iter()
+        .find(|p| snapshot.candidate(p).cpu_tenths + need < 1000)
+}
+
+/// `?streamstats=` as MistServer answers it: per stream, `[viewers, bandwidth per viewer in bytes
+/// per second]` summed over the edges; `name` gives that stream and its wildcard children
+/// (`name+...`), `None` every stream; this cluster's edges, as MistServer's own. MistServer adds two byte totals; edges report rates to
+/// Foghorn, not totals, so the array ends after the bandwidth.
+fn stream_stats(snapshot: &Snapshot, name: Option<&str>) -> BTreeMap<String, Value> {
+    let wanted = |stream: &str| {
+        name.is_none_or(|n| {
+            stream == n || stream.strip_prefix(n).is_some_and(|r| r.starts_with('+'))
+        })
+    };
+    let mut sums: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for c in snapshot.candidates().filter(|c| !c.remote) {
+        for s in c.streams.iter().filter(|s| wanted(&s.name)) {
+            let sum = sums.entry(&s.name).or_default();
+            sum.0 += u64::from(s.viewers);
+            sum.1 += s.up;
+        }
+    }
+    sums.into_iter()
+        .map(|(name, (viewers, up))| (name.to_string(), json!([viewers, up / viewers.max(1)])))
+        .collect()
+}
+
+/// The read views (`?lstserver`, `?streamstats`, `?stream`, `?viewers`, `?host`) show every tenant's
 /// streams and load on this cluster: they answer this cluster's own edges (MistServer asks them
 /// from there) and operators, nobody else (DESIGN.md §11).
 async fn may_read_views(

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod cors;
 mod error;
 mod health;
 mod lane;

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cors::Grant;
 use super::wire::{Answers, JsonAnswers};
 use super::{lane, play, ApiError};
 use crate::cell::Cell;
@@ -110,12 +111,26 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     fn call(&self, req: hyper::Request<Incoming>) -> Reply {
         self.asked.store(true, Ordering::Relaxed);
         let state = self.cell.for_host(host(&req)).into_owned();
-        if play::is_redirect_path(req.uri().path()) {
+        let path = req.uri().path();
+        let cors = Grant::of(&state.config, path, || {
+            req.headers()
+                .get(hyper::header::ORIGIN)
+                .map(|o| o.as_bytes())
+        });
+        if req.method() == hyper::Method::OPTIONS && Grant::covers(&state.config, path) {
+            let preflight = cors.preflight(path, req.headers());
+            return Box::pin(async move { Ok(preflight) });
+        }
+        let with_cors = move |mut response: Response| {
+            cors.apply(response.headers_mut());
+            Ok(response)
+        };
+        if play::is_redirect_path(path) {
             let peer = self.peer;
             // The body is never read: a 307 makes the client send it again to the edge.
             let (parts, _body) = req.into_parts();
             return Box::pin(async move {
-                Ok(play::redirect(&state, peer, &parts).await.into_response())
+                with_cors(play::redirect(&state, peer, &parts).await.into_response())
             });
         }
         if uri_len(req.uri()) > state.config.server.max_uri_bytes {
@@ -123,14 +138,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
                 "the request URI must be at most {} bytes",
                 state.config.server.max_uri_bytes
             ));
-            return Box::pin(async move { Ok(refused.into_response()) });
+            return Box::pin(async move { with_cors(refused.into_response()) });
         }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.routers.of(&self.cell, &state);
         Box::pin(async move {
             let response = tower_service::Service::call(&mut router, req).await?;
-            Ok(super::error::ensure_json(response))
+            with_cors(super::error::ensure_json(response))
         })
     }
 }

@@ -11,6 +11,7 @@ mod clusters;
 mod enrollment;
 mod federation;
 mod marketplace;
+mod mist;
 mod node_auth;
 mod playback;
 mod streams;

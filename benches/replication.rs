@@ -4,7 +4,10 @@
 //! - `attach` / `close`: a session opens on A (first stats sent) until B routes to it, and closes
 //!   until B no longer does (100 each);
 //! - `load`: 1,000 simulated edges on A at the default stats interval (5 s); Redis commands, bytes
-//!   and memory per second over 30 s, read from `INFO`.
+//!   and memory per second over 30 s, read from `INFO`;
+//! - `overshoot`: a flood of viewers through both replicas at once onto 10 edges, between two of
+//!   their stats reports, with the replicas sharing their pending debits and without: how far each
+//!   edge's load (viewers sent × the 128 KiB/s expected of each) goes past its limit.
 //!
 //! `cargo bench --bench replication` (needs `redis-server` on the PATH or in
 //! `FOGHORN_TEST_REDIS_SERVER`). Servers, Redis and edges come from the test support
@@ -24,6 +27,8 @@ struct Sizes {
     sessions: usize,
     edges: usize,
     load_for: Duration,
+    /// Edges, their bandwidth limit and viewers offered, of the overshoot flood.
+    flood: (usize, u64, usize),
 }
 
 fn stats(connections: u32) -> EdgeMessage {
@@ -169,6 +174,107 @@ async fn bench(sizes: Sizes) {
     b.stop().await;
 }
 
+/// Viewers through A and B at once (`viewers` in all, half each, as fast as each answers) onto
+/// `edges` edges of `limit` B/s on A, between two of their stats reports. Returns the viewers
+/// each edge got.
+async fn flood(share: bool, edges: usize, limit: u64, viewers: usize) -> Vec<usize> {
+    let redis = RedisProc::start().await;
+    let url = redis.url();
+    let a = TestServer::start_with(Db::Sqlite, |c| {
+        c.redis.url = url;
+        if !share {
+            c.redis.pending_share_interval = Duration::ZERO;
+        }
+    })
+    .await;
+    let b = a.replica(|_| {}).await;
+    for r in [&a, &b] {
+        let sync = r.server().state.replication.as_ref().expect("replicated");
+        until(|| sync.is_synced()).await;
+    }
+    let (tenant, _) = a.operator().await;
+    let (stream, _) = a.stream(&tenant).await;
+    let mut held = Vec::new();
+    let token = a.enrollment_token(&tenant, edges as i64).await;
+    for i in 0..edges {
+        // Each at its own host, to count the viewers each got from the redirects.
+        let mut register = common::register_with_token(&token);
+        if let Some(edge_message::Payload::Register(r)) = &mut register.payload {
+            r.public_base_url = format!("https://e{i}.example.net");
+        }
+        let mut edge = common::EdgeConn::open(&a.grpc_url(), register).await;
+        let node = edge.seed().await.node_id;
+        edge.send(EdgeMessage {
+            payload: Some(edge_message::Payload::NodeStats(NodeStats {
+                cpu_tenths: 100,
+                ram_max_bytes: 1 << 34,
+                ram_used_bytes: 1 << 32,
+                bw_limit_bytes_per_sec: limit,
+                ..Default::default()
+            })),
+        })
+        .await;
+        held.push((edge, node));
+    }
+    for r in [&a, &b] {
+        let state = &r.server().state;
+        until(|| {
+            let routed = state.router.routed_now();
+            held.iter().all(|(_, n)| routed.contains(n))
+        })
+        .await;
+    }
+    let path = format!("/play/{}/hls/index.m3u8", stream.playback_id);
+    let send = |r: &TestServer, n: usize| {
+        let url = r.http(&path);
+        async move {
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client");
+            let mut hosts = Vec::with_capacity(n);
+            for _ in 0..n {
+                let res = client.get(&url).send().await.expect("play");
+                if let Some(l) = res.headers().get("location") {
+                    hosts.push(
+                        l.to_str()
+                            .expect("ascii")
+                            .split('/')
+                            .nth(2)
+                            .expect("host")
+                            .to_string(),
+                    );
+                }
+            }
+            hosts
+        }
+    };
+    let (from_a, from_b) = tokio::join!(send(&a, viewers / 2), send(&b, viewers - viewers / 2));
+    let mut per_edge = std::collections::BTreeMap::<String, usize>::new();
+    for host in from_a.into_iter().chain(from_b) {
+        *per_edge.entry(host).or_default() += 1;
+    }
+    drop(held);
+    a.stop().await;
+    b.stop().await;
+    per_edge.into_values().collect()
+}
+
+async fn overshoot((edges, limit, viewers): (usize, u64, usize)) {
+    // An edge takes viewers while its pending stays below its limit.
+    let room = limit.div_ceil(128 * 1024) as usize;
+    for share in [true, false] {
+        let got = flood(share, edges, limit, viewers).await;
+        let worst = got.iter().max().copied().unwrap_or(0) as f64 / room as f64;
+        let mean = got.iter().sum::<usize>() as f64 / (room * edges) as f64;
+        println!(
+            "replication/overshoot: {}: {viewers} viewers through 2 replicas onto {edges} edges with room for {room} each: {} sent, fullest edge at {worst:.2}× its limit, all edges {mean:.2}×",
+            if share { "debits shared every 100 ms" } else { "not shared" },
+            got.iter().sum::<usize>(),
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this without it, as a check.
     let full = std::env::args().any(|a| a == "--bench");
@@ -178,6 +284,7 @@ fn main() {
             sessions: 100,
             edges: 1000,
             load_for: Duration::from_secs(30),
+            flood: (10, 125_000_000, 30_000),
         }
     } else {
         Sizes {
@@ -185,6 +292,7 @@ fn main() {
             sessions: 3,
             edges: 10,
             load_for: Duration::from_secs(1),
+            flood: (2, 10_000_000, 600),
         }
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -192,5 +300,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(bench(sizes));
+        .block_on(async {
+            let flood = sizes.flood;
+            bench(sizes).await;
+            overshoot(flood).await;
+        });
 }

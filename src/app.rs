@@ -139,6 +139,14 @@ impl Base {
             );
             self.sync_tasks
                 .spawn(replication.clone().write(sync_stop.clone()));
+            let share_every = config.redis.pending_share_interval;
+            if !share_every.is_zero() {
+                self.sync_tasks.spawn(
+                    replication
+                        .clone()
+                        .share_pending(share_every, sync_stop.clone()),
+                );
+            }
             if let Some(subscriber) = &self.subscriber {
                 subscriber.join(replication.clone(), stop.child_token());
             }

@@ -641,3 +641,96 @@ async fn a_leader_cut_off_from_redis_is_replaced_and_its_edges_age_out() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Redirects charged on one replica count on the others (issue 23 §2): an edge with room for 16
+/// viewers until its next stats gets 10 through A, then only the 6 left through B; with sharing
+/// off (`redis.pending_share_interval = 0s`) B would send it 16 more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_on_one_replica_count_on_the_others() {
+    for share in [true, false] {
+        let redis = RedisProc::start().await;
+        let a = first_replica(
+            &redis,
+            if share {
+                |_| {}
+            } else {
+                |c| c.redis.pending_share_interval = Duration::ZERO
+            },
+        )
+        .await;
+        let b = a.replica(|_| {}).await;
+        for r in [&a, &b] {
+            synced(r).await;
+        }
+        let (tenant, op) = a.operator().await;
+        let (stream, _) = a.stream(&tenant).await;
+        let (edge, node, _) = enroll(&a, &tenant).await;
+        // Nothing sent yet, 2,000,000 B/s of room, no viewers: each redirect is expected to take
+        // 128 KiB/s, so the 17th finds it full (16 × 131,072 = 2,097,152).
+        let mut m = stats(100);
+        if let Some(edge_message::Payload::NodeStats(n)) = &mut m.payload {
+            n.up_bytes_per_sec = 0;
+            n.bw_limit_bytes_per_sec = 2_000_000;
+            n.connections = 0;
+        }
+        edge.send(m).await;
+        for r in [&a, &b] {
+            eventually(WAIT, "edge routable", || async {
+                play(r, &stream.playback_id).await.0 == 307
+            })
+            .await;
+        }
+        // The probes above charged one redirect each: 2 so far. Eight more through A.
+        for _ in 0..8 {
+            assert_eq!(play(&a, &stream.playback_id).await.0, 307);
+        }
+        let pending_on = |r: &TestServer| {
+            let url = r.http("/?lstserver");
+            let op = op.clone();
+            let node = node.clone();
+            async move {
+                let list: Value = client()
+                    .get(url)
+                    .bearer_auth(op)
+                    .send()
+                    .await
+                    .expect("lstserver")
+                    .json()
+                    .await
+                    .expect("json");
+                list.as_object()
+                    .expect("object")
+                    .values()
+                    .find(|e| e["node_id"] == node.as_str())
+                    .map_or(0, |e| e["pending"].as_u64().expect("pending"))
+            }
+        };
+        if share {
+            // B learns of A's nine within a batch interval (its own probe is the tenth).
+            eventually(WAIT, "A's redirects counted on B", || async {
+                pending_on(&b).await == 10 * 131_072
+            })
+            .await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(pending_on(&b).await, 131_072, "B counts its own probe only");
+        }
+        let mut through_b = 0;
+        while play(&b, &stream.playback_id).await.0 == 307 {
+            through_b += 1;
+            assert!(through_b <= 20, "B never found the edge full");
+        }
+        assert_eq!(through_b, if share { 6 } else { 15 }, "share: {share}");
+        if share {
+            // And A learns of B's.
+            eventually(WAIT, "B's redirects counted on A", || async {
+                play(&a, &stream.playback_id).await.0 == 503
+            })
+            .await;
+        }
+        drop(edge);
+        for r in [a, b] {
+            r.stop().await;
+        }
+    }
+}

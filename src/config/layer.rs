@@ -33,6 +33,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("FOGHORN_REDIS_URL", "redis.url"),
     ("FOGHORN_REDIS_LEADER_TTL", "redis.leader_ttl"),
+    (
+        "FOGHORN_REDIS_PENDING_SHARE_INTERVAL",
+        "redis.pending_share_interval",
+    ),
     ("FOGHORN_STATS_INTERVAL", "edges.stats_interval"),
     ("FOGHORN_LIVENESS_INTERVALS", "edges.liveness_intervals"),
     ("FOGHORN_PENDING_TTL", "edges.pending_ttl"),

@@ -356,6 +356,10 @@ pub struct RedisConfig {
     /// loses Redis is replaced within about 1.2 × this.
     #[serde(with = "humantime_serde_compat")]
     pub leader_ttl: Duration,
+    /// How often a replica tells the others the redirects it charged to each edge, so they count
+    /// them too (one PUBLISH per interval); `0s`: never (each replica counts its own only).
+    #[serde(with = "humantime_serde_compat")]
+    pub pending_share_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -363,6 +367,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: String::new(),
             leader_ttl: Duration::from_secs(10),
+            pending_share_interval: Duration::from_millis(100),
         }
     }
 }

@@ -45,6 +45,15 @@ impl Config {
         {
             return Err(("redis.leader_ttl", "must be from 500ms to 12s".into()));
         }
+        let share = self.redis.pending_share_interval;
+        if !(share.is_zero()
+            || (Duration::from_millis(10)..=Duration::from_secs(1)).contains(&share))
+        {
+            return Err((
+                "redis.pending_share_interval",
+                "must be 0s (off) or from 10ms to 1s".into(),
+            ));
+        }
         let redis = &self.redis.url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err((

@@ -489,6 +489,30 @@ impl EdgeState {
         released
     }
 
+    /// The redirects charged to each edge here since the last call, bytes/s per node, for the
+    /// other replicas of the cluster (`replicas::Replication::share_pending`).
+    pub fn take_debits(&self) -> Vec<(String, u64)> {
+        let edges = self.lock();
+        edges
+            .iter()
+            .filter_map(|(node_id, edge)| {
+                let unshared = edge.pending.take_unshared();
+                (unshared > 0).then(|| (node_id.clone(), unshared))
+            })
+            .collect()
+    }
+
+    /// Charges edges with redirects another replica made; unknown nodes are skipped (the edge is
+    /// not known here yet, or no longer).
+    pub fn apply_debits<'a>(&self, debits: impl IntoIterator<Item = (&'a str, u64)>, now: Instant) {
+        let edges = self.lock();
+        for (node_id, bytes_per_sec) in debits {
+            if let Some(edge) = edges.get(node_id) {
+                edge.pending.add_from_replica(bytes_per_sec, now);
+            }
+        }
+    }
+
     /// Records a stats report of the current session.
     pub fn apply_stats(&self, handle: &SessionHandle, stats: Stats) -> bool {
         let now = Instant::now();

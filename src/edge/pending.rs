@@ -45,11 +45,13 @@ impl Default for Pending {
     }
 }
 
-/// (slot start, bytes/s added in that slot), oldest first, and their sum.
+/// (slot start, bytes/s added in that slot), oldest first, and their sum; and what this replica
+/// added that the other replicas were not told of yet.
 #[derive(Debug, Default)]
 struct Slots {
     slots: VecDeque<(Instant, u64)>,
     sum: u64,
+    unshared: u64,
 }
 
 impl Pending {
@@ -80,11 +82,15 @@ impl Pending {
 
     /// Runs `f` on the slots and the running total, under the lock.
     fn update(&self, f: impl FnOnce(&mut VecDeque<(Instant, u64)>, &mut u64)) {
+        self.update_ledger(|ledger| f(&mut ledger.slots, &mut ledger.sum));
+    }
+
+    /// Runs `f` on the whole ledger, under the lock, and moves the running total as its sum moved.
+    fn update_ledger(&self, f: impl FnOnce(&mut Slots)) {
         let mut ledger = self.slots.lock();
-        let Slots { slots, sum } = &mut *ledger;
-        let before = *sum;
-        f(slots, sum);
-        let after = *sum;
+        let before = ledger.sum;
+        f(&mut ledger);
+        let after = ledger.sum;
         // Both moves happen under the slots lock, so `released` never exceeds what `total` holds.
         if after > before {
             self.total.fetch_add(after - before, Ordering::Relaxed);
@@ -117,20 +123,39 @@ impl Pending {
         }
     }
 
-    /// Adds one redirect's bandwidth.
+    /// Adds one redirect's bandwidth, to be told to the other replicas
+    /// ([`Pending::take_unshared`]).
     pub fn add(&self, bytes_per_sec: u64, now: Instant) {
-        self.update(|slots, total| {
-            Self::pop_while(slots, total, |start| {
-                now.saturating_duration_since(start) >= self.ttl
-            });
-            match slots.back_mut() {
-                Some((start, bytes)) if now.saturating_duration_since(*start) < SLOT => {
-                    *bytes = bytes.saturating_add(bytes_per_sec);
-                }
-                _ => slots.push_back((now, bytes_per_sec)),
-            }
-            *total = total.saturating_add(bytes_per_sec);
+        self.update_ledger(|ledger| {
+            self.charge(ledger, bytes_per_sec, now);
+            ledger.unshared = ledger.unshared.saturating_add(bytes_per_sec);
         });
+    }
+
+    /// What [`Pending::add`] added since the last call, which the other replicas of the cluster
+    /// have not been told of; zero from now on.
+    pub fn take_unshared(&self) -> u64 {
+        std::mem::take(&mut self.slots.lock().unshared)
+    }
+
+    /// Adds redirects another replica of the cluster charged to the edge (told through Redis).
+    pub fn add_from_replica(&self, bytes_per_sec: u64, now: Instant) {
+        self.update_ledger(|ledger| self.charge(ledger, bytes_per_sec, now));
+    }
+
+    /// Puts `bytes_per_sec` into the slot of `now`, dropping the slots past the TTL.
+    fn charge(&self, ledger: &mut Slots, bytes_per_sec: u64, now: Instant) {
+        let Slots { slots, sum, .. } = ledger;
+        Self::pop_while(slots, sum, |start| {
+            now.saturating_duration_since(start) >= self.ttl
+        });
+        match slots.back_mut() {
+            Some((start, bytes)) if now.saturating_duration_since(*start) < SLOT => {
+                *bytes = bytes.saturating_add(bytes_per_sec);
+            }
+            _ => slots.push_back((now, bytes_per_sec)),
+        }
+        *sum = sum.saturating_add(bytes_per_sec);
     }
 
     /// A stats report arrived at `now`; `previous` is when the report before it arrived. Slots
@@ -164,9 +189,10 @@ impl Pending {
 
     /// Forgets everything (the edge's session ended).
     pub fn clear(&self) {
-        self.update(|slots, total| {
-            slots.clear();
-            *total = 0;
+        self.update_ledger(|ledger| {
+            ledger.slots.clear();
+            ledger.sum = 0;
+            ledger.unshared = 0;
         });
     }
 }
@@ -189,6 +215,21 @@ pub fn per_viewer_estimate(stream: Option<(u64, u32)>, node: Option<(u64, u32)>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn only_this_replicas_redirects_are_to_be_shared() {
+        let p = Pending::default();
+        let now = Instant::now();
+        p.add(100, now);
+        p.add_from_replica(1_000, now);
+        p.add(20, now);
+        assert_eq!(p.current(), 1_120);
+        assert_eq!(p.take_unshared(), 120);
+        assert_eq!(p.take_unshared(), 0, "told once");
+        p.add(5, now);
+        p.clear();
+        assert_eq!((p.settle(), p.take_unshared()), (0, 0));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pending_is_added_reconciled_and_expires() {

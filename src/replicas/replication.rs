@@ -26,6 +26,7 @@
 //! Every key but the token counter expires with the liveness window; the counter expires a day
 //! after the last write (a cluster with live edges writes every stats interval).
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,8 @@ const TOKEN_TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_millis(500);
 /// Announcements written concurrently per batch (one connection pipelines them).
 const BATCH: usize = 256;
+/// Edges per message of shared pending debits (about 25 bytes each).
+const DEBITS_PER_MESSAGE: usize = 2048;
 
 /// The key names of one cluster; `{cluster}` is a hash tag, so Redis Cluster keeps them in one
 /// slot (the scripts touch several).
@@ -179,12 +182,27 @@ enum Event<'a> {
     },
     /// `W`: the weights changed in the registry.
     Weights,
+    /// `D {replica} {node}={bytes/s} ...`: redirects `replica` charged to edges since its last
+    /// such message.
+    Debits { replica: &'a str, debits: &'a str },
+}
+
+/// The `{node}={bytes/s}` entries of a [`Event::Debits`]; malformed entries are skipped.
+fn debit_entries(debits: &str) -> impl Iterator<Item = (&str, u64)> {
+    debits.split(' ').filter_map(|entry| {
+        let (node, bytes) = entry.split_once('=')?;
+        Some((node, bytes.parse().ok()?))
+    })
 }
 
 impl<'a> Event<'a> {
     fn parse(msg: &'a str) -> Option<Event<'a>> {
         if msg == "W" {
             return Some(Event::Weights);
+        }
+        if let Some(rest) = msg.strip_prefix("D ") {
+            let (replica, debits) = rest.split_once(' ')?;
+            return Some(Event::Debits { replica, debits });
         }
         let mut parts = msg.splitn(5, ' ');
         let kind = parts.next()?;
@@ -711,6 +729,43 @@ impl Replication {
         }
     }
 
+    /// Tells the other replicas, every `every`, what redirects this one charged to each edge
+    /// since the last time, so their scores count them too (without it, N replicas could each fill
+    /// an edge between two of its stats reports). One `PUBLISH` per batch, none on the viewer's
+    /// path; up to [`DEBITS_PER_MESSAGE`] edges per message, the messages of one batch
+    /// pipelined. Debits made while Redis is away stay local.
+    pub async fn share_pending(self, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let debits = self.edges.take_debits();
+            if debits.is_empty() {
+                continue;
+            }
+            let Some(mut conn) = self.link.connection() else {
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for batch in debits.chunks(DEBITS_PER_MESSAGE) {
+                let mut msg = format!("D {}", self.replica);
+                for (node_id, bytes) in batch {
+                    let _ = write!(msg, " {node_id}={bytes}");
+                }
+                pipe.publish(&self.keys.channel, msg).ignore();
+            }
+            let sent = self
+                .bounded(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
+                .await;
+            if sent.is_none() {
+                tracing::debug!(cluster = %self.cluster_id, "edge-state sync: pending debits not shared");
+            }
+        }
+    }
+
     /// The cluster this sync is of.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
@@ -786,6 +841,10 @@ impl Replication {
                 let this = self.clone();
                 tokio::spawn(async move { this.reload_weights().await });
             }
+            Event::Debits { replica, .. } if replica == self.replica => {}
+            Event::Debits { debits, .. } => self
+                .edges
+                .apply_debits(debit_entries(debits), tokio::time::Instant::now()),
         }
     }
 
@@ -1011,8 +1070,22 @@ mod tests {
             })
         );
         assert_eq!(Event::parse("W"), Some(Event::Weights));
+        assert_eq!(
+            Event::parse("D r1 node1=131072 node2=5"),
+            Some(Event::Debits {
+                replica: "r1",
+                debits: "node1=131072 node2=5"
+            })
+        );
+        // Malformed entries of a debit message are skipped, the rest applied.
+        assert_eq!(
+            debit_entries("a=1 b c=x =3 d=18446744073709551615 e=-1").collect::<Vec<_>>(),
+            [("a", 1), ("", 3), ("d", u64::MAX)]
+        );
         for bad in [
             "",
+            "D",
+            "D r1",
             "W {}",
             "P",
             "P x r n {}",

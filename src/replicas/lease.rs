@@ -54,7 +54,7 @@ impl Lease {
     pub fn new(link: RedisLink, cluster_id: &str, holder: &str, ttl: Duration) -> Lease {
         Lease {
             link,
-            key: format!("foghorn:{{{cluster_id}}}:leader"),
+            key: format!("{}leader", super::key_prefix(cluster_id)),
             holder: holder.to_string(),
             ttl,
             margin: ttl / 5,

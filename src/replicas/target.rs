@@ -361,3 +361,39 @@ impl ConnectionLike for Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_make_their_target_or_say_why_not() {
+        let target = |url: &str| Target::new(url).map(|t| format!("{t:?}"));
+        assert_eq!(
+            target("redis://127.0.0.1:6379/").ok().as_deref(),
+            Some("Server")
+        );
+        assert_eq!(
+            target("redis+sentinel://127.0.0.1:26379,[::1]:26380/mymaster/2")
+                .ok()
+                .as_deref(),
+            Some("Sentinel")
+        );
+        assert_eq!(
+            target("redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001")
+                .ok()
+                .as_deref(),
+            Some("Cluster")
+        );
+        let why = |url: &str| format!("{:#}", Target::new(url).expect_err(url));
+        assert!(why("redis+sentinel://127.0.0.1:26379").contains("MASTER_NAME"));
+        // No TLS in this build's client: refused when the link is made, at start.
+        for url in [
+            "rediss://h:1/",
+            "rediss+sentinel://h:1/m",
+            "rediss+cluster://h:1",
+        ] {
+            assert!(why(url).contains("TLS"), "{url}: {}", why(url));
+        }
+    }
+}

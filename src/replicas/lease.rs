@@ -98,6 +98,10 @@ impl Lease {
             };
             tokio::select! {
                 _ = tokio::time::sleep(next) => {}
+                // A leader whose connection is being made anew (Redis gone, or a failover: the
+                // new master may lack the last renewals, and another replica may take the lease
+                // there) stops counting itself leader now, not at its next renewal.
+                _ = self.link.lost(), if leads => {}
                 _ = stop.cancelled() => break,
             }
         }

@@ -81,7 +81,7 @@ impl RedisLink {
     /// a master is demoted), until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
         while let Some(conn) = self.connect(&stop).await {
-            tracing::info!(target = ?self.target, "connected to Redis");
+            tracing::info!(deployment = ?self.target, "connected to Redis");
             self.conn.store(Some(Arc::new(conn.clone())));
             self.up.send_replace(true);
             let Some(why) = self.watch(&conn, &stop).await else {

@@ -192,11 +192,17 @@ impl RedisProc {
 
     /// A connection for inspecting keys.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
+        self.try_connection()
             .await
             .expect("connect to the private Redis")
+    }
+
+    /// A connection, or why not: for polling a server that may be between two roles (Sentinel
+    /// kills every client of a master it demotes).
+    pub async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
     }
 }
 
@@ -313,7 +319,7 @@ impl Sentinels {
             servers: vec![master, replica],
             sentinels,
         };
-        deployment.settled(&deployment.servers[1]).await;
+        deployment.settled().await;
         deployment
     }
 
@@ -370,15 +376,26 @@ impl Sentinels {
             .expect("the master is one of the servers")
     }
 
-    /// Waits until every sentinel knows the others, has its quorum and sees `replica` as a
-    /// replica in sync with the master: a failover can happen from then on.
-    pub async fn settled(&self, replica: &RedisProc) {
+    /// Waits until every sentinel knows the others, has its quorum, names the same master and
+    /// sees the other running server as its replica, in sync: a failover can happen from then
+    /// on. (Which server is master is not assumed: with `down-after-milliseconds 1000`, a stall
+    /// of a loaded machine may make the sentinels fail over once more.)
+    pub async fn settled(&self) {
         super::eventually(
             Duration::from_secs(60),
             "Sentinel ready to fail over",
             || async {
+                let Some(master) = self.master_port().await else {
+                    return false;
+                };
+                let running = |s: &&RedisProc| s.is_running() && s.port != master;
+                let Some(replica) = self.servers.iter().find(running) else {
+                    return false;
+                };
                 for sentinel in &self.sentinels {
-                    let mut conn = sentinel.connection().await;
+                    let Ok(mut conn) = sentinel.try_connection().await else {
+                        return false;
+                    };
                     let quorum: Result<String, _> = redis::cmd("SENTINEL")
                         .arg("CKQUORUM")
                         .arg(SENTINEL_MASTER)

@@ -8,14 +8,17 @@
 //! - `schema`: the typed sections, their defaults and the values derived from them.
 //! - `layer`: reading the file, the environment and the flags, and merging them.
 //! - `validate`: what types alone cannot check, with the messages that say why.
+//! - `redis_url`: `redis.url`, one server, Sentinel or Cluster.
 
 mod layer;
+mod redis_url;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 pub use layer::{Override, ENV_KEYS};
+pub use redis_url::{RedisNodes, RedisUrl, RedisUrlError};
 pub use schema::{
     AcmeConfig, ClusterConfig, Config, DatabaseConfig, DnsConfig, EdgesConfig, FederationConfig,
     GeoIpConfig, ListenerTls, LogConfig, LogFormat, RedisConfig, ServerConfig, TlsConfig,

@@ -54,12 +54,8 @@ impl Config {
                 "must be 0s (off) or from 10ms to 1s".into(),
             ));
         }
-        let redis = &self.redis.url;
-        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
-            return Err((
-                "redis.url",
-                format!("{redis:?} must start with redis:// or rediss:// (or be empty)"),
-            ));
+        if !self.redis.url.is_empty() {
+            super::RedisUrl::parse(&self.redis.url).map_err(|e| ("redis.url", e.to_string()))?;
         }
         if self.edges.stats_interval < Duration::from_millis(100)
             || self.edges.stats_interval > Duration::from_secs(300)

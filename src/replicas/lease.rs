@@ -54,7 +54,7 @@ impl Lease {
     pub fn new(link: RedisLink, cluster_id: &str, holder: &str, ttl: Duration) -> Lease {
         Lease {
             link,
-            key: format!("foghorn:{{{cluster_id}}}:leader"),
+            key: format!("{}leader", super::key_prefix(cluster_id)),
             holder: holder.to_string(),
             ttl,
             margin: ttl / 5,
@@ -98,6 +98,10 @@ impl Lease {
             };
             tokio::select! {
                 _ = tokio::time::sleep(next) => {}
+                // A leader whose connection is being made anew (Redis gone, or a failover: the
+                // new master may lack the last renewals, and another replica may take the lease
+                // there) stops counting itself leader now, not at its next renewal.
+                _ = self.link.lost(), if leads => {}
                 _ = stop.cancelled() => break,
             }
         }

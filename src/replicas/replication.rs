@@ -31,12 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::RedisLink;
+use super::{Conn, RedisLink};
 use crate::edge::EdgeCommands;
 use crate::edge::{Announcement, EdgeRecord, EdgeState};
 use crate::federation::{Frame, Origin, Peers};
@@ -101,6 +100,10 @@ redis.call('PUBLISH', ARGV[4], 'R ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[
 return 1
 "#;
 
+/// Redis's clock, on the node that holds the cluster's keys (in a Redis Cluster, `TIME` alone
+/// goes to any node, maybe one that is down). KEYS: the index.
+const NOW: &str = "return redis.call('TIME')";
+
 /// Bound on each Redis call of the sync: a hung Redis must not hold announcements up for long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the Redis calls an edge session waits for (its token when it attaches).
@@ -127,7 +130,7 @@ struct Keys {
 
 impl Keys {
     fn new(cluster_id: &str) -> Keys {
-        let prefix = format!("foghorn:{{{cluster_id}}}:");
+        let prefix = super::key_prefix(cluster_id);
         Keys {
             index: format!("{prefix}edges"),
             seq: format!("{prefix}seq"),
@@ -338,6 +341,7 @@ pub struct Replication {
     token: Arc<Script>,
     put: Arc<Script>,
     release: Arc<Script>,
+    now: Arc<Script>,
     /// Subscribed and resynchronised (false while Redis is away).
     synced: Arc<AtomicBool>,
     /// Federation peers, fed by what the other replicas relay.
@@ -372,6 +376,7 @@ impl Replication {
             token: Arc::new(Script::new(TOKEN)),
             put: Arc::new(Script::new(PUT)),
             release: Arc::new(Script::new(RELEASE)),
+            now: Arc::new(Script::new(NOW)),
             synced: Arc::default(),
             federation,
             sync_answers: Arc::default(),
@@ -468,12 +473,7 @@ impl Replication {
         written
     }
 
-    async fn write_one(
-        &self,
-        mut conn: ConnectionManager,
-        node_id: &str,
-        announcement: &Announcement,
-    ) -> bool {
+    async fn write_one(&self, mut conn: Conn, node_id: &str, announcement: &Announcement) -> bool {
         let key = self.keys.edge(node_id);
         match announcement {
             Announcement::Held {
@@ -518,13 +518,7 @@ impl Replication {
         }
     }
 
-    async fn release_record(
-        &self,
-        conn: &mut ConnectionManager,
-        key: &str,
-        node_id: &str,
-        token: u64,
-    ) -> bool {
+    async fn release_record(&self, conn: &mut Conn, key: &str, node_id: &str, token: u64) -> bool {
         let mut call = self.release.key(key);
         call.key(&self.keys.index)
             .arg(token)
@@ -879,8 +873,11 @@ impl Replication {
         }
         anyhow::ensure!(pinged, "Redis does not answer on the shared connection");
         self.edges.announce_all();
-        let (secs, micros): (u64, u64) =
-            tokio::time::timeout(CALL_TIMEOUT, redis::cmd("TIME").query_async(&mut conn)).await??;
+        let (secs, micros): (u64, u64) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.now.key(&self.keys.index).invoke_async(&mut conn),
+        )
+        .await??;
         let now_ms = secs * 1000 + micros / 1000;
         let nodes: Vec<String> = tokio::time::timeout(
             CALL_TIMEOUT,
@@ -1100,14 +1097,25 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
+        // Redis Cluster hashes only what is between the first `{` and the next `}` when that
+        // is not empty: keys with the same such tag are in one slot.
+        fn hash_tag(key: &str) -> Option<&str> {
+            let (_, rest) = key.split_once('{')?;
+            let (tag, _) = rest.split_once('}')?;
+            (!tag.is_empty()).then_some(tag)
+        }
         let k = Keys::new("eu-1");
+        let lease = format!("{}leader", super::super::key_prefix("eu-1"));
         for key in [
             k.edge("n1"),
             k.index.clone(),
             k.seq.clone(),
             k.channel.clone(),
+            k.peers.clone(),
+            lease,
         ] {
             assert!(key.starts_with("foghorn:{eu-1}:"), "{key}");
+            assert_eq!(hash_tag(&key), Some("eu-1"), "{key}");
         }
     }
 }

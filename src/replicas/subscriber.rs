@@ -137,7 +137,7 @@ impl Follower {
     /// One connection: returns `Ok` on `stop` (or once no handle is left), `Err` when Redis
     /// went away.
     async fn follow(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
-        let pubsub = tokio::time::timeout(CALL_TIMEOUT, self.link.client().get_async_pubsub())
+        let pubsub = tokio::time::timeout(CALL_TIMEOUT, self.link.pubsub())
             .await
             .map_err(|_| anyhow::anyhow!("subscribing timed out"))??;
         let (mut sink, mut messages) = pubsub.split();
@@ -175,6 +175,9 @@ impl Follower {
                         Err(_) => anyhow::bail!("Redis did not answer a ping"),
                     }
                 }
+                // The link made its connection anew (to a new master, after a failover): the
+                // subscription goes where it goes.
+                _ = self.link.lost() => anyhow::bail!("the Redis connection is being made anew"),
                 _ = stop.cancelled() => return Ok(()),
             }
         }

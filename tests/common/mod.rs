@@ -5,7 +5,9 @@
 //! - `server`: whole Foghorn servers in this process on port 0;
 //! - `dns`: DNS questions over UDP and TCP, and a real BIND 9 primary;
 //! - `edges`: simulated edges over raw control streams;
-//! - `redis`: the shared Redis, private Redis servers a test may crash, and a partitioning proxy;
+//! - `redis`: the shared Redis, private Redis servers a test may crash, Sentinel and Cluster
+//!   deployments, `on_each_redis!` to run a test on one server and on a cluster, and a
+//!   partitioning proxy;
 //! - `https`: HTTPS by hand, trusting only a given CA;
 //! - `pebble`: a real ACME CA (pebble) on free ports;
 //! - `ports`: free port numbers for servers that take a fixed one (BIND, pebble, Redis);
@@ -24,6 +26,7 @@ mod https;
 mod pebble;
 mod ports;
 mod raw_http;
+#[macro_use]
 mod redis;
 mod server;
 mod wait;
@@ -48,7 +51,10 @@ pub use self::raw_http::{
     accept_queue, parse_head, raw_request, read_response, until_closed, RawResponse,
 };
 #[allow(unused_imports)]
-pub use self::redis::{redis_url, Proxy, RedisProc};
+pub use self::redis::{
+    keys_on, redis_url, Proxy, RedisCluster, RedisKind, RedisProc, Sentinels, TestRedis,
+    SENTINEL_MASTER,
+};
 #[allow(unused_imports)]
 pub use self::server::TestServer;
 #[allow(unused_imports)]

@@ -16,7 +16,8 @@
 //! request: the lane keeps one deadline per connection, moved on lazily.
 //!
 //! The answer is the one [`super::play::redirect_to`] gives the hyper path for the same request:
-//! the 307 with `location` and `cache-control: no-store`, or the JSON error with its headers.
+//! the 307 with `location` and `cache-control: no-store`, or the JSON error with its headers; and
+//! the CORS headers of [`super::cors::Grant`], as hyper's answers get them.
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;

@@ -1222,3 +1222,95 @@ async fn a_cell_serves_a_thousand_assigned_clusters() {
     drop(edge);
     drop(server);
 }
+
+/// `rediss://`: Foghorn talks TLS to Redis, verifying the server against the system's roots (here
+/// `SSL_CERT_FILE`, the test's own CA); a server it cannot verify is not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_is_verified_and_used() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "redis TLS test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("names")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    std::fs::write(path("cert.pem"), leaf.pem()).expect("write");
+    std::fs::write(path("key.pem"), leaf_key.serialize_pem()).expect("write");
+    std::fs::write(path("ca.pem"), ca_cert.pem()).expect("write");
+
+    let port = common::free_port();
+    let redis_bin = std::env::var("FOGHORN_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
+    let _redis = Running(
+        Command::new(redis_bin)
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--tls-port")
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(path("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(path("key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(path("ca.pem"))
+            .args(["--tls-auth-clients", "no"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server with TLS"),
+    );
+    let url = format!("rediss://localhost:{port}/");
+    let redis_state = |http: String| async move {
+        reqwest::get(format!("{http}/ready"))
+            .await
+            .expect("ready")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")["redis"]
+            .clone()
+    };
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut trusting = foghorn(data.path());
+    trusting
+        .env("FOGHORN_REDIS_URL", &url)
+        .env("SSL_CERT_FILE", path("ca.pem"));
+    let (_trusting, http, _) = serve(trusting);
+    common::eventually(Duration::from_secs(15), "Redis over TLS in use", || {
+        let http = http.clone();
+        async move { redis_state(http).await == "ok" }
+    })
+    .await;
+
+    // Without the CA, the certificate cannot be verified: Redis is never used.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut doubting = foghorn(other.path());
+    doubting
+        .env("FOGHORN_REDIS_URL", &url)
+        .env("SSL_CERT_FILE", path("cert.pem"));
+    let (_doubting, http, _) = serve(doubting);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_ne!(
+            redis_state(http.clone()).await,
+            "ok",
+            "an unverified Redis was used"
+        );
+    }
+}

@@ -1227,25 +1227,12 @@ async fn a_cell_serves_a_thousand_assigned_clusters() {
 /// `SSL_CERT_FILE`, the test's own CA); a server it cannot verify is not used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_tls_is_verified_and_used() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name);
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "redis TLS test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("names")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf");
-    std::fs::write(path("cert.pem"), leaf.pem()).expect("write");
-    std::fs::write(path("key.pem"), leaf_key.serialize_pem()).expect("write");
-    std::fs::write(path("ca.pem"), ca_cert.pem()).expect("write");
+    let (ca_pem, leaf_pem, key_pem) = common::ca_and_leaf("redis TLS test CA", &["localhost"]);
+    std::fs::write(path("cert.pem"), leaf_pem).expect("write");
+    std::fs::write(path("key.pem"), key_pem).expect("write");
+    std::fs::write(path("ca.pem"), ca_pem).expect("write");
 
     let port = common::free_port();
     let redis_bin = std::env::var("FOGHORN_TEST_REDIS_SERVER").unwrap_or("redis-server".into());

@@ -65,3 +65,23 @@ pub async fn https_get(
     }
     Ok((String::from_utf8_lossy(&response).into_owned(), presented))
 }
+
+/// A CA of the test's own, named `ca_name`, and a leaf it signed for `names`: the CA's PEM, the
+/// leaf's PEM and the leaf's key PEM (for servers the tests start with TLS: pebble, Redis).
+pub fn ca_and_leaf(ca_name: &str, names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("names")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}

@@ -41,7 +41,7 @@ pub use self::edges::{
     stalled_pre_registration, stats_frame, stats_frame_at_cpu, EdgeConn,
 };
 #[allow(unused_imports)]
-pub use self::https::{client_config, ders, https_get};
+pub use self::https::{ca_and_leaf, client_config, ders, https_get};
 #[allow(unused_imports)]
 pub use self::pebble::Pebble;
 #[allow(unused_imports)]

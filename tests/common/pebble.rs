@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-
 use super::ports::free_port;
-use super::{eventually, https_get};
+use super::{ca_and_leaf, eventually, https_get};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -35,23 +33,12 @@ impl Pebble {
 
         let dir = tempfile::tempdir().expect("tempdir");
         // Pebble's HTTPS listeners: a leaf for 127.0.0.1 from a CA of the test's own.
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "pebble listener test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().expect("key");
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("names")
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf");
+        let (ca_pem, leaf_pem, key_pem) =
+            ca_and_leaf("pebble listener test CA", &["127.0.0.1", "localhost"]);
         let path = |name: &str| dir.path().join(name);
-        std::fs::write(path("cert.pem"), leaf.pem()).expect("write");
-        std::fs::write(path("key.pem"), leaf_key.serialize_pem()).expect("write");
-        std::fs::write(path("ca.pem"), ca_cert.pem()).expect("write");
+        std::fs::write(path("cert.pem"), leaf_pem).expect("write");
+        std::fs::write(path("key.pem"), key_pem).expect("write");
+        std::fs::write(path("ca.pem"), &ca_pem).expect("write");
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{listen}"),
@@ -72,7 +59,7 @@ impl Pebble {
             dns,
             directory: format!("https://127.0.0.1:{listen}/dir"),
             management: format!("127.0.0.1:{management}").parse().expect("addr"),
-            listener_ca_pem: ca_cert.pem(),
+            listener_ca_pem: ca_pem,
             listener_ca_path: path("ca.pem"),
             dir,
         };

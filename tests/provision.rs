@@ -397,8 +397,8 @@ async fn provision_one_server_to_a_routable_edge() {
 }
 
 /// The preflight refuses, saying why and what to do: a wrong SSH key; a user whose sudo asks for
-/// a password; port 443 held by another program; a Docker daemon that does not run; no Docker at
-/// all. Nothing is installed.
+/// a password; port 443 held by another program; too little room for Docker's data; a Docker
+/// daemon that does not run; no Docker at all. Nothing is installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_preflight_failures_name_their_cause() {
     let rig = Rig::up(32);
@@ -472,6 +472,28 @@ async fn provision_preflight_failures_name_their_cause() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("port 443 is in use by busybox"), "{out}");
     rig.sh("pkill -f 'busybox httpd -f -p 443'");
+
+    // Docker's data root (the rig's own tmpfs) shrunk to 8 GiB.
+    let data_root = rig.dir.join("docker");
+    let shrink = |size: &str| {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&data_root)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {size}");
+    };
+    shrink("8g");
+    let (code, out) = run(&key);
+    assert_eq!(code, Some(1), "{out}");
+    // Under 8 GiB: the stand-in images take a little.
+    let expected = format!("{} has 7.", data_root.display());
+    assert!(
+        out.contains(&expected) && out.contains(" GiB free; Docker's data needs 20 GiB there"),
+        "{out}"
+    );
+    assert!(out.contains("docker system prune"), "{out}");
+    shrink("64g");
 
     // The Docker daemon stopped.
     let pid = std::fs::read_to_string(rig.dir.join("docker.pid")).expect("pid");

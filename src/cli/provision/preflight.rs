@@ -34,9 +34,15 @@ if command -v ss >/dev/null 2>&1; then
 else
   echo "ss=missing"
 fi
-for m in / /var/lib; do
-  df -Pk "$m" 2>/dev/null | tail -n 1 | while read -r _ total _ avail _ _; do
-    echo "disk=$m $total $avail"
+# Free space where the edge writes: Docker's data root (images, volumes, logs) and the install
+# directory (or its nearest existing parent). `disk=ROLE TOTAL_KIB AVAIL_KIB MOUNT_POINT`.
+droot=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null)
+for spec in "docker ${droot:-/var/lib/docker}" "install $dir"; do
+  role=${spec%% *}
+  p=${spec#* }
+  while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
+  df -Pk "$p" 2>/dev/null | tail -n 1 | while read -r _ total _ avail _ mnt; do
+    echo "disk=$role $total $avail $mnt"
   done
 done
 if [ -f "$dir/.edge.env" ]; then
@@ -45,10 +51,10 @@ fi
 echo "probe=done"
 "#;
 
-/// At least this much free space on `/` and `/var/lib` (images, recordings, logs).
-const MIN_FREE_KIB: u64 = 20 * 1024 * 1024;
-/// And at least this share of each.
-const MIN_FREE_SHARE: f64 = 0.10;
+/// Free space the edge needs where Docker keeps its data: images, recordings, container logs.
+const DOCKER_FREE_GIB: u64 = 20;
+/// And where it is installed: configuration, certificates, Helmsman's state.
+const INSTALL_FREE_GIB: u64 = 1;
 
 /// What the probe found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,14 +75,21 @@ pub struct Facts {
     pub listening: BTreeMap<u16, String>,
     /// Whether `ss` was there to tell.
     pub ports_known: bool,
-    /// Mount point asked for → (total KiB, available KiB).
-    pub disks: BTreeMap<String, (u64, u64)>,
+    /// The filesystems the edge writes to, by role (`docker`, `install`).
+    pub disks: BTreeMap<String, Disk>,
     /// The node id of an edge already installed here.
     pub enrolled: Option<String>,
     /// The host's address on the SSH connection: what it registers as its external address.
     pub external_ip: Option<String>,
     /// `/etc/machine-id`, hashed before it leaves this machine (the host fingerprint).
     pub machine_id: Option<String>,
+}
+
+/// One filesystem as `df` saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub avail_kib: u64,
+    pub mount: String,
 }
 
 /// Why a host cannot take the edge, and what to do about it.
@@ -122,13 +135,18 @@ impl Facts {
                 }
                 "ss" => facts.ports_known = false,
                 "disk" => {
-                    let mut parts = value.split_whitespace();
-                    if let (Some(mount), Some(Ok(total)), Some(Ok(avail))) = (
+                    let mut parts = value.splitn(4, ' ');
+                    if let (Some(role), Some(_total), Some(Ok(avail_kib)), Some(mount)) = (
+                        parts.next(),
                         parts.next(),
                         parts.next().map(str::parse),
-                        parts.next().map(str::parse),
+                        parts.next(),
                     ) {
-                        facts.disks.insert(mount.into(), (total, avail));
+                        let disk = Disk {
+                            avail_kib,
+                            mount: mount.into(),
+                        };
+                        facts.disks.insert(role.into(), disk);
                     }
                 }
                 "enrolled" if !value.is_empty() => facts.enrolled = Some(value.into()),
@@ -204,19 +222,30 @@ impl Facts {
                 }
             }
         }
-        for mount in ["/", "/var/lib"] {
-            if let Some((total, avail)) = self.disks.get(mount) {
-                let share = *avail as f64 / (*total).max(1) as f64;
-                if *avail < MIN_FREE_KIB || share < MIN_FREE_SHARE {
-                    refuse(
-                        format!(
-                            "{mount} has {} GiB free ({:.0} %); the edge needs 20 GiB and 10 %",
-                            avail / (1024 * 1024),
-                            share * 100.0
-                        ),
-                        "free space there (old images: `docker system prune`) or grow the disk",
-                    );
-                }
+        // What each filesystem must hold: the needs of the roles on it added up, so Docker's
+        // data and the install directory on one disk are counted once, together.
+        let mut needs: BTreeMap<&str, (u64, Vec<&str>, &Disk)> = BTreeMap::new();
+        for (role, gib, what) in [
+            ("docker", DOCKER_FREE_GIB, "Docker's data"),
+            ("install", INSTALL_FREE_GIB, "the install directory"),
+        ] {
+            if let Some(disk) = self.disks.get(role) {
+                let need = needs.entry(&disk.mount).or_insert((0, Vec::new(), disk));
+                need.0 += gib;
+                need.1.push(what);
+            }
+        }
+        for (mount, (gib, what, disk)) in needs {
+            if disk.avail_kib < gib * 1024 * 1024 {
+                refuse(
+                    format!(
+                        "{mount} has {:.1} GiB free; {} {} {gib} GiB there",
+                        disk.avail_kib as f64 / (1024.0 * 1024.0),
+                        what.join(" and "),
+                        if what.len() > 1 { "need" } else { "needs" }
+                    ),
+                    "free space there (old images: `docker system prune`) or grow the disk",
+                );
             }
         }
         refusals
@@ -248,7 +277,7 @@ mod tests {
 
     const FIT: &str = "ssh_connection=198.51.100.4 50022 203.0.113.7 22\nos=ubuntu\nos_version=24.04\nkernel=Linux\narch=x86_64\ndocker=present\n\
         docker_daemon=27.1.1\ncompose=2.29.1\nedge_containers=\n\
-        disk=/ 104857600 73400320\ndisk=/var/lib 104857600 73400320\nprobe=done\n";
+        disk=docker 104857600 73400320 /\ndisk=install 104857600 73400320 /\nprobe=done\n";
 
     #[test]
     fn a_fit_host_passes() {
@@ -275,7 +304,7 @@ mod tests {
                 "docker_daemon_error=Cannot connect to the Docker daemon",
             )
             .replace("compose=2.29.1\n", "")
-            .replace("disk=/ 104857600 73400320", "disk=/ 104857600 5242880")
+            .replace(" 104857600 73400320 /", " 104857600 5242880 /")
             .replace(
                 "probe=done",
                 "listen=443 users:((\"nginx\",pid=812,fd=7))\nlisten=80 \nprobe=done",
@@ -289,10 +318,32 @@ mod tests {
                 "`docker compose` is not available",
                 "port 80 is in use by another program",
                 "port 443 is in use by nginx",
-                "/ has 5 GiB free (5 %); the edge needs 20 GiB and 10 %",
+                "/ has 5.0 GiB free; Docker's data and the install directory need 21 GiB there",
             ]
         );
         assert!(refusals.iter().all(|r| !r.fix.is_empty()));
+    }
+
+    #[test]
+    fn disks_are_judged_by_what_each_holds() {
+        // Docker's data on a big disk of its own, nearly full in share but with room: fine. The
+        // install directory's filesystem with half a GiB: refused, for that directory alone.
+        let out = FIT
+            .replace(
+                "disk=docker 104857600 73400320 /",
+                "disk=docker 2147483648 31457280 /srv/docker data",
+            )
+            .replace(
+                "disk=install 104857600 73400320 /",
+                "disk=install 8388608 524288 /",
+            );
+        let facts = Facts::parse(&out).expect("complete");
+        assert_eq!(facts.disks["docker"].mount, "/srv/docker data");
+        let what: Vec<String> = facts.check().into_iter().map(|r| r.what).collect();
+        assert_eq!(
+            what,
+            ["/ has 0.5 GiB free; the install directory needs 1 GiB there"]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! The playback path reads the in-process playback cache and the routing snapshot: no SQL and no
 //! Redis per request once an id is cached.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -58,8 +58,9 @@ pub(super) fn peer_of(req: &HttpRequest) -> SocketAddr {
 fn valid_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_'))
+        })
 }
 
 /// The pieces of the edge URL of a protocol for a stream (MistServer's paths), or `None` for an
@@ -123,13 +124,14 @@ fn choice(c: &Candidate, parts: &Parts, stream: &str, session: &Session<'_>) -> 
 async fn resolve(
     state: &AppState,
     playback_id: &str,
+    now: Instant,
 ) -> Result<std::sync::Arc<Resolved>, ApiError> {
     if !valid_token(playback_id) {
         return Err(ApiError::BadRequest("malformed playback id".into()));
     }
     state
         .playback
-        .resolve(playback_id)
+        .resolve_at(playback_id, now)
         .await?
         .ok_or_else(|| ApiError::NotFound("unknown playback id".into()))
 }
@@ -159,12 +161,27 @@ impl Session<'_> {
     }
 }
 
+impl Session<'_> {
+    /// Appends the id: a new one as 16 lower-case hex digits (without `fmt`: the redirect's hot
+    /// path writes one per request).
+    fn push_to(&self, out: &mut String) {
+        match self {
+            Session::Returning(id) => out.push_str(id),
+            Session::New(id) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let digits: [u8; 16] =
+                    std::array::from_fn(|i| HEX[((id >> (60 - 4 * i)) & 0xf) as usize]);
+                out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+            }
+        }
+    }
+}
+
 impl fmt::Display for Session<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Session::Returning(id) => f.write_str(id),
-            Session::New(id) => write!(f, "{id:016x}"),
-        }
+        let mut text = String::with_capacity(16);
+        self.push_to(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -313,7 +330,7 @@ async fn play_json(
 ) -> Result<Response, ApiError> {
     let q = Params::of(req.uri())?;
     let headers = req.headers();
-    let resolved = resolve(&state, &playback_id).await?;
+    let resolved = resolve(&state, &playback_id, Instant::now()).await?;
     let viewer = Viewer::of(&state, peer_of(&req), headers, &q)?;
     let elsewhere = cross_cluster(&state, &resolved, &viewer).await?;
     let explain = q.get("explain").is_some_and(|v| v == "1");
@@ -398,11 +415,12 @@ fn play_path(path: &str) -> Option<(&str, &str, &str)> {
 
 /// The part after the protocol: a relative path of url-safe segments, never `..`.
 fn valid_rest(rest: &str) -> bool {
+    // Folds without early exit (vectorised): every redirect's path goes through here.
     rest.len() <= 256
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-        && !rest.split('/').any(|seg| seg == "..")
+        && rest.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric() | matches!(b, b'-' | b'_' | b'.' | b'/'))
+        })
+        && !(rest.contains("..") && rest.split('/').any(|seg| seg == ".."))
 }
 
 /// Whether `path` is a viewer redirect, `/play/{playback_id}/{proto}[/...]`.
@@ -460,7 +478,7 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
             proto.chars().take(32).collect::<String>()
         )));
     }
-    let resolved = resolve(state, playback_id).await?;
+    let resolved = resolve(state, playback_id, now).await?;
     let viewer = Viewer::of(state, peer, headers, &q)?;
     let stream = resolved.internal_name.as_str();
     if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await? {
@@ -495,7 +513,10 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     {
         location.push_str(part);
     }
-    let _ = write!(location, "?{SESSION_PARAM}={session}");
+    location.push('?');
+    location.push_str(SESSION_PARAM);
+    location.push('=');
+    session.push_to(&mut location);
     redirect_location(location)
 }
 
@@ -601,6 +622,34 @@ mod tests {
     }
 
     proptest! {
+        /// The hot path's checks and writers mean what their plain forms mean.
+        #[test]
+        fn hot_path_helpers_match_their_plain_forms(
+            id in any::<u64>(),
+            text in proptest::collection::vec(any::<u8>(), 0..300),
+            token in "[A-Za-z0-9_.%/ -]{0,140}",
+            rest in "[A-Za-z0-9_.%/-]{0,80}",
+        ) {
+            let mut written = String::new();
+            Session::New(id).push_to(&mut written);
+            prop_assert_eq!(&written, &format!("{id:016x}"));
+            prop_assert_eq!(Session::New(id).to_string(), written);
+            prop_assert_eq!(
+                super::super::header_text(&text),
+                text.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            );
+            prop_assert_eq!(
+                valid_token(&token),
+                !token.is_empty() && token.len() <= 128
+                    && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            prop_assert_eq!(
+                valid_rest(&rest),
+                rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+                    && !rest.split('/').any(|seg| seg == "..")
+            );
+        }
+
         /// Every `Location` is a valid URI: for any base URL the edge state can hold (what
         /// `check_base_url` accepts of any text) and any stream, protocol, path and session the
         /// handlers let through, the redirect parses, keeps the edge's host, and has the session

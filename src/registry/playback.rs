@@ -72,7 +72,9 @@ enum Lookup {
     InternalName,
 }
 
-type Entries = RwLock<HashMap<String, Arc<Entry>>>;
+/// Keyed by what viewers send: foldhash, seeded per process (a hash per redirect, where
+/// SipHash cost more than the lookup itself).
+type Entries = RwLock<HashMap<String, Arc<Entry>, foldhash::fast::RandomState>>;
 
 /// The cache; cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -151,7 +153,17 @@ impl PlaybackCache {
         self: &Arc<Self>,
         id: &str,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        self.resolve_by(Lookup::PlaybackId, id).await
+        self.resolve_by(Lookup::PlaybackId, id, Instant::now()).await
+    }
+
+    /// [`PlaybackCache::resolve`] for a request that arrived at `now` (the viewer lane reads the
+    /// clock once for every request of a read).
+    pub async fn resolve_at(
+        self: &Arc<Self>,
+        id: &str,
+        now: Instant,
+    ) -> Result<Option<Arc<Resolved>>, RegistryError> {
+        self.resolve_by(Lookup::PlaybackId, id, now).await
     }
 
     /// Resolves a stream's internal name, under the same rule as [`PlaybackCache::resolve`].
@@ -159,18 +171,19 @@ impl PlaybackCache {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        self.resolve_by(Lookup::InternalName, name).await
+        self.resolve_by(Lookup::InternalName, name, Instant::now()).await
     }
 
     async fn resolve_by(
         self: &Arc<Self>,
         lookup: Lookup,
         id: &str,
+        now: Instant,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
         let Some(entry) = self.get(lookup, id) else {
             return self.fetch(lookup, id).await;
         };
-        let age = entry.fetched.elapsed();
+        let age = now.saturating_duration_since(entry.fetched);
         let fresh_for = if entry.value.is_some() {
             FRESH
         } else {

@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
 fn header_text(bytes: &[u8]) -> bool {
     // A fold without early exit, which the compiler vectorises: a redirect's whole `Location`
     // goes through here on the viewer's hot path.
-    bytes
-        .iter()
-        .fold(true, |ok, &b| ok & ((b'\x20'..=b'\x7e').contains(&b) | (b == b'\t')))
+    bytes.iter().fold(true, |ok, &b| {
+        ok & ((b'\x20'..=b'\x7e').contains(&b) | (b == b'\t'))
+    })
 }

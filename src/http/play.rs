@@ -155,23 +155,20 @@ pub(super) enum Session<'a> {
     New(u64),
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     fn new() -> Self {
         Session::New(rand::random())
     }
-}
 
-impl Session<'_> {
-    /// Appends the id: a new one as 16 lower-case hex digits (without `fmt`: the redirect's hot
-    /// path writes one per request).
-    fn push_to(&self, out: &mut String) {
+    /// The id as text: a new one as 16 lower-case hex digits written into `digits` (without
+    /// `fmt`: the redirect's hot path writes one per request).
+    fn text<'s>(&'s self, digits: &'s mut [u8; 16]) -> &'s str {
         match self {
-            Session::Returning(id) => out.push_str(id),
+            Session::Returning(id) => id,
             Session::New(id) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let digits: [u8; 16] =
-                    std::array::from_fn(|i| HEX[((id >> (60 - 4 * i)) & 0xf) as usize]);
-                out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+                *digits = std::array::from_fn(|i| HEX[((id >> (60 - 4 * i)) & 0xf) as usize]);
+                std::str::from_utf8(digits).unwrap_or_default()
             }
         }
     }
@@ -179,9 +176,7 @@ impl Session<'_> {
 
 impl fmt::Display for Session<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::with_capacity(16);
-        self.push_to(&mut text);
-        f.write_str(&text)
+        f.write_str(self.text(&mut [0; 16]))
     }
 }
 
@@ -516,7 +511,7 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     location.push('?');
     location.push_str(SESSION_PARAM);
     location.push('=');
-    session.push_to(&mut location);
+    location.push_str(session.text(&mut [0; 16]));
     redirect_location(location)
 }
 
@@ -630,8 +625,7 @@ mod tests {
             token in "[A-Za-z0-9_.%/ -]{0,140}",
             rest in "[A-Za-z0-9_.%/-]{0,80}",
         ) {
-            let mut written = String::new();
-            Session::New(id).push_to(&mut written);
+            let written = Session::New(id).text(&mut [0; 16]).to_string();
             prop_assert_eq!(&written, &format!("{id:016x}"));
             prop_assert_eq!(Session::New(id).to_string(), written);
             prop_assert_eq!(

@@ -153,7 +153,8 @@ impl PlaybackCache {
         self: &Arc<Self>,
         id: &str,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        self.resolve_by(Lookup::PlaybackId, id, Instant::now()).await
+        self.resolve_by(Lookup::PlaybackId, id, Instant::now())
+            .await
     }
 
     /// [`PlaybackCache::resolve`] for a request that arrived at `now` (the viewer lane reads the
@@ -171,7 +172,8 @@ impl PlaybackCache {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<Arc<Resolved>>, RegistryError> {
-        self.resolve_by(Lookup::InternalName, name, Instant::now()).await
+        self.resolve_by(Lookup::InternalName, name, Instant::now())
+            .await
     }
 
     async fn resolve_by(

@@ -31,6 +31,10 @@ fn federated(config: &mut Config, cluster: &str) {
     f.heartbeat_ttl = Duration::from_secs(1);
     f.reconcile_interval = Duration::from_millis(300);
     f.reconnect_max = Duration::from_millis(300);
+    // A call that arranges a pull may nest another (alpha → bravo → charlie, dialing on demand);
+    // twenty tests of three debug-built Foghorns each start at once on two cores, where the
+    // production default of 2 s was once overrun and the viewer (rightly) went to the fallback.
+    f.rpc_timeout = Duration::from_secs(8);
 }
 
 /// Foghorns of clusters alpha, bravo and charlie on one registry.

@@ -33,7 +33,8 @@ fn federated(config: &mut Config, cluster: &str) {
     f.reconnect_max = Duration::from_millis(300);
     // A call that arranges a pull may nest another (alpha → bravo → charlie, dialing on demand);
     // twenty tests of three debug-built Foghorns each start at once on two cores, where the
-    // production default of 2 s was once overrun and the viewer (rightly) went to the fallback.
+    // production default of 2 s most likely ran out once in CI, and the viewer (rightly) went to
+    // the fallback edge.
     f.rpc_timeout = Duration::from_secs(8);
 }
 

@@ -191,6 +191,48 @@ fn decisions(c: &mut Criterion) {
             },
         );
     }
+    // A flood that ran a cluster nearly dry: every decision charged its winner (local or
+    // remote) 128 KiB/s as `/play` does, until nine edges in ten had no bandwidth left, with no
+    // rebuild since (the remote pool is rebuilt only when a peer's summary comes). Then each
+    // decision charges its winner 1 byte/s, so the tenth left never runs dry and every
+    // iteration meets the same pool.
+    let (local, remote) = (1_000, 10_000);
+    let snapshot = Snapshot::build(Weights::default(), pool(local, remote, &mut rng));
+    let dry = |s: &Snapshot| {
+        s.candidates()
+            .filter(|c| c.up + c.pending.current() >= c.bw_limit)
+            .count()
+    };
+    while dry(&snapshot) * 10 < snapshot.len() * 9 {
+        for _ in 0..10_000 {
+            let req = viewing(None, Instant::now());
+            if let Some(p) = snapshot.rank(&req, 1).first() {
+                snapshot.charge(p.index, 128 * 1024, req.now);
+            }
+        }
+    }
+    group.bench_function(
+        BenchmarkId::new(
+            "nine_in_ten_exhausted_top1",
+            format!("{local}_local_{remote}_remote"),
+        ),
+        |b| {
+            b.iter(|| {
+                let req = Request {
+                    viewer: None,
+                    stream: Some("live+popular"),
+                    need: Need::Viewers,
+                    now: Instant::now(),
+                    remote_clusters: &*PEERS,
+                };
+                let top = snapshot.rank(&req, 1);
+                if let Some(p) = top.first() {
+                    snapshot.charge(p.index, 1, req.now);
+                }
+                black_box(top)
+            })
+        },
+    );
     group.finish();
 
     let mut group = c.benchmark_group("routing/rebuild");

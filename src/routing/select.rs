@@ -13,6 +13,9 @@
 //! so no skipped candidate could have entered the top k. Under a flood the same holds with each
 //! member's bound of now, which a per-group max-tree ([`Bounds`]) keeps as charges land, so runs
 //! of members that redirects have already pushed below the k-th best are stepped over at once.
+//! A member whose bandwidth the charges used up drops to the bottom of its tree: it can never be
+//! picked from this snapshot, so it is stepped over too, before any k-th best is known (a flood
+//! that ran most edges dry otherwise scores every one of them on every decision).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -158,6 +161,11 @@ fn key(bound: i64, tie: u32) -> i64 {
     (bound << 32) | i64::from(u32::MAX - tie)
 }
 
+/// The key of a member whose bandwidth charges since the build used up (and of padding leaves):
+/// below every bound's key, so the scans step over it as over any member that cannot win, with a
+/// k-th best to compare with or without.
+const EXHAUSTED: i64 = i64::MIN;
+
 /// A group's members' bounds as a max-tree: leaf `j` holds the key ([`key`]) of member `j`'s
 /// bound with the pending of its last charge through [`Snapshot::charge`] (of the build before
 /// that), each inner node the largest key below it (leaves in member order). Pending added behind
@@ -175,7 +183,7 @@ fn key(bound: i64, tie: u32) -> i64 {
 /// is only too high, which costs a visit, never a missed candidate.
 #[derive(Debug)]
 struct Bounds {
-    /// Nodes 1.. of the heap layout; leaves from `leaves`, padding leaves hold `i64::MIN`.
+    /// Nodes 1.. of the heap layout; leaves from `leaves`, padding leaves hold [`EXHAUSTED`].
     nodes: Box<[AtomicI64]>,
     leaves: usize,
 }
@@ -183,7 +191,7 @@ struct Bounds {
 impl Bounds {
     fn new(keys: impl ExactSizeIterator<Item = i64>) -> Bounds {
         let leaves = keys.len().next_power_of_two();
-        let mut nodes = vec![i64::MIN; 2 * leaves];
+        let mut nodes = vec![EXHAUSTED; 2 * leaves];
         for (j, k) in keys.enumerate() {
             nodes[leaves + j] = k;
         }
@@ -522,28 +530,39 @@ impl Pool {
         }
     }
 
-    /// Candidate `i`'s bound (load parts − penalty, without geo and bonus) with its pending of
-    /// now: the static bound less what the pending since the build took off the bandwidth part.
-    #[inline]
-    fn bound_now(&self, i: u32) -> i64 {
-        let c = &self.candidates[i as usize];
-        let bw_now = bw_part(self.weights.bw, c.up, self.pending(i), c.bw_limit);
-        let lost = self.bw_built[i as usize].saturating_sub(bw_now) as i64;
-        self.static_bound[i as usize] - lost
-    }
-
     /// Candidate `i`'s key at build time.
     #[inline]
     fn static_key(&self, i: u32) -> i64 {
         key(self.static_bound[i as usize], self.tie[i as usize])
     }
 
-    /// Brings candidate `i`'s leaf in its group's tree down to its bound of now.
+    /// Brings candidate `i`'s leaf in its group's tree down to its key of now: its bound (load
+    /// parts − penalty, without geo and bonus) with its pending of now, i.e. the static bound
+    /// less what the pending since the build took off the bandwidth part. Or to [`EXHAUSTED`]
+    /// once that pending used up its bandwidth: pending only grows while this pool is in use
+    /// ([`Pool::pending`]) and `up` and the limit are the build's, so it stays ineligible.
     fn refresh(&self, i: u32) {
-        let key = key(self.bound_now(i), self.tie[i as usize]);
+        let c = &self.candidates[i as usize];
+        let pending = self.pending(i);
+        let key = if c.up.saturating_add(pending) >= c.bw_limit {
+            EXHAUSTED
+        } else {
+            let bw_now = bw_part(self.weights.bw, c.up, pending, c.bw_limit);
+            let lost = self.bw_built[i as usize].saturating_sub(bw_now) as i64;
+            key(self.static_bound[i as usize] - lost, self.tie[i as usize])
+        };
         self.groups[self.group_of[i as usize] as usize]
             .bounds
             .lower(self.slot[i as usize] as usize, key);
+    }
+
+    /// Candidate `i`'s leaf in its group's tree: its key of now, or [`EXHAUSTED`].
+    #[inline]
+    fn leaf(&self, i: u32) -> i64 {
+        let group = &self.groups[self.group_of[i as usize] as usize];
+        group
+            .bounds
+            .get(group.bounds.leaves + self.slot[i as usize] as usize)
     }
 
     /// The exact score of one candidate for `req`, or `None` when it is not eligible.
@@ -919,11 +938,20 @@ impl Snapshot {
             for &(g, end) in &carriers.runs {
                 let geo = geo_of_group[p][g as usize];
                 for &i in &carriers.members[start as usize..end as usize] {
-                    if let Some((t, kth_id)) = &bar {
-                        let bound = pool.static_bound[i as usize] + bonus + geo;
-                        if bound < *t || (bound == *t && after(pool, p, i, kth_id)) {
-                            break; // the rest of the run is in (bound desc, node id asc) order
+                    // Its leaf: its bound with the charges since the build (bonus and geo
+                    // bound added to compare), or exhausted.
+                    let reach = match &bar {
+                        Some((t, kth_id)) => {
+                            let bound = pool.static_bound[i as usize] + bonus + geo;
+                            if bound < *t || (bound == *t && after(pool, p, i, kth_id)) {
+                                break; // the rest of the run is in (bound desc, node id asc) order
+                            }
+                            floors[p] - ((bonus + geo) << 32)
                         }
+                        None => EXHAUSTED + 1,
+                    };
+                    if pool.leaf(i) < reach {
+                        continue;
                     }
                     if let Some(parts) = pool.score(i, req) {
                         let index = offsets[p] + i;
@@ -953,31 +981,38 @@ impl Snapshot {
             // below its floor is stepped over at once through the group's tree.
             let tree = &group.bounds;
             let geo_key = geo_bound << 32;
+            // The lowest key of now (geo bound taken off) that can still enter the top k;
+            // without a k-th best yet, any member not exhausted.
+            let reach = |bar: &Option<(i64, Kth<'_>)>, floors: &[i64; 2]| match bar {
+                Some(_) => floors[p] - geo_key,
+                None => EXHAUSTED + 1,
+            };
+            if tree.get(1) < reach(&bar, &floors) {
+                continue; // no member's key of now reaches it (the root is their maximum)
+            }
             // When charges have lowered the group's first member, the best of the group now is
             // elsewhere: it is scored first (found down the tree), so the k-th best is tight
             // before the scan instead of rising member by member.
-            let mut first = (!group.members.is_empty()
-                && tree.get(tree.leaves) < pool.static_key(group.members[0]))
-            .then(|| tree.best());
+            let mut first =
+                (tree.get(tree.leaves) < pool.static_key(group.members[0])).then(|| tree.best());
             let mut j = 0;
             loop {
                 let i = if let Some(best) = first.take() {
                     group.members[best]
                 } else if j < group.members.len() {
                     let i = group.members[j];
-                    let v = tree.get(tree.leaves + j);
                     if let Some((t, kth)) = &bar {
                         let bound = geo_bound + pool.static_bound[i as usize];
                         if bound < *t || (bound == *t && after(pool, p, i, kth)) {
                             break; // members come in (bound desc, node id asc) order
                         }
-                        // The member's key of now (charges since the build lowered it): still
-                        // an upper bound, so still exact.
-                        let floor = floors[p] - geo_key;
-                        if v < floor {
-                            j = tree.skip(j, floor);
-                            continue;
-                        }
+                    }
+                    // The member's key of now (charges since the build lowered it, or
+                    // exhausted): still an upper bound, so still exact.
+                    let floor = reach(&bar, &floors);
+                    if tree.get(tree.leaves + j) < floor {
+                        j = tree.skip(j, floor);
+                        continue;
                     }
                     j += 1;
                     i
@@ -1213,6 +1248,48 @@ mod tests {
                 let Some(best) = top.first() else { break };
                 snapshot.charge(best.index, 131_072, Instant::now());
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A flood that runs the pool dry: every decision charges its winner until no edge has
+        /// bandwidth left. Exhausted edges drop to the bottom of their trees and are stepped
+        /// over, with or without a k-th best to compare with; every answer is still the oracle's,
+        /// down to the empty one.
+        #[test]
+        fn a_flood_that_exhausts_the_pool_gets_the_oracles_answers(
+            pool in arb_pool(),
+            viewer in proptest::option::weighted(0.8, (-90.0f64..=90.0, -180.0f64..=180.0)),
+            stream in proptest::option::of(Just("live+a")),
+            k in 1usize..=3,
+            charge in 5_000_000u64..=80_000_000,
+            behind in proptest::collection::vec(any::<bool>(), 64),
+        ) {
+            let snapshot = Snapshot::build(Weights::default(), pool);
+            let req = Request {
+                viewer: viewer.and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+                stream,
+                need: Need::Viewers,
+                now: Instant::now(),
+                remote_clusters: &peers(),
+            };
+            let mut emptied = false;
+            for n in 0..(snapshot.len() * 40 + 1) {
+                let top = snapshot.rank(&req, k);
+                prop_assert_eq!(&top, &snapshot.rank_exhaustive(&req, k));
+                let Some(last) = top.last() else {
+                    emptied = true;
+                    break;
+                };
+                // The winner through the snapshot, the k-th now and then behind its back.
+                snapshot.charge(top[0].index, charge, req.now);
+                if behind[n % behind.len()] {
+                    snapshot.get(last.index).pending.add(charge, req.now);
+                }
+            }
+            prop_assert!(emptied, "the flood ran every edge dry");
         }
     }
 

@@ -248,7 +248,7 @@ fn summary(c: &mut Criterion) {
                 let wire = ClusterEdgeSummary::decode(bytes.as_slice()).expect("decode");
                 let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
                 let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
-                router.set_remote_edges("eu", edges);
+                router.set_remote_edges("eu", edges, Instant::now());
             })
         });
         group.bench_with_input(BenchmarkId::new("build_encode_apply", n), &n, |b, _| {
@@ -259,6 +259,7 @@ fn summary(c: &mut Criterion) {
                 router.set_remote_edges(
                     "eu",
                     summary.remote_edges(Instant::now() + Duration::from_secs(90)),
+                    Instant::now(),
                 );
             })
         });

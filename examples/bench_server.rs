@@ -83,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     let (stream, _) = state.registry.create_stream(&tenant.id, "bench").await?;
-    state.router.set_remote_edges("peer", remote_edges(remote));
+    state
+        .router
+        .set_remote_edges("peer", remote_edges(remote), tokio::time::Instant::now());
     println!(
         "{}",
         serde_json::json!({

@@ -194,6 +194,21 @@ async fn try_redirect(server: &TestServer, playback_id: &str) -> Option<String> 
     })
 }
 
+/// Like [`try_redirect`] for a new viewer (no session id): the redirect is charged to its edge.
+async fn try_redirect_new(server: &TestServer, playback_id: &str) -> Option<String> {
+    let res = http()
+        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8")))
+        .send()
+        .await
+        .expect("GET /play redirect");
+    (res.status() == 307).then(|| {
+        res.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string()
+    })
+}
+
 /// The 307 target of `/play/{id}/hls/index.m3u8`.
 async fn redirect(server: &TestServer, playback_id: &str) -> String {
     let res = http()
@@ -1105,6 +1120,59 @@ async fn redirects_to_a_peer_are_charged_until_its_next_summary() {
         "10 new viewers: {to_b1} to one of bravo's edges, {to_b2} to the other"
     );
     for s in [alpha, bravo, charlie] {
+        s.stop().await;
+    }
+}
+
+/// A peer's edge is charged for the viewers sent to it until a newer summary of the peer could
+/// have measured them, however often heartbeats re-apply the summary in between (here about four
+/// times a second): an edge with room for eight new viewers gets eight, then viewers get a 503.
+/// Before, every heartbeat handed the edge a fresh ledger, and a slow flood filled it again after
+/// each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_edge_gets_no_more_viewers_than_it_has_room_for_across_heartbeats() {
+    let slow_summaries = |cluster: &'static str| {
+        move |c: &mut Config| {
+            federated(c, cluster);
+            c.federation.summary_interval = Duration::from_secs(60);
+            c.federation.summary_ttl = Duration::from_secs(120);
+        }
+    };
+    let alpha = TestServer::start_with(Db::Postgres, slow_summaries("alpha")).await;
+    let bravo = alpha.replica(slow_summaries("bravo")).await;
+    let (t, _) = preferring_bravo(&alpha).await;
+    let (stream, _) = alpha.stream(&t).await;
+    let (operator, _) = alpha.operator().await;
+    // Bravo's only edge, 1 MB/s short of its limit from its first report on (the summary
+    // averages its reports): room for eight viewers at the 128 KiB/s each new viewer of a peer's
+    // edge is charged.
+    let token = bravo.enrollment_token(&operator, 1).await;
+    let (edge, _) = Edge::enroll(&bravo, &token, "").await;
+    let mut frame = stats(100, &[]);
+    if let Some(edge_message::Payload::NodeStats(s)) = &mut frame.payload {
+        s.up_bytes_per_sec = 124_000_000;
+        s.bw_limit_bytes_per_sec = 125_000_000;
+    }
+    edge.conn.send(frame).await;
+    // Bravo's first summary goes out two stats intervals after it started.
+    eventually(WAIT * 2, "alpha scores bravo's edge", || async {
+        candidates(&play(&alpha, &stream.playback_id).await).len() == 1
+    })
+    .await;
+    let mut sent = 0;
+    for _ in 0..14 {
+        if let Some(location) = try_redirect_new(&alpha, &stream.playback_id).await {
+            assert!(location.starts_with(&edge.url("bravo")), "{location}");
+            sent += 1;
+        }
+        // Past at least one heartbeat that moves the expiry of bravo's edges.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        sent, 8,
+        "new viewers sent to an edge with room for eight, over 4 s"
+    );
+    for s in [alpha, bravo] {
         s.stop().await;
     }
 }

@@ -161,7 +161,8 @@ impl Peers {
             Closed::Unpeered => {
                 peers.remove(peer);
                 drop(peers);
-                self.router.set_remote_edges(peer, Vec::new());
+                self.router
+                    .set_remote_edges(peer, Vec::new(), Instant::now());
                 false
             }
             Closed::Failed => {
@@ -184,7 +185,8 @@ impl Peers {
     fn mark_down(&self, peer: &str, state: &mut PeerState) {
         state.down = true;
         state.applied_until = None;
-        self.router.set_remote_edges(peer, Vec::new());
+        self.router
+            .set_remote_edges(peer, Vec::new(), Instant::now());
     }
 
     /// Number of channels open with `peer`.
@@ -341,11 +343,13 @@ impl Peers {
 
     /// Re-scores a peer's edges with the expiry its last summary and last frame give.
     fn apply(&self, peer: &str, state: &mut PeerState) {
-        let (Some(summary), Some(expires_at)) = (&state.summary, self.expires_at(state)) else {
+        let (Some(summary), Some(summary_at), Some(expires_at)) =
+            (&state.summary, state.summary_at, self.expires_at(state))
+        else {
             return;
         };
         self.router
-            .set_remote_edges(peer, summary.remote_edges(expires_at));
+            .set_remote_edges(peer, summary.remote_edges(expires_at), summary_at);
         state.applied_until = Some(expires_at);
     }
 

@@ -8,7 +8,8 @@
 //! candidate.
 //!
 //! The local and the remote edges are indexed in separate pools: local edges change every few
-//! seconds, remote ones only when a peer's summary arrives (or expires). An edge change rebuilds
+//! seconds, remote ones only when a peer's summary arrives (or expires, or redirects charged to
+//! them reach their TTL). An edge change rebuilds
 //! the local pool (1,000 edges: ~0.15 ms) and pairs it with the remote pool already built (10,000
 //! edges: ~3 ms, paid once per summary instead of 50 times a second).
 
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::score::{Position, Weights};
 use super::select::{Candidate, Pool, Snapshot, StreamRef};
-use crate::edge::{EdgeState, RoutingInput, PENDING_SLOT};
+use crate::edge::{EdgeState, Pending, RoutingInput, PENDING_SLOT};
 use crate::metrics::{Metrics, PoolLabels};
 
 /// Shortest time between two rebuilds.
@@ -70,9 +71,13 @@ fn sorted_streams(streams: impl Iterator<Item = StreamRef>) -> Arc<[StreamRef]> 
 struct BuildState {
     weights: Weights,
     /// Remote edges by peered cluster.
-    remote: HashMap<String, Vec<Candidate>>,
-    /// The pool built from `remote`, reused until remote edges change or one expires.
+    remote: HashMap<String, RemoteCluster>,
+    /// The pool built from `remote`, reused until remote edges change or one expires, or until
+    /// charges to them reach their TTL.
     remote_pool: Arc<Pool>,
+    /// Charges to remote edges were forgotten since `remote_pool` was built: the next rebuild
+    /// rebuilds it, so they count no longer.
+    remote_released: bool,
     /// The earliest `fresh_until` in `remote_pool`: at that instant the pool is rebuilt without
     /// the expired edges (they are already never chosen, `score` checks freshness).
     remote_expires: Option<Instant>,
@@ -82,6 +87,14 @@ struct BuildState {
     local: HashMap<String, CachedCandidate>,
     /// Number of local builds so far.
     builds: u64,
+}
+
+/// A peered cluster's edges as last applied, with the arrival of the summary they came from
+/// (the same summary is applied again when a heartbeat moves their expiry).
+#[derive(Debug)]
+struct RemoteCluster {
+    summary_at: Instant,
+    edges: Vec<Candidate>,
 }
 
 #[derive(Debug)]
@@ -94,12 +107,30 @@ struct CachedCandidate {
 impl BuildState {
     fn rebuild_remote(&mut self, now: Instant) {
         let mut candidates = Vec::new();
-        for edges in self.remote.values_mut() {
-            edges.retain(|c| c.fresh_until > now);
-            candidates.extend(edges.iter().cloned());
+        for cluster in self.remote.values_mut() {
+            cluster.edges.retain(|c| c.fresh_until > now);
+            for c in &cluster.edges {
+                // Charges forgotten since the last pool count from this one (`Pending::settle`).
+                c.pending.settle();
+                candidates.push(c.clone());
+            }
         }
         self.remote_expires = candidates.iter().map(|c| c.fresh_until).min();
+        self.remote_released = false;
         self.remote_pool = Arc::new(Pool::build(self.weights, candidates));
+    }
+
+    /// Forgets the charges to remote edges that reached their TTL at `now`; true when that
+    /// released any (the remote pool is then rebuilt at the next rebuild).
+    fn expire_remote_pending(&mut self, now: Instant) -> bool {
+        let mut released = false;
+        for cluster in self.remote.values() {
+            for c in &cluster.edges {
+                released |= c.pending.expire(now);
+            }
+        }
+        self.remote_released |= released;
+        released
     }
 }
 
@@ -134,6 +165,7 @@ impl Router {
                 weights,
                 remote: HashMap::new(),
                 remote_pool: Arc::new(Pool::empty(weights)),
+                remote_released: false,
                 remote_expires: None,
                 local: HashMap::new(),
                 builds: 0,
@@ -180,9 +212,27 @@ impl Router {
         self.rebuild_local(&mut build);
     }
 
-    /// Replaces the remote edges of one peered cluster and rebuilds at once.
-    pub fn set_remote_edges(&self, cluster_id: &str, edges: Vec<RemoteEdge>) {
+    /// Replaces the remote edges of one peered cluster, as described by the summary that arrived
+    /// at `summary_at`, and rebuilds at once.
+    ///
+    /// An edge keeps its ledger of the redirects charged to it (DESIGN.md §5): the same summary
+    /// applied again (a heartbeat moved its expiry) measured none of them, and a newer summary
+    /// measured those charged before the previous one arrived, which are forgotten, as a local
+    /// edge's stats report does (`Pending::reconcile`). The rest go at their TTL.
+    pub fn set_remote_edges(&self, cluster_id: &str, edges: Vec<RemoteEdge>, summary_at: Instant) {
         let cluster: Arc<str> = Arc::from(cluster_id);
+        let mut build = self.lock();
+        let now = Instant::now();
+        let mut ledgers: HashMap<Arc<str>, Arc<Pending>> = HashMap::new();
+        if let Some(previous) = build.remote.remove(cluster_id) {
+            let newer = summary_at != previous.summary_at;
+            for c in previous.edges {
+                if newer {
+                    c.pending.reconcile(Some(previous.summary_at), now);
+                }
+                ledgers.insert(c.node_id, c.pending);
+            }
+        }
         let candidates = edges
             .into_iter()
             .map(|e| {
@@ -194,6 +244,7 @@ impl Router {
                     replicated: false,
                 }));
                 Candidate {
+                    pending: ledgers.remove(&e.node_id).unwrap_or_default(),
                     node_id: e.node_id,
                     cluster_id: cluster.clone(),
                     remote: true,
@@ -211,16 +262,20 @@ impl Router {
                         .zip(e.longitude)
                         .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
                     fresh_until: e.expires_at,
-                    pending: Arc::default(),
                     streams,
                     connections: 0,
                     ip: None,
                 }
             })
             .collect();
-        let mut build = self.lock();
-        build.remote.insert(cluster_id.to_string(), candidates);
-        build.rebuild_remote(Instant::now());
+        build.remote.insert(
+            cluster_id.to_string(),
+            RemoteCluster {
+                summary_at,
+                edges: candidates,
+            },
+        );
+        build.rebuild_remote(now);
         // The local pool of the current snapshot stays as it is.
         let local = self.snapshot.load().local().clone();
         self.publish(Snapshot::from_pools(local, build.remote_pool.clone()));
@@ -268,12 +323,13 @@ impl Router {
     }
 
     /// Rebuilds the snapshot now: the local pool from the edge state, and the remote pool too if
-    /// one of its edges has expired since it was built. Returns how long that took.
+    /// one of its edges has expired, or charges to them were forgotten, since it was built.
+    /// Returns how long that took.
     pub fn rebuild(&self) -> Duration {
         let started = std::time::Instant::now();
         let mut build = self.lock();
         let now = Instant::now();
-        if build.remote_expires.is_some_and(|t| t <= now) {
+        if build.remote_released || build.remote_expires.is_some_and(|t| t <= now) {
             build.rebuild_remote(now);
         }
         self.rebuild_local(&mut build);
@@ -354,7 +410,9 @@ impl Router {
             tokio::select! {
                 _ = self.edges.changed() => {}
                 _ = sweep.tick() => {
-                    if !self.edges.expire_pending(Instant::now()) {
+                    let now = Instant::now();
+                    let local = self.edges.expire_pending(now);
+                    if !(self.lock().expire_remote_pending(now) || local) {
                         continue;
                     }
                 }
@@ -375,7 +433,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::{Capabilities, EdgeInfo, Mode, Stats};
+    use crate::edge::{Capabilities, EdgeInfo, Mode, Stats, PENDING_TTL};
 
     fn stats() -> Stats {
         Stats {
@@ -460,6 +518,96 @@ mod tests {
         let new_b = local(&router, b).expect("b back");
         assert_eq!(&*new_b.base_url, "https://b.example.com");
         assert!(!Arc::ptr_eq(&first_b.node_id, &new_b.node_id));
+    }
+
+    /// A peer's edge keeps what redirects charged it while the same summary is applied again (a
+    /// heartbeat moved its expiry): before, each heartbeat handed it a fresh ledger, so a flood
+    /// could fill it again after every one. A newer summary forgets the charges made before the
+    /// previous one arrived (it measured them), and the rest go at their TTL, after which the
+    /// edge takes viewers again.
+    #[tokio::test(start_paused = true)]
+    async fn remote_charges_outlive_heartbeats_and_go_with_newer_summaries_or_their_ttl() {
+        let edges = Arc::new(EdgeState::new(Duration::from_secs(15)));
+        let router = Router::new(edges, "c", "example.net", Arc::new(Metrics::new()));
+        let peers = [Arc::<str>::from("peer")];
+        let remote = |expires_at| {
+            vec![RemoteEdge {
+                node_id: Arc::from("eeeeeeeeeeee"),
+                base_url: Arc::from("https://e.peer.example.net"),
+                serves_viewers: true,
+                cpu_tenths: 100,
+                ram_used: 1 << 30,
+                ram_max: 16 << 30,
+                up: 0,
+                bw_limit: 125_000_000,
+                latitude: None,
+                longitude: None,
+                streams: Vec::new(),
+                expires_at,
+            }]
+        };
+        let pending = |router: &Router| router.snapshot().get(0).pending.current();
+        let pick = |router: &Router| {
+            let ask = crate::routing::Ask::Viewer {
+                stream: "live+s",
+                remote_clusters: &peers,
+            };
+            router.snapshot().decide_best(None, ask, Instant::now())
+        };
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(90);
+        router.set_remote_edges("peer", remote(t0 + ttl), t0);
+        let p = pick(&router).expect("the peer's edge");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        router
+            .snapshot()
+            .charge(p.index, 100_000_000, Instant::now());
+
+        // Heartbeats: the same summary, a later expiry, the charge still there.
+        for s in 2..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            router.set_remote_edges("peer", remote(t0 + ttl + Duration::from_secs(s)), t0);
+            assert_eq!(pending(&router), 100_000_000, "kept across a heartbeat");
+        }
+        // A newer summary at t0 + 5 s: the charge at t0 + 1 s came after t0, so this one may not
+        // have measured it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let t5 = Instant::now();
+        router.set_remote_edges("peer", remote(t5 + ttl), t5);
+        assert_eq!(pending(&router), 100_000_000);
+        let p = pick(&router).expect("room for 25 MB/s more");
+        router
+            .snapshot()
+            .charge(p.index, 25_000_000, Instant::now());
+        assert_eq!(pick(&router), None, "its bandwidth used up");
+        // The next summary, at t0 + 10 s, measured the charge of t0 + 1 s, not the one of t0 + 5 s.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let t10 = Instant::now();
+        router.set_remote_edges("peer", remote(t10 + ttl), t10);
+        assert_eq!(
+            pending(&router),
+            25_000_000,
+            "only what this summary measured is forgotten"
+        );
+        assert!(pick(&router).is_some());
+        router.snapshot().charge(0, 100_000_000, Instant::now());
+        assert_eq!(pick(&router), None);
+
+        // The TTL: the sweep forgets what is 30 s old (the charge of t0 + 5 s at t0 + 35 s), and
+        // the pool counts it until it is rebuilt.
+        tokio::time::advance(PENDING_TTL - Duration::from_secs(6)).await;
+        assert!(!router.lock().expire_remote_pending(Instant::now()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(router.lock().expire_remote_pending(Instant::now()));
+        assert_eq!(pick(&router), None, "counted until the pool is rebuilt");
+        router.rebuild();
+        assert_eq!(pending(&router), 100_000_000);
+        assert!(pick(&router).is_some(), "the edge takes viewers again");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(router.lock().expire_remote_pending(Instant::now()));
+        router.rebuild();
+        assert_eq!(pending(&router), 0);
+        assert!(pick(&router).is_some(), "the edge takes viewers again");
     }
 
     /// Issue 14 item 8: with stats every 20 s, a redirect's pending bandwidth still goes 30 s after

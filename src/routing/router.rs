@@ -223,8 +223,10 @@ impl Router {
         let cluster: Arc<str> = Arc::from(cluster_id);
         let mut build = self.lock();
         let now = Instant::now();
-        let mut ledgers: HashMap<Arc<str>, Arc<Pending>> = HashMap::new();
+        let mut ledgers: HashMap<Arc<str>, Arc<Pending>, foldhash::fast::RandomState> =
+            HashMap::default();
         if let Some(previous) = build.remote.remove(cluster_id) {
+            ledgers.reserve(previous.edges.len());
             let newer = summary_at != previous.summary_at;
             for c in previous.edges {
                 if newer {

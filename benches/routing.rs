@@ -192,7 +192,9 @@ fn decisions(c: &mut Criterion) {
         );
     }
     // A flood that ran a cluster nearly dry: every decision charged its winner (local or
-    // remote) 128 KiB/s as `/play` does, until nine edges in ten had no bandwidth left, with no
+    // remote) as `/play` does, 1 MiB/s (the largest per-viewer estimate, so that `cargo test`,
+    // which runs this setup in a debug build, gets there in seconds), until nine edges in ten
+    // had no bandwidth left, with no
     // rebuild since (the remote pool is rebuilt only when a peer's summary comes). Then each
     // decision charges its winner 1 byte/s, so the tenth left never runs dry and every
     // iteration meets the same pool.
@@ -207,7 +209,7 @@ fn decisions(c: &mut Criterion) {
         for _ in 0..10_000 {
             let req = viewing(None, Instant::now());
             if let Some(p) = snapshot.rank(&req, 1).first() {
-                snapshot.charge(p.index, 128 * 1024, req.now);
+                snapshot.charge(p.index, 1 << 20, req.now);
             }
         }
     }

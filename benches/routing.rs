@@ -173,13 +173,7 @@ fn decisions(c: &mut Criterion) {
                     if n.is_multiple_of(every) {
                         snapshot = build();
                     }
-                    let req = Request {
-                        viewer: None,
-                        stream: Some("live+popular"),
-                        need: Need::Viewers,
-                        now: Instant::now(),
-                        remote_clusters: &*PEERS,
-                    };
+                    let req = viewing(None, Instant::now());
                     let top = snapshot.rank(&req, 1);
                     if let Some(p) = top.first() {
                         if !snapshot.candidate(p).remote {
@@ -220,13 +214,7 @@ fn decisions(c: &mut Criterion) {
         ),
         |b| {
             b.iter(|| {
-                let req = Request {
-                    viewer: None,
-                    stream: Some("live+popular"),
-                    need: Need::Viewers,
-                    now: Instant::now(),
-                    remote_clusters: &*PEERS,
-                };
+                let req = viewing(None, Instant::now());
                 let top = snapshot.rank(&req, 1);
                 if let Some(p) = top.first() {
                     snapshot.charge(p.index, 1, req.now);

@@ -179,25 +179,24 @@ async fn play_for_host(server: &TestServer, host: &str, playback_id: &str) -> Va
 }
 
 /// The 307 target of `/play/{id}/hls/index.m3u8`, or `None` on any other answer (503 while no
-/// edge is eligible).
+/// edge is eligible); a returning viewer's, so no redirect is charged to an edge.
 async fn try_redirect(server: &TestServer, playback_id: &str) -> Option<String> {
-    let res = http()
-        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8?fh_sid=test")))
-        .send()
-        .await
-        .expect("GET /play redirect");
-    (res.status() == 307).then(|| {
-        res.headers()["location"]
-            .to_str()
-            .expect("location")
-            .to_string()
-    })
+    try_location(
+        server,
+        &format!("/play/{playback_id}/hls/index.m3u8?fh_sid=test"),
+    )
+    .await
 }
 
 /// Like [`try_redirect`] for a new viewer (no session id): the redirect is charged to its edge.
 async fn try_redirect_new(server: &TestServer, playback_id: &str) -> Option<String> {
+    try_location(server, &format!("/play/{playback_id}/hls/index.m3u8")).await
+}
+
+/// The `location` of `server`'s answer to `GET path` when it is a 307.
+async fn try_location(server: &TestServer, path: &str) -> Option<String> {
     let res = http()
-        .get(server.http(&format!("/play/{playback_id}/hls/index.m3u8")))
+        .get(server.http(path))
         .send()
         .await
         .expect("GET /play redirect");

@@ -221,21 +221,7 @@ impl Router {
     /// edge's stats report does (`Pending::reconcile`). The rest go at their TTL.
     pub fn set_remote_edges(&self, cluster_id: &str, edges: Vec<RemoteEdge>, summary_at: Instant) {
         let cluster: Arc<str> = Arc::from(cluster_id);
-        let mut build = self.lock();
-        let now = Instant::now();
-        let mut ledgers: HashMap<Arc<str>, Arc<Pending>, foldhash::fast::RandomState> =
-            HashMap::default();
-        if let Some(previous) = build.remote.remove(cluster_id) {
-            ledgers.reserve(previous.edges.len());
-            let newer = summary_at != previous.summary_at;
-            for c in previous.edges {
-                if newer {
-                    c.pending.reconcile(Some(previous.summary_at), now);
-                }
-                ledgers.insert(c.node_id, c.pending);
-            }
-        }
-        let candidates = edges
+        let mut candidates: Vec<Candidate> = edges
             .into_iter()
             .map(|e| {
                 let streams = sorted_streams(e.streams.into_iter().map(|name| StreamRef {
@@ -246,7 +232,6 @@ impl Router {
                     replicated: false,
                 }));
                 Candidate {
-                    pending: ledgers.remove(&e.node_id).unwrap_or_default(),
                     node_id: e.node_id,
                     cluster_id: cluster.clone(),
                     remote: true,
@@ -264,12 +249,32 @@ impl Router {
                         .zip(e.longitude)
                         .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
                     fresh_until: e.expires_at,
+                    pending: Arc::default(),
                     streams,
                     connections: 0,
                     ip: None,
                 }
             })
             .collect();
+        // Under the build lock from here: the ledgers of the edges as last applied.
+        let mut build = self.lock();
+        let now = Instant::now();
+        if let Some(previous) = build.remote.remove(cluster_id) {
+            let newer = summary_at != previous.summary_at;
+            let mut ledgers: HashMap<Arc<str>, Arc<Pending>, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(previous.edges.len(), Default::default());
+            for c in previous.edges {
+                if newer {
+                    c.pending.reconcile(Some(previous.summary_at), now);
+                }
+                ledgers.insert(c.node_id, c.pending);
+            }
+            for c in &mut candidates {
+                if let Some(pending) = ledgers.remove(&c.node_id) {
+                    c.pending = pending;
+                }
+            }
+        }
         build.remote.insert(
             cluster_id.to_string(),
             RemoteCluster {

@@ -79,12 +79,12 @@ impl Snapshot {
         k: usize,
         now: Instant,
     ) -> Vec<Pick> {
-        self.rank(&ask.request(position, now), k)
+        self.rank(&ask.request(position, now), k).into_vec()
     }
 
     /// The best edge for `ask` from `position` at `now`, or `None` when no edge is eligible: the
-    /// first of [`Snapshot::decide`] with `k = 1`. Redirects ask for this, so a faster search
-    /// for one edge changes only this function.
+    /// first of [`Snapshot::decide`] with `k = 1`, found without a heap allocation. Redirects
+    /// ask for this, so a faster search for one edge changes only this function.
     #[inline]
     pub fn decide_best(
         &self,
@@ -92,7 +92,7 @@ impl Snapshot {
         ask: Ask<'_>,
         now: Instant,
     ) -> Option<Pick> {
-        self.decide(position, ask, 1, now).first().copied()
+        self.rank(&ask.request(position, now), 1).first().copied()
     }
 }
 

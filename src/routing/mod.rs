@@ -10,7 +10,7 @@ pub mod select;
 pub use decide::Ask;
 pub use router::{RemoteEdge, Router};
 pub use score::{Parts, Position, Weights, WeightsError, CROSS_CLUSTER_PENALTY, MAX_WEIGHT};
-pub use select::{Candidate, Need, Pick, Pool, Request, Snapshot, StreamRef};
+pub use select::{Candidate, Need, Pick, Pool, Ranked, Request, Snapshot, StreamRef};
 
 /// The port MistServer serves DTSC on.
 pub const DTSC_PORT: u16 = 4200;

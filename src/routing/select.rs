@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::edge::Pending;
@@ -131,6 +132,10 @@ impl Request<'_> {
     }
 }
 
+/// The best picks of a ranking, best first: up to two in place (a redirect asks for one, and
+/// the ranking needs room for one more), more on the heap.
+pub type Ranked = SmallVec<[Pick; 2]>;
+
 /// A scored candidate: its index in the snapshot and its score parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
@@ -222,18 +227,31 @@ impl Bounds {
         n - self.leaves
     }
 
-    /// The first member from `j` on whose key may reach `floor`, or the member count's bound:
-    /// member `j`'s key is below `floor`, and so are the keys of the largest aligned block of
-    /// members starting at `j` whose maximum is.
-    fn skip(&self, j: usize, floor: i64) -> usize {
+    /// The first member after `j` whose key may reach `floor`, or the leaf count when none may:
+    /// up from `j`'s leaf to the first right sibling whose maximum reaches it, then down to that
+    /// subtree's first leaf that does. A subtree is passed over only when its maximum was seen
+    /// below `floor`, so no member that can reach it is; a maximum lowered by a charge during
+    /// the descent can end it on a member that no longer does, a visit more.
+    fn next(&self, j: usize, floor: i64) -> usize {
         let mut node = self.leaves + j;
-        let mut size = 1;
-        // A left child whose parent is below the floor: its right sibling is too.
-        while node.is_multiple_of(2) && node > 1 && self.get(node / 2) < floor {
+        loop {
+            if node == 1 {
+                return self.leaves;
+            }
+            if node.is_multiple_of(2) && self.get(node + 1) >= floor {
+                node += 1;
+                break;
+            }
             node /= 2;
-            size *= 2;
         }
-        (node + 1) * size - self.leaves
+        while node < self.leaves {
+            node = if self.get(2 * node) >= floor {
+                2 * node
+            } else {
+                2 * node + 1
+            };
+        }
+        node - self.leaves
     }
 
     /// Lowers leaf `j` to `key` (never raises it: a key computed from older pending loses to a
@@ -792,7 +810,7 @@ impl Snapshot {
     }
 
     /// Inserts into the ranked `top` (at most `k` long), ignoring duplicates.
-    fn offer(&self, top: &mut Vec<Pick>, k: usize, pick: Pick) {
+    fn offer(&self, top: &mut Ranked, k: usize, pick: Pick) {
         if top.iter().any(|p| p.index == pick.index) {
             return;
         }
@@ -844,8 +862,8 @@ impl Snapshot {
     }
 
     /// The oracle: scores every candidate and returns the best `k`, best first.
-    pub fn rank_exhaustive(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
-        let mut top = Vec::with_capacity(k + 1);
+    pub fn rank_exhaustive(&self, req: &Request<'_>, k: usize) -> Ranked {
+        let mut top = Ranked::with_capacity(k + 1);
         for index in 0..self.len() as u32 {
             if let Some(parts) = self.score(index, req) {
                 self.offer(&mut top, k, Pick { index, parts });
@@ -855,8 +873,8 @@ impl Snapshot {
     }
 
     /// The best `k` eligible candidates, best first: exactly [`Snapshot::rank_exhaustive`].
-    pub fn rank(&self, req: &Request<'_>, k: usize) -> Vec<Pick> {
-        let mut top: Vec<Pick> = Vec::with_capacity(k + 1);
+    pub fn rank(&self, req: &Request<'_>, k: usize) -> Ranked {
+        let mut top = Ranked::with_capacity(k + 1);
         if k == 0 {
             return top;
         }
@@ -866,12 +884,14 @@ impl Snapshot {
         // Group bounds for this viewer, the used pools' groups together, visited best first
         // ([`group_entry`]s), on the stack, no allocation per request. Geo bounds are kept by
         // pool and group for the scans. Without a viewer position every geo bound is 0 and the
-        // order is the snapshot's own.
-        let mut sorted = [0i64; 2 * MAX_GROUPS];
-        let mut geo_of_group = [[0i64; MAX_GROUPS]; 2];
+        // order is the snapshot's own, and neither array is written (or zeroed) at all.
+        let mut sorted: [i64; 2 * MAX_GROUPS];
+        let mut geo_of_group: Option<[[i64; MAX_GROUPS]; 2]> = None;
         let order: &[i64] = match req.viewer.as_ref().map(unit_vector) {
             None => &self.blind_order,
             Some(v) => {
+                sorted = [0; 2 * MAX_GROUPS];
+                let geo_of_group = geo_of_group.insert([[0; MAX_GROUPS]; 2]);
                 let w_geo = self.weights().geo;
                 let geo_per_radian = w_geo as f64 / std::f64::consts::PI;
                 let mut n = 0;
@@ -899,11 +919,12 @@ impl Snapshot {
                 sorted
             }
         };
+        let geo_of = |p: usize, g: usize| geo_of_group.as_ref().map_or(0, |geo| geo[p][g]);
         // The k-th best so far: its total, whether it is remote, and its node id. A candidate
         // whose bound is below that total, or equal to it and after it in the tie order (local
         // first, then the lower id), cannot enter the top k. Under a flood, redirects level many
         // edges to the same score, so the tie rule is what keeps the scan short.
-        let threshold = |top: &Vec<Pick>| -> Option<(i64, Kth<'_>)> {
+        let threshold = |top: &Ranked| -> Option<(i64, Kth<'_>)> {
             (top.len() == k).then(|| {
                 let (pool, i) = self.place(top[k - 1].index);
                 let c = &self.pools[pool].candidates[i as usize];
@@ -936,7 +957,7 @@ impl Snapshot {
             any_carrier = true;
             let mut start = 0;
             for &(g, end) in &carriers.runs {
-                let geo = geo_of_group[p][g as usize];
+                let geo = geo_of(p, g as usize);
                 for &i in &carriers.members[start as usize..end as usize] {
                     // Its leaf: its bound with the charges since the build (bonus and geo
                     // bound added to compare), or exhausted.
@@ -968,7 +989,7 @@ impl Snapshot {
             if p >= pools {
                 continue;
             }
-            let geo_bound = geo_of_group[p][g];
+            let geo_bound = geo_of(p, g);
             let pool = &self.pools[p];
             let group = &pool.groups[g];
             if let Some((t, _)) = &bar {
@@ -1011,7 +1032,7 @@ impl Snapshot {
                     // exhausted): still an upper bound, so still exact.
                     let floor = reach(&bar, &floors);
                     if tree.get(tree.leaves + j) < floor {
-                        j = tree.skip(j, floor);
+                        j = tree.next(j, floor);
                         continue;
                     }
                     j += 1;

@@ -380,7 +380,7 @@ async fn shutdown_ends_stalled_connections_and_finishes_answers() {
     })
     .await;
     let (tenant, token) = server.operator().await;
-    server.stream(&tenant).await;
+    let (stream, _) = server.stream(&tenant).await;
     let http = server.server().http_addr;
     let grpc = server.server().grpc_addr;
     let health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -389,6 +389,19 @@ async fn shutdown_ends_stalled_connections_and_finishes_answers() {
     idle.write_all(health).await.expect("send");
     assert_eq!(common::read_response(&mut idle).await.status, 200);
     let silent = TcpStream::connect(http).await.expect("connect");
+    // A viewer answered by the viewer lane (no edge here: its JSON 503), waiting there for more.
+    let mut viewer = TcpStream::connect(http).await.expect("connect");
+    viewer
+        .write_all(
+            format!(
+                "GET /play/{}/hls/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n",
+                stream.playback_id
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send");
+    assert_eq!(common::read_response(&mut viewer).await.status, 503);
     let mut half_first = TcpStream::connect(http).await.expect("connect");
     half_first
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -471,6 +484,7 @@ async fn shutdown_ends_stalled_connections_and_finishes_answers() {
     for (what, conn) in [
         ("idle keep-alive", &mut idle),
         ("silent", &mut silent),
+        ("idle viewer in the lane", &mut viewer),
         ("half-sent first head", &mut half_first),
         ("half-sent second head", &mut half_later),
         ("half-sent HTTP/2 preface on gRPC", &mut grpc_half),

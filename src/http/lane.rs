@@ -19,10 +19,13 @@
 //! the 307 with `location` and `cache-control: no-store`, or the JSON error with its headers; and
 //! the CORS headers of [`super::cors::Grant`], as hyper's answers get them.
 
+use std::future::Future as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::response::IntoResponse;
@@ -71,7 +74,7 @@ enum Head<'b, 'h> {
 
 /// Characters the lane accepts in a request target: unreserved, sub-delims, `%`, `/`, `?`, `:`,
 /// `@`. Anything else (`#`, quotes, brackets, non-ASCII...) goes to hyper.
-fn target_byte(b: u8) -> bool {
+const fn target_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -97,6 +100,17 @@ fn target_byte(b: u8) -> bool {
         )
 }
 
+/// [`target_byte`] for every byte value.
+const TARGET_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = target_byte(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// Reads the head at the start of `buf`; `headers` receives its headers.
 fn head<'b, 'h>(
     buf: &'b [u8],
@@ -116,7 +130,11 @@ fn head<'b, 'h>(
     let Some(target) = req.path else {
         return Head::Other;
     };
-    if req.version != Some(1) || !target.bytes().all(target_byte) {
+    // A table look-up per byte, without early exit: every redirect's target goes through here.
+    let plain_target = target
+        .bytes()
+        .fold(true, |ok, b| ok & TARGET_BYTES[b as usize]);
+    if req.version != Some(1) || !plain_target {
         return Head::Other;
     }
     let (path, query) = match target.split_once('?') {
@@ -149,24 +167,68 @@ fn head<'b, 'h>(
     }
 }
 
+/// The server's shutdown as the lane's connections wait on it between requests: a flag, and a
+/// token cancelled only after the flag is set.
+///
+/// A connection reads the flag when it wakes and polls the token's future only when its waker
+/// is new (once per connection, in practice): a cancellation token's own check takes a lock, and
+/// its future another, which polled at every wait cost about 3 % of a redirect's instructions.
+/// Any wake by the token finds the flag already set.
+#[derive(Clone)]
+pub struct Stop {
+    stopping: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Stop {
+    /// Follows `shutdown`: the flag is set, then the token cancelled, when it is cancelled.
+    pub fn following(shutdown: CancellationToken) -> Stop {
+        let stop = Stop {
+            stopping: Arc::new(AtomicBool::new(false)),
+            token: CancellationToken::new(),
+        };
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.cancelled().await;
+                stop.stopping.store(true, Ordering::Release);
+                stop.token.cancel();
+            }
+        });
+        stop
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// What ended a wait between requests.
+enum Woken {
+    Read(std::io::Result<usize>),
+    Stopped,
+    Deadline,
+}
+
 /// Serves `conn`'s redirects until it ends or sends a request that is not the lane's.
 /// `asked` is set once a whole request head has arrived (see `http::serve`'s shutdown).
-/// `stopping` is set when `stop` is cancelled: read between requests, where a cancellation
-/// token's own check takes a lock.
 pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     mut conn: T,
     cell: &Cell,
     peer: SocketAddr,
     asked: &AtomicBool,
-    stop: &CancellationToken,
-    stopping: &AtomicBool,
+    stop: &Stop,
 ) -> Outcome<T> {
     let max_head = cell.home().config.server.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut location: Vec<u8> = Vec::with_capacity(256);
     let mut answered_at = Instant::now();
     let mut deadline = pin!(tokio::time::sleep_until(answered_at + HEAD_TIMEOUT));
-    let mut stopped = pin!(stop.cancelled());
+    let mut stopped = pin!(stop.token.cancelled());
+    // The waker `deadline` and `stopped` were last polled with: while the task's waker stays
+    // the same, a wait polls them again only when the timer has fired (`is_elapsed`, one load).
+    let mut armed: Option<Waker> = None;
     loop {
         // Answer every whole head in the buffer (pipelined requests in order), then write. The
         // clock is read once for all of them.
@@ -196,8 +258,17 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     let cors = Grant::of(&state.config, path, || {
                         Headers::first(&*headers, "origin").map(str::as_bytes)
                     });
-                    let answer =
-                        super::play::redirect_to(&state, peer, path, query, &*headers, at).await;
+                    let answer = super::play::redirect_to(
+                        &state,
+                        peer,
+                        path,
+                        query,
+                        &*headers,
+                        at,
+                        &mut location,
+                    )
+                    .await
+                    .map(|()| location.as_slice());
                     (len, head_only, (answer, cors))
                 }
             };
@@ -224,24 +295,42 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
         }
-        if stopping.load(Ordering::Relaxed) {
+        if stop.stopping() {
             return Outcome::Closed;
         }
         // The read first: when the next request is there, nothing else is polled.
-        tokio::select! {
-            biased;
-            read = conn.read_buf(&mut buf) => match read {
-                Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) => {}
-            },
-            () = &mut stopped => return Outcome::Closed,
-            () = &mut deadline => {
-                // One timer per connection, moved on only when it fires.
+        let woken = std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) = pin!(conn.read_buf(&mut buf)).poll(cx) {
+                return Poll::Ready(Woken::Read(read));
+            }
+            if stop.stopping() {
+                return Poll::Ready(Woken::Stopped);
+            }
+            let fresh = !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if (fresh || deadline.is_elapsed()) && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woken::Deadline);
+            }
+            if fresh {
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Stopped);
+                }
+                armed = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+        match woken {
+            Woken::Read(Ok(0) | Err(_)) | Woken::Stopped => return Outcome::Closed,
+            Woken::Read(Ok(_)) => {}
+            Woken::Deadline => {
+                // One timer per connection, moved on only when it fires; polled again (with
+                // the waker) after the move.
                 let due = answered_at + HEAD_TIMEOUT;
                 if due <= Instant::now() {
                     return Outcome::Closed;
                 }
                 deadline.as_mut().reset(due);
+                armed = None;
             }
         }
     }
@@ -277,14 +366,14 @@ fn date(now: Instant) -> [u8; 29] {
 /// headers, JSON body; a `HEAD` gets the head alone).
 fn write_answer(
     out: &mut Vec<u8>,
-    (answer, cors): (Result<String, ApiError>, Grant),
+    (answer, cors): (Result<&[u8], ApiError>, Grant),
     head_only: bool,
     now: Instant,
 ) {
     match answer {
         Ok(location) => {
             out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: ");
-            out.extend_from_slice(location.as_bytes());
+            out.extend_from_slice(location);
             out.extend_from_slice(b"\r\ncache-control: no-store\r\n");
             cors.write(out);
             // As hyper: an empty body's length goes out except in the answer to a HEAD.

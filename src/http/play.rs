@@ -289,9 +289,10 @@ async fn settle(
     now: Instant,
 ) -> Vec<Pick> {
     let stream = resolved.internal_name.as_str();
-    let mut clusters: Vec<std::sync::Arc<str>> = resolved.usable_clusters.to_vec();
+    // The usable clusters less those that would not take the viewer, once one would not.
+    let mut clusters: Option<Vec<std::sync::Arc<str>>> = None;
     // Every round but the last leaves one peer out: once none is left, the pick is local.
-    for _ in 0..=clusters.len() {
+    for _ in 0..=resolved.usable_clusters.len() {
         let Some(c) = picks.first().map(|p| snapshot.candidate(p)) else {
             break;
         };
@@ -308,10 +309,11 @@ async fn settle(
         if ready {
             break;
         }
+        let clusters = clusters.get_or_insert_with(|| resolved.usable_clusters.to_vec());
         clusters.retain(|id| **id != *c.cluster_id);
         let ask = Ask::Viewer {
             stream,
-            remote_clusters: &clusters,
+            remote_clusters: clusters,
         };
         picks = snapshot.decide(position, ask, k, now);
     }
@@ -402,10 +404,18 @@ async fn play_json(
 /// parts are used as they are, not percent-decoded: ids, protocols and file names are url-safe
 /// tokens, and anything else is refused as malformed.
 fn play_path(path: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = path.strip_prefix("/play/")?.splitn(3, '/');
-    let playback_id = parts.next()?;
-    let proto = parts.next()?;
-    Some((playback_id, proto, parts.next().unwrap_or("")))
+    let (playback_id, after) = slash(path.strip_prefix("/play/")?)?;
+    Some(match slash(after) {
+        Some((proto, rest)) => (playback_id, proto, rest),
+        None => (playback_id, after, ""),
+    })
+}
+
+/// `s` before its first `/` and after it. A plain byte scan: a redirect's path is a few dozen
+/// bytes, where setting up `str`'s pattern searcher costs more than the search.
+fn slash(s: &str) -> Option<(&str, &str)> {
+    let at = s.bytes().position(|b| b == b'/')?;
+    Some((&s[..at], &s[at + 1..]))
 }
 
 /// The part after the protocol: a relative path of url-safe segments, never `..`.
@@ -415,7 +425,8 @@ fn valid_rest(rest: &str) -> bool {
         && rest.bytes().fold(true, |ok, b| {
             ok & (b.is_ascii_alphanumeric() | matches!(b, b'-' | b'_' | b'.' | b'/'))
         })
-        && !(rest.contains("..") && rest.split('/').any(|seg| seg == ".."))
+        && !(rest.as_bytes().windows(2).any(|w| w == b"..")
+            && rest.split('/').any(|seg| seg == ".."))
 }
 
 /// Whether `path` is a viewer redirect, `/play/{playback_id}/{proto}[/...]`.
@@ -437,13 +448,15 @@ pub(super) async fn redirect(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         return Ok(response);
     }
-    let location = redirect_to(
+    let mut location = Vec::new();
+    redirect_to(
         state,
         peer,
         req.uri.path(),
         req.uri.query(),
         &req.headers,
         Instant::now(),
+        &mut location,
     )
     .await?;
     temporary_redirect(location)
@@ -452,7 +465,8 @@ pub(super) async fn redirect(
 /// The viewer hot path, for the viewer lane and hyper alike: resolve (in-process cache), rank
 /// (snapshot), debit (the edge's own ledger), and the edge URL to send the viewer to. No SQL,
 /// Redis, lock or per-request map. `now` is the request's arrival, read once for every request
-/// the lane found in one read.
+/// the lane found in one read. The URL is written into `location` (the lane's buffer, reused
+/// from request to request: cleared first); on an error, what it holds is not a URL.
 pub(super) async fn redirect_to<H: Headers + ?Sized>(
     state: &AppState,
     peer: SocketAddr,
@@ -460,7 +474,9 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     query: Option<&str>,
     headers: &H,
     now: Instant,
-) -> Result<String, ApiError> {
+    location: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    location.clear();
     let (playback_id, proto, rest) =
         play_path(path).ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
     let q = Params::parse(query.unwrap_or(""))?;
@@ -479,8 +495,11 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await? {
         // The peer would not let this cluster pull the stream: its own edge serves the viewer.
         state.metrics.play_decisions.count(Some(true));
-        let location = protocol_url(&base_url, proto, stream, rest)
+        let parts = url_parts(&base_url, proto, stream, rest)
             .ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+        for part in parts {
+            location.extend_from_slice(part.as_bytes());
+        }
         return redirect_location(location);
     }
     let snapshot = state.router.snapshot();
@@ -501,25 +520,24 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     let edge = picked.1;
     let returning = q.get(SESSION_PARAM);
     let session = debit(&snapshot, picked, stream, returning.as_deref(), now);
-    let mut location = String::with_capacity(edge.base_url.len() + stream.len() + rest.len() + 48);
     for part in url_parts(&edge.base_url, proto, stream, rest)
         .into_iter()
         .flatten()
     {
-        location.push_str(part);
+        location.extend_from_slice(part.as_bytes());
     }
-    location.push('?');
-    location.push_str(SESSION_PARAM);
-    location.push('=');
-    location.push_str(session.text(&mut [0; 16]));
+    location.push(b'?');
+    location.extend_from_slice(SESSION_PARAM.as_bytes());
+    location.push(b'=');
+    location.extend_from_slice(session.text(&mut [0; 16]).as_bytes());
     redirect_location(location)
 }
 
-/// `location` when it can be sent as a header value (visible ASCII, what `HeaderValue` takes
-/// from a URL), else 400.
-fn redirect_location(location: String) -> Result<String, ApiError> {
-    if super::header_text(location.as_bytes()) {
-        Ok(location)
+/// Whether `location` can be sent as a header value (visible ASCII, what `HeaderValue` takes
+/// from a URL); 400 if not.
+fn redirect_location(location: &[u8]) -> Result<(), ApiError> {
+    if super::header_text(location) {
+        Ok(())
     } else {
         Err(ApiError::BadRequest(
             "cannot build a redirect for this request".into(),
@@ -528,8 +546,8 @@ fn redirect_location(location: String) -> Result<String, ApiError> {
 }
 
 /// 307 keeps the method and body: a WHEP/WHIP POST stays a POST at the edge.
-pub(super) fn temporary_redirect(location: String) -> Result<Response, ApiError> {
-    let value = HeaderValue::from_maybe_shared(Bytes::from(location))
+pub(super) fn temporary_redirect(location: impl Into<Bytes>) -> Result<Response, ApiError> {
+    let value = HeaderValue::from_maybe_shared(location.into())
         .map_err(|_| ApiError::BadRequest("cannot build a redirect for this request".into()))?;
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -624,7 +642,13 @@ mod tests {
             text in proptest::collection::vec(any::<u8>(), 0..300),
             token in "[A-Za-z0-9_.%/ -]{0,140}",
             rest in "[A-Za-z0-9_.%/-]{0,80}",
+            path in "(/play/|/play|/)?[a-z/]{0,12}",
         ) {
+            let plain_path = path.strip_prefix("/play/").and_then(|p| {
+                let mut parts = p.splitn(3, '/');
+                Some((parts.next()?, parts.next()?, parts.next().unwrap_or("")))
+            });
+            prop_assert_eq!(play_path(&path), plain_path);
             let written = Session::New(id).text(&mut [0; 16]).to_string();
             prop_assert_eq!(&written, &format!("{id:016x}"));
             prop_assert_eq!(Session::New(id).to_string(), written);

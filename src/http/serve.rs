@@ -183,15 +183,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let answers = Arc::new(Answers::new(limits.max_header_bytes, limits.max_headers));
     let connections = TaskTracker::new();
-    // Shutdown as a flag the viewer lane reads between requests (see `lane::serve`).
-    let stopping = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
-        async move {
-            shutdown.cancelled().await;
-            stopping.store(true, Ordering::Relaxed);
-        }
-    });
+    let lane_stop = lane::Stop::following(shutdown.clone());
     let tls = state.tls.clone();
     crate::tls::accept_loop(listener, tls, shutdown.clone(), |peer| {
         let asked = Arc::new(AtomicBool::new(false));
@@ -202,16 +194,16 @@ pub async fn serve(
             asked: asked.clone(),
         };
         let (builder, answers, stop) = (builder.clone(), answers.clone(), shutdown.clone());
-        let stopping = stopping.clone();
+        let lane_stop = lane_stop.clone();
         let tracked = connections.token();
         move |conn| async move {
             let _tracked = tracked;
             // The viewer lane answers redirects until the first request it does not take.
-            let (conn, read) =
-                match lane::serve(conn, &front.cell, peer, &asked, &stop, &stopping).await {
-                    lane::Outcome::Closed => return,
-                    lane::Outcome::Handoff(conn, read) => (conn, read),
-                };
+            let (conn, read) = match lane::serve(conn, &front.cell, peer, &asked, &lane_stop).await
+            {
+                lane::Outcome::Closed => return,
+                lane::Outcome::Handoff(conn, read) => (conn, read),
+            };
             let conn = builder
                 .serve_connection(TokioIo::new(JsonAnswers::new(conn, read, answers)), front)
                 .into_owned();

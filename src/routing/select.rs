@@ -881,45 +881,45 @@ impl Snapshot {
         let offsets = [0u32, self.pools[0].candidates.len() as u32];
         // Without a peered cluster to use, the remote pool is not looked at at all.
         let pools = if req.remote_clusters.is_empty() { 1 } else { 2 };
-        // Group bounds for this viewer, the used pools' groups together, visited best first
-        // ([`group_entry`]s), on the stack, no allocation per request. Geo bounds are kept by
-        // pool and group for the scans. Without a viewer position every geo bound is 0 and the
-        // order is the snapshot's own, and neither array is written (or zeroed) at all.
-        let mut sorted: [i64; 2 * MAX_GROUPS];
-        let mut geo_of_group: Option<[[i64; MAX_GROUPS]; 2]> = None;
-        let order: &[i64] = match req.viewer.as_ref().map(unit_vector) {
-            None => &self.blind_order,
-            Some(v) => {
-                sorted = [0; 2 * MAX_GROUPS];
-                let geo_of_group = geo_of_group.insert([[0; MAX_GROUPS]; 2]);
-                let w_geo = self.weights().geo;
-                let geo_per_radian = w_geo as f64 / std::f64::consts::PI;
-                let mut n = 0;
-                for (p, pool) in self.pools.iter().enumerate().take(pools) {
-                    for (g, group) in pool.groups.iter().enumerate() {
-                        let geo = match &group.centre {
-                            Some(c) => {
-                                // A bound: the nearest angle taken smaller than it can be, by
-                                // far more than the float error of the product below, so the
-                                // truncation cannot land above a member's exact `⌊w·d⌋`.
-                                let angle = acos_fast(dot(&v, c)) - ACOS_FAST_ERROR;
-                                let nearest = (angle - group.radius).max(0.0);
-                                let lost = ((nearest * geo_per_radian) as u64).min(w_geo);
-                                (w_geo - lost) as i64
-                            }
-                            None => 0,
-                        };
-                        geo_of_group[p][g] = geo;
-                        sorted[n] = group_entry(geo + group.max_static, p, g);
-                        n += 1;
-                    }
+        // A group's geo bound for this viewer: the most geo points any member can get (0 for
+        // every group when the viewer's position is unknown, and for the unplaced group).
+        let viewer = req.viewer.as_ref().map(unit_vector);
+        let w_geo = self.weights().geo;
+        let geo_per_radian = w_geo as f64 / std::f64::consts::PI;
+        let geo_of = |group: &Group| -> i64 {
+            match (&viewer, &group.centre) {
+                (Some(v), Some(c)) => {
+                    // A bound: the nearest angle taken smaller than it can be, by far more than
+                    // the float error of the product below, so the truncation cannot land above
+                    // a member's exact `⌊w·d⌋`.
+                    let angle = acos_fast(dot(v, c)) - ACOS_FAST_ERROR;
+                    let nearest = (angle - group.radius).max(0.0);
+                    let lost = ((nearest * geo_per_radian) as u64).min(w_geo);
+                    (w_geo - lost) as i64
                 }
-                let sorted = &mut sorted[..n];
-                sorted.sort_unstable_by_key(|&e| std::cmp::Reverse(e));
-                sorted
+                _ => 0,
             }
         };
-        let geo_of = |p: usize, g: usize| geo_of_group.as_ref().map_or(0, |geo| geo[p][g]);
+        // Group bounds for this viewer, the used pools' groups together, visited best first
+        // ([`group_entry`]s: a group's geo bound is its entry's bound less its static maximum),
+        // on the stack, no allocation per request. Without a viewer position the order is the
+        // snapshot's own, and the array is not even zeroed.
+        let mut sorted: [i64; 2 * MAX_GROUPS];
+        let order: &[i64] = if viewer.is_none() {
+            &self.blind_order
+        } else {
+            sorted = [0; 2 * MAX_GROUPS];
+            let mut n = 0;
+            for (p, pool) in self.pools.iter().enumerate().take(pools) {
+                for (g, group) in pool.groups.iter().enumerate() {
+                    sorted[n] = group_entry(geo_of(group) + group.max_static, p, g);
+                    n += 1;
+                }
+            }
+            let sorted = &mut sorted[..n];
+            sorted.sort_unstable_by_key(|&e| std::cmp::Reverse(e));
+            sorted
+        };
         // The k-th best so far: its total, whether it is remote, and its node id. A candidate
         // whose bound is below that total, or equal to it and after it in the tie order (local
         // first, then the lower id), cannot enter the top k. Under a flood, redirects level many
@@ -957,7 +957,7 @@ impl Snapshot {
             any_carrier = true;
             let mut start = 0;
             for &(g, end) in &carriers.runs {
-                let geo = geo_of(p, g as usize);
+                let geo = geo_of(&pool.groups[g as usize]);
                 for &i in &carriers.members[start as usize..end as usize] {
                     // Its leaf: its bound with the charges since the build (bonus and geo
                     // bound added to compare), or exhausted.
@@ -989,9 +989,9 @@ impl Snapshot {
             if p >= pools {
                 continue;
             }
-            let geo_bound = geo_of(p, g);
             let pool = &self.pools[p];
             let group = &pool.groups[g];
+            let geo_bound = group_bound - group.max_static;
             if let Some((t, _)) = &bar {
                 if group_bound < *t {
                     break; // groups are in descending bound order

@@ -495,11 +495,7 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     if let Some(base_url) = cross_cluster(state, &resolved, &viewer).await? {
         // The peer would not let this cluster pull the stream: its own edge serves the viewer.
         state.metrics.play_decisions.count(Some(true));
-        let parts = url_parts(&base_url, proto, stream, rest)
-            .ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
-        for part in parts {
-            location.extend_from_slice(part.as_bytes());
-        }
+        push_url(location, &base_url, proto, stream, rest)?;
         return redirect_location(location);
     }
     let snapshot = state.router.snapshot();
@@ -520,17 +516,29 @@ pub(super) async fn redirect_to<H: Headers + ?Sized>(
     let edge = picked.1;
     let returning = q.get(SESSION_PARAM);
     let session = debit(&snapshot, picked, stream, returning.as_deref(), now);
-    for part in url_parts(&edge.base_url, proto, stream, rest)
-        .into_iter()
-        .flatten()
-    {
-        location.extend_from_slice(part.as_bytes());
-    }
+    push_url(location, &edge.base_url, proto, stream, rest)?;
     location.push(b'?');
     location.extend_from_slice(SESSION_PARAM.as_bytes());
     location.push(b'=');
     location.extend_from_slice(session.text(&mut [0; 16]).as_bytes());
     redirect_location(location)
+}
+
+/// Appends the edge URL of `proto` for `stream` to `location` ([`url_parts`]); 400 for a
+/// protocol it does not know.
+fn push_url(
+    location: &mut Vec<u8>,
+    base: &str,
+    proto: &str,
+    stream: &str,
+    rest: &str,
+) -> Result<(), ApiError> {
+    let parts = url_parts(base, proto, stream, rest)
+        .ok_or_else(|| ApiError::BadRequest("malformed path".into()))?;
+    for part in parts {
+        location.extend_from_slice(part.as_bytes());
+    }
+    Ok(())
 }
 
 /// Whether `location` can be sent as a header value (visible ASCII, what `HeaderValue` takes

@@ -135,23 +135,23 @@ impl Cell {
     /// The cluster a request with this `Host` header is for: the served cluster it names as
     /// `foghorn.{cluster}.{root}` or `{cluster}.{root}` (any case, with or without a port or the
     /// final dot), else the home cluster. Borrowed, with no lookup, for every name that is not
-    /// an assigned cluster's: the viewer path pays nothing for the cell when it serves one
-    /// cluster.
-    pub fn for_host(&self, host: Option<&str>) -> Cow<'_, AppState> {
-        match host.and_then(|h| self.named(h)) {
+    /// an assigned cluster's; `host` is called only when the cell serves assigned clusters, so
+    /// the viewer path pays nothing for the cell (not even finding the header) when it serves one.
+    pub fn for_host<'h>(&self, host: impl FnOnce() -> Option<&'h str>) -> Cow<'_, AppState> {
+        match self.named(host) {
             Some(state) => Cow::Owned(state),
             None => Cow::Borrowed(&self.home),
         }
     }
 
     /// The assigned cluster `host` names, if any.
-    fn named(&self, host: &str) -> Option<AppState> {
-        let label = cluster_label(host, &self.suffix)?;
-        if label.eq_ignore_ascii_case(&self.home.config.cluster.id) {
-            return None;
-        }
+    fn named<'h>(&self, host: impl FnOnce() -> Option<&'h str>) -> Option<AppState> {
         let served = self.served.load();
         if served.is_empty() {
+            return None;
+        }
+        let label = cluster_label(host()?, &self.suffix)?;
+        if label.eq_ignore_ascii_case(&self.home.config.cluster.id) {
             return None;
         }
         if label.bytes().all(|b| !b.is_ascii_uppercase()) {

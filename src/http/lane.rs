@@ -253,7 +253,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     headers,
                 } => {
                     asked.store(true, Ordering::Relaxed);
-                    let state = cell.for_host(Headers::first(&*headers, "host"));
+                    let state = cell.for_host(|| Headers::first(&*headers, "host"));
                     let at = *now.get_or_insert_with(Instant::now);
                     let cors = Grant::of(&state.config, path, || {
                         Headers::first(&*headers, "origin").map(str::as_bytes)

@@ -42,6 +42,10 @@ impl<'a> Params<'a> {
 
     /// The value of `name`, if given (an empty string for `?name`).
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
+        if self.0.is_empty() {
+            // Most viewers send no query: no parser is set up for it.
+            return None;
+        }
         self.pairs()
             .filter(|(k, _)| k == name)
             .last()

@@ -110,7 +110,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
 
     fn call(&self, req: hyper::Request<Incoming>) -> Reply {
         self.asked.store(true, Ordering::Relaxed);
-        let state = self.cell.for_host(host(&req)).into_owned();
+        let state = self.cell.for_host(|| host(&req)).into_owned();
         let path = req.uri().path();
         let cors = Grant::of(&state.config, path, || {
             req.headers()

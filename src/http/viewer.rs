@@ -122,9 +122,13 @@ impl Viewer {
         }
         let position = match (query.get("lat"), query.get("lon")) {
             (Some(lat), Some(lon)) => Some(coordinates(&lat, &lon).map_err(ApiError::BadRequest)?),
-            (None, None) => match (from_proxy, header("x-latitude"), header("x-longitude")) {
-                (true, Some(lat), Some(lon)) => coordinates(lat, lon).ok(),
-                _ => geoip.and_then(|g| g.position(ip)),
+            // Position headers count only from a trusted proxy: nobody else's are looked up.
+            (None, None) => match from_proxy
+                .then(|| header("x-latitude").zip(header("x-longitude")))
+                .flatten()
+            {
+                Some((lat, lon)) => coordinates(lat, lon).ok(),
+                None => geoip.and_then(|g| g.position(ip)),
             },
             _ => {
                 return Err(ApiError::BadRequest(

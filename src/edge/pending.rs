@@ -102,6 +102,11 @@ impl Pending {
     /// Applies the decreases recorded since the last call and returns the settled total. Called
     /// by the routing snapshot builder only.
     pub fn settle(&self) -> u64 {
+        if self.released.load(Ordering::Relaxed) == 0 {
+            // Nothing to apply (the usual case): no lock. A decrease recorded after this load
+            // waits for the next settle, as one recorded after the swap below would.
+            return self.total.load(Ordering::Relaxed);
+        }
         let _slots = self.slots.lock();
         let released = self.released.swap(0, Ordering::Relaxed);
         let total = self.total.load(Ordering::Relaxed).saturating_sub(released);

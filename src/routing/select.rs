@@ -158,6 +158,15 @@ struct Group {
     bounds: Bounds,
 }
 
+/// The first 16 bytes of a node id as one integer, zero-padded: ids whose prefixes differ
+/// compare as their prefixes do, so sorting by it compares whole ids only on equal prefixes.
+fn id_prefix(id: &str) -> u128 {
+    let mut head = [0u8; 16];
+    let n = id.len().min(16);
+    head[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(head)
+}
+
 /// A bound and a tie place in one ordered integer: a higher bound first, then the lower place
 /// (the lower node id). Bounds stay far below 2^31 (weights are at most 10^6), so the shift
 /// cannot overflow.
@@ -388,11 +397,13 @@ impl Pool {
             })
             .collect();
 
+        let prefix: Vec<u128> = candidates.iter().map(|c| id_prefix(&c.node_id)).collect();
         let mut by_id: Vec<u32> = (0..candidates.len() as u32).collect();
-        by_id.sort_unstable_by(|a, b| {
-            candidates[*a as usize]
-                .node_id
-                .cmp(&candidates[*b as usize].node_id)
+        by_id.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            prefix[a]
+                .cmp(&prefix[b])
+                .then_with(|| candidates[a].node_id.cmp(&candidates[b].node_id))
         });
         let mut tie = vec![0u32; candidates.len()];
         let mut place = 0u32;
@@ -1138,6 +1149,19 @@ mod tests {
                 )
                 .collect()
         })
+    }
+
+    proptest! {
+        /// Prefix first, then the whole id: the order of the ids themselves (ids that share a
+        /// prefix, one a prefix of the other, longer than 16 bytes).
+        #[test]
+        fn id_prefix_then_id_orders_as_ids(a in "[ab\\x00]{0,20}", b in "[ab\\x00]{0,20}") {
+            let by_prefix = id_prefix(&a).cmp(&id_prefix(&b)).then_with(|| a.cmp(&b));
+            prop_assert_eq!(by_prefix, a.cmp(&b));
+            if id_prefix(&a) != id_prefix(&b) {
+                prop_assert_eq!(id_prefix(&a).cmp(&id_prefix(&b)), a.cmp(&b));
+            }
+        }
     }
 
     proptest! {

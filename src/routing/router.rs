@@ -1,7 +1,8 @@
 //! The live router: keeps the routing snapshot in step with the edge state and the remote edges,
 //! and hands the hot path an immutable snapshot through an `ArcSwap` (no lock per decision).
 //!
-//! Rebuilds are event-driven and rate-limited: an edge change (attach, stats, mode, detach) wakes
+//! Rebuilds are event-driven and rate-limited, and the builder runs them on tokio's blocking
+//! pool, not on a worker that answers viewers: an edge change (attach, stats, mode, detach) wakes
 //! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL` (longer when
 //! a rebuild itself takes long), so a burst of stats costs one rebuild and a change is visible
 //! within that interval. Edges whose inputs did not change since the last build reuse their
@@ -428,7 +429,8 @@ impl Router {
             }
             // On a thread of the blocking pool, not on the worker: a pool of many thousand
             // edges takes milliseconds to build, and the viewers whose connections that worker
-            // serves would wait for it (on one core, the scheduler now preempts the build for them).
+            // serves would wait for all of it (on one core, the kernel now shares the core
+            // between them and the build).
             let router = self.clone();
             match tokio::task::spawn_blocking(move || router.rebuild()).await {
                 Ok(took) => recent[next] = took,
@@ -675,8 +677,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(10_700)).await;
         assert_eq!(pending(&router), 300_000, "29.7 s after the redirect");
 
-        // Rebuilds run on the blocking pool, so the one that follows the report may still be
-        // due (its trigger taken after the clock moved on) and publish before the sweep's: wait
+        // Rebuilds run on the blocking pool, so the router may still be handling an earlier
+        // change when the clock passes the TTL, and publish that rebuild before the sweep's: wait
         // for the snapshot that no longer counts the redirect, within one virtual second.
         tokio::time::advance(Duration::from_millis(600)).await;
         tokio::time::timeout(Duration::from_secs(1), async {

@@ -249,6 +249,8 @@ fn summary(c: &mut Criterion) {
                 let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
                 let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
                 router.set_remote_edges("eu", edges, Instant::now());
+                // What the routing builder then does with it.
+                router.rebuild();
             })
         });
         group.bench_with_input(BenchmarkId::new("build_encode_apply", n), &n, |b, _| {
@@ -261,6 +263,7 @@ fn summary(c: &mut Criterion) {
                     summary.remote_edges(Instant::now() + Duration::from_secs(90)),
                     Instant::now(),
                 );
+                router.rebuild();
             })
         });
         let (tx, mut acks) = network.block_on(channel_to_receiver());

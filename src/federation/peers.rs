@@ -509,7 +509,9 @@ mod tests {
         }
     }
 
+    /// The peer's edge's expiry in the snapshot, once the builder applied what arrived.
     fn fresh_until(router: &Router) -> Option<Instant> {
+        router.rebuild();
         router.snapshot().candidates().next().map(|c| c.fresh_until)
     }
 
@@ -534,8 +536,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         peers.on_heartbeat("eu");
         assert_eq!(fresh_until(&router), Some(Instant::now() + TTLS.heartbeat));
-        // Heartbeats never carry the edges past the summary's own TTL.
-        for _ in 0..20 {
+        // Heartbeats never carry the edges past the summary's own TTL...
+        for _ in 0..7 {
             tokio::time::advance(Duration::from_secs(10)).await;
             peers.on_heartbeat("eu");
         }
@@ -543,7 +545,14 @@ mod tests {
             fresh_until(&router),
             Some(first + TTLS.summary - TTLS.heartbeat)
         );
+        assert!(peers.is_scored("eu"));
+        // ...past which they are scored no more, and the next rebuild drops them.
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            peers.on_heartbeat("eu");
+        }
         assert!(!peers.is_scored("eu"));
+        assert_eq!(fresh_until(&router), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,17 +2,17 @@
 //! and hands the hot path an immutable snapshot through an `ArcSwap` (no lock per decision).
 //!
 //! Rebuilds are event-driven and rate-limited, and the builder runs them on tokio's blocking
-//! pool, not on a worker that answers viewers: an edge change (attach, stats, mode, detach) wakes
-//! the builder, which rebuilds at once and then at most every `MIN_REBUILD_INTERVAL` (longer when
-//! a rebuild itself takes long), so a burst of stats costs one rebuild and a change is visible
-//! within that interval. Edges whose inputs did not change since the last build reuse their
-//! candidate.
+//! pool, not on a worker that answers viewers: an edge change (attach, stats, mode, detach) or a
+//! peered cluster's new edges wake the builder, which rebuilds at once and then at most every
+//! `MIN_REBUILD_INTERVAL` (longer when a rebuild itself takes long), so a burst of stats or
+//! summaries costs one rebuild and a change is visible within that interval. Edges whose inputs
+//! did not change since the last build reuse their candidate.
 //!
 //! The local and the remote edges are indexed in separate pools: local edges change every few
-//! seconds, remote ones only when a peer's summary arrives (or expires, or redirects charged to
-//! them reach their TTL). An edge change rebuilds
-//! the local pool (1,000 edges: ~0.15 ms) and pairs it with the remote pool already built (10,000
-//! edges: ~3 ms, paid once per summary instead of 50 times a second).
+//! seconds, remote ones only when a peer's summary or heartbeat arrives (or they expire, or
+//! redirects charged to them reach their TTL). A rebuild rebuilds the local pool (1,000 edges:
+//! ~0.15 ms) and pairs it with the remote pool, itself rebuilt only when remote edges changed
+//! since (10,000 edges: ~3 ms, paid once per summary instead of 50 times a second).
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,55 @@ fn sorted_streams(streams: impl Iterator<Item = StreamRef>) -> Arc<[StreamRef]> 
     streams.into()
 }
 
+/// A peered cluster's edges as a summary described them, not yet applied (see
+/// [`Router::set_remote_edges`]).
+#[derive(Debug)]
+struct Arrival {
+    cluster_id: String,
+    edges: Vec<RemoteEdge>,
+    summary_at: Instant,
+}
+
+/// The candidates of a peered cluster's edges, each with a ledger of its own.
+fn remote_candidates(cluster_id: &str, edges: Vec<RemoteEdge>) -> Vec<Candidate> {
+    let cluster: Arc<str> = Arc::from(cluster_id);
+    edges
+        .into_iter()
+        .map(|e| {
+            let streams = sorted_streams(e.streams.into_iter().map(|name| StreamRef {
+                name,
+                up: 0,
+                viewers: 0,
+                inputs: 0,
+                replicated: false,
+            }));
+            Candidate {
+                node_id: e.node_id,
+                cluster_id: cluster.clone(),
+                remote: true,
+                base_url: e.base_url,
+                serves_viewers: e.serves_viewers,
+                // Publishers of this cluster ingest here; a peer's ingest edges are theirs.
+                takes_ingest: false,
+                cpu_tenths: e.cpu_tenths,
+                ram_used: e.ram_used,
+                ram_max: e.ram_max,
+                up: e.up,
+                bw_limit: e.bw_limit,
+                position: e
+                    .latitude
+                    .zip(e.longitude)
+                    .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
+                fresh_until: e.expires_at,
+                pending: Arc::default(),
+                streams,
+                connections: 0,
+                ip: None,
+            }
+        })
+        .collect()
+}
+
 /// The inputs a build needs beyond the edge state.
 #[derive(Debug)]
 struct BuildState {
@@ -76,9 +125,9 @@ struct BuildState {
     /// The pool built from `remote`, reused until remote edges change or one expires, or until
     /// charges to them reach their TTL.
     remote_pool: Arc<Pool>,
-    /// Charges to remote edges were forgotten since `remote_pool` was built: the next rebuild
-    /// rebuilds it, so they count no longer.
-    remote_released: bool,
+    /// `remote_pool` no longer reflects `remote`: a peered cluster's edges were replaced, or
+    /// charges to them were forgotten, since it was built. The next rebuild rebuilds it.
+    remote_stale: bool,
     /// The earliest `fresh_until` in `remote_pool`: at that instant the pool is rebuilt without
     /// the expired edges (they are already never chosen, `score` checks freshness).
     remote_expires: Option<Instant>,
@@ -118,8 +167,40 @@ impl BuildState {
             }
         }
         self.remote_expires = candidates.iter().map(|c| c.fresh_until).min();
-        self.remote_released = false;
+        self.remote_stale = false;
         self.remote_pool = Arc::new(Pool::build(self.weights, candidates));
+    }
+
+    /// Replaces a peered cluster's edges with those of a summary (see
+    /// [`Router::set_remote_edges`]), each keeping its ledger.
+    fn replace_remote(&mut self, arrival: Arrival, now: Instant) {
+        let Arrival {
+            cluster_id,
+            edges,
+            summary_at,
+        } = arrival;
+        let mut cluster = RemoteCluster {
+            summary_at,
+            edges: remote_candidates(&cluster_id, edges),
+        };
+        if let Some(previous) = self.remote.remove(&cluster_id) {
+            let newer = summary_at != previous.summary_at;
+            let mut ledgers: HashMap<Arc<str>, Arc<Pending>, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(previous.edges.len(), Default::default());
+            for c in previous.edges {
+                if newer {
+                    c.pending.reconcile(Some(previous.summary_at), now);
+                }
+                ledgers.insert(c.node_id, c.pending);
+            }
+            for c in &mut cluster.edges {
+                if let Some(pending) = ledgers.remove(&c.node_id) {
+                    c.pending = pending;
+                }
+            }
+        }
+        self.remote.insert(cluster_id, cluster);
+        self.remote_stale = true;
     }
 
     /// Forgets the charges to remote edges that reached their TTL at `now`; true when that
@@ -131,7 +212,7 @@ impl BuildState {
                 released |= c.pending.expire(now);
             }
         }
-        self.remote_released |= released;
+        self.remote_stale |= released;
         released
     }
 }
@@ -149,6 +230,11 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Bumped after every rebuild, so tests and callers can await a fresh snapshot.
     generation: watch::Sender<u64>,
+    /// Peered clusters' edges as their summaries arrived since the last rebuild, in order: the
+    /// next rebuild applies them (the callers never wait for a build).
+    arrived: Mutex<Vec<Arrival>>,
+    /// Wakes the builder when `arrived` got one.
+    remote_changed: Notify,
 }
 
 impl Router {
@@ -167,7 +253,7 @@ impl Router {
                 weights,
                 remote: HashMap::new(),
                 remote_pool: Arc::new(Pool::empty(weights)),
-                remote_released: false,
+                remote_stale: false,
                 remote_expires: None,
                 local: HashMap::default(),
                 builds: 0,
@@ -175,6 +261,8 @@ impl Router {
             snapshot: ArcSwap::from_pointee(Snapshot::build(weights, Vec::new())),
             metrics,
             generation: watch::channel(0).0,
+            arrived: Mutex::new(Vec::new()),
+            remote_changed: Notify::new(),
         })
     }
 
@@ -210,84 +298,27 @@ impl Router {
     pub fn set_weights(&self, weights: Weights) {
         let mut build = self.lock();
         build.weights = weights;
-        build.rebuild_remote(Instant::now());
-        self.rebuild_local(&mut build);
+        build.remote_stale = true;
+        self.rebuild_locked(&mut build);
     }
 
     /// Replaces the remote edges of one peered cluster, as described by the summary that arrived
-    /// at `summary_at`, and rebuilds at once.
+    /// at `summary_at`. The builder rebuilds the remote pool next, as it rebuilds the local one:
+    /// on the blocking pool, within `MIN_REBUILD_INTERVAL` (or its pause after a long rebuild),
+    /// not here on the caller's worker (a pool of 10,000 remote edges takes ~3 ms to build, and
+    /// every summary and heartbeat of every peer comes here).
     ///
     /// An edge keeps its ledger of the redirects charged to it (DESIGN.md §5): the same summary
     /// applied again (a heartbeat moved its expiry) measured none of them, and a newer summary
     /// measured those charged before the previous one arrived, which are forgotten, as a local
     /// edge's stats report does (`Pending::reconcile`). The rest go at their TTL.
     pub fn set_remote_edges(&self, cluster_id: &str, edges: Vec<RemoteEdge>, summary_at: Instant) {
-        let cluster: Arc<str> = Arc::from(cluster_id);
-        let mut candidates: Vec<Candidate> = edges
-            .into_iter()
-            .map(|e| {
-                let streams = sorted_streams(e.streams.into_iter().map(|name| StreamRef {
-                    name,
-                    up: 0,
-                    viewers: 0,
-                    inputs: 0,
-                    replicated: false,
-                }));
-                Candidate {
-                    node_id: e.node_id,
-                    cluster_id: cluster.clone(),
-                    remote: true,
-                    base_url: e.base_url,
-                    serves_viewers: e.serves_viewers,
-                    // Publishers of this cluster ingest here; a peer's ingest edges are theirs.
-                    takes_ingest: false,
-                    cpu_tenths: e.cpu_tenths,
-                    ram_used: e.ram_used,
-                    ram_max: e.ram_max,
-                    up: e.up,
-                    bw_limit: e.bw_limit,
-                    position: e
-                        .latitude
-                        .zip(e.longitude)
-                        .and_then(|(lat, lon)| Position::from_degrees(lat, lon)),
-                    fresh_until: e.expires_at,
-                    pending: Arc::default(),
-                    streams,
-                    connections: 0,
-                    ip: None,
-                }
-            })
-            .collect();
-        // Under the build lock from here: the ledgers of the edges as last applied.
-        let mut build = self.lock();
-        let now = Instant::now();
-        if let Some(previous) = build.remote.remove(cluster_id) {
-            let newer = summary_at != previous.summary_at;
-            let mut ledgers: HashMap<Arc<str>, Arc<Pending>, foldhash::fast::RandomState> =
-                HashMap::with_capacity_and_hasher(previous.edges.len(), Default::default());
-            for c in previous.edges {
-                if newer {
-                    c.pending.reconcile(Some(previous.summary_at), now);
-                }
-                ledgers.insert(c.node_id, c.pending);
-            }
-            for c in &mut candidates {
-                if let Some(pending) = ledgers.remove(&c.node_id) {
-                    c.pending = pending;
-                }
-            }
-        }
-        build.remote.insert(
-            cluster_id.to_string(),
-            RemoteCluster {
-                summary_at,
-                edges: candidates,
-            },
-        );
-        build.rebuild_remote(now);
-        // The local pool of the current snapshot stays as it is.
-        let local = self.snapshot.load().local().clone();
-        self.publish(Snapshot::from_pools(local, build.remote_pool.clone()));
+        self.arrived.lock().push(Arrival {
+            cluster_id: cluster_id.to_string(),
+            edges,
+            summary_at,
+        });
+        self.remote_changed.notify_one();
     }
 
     /// The base URL viewers are sent to for a local edge without one of its own.
@@ -332,21 +363,28 @@ impl Router {
     }
 
     /// Rebuilds the snapshot now: the local pool from the edge state, and the remote pool too if
-    /// one of its edges has expired, or charges to them were forgotten, since it was built.
-    /// Returns how long that took.
+    /// a peered cluster's edges arrived, one of its edges has expired, or charges to them were
+    /// forgotten, since it was built. Returns how long that took.
     pub fn rebuild(&self) -> Duration {
         let started = std::time::Instant::now();
-        let mut build = self.lock();
-        let now = Instant::now();
-        if build.remote_released || build.remote_expires.is_some_and(|t| t <= now) {
-            build.rebuild_remote(now);
-        }
-        self.rebuild_local(&mut build);
+        self.rebuild_locked(&mut self.lock());
         let took = started.elapsed();
         self.metrics
             .routing_rebuild_seconds
             .observe(took.as_secs_f64());
         took
+    }
+
+    fn rebuild_locked(&self, build: &mut BuildState) {
+        let now = Instant::now();
+        let arrived = std::mem::take(&mut *self.arrived.lock());
+        for arrival in arrived {
+            build.replace_remote(arrival, now);
+        }
+        if build.remote_stale || build.remote_expires.is_some_and(|t| t <= now) {
+            build.rebuild_remote(now);
+        }
+        self.rebuild_local(build);
     }
 
     fn rebuild_local(&self, build: &mut BuildState) {
@@ -418,6 +456,7 @@ impl Router {
         loop {
             tokio::select! {
                 _ = self.edges.changed() => {}
+                _ = self.remote_changed.notified() => {}
                 _ = sweep.tick() => {
                     let now = Instant::now();
                     let local = self.edges.expire_pending(now);
@@ -463,6 +502,60 @@ mod tests {
             bw_limit_bytes_per_sec: 125_000_000,
             ..Stats::default()
         }
+    }
+
+    /// A peer's one edge, `eeeeeeeeeeee`, as a summary scored until `expires_at` describes it.
+    fn remote(expires_at: Instant) -> Vec<RemoteEdge> {
+        vec![RemoteEdge {
+            node_id: Arc::from("eeeeeeeeeeee"),
+            base_url: Arc::from("https://e.peer.example.net"),
+            serves_viewers: true,
+            cpu_tenths: 100,
+            ram_used: 1 << 30,
+            ram_max: 16 << 30,
+            up: 0,
+            bw_limit: 125_000_000,
+            latitude: None,
+            longitude: None,
+            streams: Vec::new(),
+            expires_at,
+        }]
+    }
+
+    /// A summary wakes the builder, which applies it on its own (the caller never builds), and
+    /// a peer gone (no edges) leaves the snapshot the same way.
+    #[tokio::test]
+    async fn the_builder_applies_summaries_as_they_arrive() {
+        let edges = Arc::new(EdgeState::new(Duration::from_secs(15)));
+        let router = Router::new(edges, "c", "example.net", Arc::new(Metrics::new()));
+        let stop = CancellationToken::new();
+        let builder = tokio::spawn(router.clone().run(stop.clone()));
+        let until_remote = |n: usize| {
+            let router = router.clone();
+            async move {
+                while router.snapshot().remote().len() != n {
+                    let rebuilt = router.next_rebuild();
+                    if router.snapshot().remote().len() == n {
+                        break;
+                    }
+                    rebuilt.await;
+                }
+            }
+        };
+        let now = Instant::now();
+        router.set_remote_edges("peer", remote(now + Duration::from_secs(90)), now);
+        tokio::time::timeout(Duration::from_secs(10), until_remote(1))
+            .await
+            .expect("the summary applied by the builder");
+        let snapshot = router.snapshot();
+        let edge = snapshot.candidates().next().expect("the peer's edge");
+        assert!(edge.remote && &*edge.node_id == "eeeeeeeeeeee");
+        router.set_remote_edges("peer", Vec::new(), Instant::now());
+        tokio::time::timeout(Duration::from_secs(10), until_remote(0))
+            .await
+            .expect("the peer's edges dropped by the builder");
+        stop.cancel();
+        builder.await.expect("the builder stops");
     }
 
     /// The local candidate as the current snapshot has it.
@@ -549,22 +642,6 @@ mod tests {
         let edges = Arc::new(EdgeState::new(Duration::from_secs(15)));
         let router = Router::new(edges, "c", "example.net", Arc::new(Metrics::new()));
         let peers = [Arc::<str>::from("peer")];
-        let remote = |expires_at| {
-            vec![RemoteEdge {
-                node_id: Arc::from("eeeeeeeeeeee"),
-                base_url: Arc::from("https://e.peer.example.net"),
-                serves_viewers: true,
-                cpu_tenths: 100,
-                ram_used: 1 << 30,
-                ram_max: 16 << 30,
-                up: 0,
-                bw_limit: 125_000_000,
-                latitude: None,
-                longitude: None,
-                streams: Vec::new(),
-                expires_at,
-            }]
-        };
         let pending = |router: &Router| router.snapshot().get(0).pending.current();
         let pick = |router: &Router| {
             let ask = crate::routing::Ask::Viewer {
@@ -576,6 +653,7 @@ mod tests {
         let t0 = Instant::now();
         let ttl = Duration::from_secs(90);
         router.set_remote_edges("peer", remote(t0 + ttl), t0);
+        router.rebuild();
         let p = pick(&router).expect("the peer's edge");
         tokio::time::advance(Duration::from_secs(1)).await;
         router
@@ -586,6 +664,7 @@ mod tests {
         for s in 2..5 {
             tokio::time::advance(Duration::from_secs(1)).await;
             router.set_remote_edges("peer", remote(t0 + ttl + Duration::from_secs(s)), t0);
+            router.rebuild();
             assert_eq!(pending(&router), 100_000_000, "kept across a heartbeat");
         }
         // A newer summary at t0 + 5 s: the charge at t0 + 1 s came after t0, so this one may not
@@ -593,6 +672,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let t5 = Instant::now();
         router.set_remote_edges("peer", remote(t5 + ttl), t5);
+        router.rebuild();
         assert_eq!(pending(&router), 100_000_000);
         let p = pick(&router).expect("room for 25 MB/s more");
         router
@@ -603,6 +683,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         let t10 = Instant::now();
         router.set_remote_edges("peer", remote(t10 + ttl), t10);
+        router.rebuild();
         assert_eq!(
             pending(&router),
             25_000_000,

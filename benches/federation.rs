@@ -253,6 +253,23 @@ fn summary(c: &mut Criterion) {
                 router.rebuild();
             })
         });
+        // The part of "apply" paid where the frame arrives (decode, checks, the summary queued
+        // for the router); the builder's conversion and index of the edges are not timed.
+        group.bench_with_input(BenchmarkId::new("apply_arrival", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = std::time::Instant::now();
+                    let wire = ClusterEdgeSummary::decode(bytes.as_slice()).expect("decode");
+                    let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
+                    let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
+                    router.set_remote_edges("eu", edges, Instant::now());
+                    timed += started.elapsed();
+                    router.rebuild();
+                }
+                timed
+            })
+        });
         group.bench_with_input(BenchmarkId::new("build_encode_apply", n), &n, |b, _| {
             b.iter(|| {
                 let bytes = summary_to_proto(&smoother.summary("eu"), ROOT).encode_to_vec();

@@ -522,6 +522,27 @@ mod tests {
         }]
     }
 
+    /// Waits, up to `within`, for a snapshot of which `done` holds: the builder may publish
+    /// other rebuilds first (it runs them on the blocking pool). Panics with `what` if none comes.
+    async fn until_snapshot(
+        router: &Router,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Router) -> bool,
+    ) {
+        tokio::time::timeout(within, async {
+            loop {
+                let next = router.next_rebuild();
+                if done(router) {
+                    break;
+                }
+                next.await;
+            }
+        })
+        .await
+        .expect(what);
+    }
+
     /// A summary wakes the builder, which applies it on its own (the caller never builds), and
     /// a peer gone (no edges) leaves the snapshot the same way.
     #[tokio::test]
@@ -530,30 +551,27 @@ mod tests {
         let router = Router::new(edges, "c", "example.net", Arc::new(Metrics::new()));
         let stop = CancellationToken::new();
         let builder = tokio::spawn(router.clone().run(stop.clone()));
-        let until_remote = |n: usize| {
-            let router = router.clone();
-            async move {
-                while router.snapshot().remote().len() != n {
-                    let rebuilt = router.next_rebuild();
-                    if router.snapshot().remote().len() == n {
-                        break;
-                    }
-                    rebuilt.await;
-                }
-            }
-        };
+        let remote_edges = |n: usize| move |router: &Router| router.snapshot().remote().len() == n;
         let now = Instant::now();
         router.set_remote_edges("peer", remote(now + Duration::from_secs(90)), now);
-        tokio::time::timeout(Duration::from_secs(10), until_remote(1))
-            .await
-            .expect("the summary applied by the builder");
+        until_snapshot(
+            &router,
+            Duration::from_secs(10),
+            "the summary applied by the builder",
+            remote_edges(1),
+        )
+        .await;
         let snapshot = router.snapshot();
         let edge = snapshot.candidates().next().expect("the peer's edge");
         assert!(edge.remote && &*edge.node_id == "eeeeeeeeeeee");
         router.set_remote_edges("peer", Vec::new(), Instant::now());
-        tokio::time::timeout(Duration::from_secs(10), until_remote(0))
-            .await
-            .expect("the peer's edges dropped by the builder");
+        until_snapshot(
+            &router,
+            Duration::from_secs(10),
+            "the peer's edges dropped by the builder",
+            remote_edges(0),
+        )
+        .await;
         stop.cancel();
         builder.await.expect("the builder stops");
     }
@@ -762,17 +780,13 @@ mod tests {
         // change when the clock passes the TTL, and publish that rebuild before the sweep's: wait
         // for the snapshot that no longer counts the redirect, within one virtual second.
         tokio::time::advance(Duration::from_millis(600)).await;
-        tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                let next = router.next_rebuild();
-                if pending(&router) == 0 {
-                    break;
-                }
-                next.await;
-            }
-        })
-        .await
-        .expect("30.3 s after the redirect, no report since: forgotten by the next sweep");
+        until_snapshot(
+            &router,
+            Duration::from_secs(1),
+            "30.3 s after the redirect, no report since: forgotten by the next sweep",
+            |router| pending(router) == 0,
+        )
+        .await;
         stop.cancel();
         task.await.expect("router stops");
     }

@@ -243,12 +243,16 @@ fn summary(c: &mut Criterion) {
             ROOT,
             Arc::new(Metrics::new()),
         );
+        // What the worker a summary arrives on does: decode, check, queue it for the router.
+        let arrive = |bytes: &[u8]| {
+            let wire = ClusterEdgeSummary::decode(bytes).expect("decode");
+            let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
+            let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
+            router.set_remote_edges("eu", edges, Instant::now());
+        };
         group.bench_with_input(BenchmarkId::new("apply", n), &n, |b, _| {
             b.iter(|| {
-                let wire = ClusterEdgeSummary::decode(bytes.as_slice()).expect("decode");
-                let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
-                let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
-                router.set_remote_edges("eu", edges, Instant::now());
+                arrive(&bytes);
                 // What the routing builder then does with it.
                 router.rebuild();
             })
@@ -260,10 +264,7 @@ fn summary(c: &mut Criterion) {
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters {
                     let started = std::time::Instant::now();
-                    let wire = ClusterEdgeSummary::decode(bytes.as_slice()).expect("decode");
-                    let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
-                    let edges = summary.remote_edges(Instant::now() + Duration::from_secs(90));
-                    router.set_remote_edges("eu", edges, Instant::now());
+                    arrive(&bytes);
                     timed += started.elapsed();
                     router.rebuild();
                 }
@@ -272,14 +273,7 @@ fn summary(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("build_encode_apply", n), &n, |b, _| {
             b.iter(|| {
-                let bytes = summary_to_proto(&smoother.summary("eu"), ROOT).encode_to_vec();
-                let wire = ClusterEdgeSummary::decode(bytes.as_slice()).expect("decode");
-                let summary = summary_from_proto(&wire, "eu", ROOT).expect("valid");
-                router.set_remote_edges(
-                    "eu",
-                    summary.remote_edges(Instant::now() + Duration::from_secs(90)),
-                    Instant::now(),
-                );
+                arrive(&summary_to_proto(&smoother.summary("eu"), ROOT).encode_to_vec());
                 router.rebuild();
             })
         });

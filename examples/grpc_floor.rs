@@ -4,8 +4,8 @@
 //! else. What it holds per connection is what the gRPC transport alone costs; whatever Foghorn
 //! holds per edge above that is Foghorn's own.
 //!
-//!   grpc_floor serve ADDR                  listens on ADDR, prints its resident memory (KiB)
-//!                                          every two seconds
+//!   grpc_floor serve ADDR                  listens on ADDR (its resident memory is read from
+//!                                          /proc by whoever runs it)
 //!   grpc_floor connect URL N               opens N connections to URL, one open Watch on each,
 //!                                          prints "connected N" and holds them until killed
 //!
@@ -20,27 +20,11 @@ use tonic_health::pb::HealthCheckRequest;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    tokio::spawn(async {
-        loop {
-            println!("resident_kib {}", resident_kib());
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
     // As Foghorn's gRPC listener (`grpc::serve`).
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

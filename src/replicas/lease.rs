@@ -77,6 +77,7 @@ impl Lease {
     ) {
         let mut was = false;
         loop {
+            let mark = self.link.mark();
             let leads = self.hold().await;
             leadership.set(self.valid_until);
             metrics.leader.set(i64::from(leads));
@@ -98,10 +99,11 @@ impl Lease {
             };
             tokio::select! {
                 _ = tokio::time::sleep(next) => {}
-                // A leader whose connection is being made anew (Redis gone, or a failover: the
-                // new master may lack the last renewals, and another replica may take the lease
-                // there) stops counting itself leader now, not at its next renewal.
-                _ = self.link.lost(), if leads => {}
+                // A leader whose connection is made anew (Redis gone, or a failover: the new
+                // master may lack the last renewals, and another replica may take the lease
+                // there) holds again now, on the new connection or none, not at its next
+                // renewal; also when the new connection was made before this wait began.
+                _ = RedisLink::lost_since(mark), if leads => {}
                 _ = stop.cancelled() => break,
             }
         }

@@ -150,12 +150,23 @@ impl RedisLink {
         let _ = up.wait_for(|up| *up).await;
     }
 
-    /// Resolves once the link has no connection (at once when it has none): the one it had
-    /// stopped answering or no longer leads to the master, and subscriptions follow it.
-    pub async fn lost(&self) {
-        let mut up = self.up.subscribe();
-        // The sender lives as long as `self`: the wait cannot fail.
-        let _ = up.wait_for(|up| !*up).await;
+    /// A mark of the link's connection now, for [`RedisLink::lost_since`]. Take it before using
+    /// the connection (or one to the same server), then wait on it.
+    pub fn mark(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    /// Resolves once the connection the link had at `mark` is gone (at once when it had none):
+    /// it stopped answering or no longer leads to the master. Also when a new connection was
+    /// made meanwhile, which a wait for "no connection" started later would miss: a failover
+    /// can replace the connection within milliseconds, and whoever used the old one (a lease
+    /// renewed on the old master, a subscription to it) must start over.
+    pub async fn lost_since(mut mark: watch::Receiver<bool>) {
+        // The sender lives as long as the link: `Err` only once nobody can connect anew.
+        if !matches!(mark.has_changed(), Ok(false)) || !*mark.borrow() {
+            return;
+        }
+        let _ = mark.changed().await;
     }
 
     /// A connection of its own for a subscription (to the current master, or to a cluster node
@@ -179,5 +190,42 @@ impl RedisLink {
             tokio::time::timeout(timeout, self.target.check(&mut conn)).await,
             Ok(Ok(()))
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::RedisLink;
+
+    #[test]
+    fn a_connection_replaced_before_the_wait_counts_as_lost() {
+        // Never connected (nothing runs the link): the test moves its state by hand.
+        let link = RedisLink::new("redis://127.0.0.1:1").expect("a URL");
+        assert!(
+            RedisLink::lost_since(link.mark()).now_or_never().is_some(),
+            "no connection at the mark: lost at once"
+        );
+
+        link.up.send_replace(true);
+        let mark = link.mark();
+        assert!(
+            RedisLink::lost_since(link.mark()).now_or_never().is_none(),
+            "the connection of the mark is still there"
+        );
+        // A failover made the connection anew before anyone waited: gone, then back.
+        link.up.send_replace(false);
+        link.up.send_replace(true);
+        assert!(
+            RedisLink::lost_since(mark).now_or_never().is_some(),
+            "the connection of the mark was replaced"
+        );
+
+        let mark = link.mark();
+        let mut lost = Box::pin(RedisLink::lost_since(mark));
+        assert!((&mut lost).now_or_never().is_none());
+        link.up.send_replace(false);
+        assert!(lost.now_or_never().is_some(), "lost while waiting");
     }
 }

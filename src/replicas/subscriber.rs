@@ -137,6 +137,8 @@ impl Follower {
     /// One connection: returns `Ok` on `stop` (or once no handle is left), `Err` when Redis
     /// went away.
     async fn follow(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
+        let lost = RedisLink::lost_since(self.link.mark());
+        tokio::pin!(lost);
         let pubsub = tokio::time::timeout(CALL_TIMEOUT, self.link.pubsub())
             .await
             .map_err(|_| anyhow::anyhow!("subscribing timed out"))??;
@@ -176,8 +178,9 @@ impl Follower {
                     }
                 }
                 // The link made its connection anew (to a new master, after a failover): the
-                // subscription goes where it goes.
-                _ = self.link.lost() => anyhow::bail!("the Redis connection is being made anew"),
+                // subscription goes where it goes. One wait for the whole subscription: a wait
+                // made anew at each message would miss a connection replaced in between.
+                _ = &mut lost => anyhow::bail!("the Redis connection is being made anew"),
                 _ = stop.cancelled() => return Ok(()),
             }
         }
